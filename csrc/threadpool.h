@@ -1,0 +1,29 @@
+// One small persistent thread pool for the whole process (DESIGN.md: no
+// OpenMP runtime). Workers spin briefly on a barrier, then sleep.
+#pragma once
+#include <cstdint>
+#include <functional>
+
+namespace tribit {
+
+class ThreadPool {
+public:
+    explicit ThreadPool(int n_threads);
+    ~ThreadPool();
+    ThreadPool(const ThreadPool&) = delete;
+    ThreadPool& operator=(const ThreadPool&) = delete;
+
+    int n_threads() const;
+    // Runs fn(ith, nth) on every thread (the caller is thread 0) and returns
+    // when all have finished.
+    void run(const std::function<void(int ith, int nth)>& fn);
+    // Splits [0, n) into chunks of `grain` (rounded) across threads.
+    void parallel_for(int64_t n, int64_t grain,
+                      const std::function<void(int64_t begin, int64_t end)>& fn);
+
+private:
+    struct Impl;
+    Impl* impl_;
+};
+
+}  // namespace tribit

@@ -1,0 +1,3 @@
+from tribit.cli.main import main
+
+raise SystemExit(main())

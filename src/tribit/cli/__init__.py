@@ -1,0 +1,1 @@
+"""Command-line interface: `tribit <command>`; one module per command."""

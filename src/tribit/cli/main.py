@@ -1,0 +1,73 @@
+"""`tribit` entry point: dispatches to one module per command.
+
+Each command module defines `HELP` (one line), `add_arguments(parser)` and
+`run(args) -> int`. Command modules import heavy dependencies inside `run`, so
+that `tribit --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import import_module
+
+# command name -> module under tribit.cli
+COMMANDS = {
+    "info": "info",
+    "run": "run",
+    "chat": "chat",
+    "convert": "convert",
+    "dummy": "dummy",
+    "pull": "pull",
+    "bench": "bench",
+    "perplexity": "perplexity",
+    "serve": "serve",
+    "train": "train",
+    "eval": "eval",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tribit", description="Fast, lossless 1.58-bit LLM inference on CPUs."
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        try:
+            module = import_module(f"tribit.cli.{module_name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"tribit.cli.{module_name}":
+                continue  # command not built yet
+            raise
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def _version() -> str:
+    from tribit import __version__
+
+    return f"tribit {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 0
+    from tribit.errors import TribitError
+
+    try:
+        return int(args._run(args) or 0)
+    except TribitError as e:
+        print(f"tribit {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
