@@ -1,0 +1,6 @@
+"""Model file formats: GGUF read/write (numpy only; never imports the native core)."""
+
+from .constants import GGMLType, GGUFValueType, tensor_nbytes
+from .gguf import GGUFReader, GGUFWriter, TensorInfo
+
+__all__ = ["GGMLType", "GGUFReader", "GGUFValueType", "GGUFWriter", "TensorInfo", "tensor_nbytes"]
