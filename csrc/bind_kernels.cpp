@@ -1,3 +1,241 @@
+// Python bindings for CPU introspection and per-kernel entry points (tests,
+// benchmarks). Every call that computes releases the GIL.
 #include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/map.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cpu.h"
+#include "kernels.h"
+#include "threadpool.h"
+
 namespace nb = nanobind;
-void bind_kernels(nb::module_& m) {}
+using namespace tribit;
+
+namespace {
+
+template <typename T>
+using Arr2 = nb::ndarray<T, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+template <typename T>
+using Arr1 = nb::ndarray<T, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+
+Isa parse_isa(const std::string& s) {
+    for (int i = 0; i < kNumIsas; i++)
+        if (s == isa_name(Isa(i))) return Isa(i);
+    throw nb::value_error(("unknown ISA '" + s + "' (generic, avx2, avx512, neon)").c_str());
+}
+
+const KernelTable& table(const std::optional<std::string>& isa) {
+    if (!isa) return kernels();
+    const KernelTable* t = kernels_for(parse_isa(*isa));
+    if (!t) throw nb::value_error(("ISA '" + *isa + "' cannot run on this CPU").c_str());
+    return *t;
+}
+
+ThreadPool& pool(int n_threads) {
+    static std::mutex mu;
+    static std::map<int, std::unique_ptr<ThreadPool>> pools;
+    std::lock_guard<std::mutex> lk(mu);
+    n_threads = std::max(1, n_threads);
+    auto& p = pools[n_threads];
+    if (!p) p = std::make_unique<ThreadPool>(n_threads);
+    return *p;
+}
+
+template <typename T>
+nb::ndarray<nb::numpy, T> owned(std::vector<size_t> shape) {
+    size_t n = 1;
+    for (size_t d : shape) n *= d;
+    T* data = new T[std::max<size_t>(n, 1)]();
+    nb::capsule owner(data, [](void* p) noexcept { delete[] static_cast<T*>(p); });
+    return nb::ndarray<nb::numpy, T>(data, shape.size(), shape.data(), owner);
+}
+
+// A float matrix plus the Python object that owns its bytes.
+struct PyFloatMatrix {
+    FloatMatrix w;
+    nb::object keep;
+};
+
+FloatType parse_float_type(const std::string& s) {
+    if (s == "f32") return FloatType::f32;
+    if (s == "f16") return FloatType::f16;
+    if (s == "bf16") return FloatType::bf16;
+    if (s == "q8_0") return FloatType::q8_0;
+    throw nb::value_error(("unknown float type '" + s + "' (f32, f16, bf16, q8_0)").c_str());
+}
+
+}  // namespace
+
+void bind_kernels(nb::module_& m) {
+    m.def("cpu_info", [] {
+        const CpuInfo& c = cpu_info();
+        nb::dict d;
+        d["name"] = c.name;
+        d["features"] = c.features();
+        return d;
+    }, "The CPU's name and the features tribit looks for.");
+    m.def("selected_isa", [] { return std::string(isa_name(kernels().isa)); },
+          "The ISA variant used by default (TRIBIT_ISA overrides).");
+    m.def("compiled_isas", [] {
+        std::vector<std::string> v;
+        for (int i = 0; i < kNumIsas; i++) if (isa_compiled(Isa(i))) v.push_back(isa_name(Isa(i)));
+        return v;
+    });
+    m.def("runnable_isas", [] {
+        std::vector<std::string> v;
+        for (int i = 0; i < kNumIsas; i++) if (isa_runnable(Isa(i))) v.push_back(isa_name(Isa(i)));
+        return v;
+    });
+    m.def("kernel_names", [](std::optional<std::string> isa) {
+        const KernelTable& t = table(isa);
+        std::map<std::string, std::string> d;
+        d["quantize_act"] = t.quantize_act_name;
+        d["ternary_gemv"] = t.ternary_gemv_name;
+        d["ternary_gemm"] = t.ternary_gemm_name;
+        d["matmul_f32"] = t.float_matmul_name[0];
+        d["matmul_f16"] = t.float_matmul_name[1];
+        d["matmul_bf16"] = t.float_matmul_name[2];
+        d["matmul_q8_0"] = t.float_matmul_name[3];
+        return d;
+    }, nb::arg("isa") = nb::none());
+
+    m.def("quantize_act", [](Arr2<const float> x, std::optional<std::string> isa) {
+        const KernelTable& t = table(isa);
+        int64_t n = x.shape(0), k = x.shape(1);
+        auto q = owned<int8_t>({size_t(n), size_t(k)});
+        auto scale = owned<float>({size_t(n)});
+        auto sum = owned<int32_t>({size_t(n)});
+        {
+            nb::gil_scoped_release rel;
+            t.quantize_act(q.data(), k, scale.data(), sum.data(), x.data(), k, n, k);
+        }
+        return nb::make_tuple(q, scale, sum);
+    }, nb::arg("x"), nb::arg("isa") = nb::none(),
+       "Per-token int8 absmax quantization: (q, scale = 127/amax, sum_q).");
+
+    nb::class_<TernaryMatrix>(m, "TernaryMatrix")
+        .def_ro("m", &TernaryMatrix::m)
+        .def_ro("k", &TernaryMatrix::k)
+        .def_ro("k_pad", &TernaryMatrix::k_pad)
+        .def_ro("gamma", &TernaryMatrix::gamma)
+        .def_prop_ro("nbytes", [](const TernaryMatrix& w) { return w.m * w.row_bytes; });
+
+    m.def("pack_ternary", [](Arr2<const int8_t> t, float gamma) {
+        int64_t rows = t.shape(0), k = t.shape(1);
+        for (int64_t i = 0; i < rows * k; i++)
+            if (t.data()[i] < -1 || t.data()[i] > 1)
+                throw nb::value_error("pack_ternary: values must be in {-1, 0, 1}");
+        nb::gil_scoped_release rel;
+        return pack_ternary(t.data(), rows, k, gamma);
+    }, nb::arg("t"), nb::arg("gamma"), "Pack int8 ternary (m, k) into the kernels' layout.");
+
+    m.def("ternary_matmul", [](const TernaryMatrix& w, Arr2<const int8_t> q, Arr1<const float> scale,
+                               Arr1<const int32_t> sum_q, std::optional<std::string> isa,
+                               const std::string& kind, int n_threads) {
+        const KernelTable& t = table(isa);
+        int64_t n = q.shape(0);
+        if (q.shape(1) != w.k) throw nb::value_error("ternary_matmul: q has the wrong number of columns");
+        if (scale.shape(0) != size_t(n) || sum_q.shape(0) != size_t(n))
+            throw nb::value_error("ternary_matmul: scale and sum_q need one entry per token");
+        ternary_matmul_fn fn = kind == "gemv" ? t.ternary_gemv
+                             : kind == "gemm" ? t.ternary_gemm
+                             : kind == "auto" ? (n == 1 ? t.ternary_gemv : t.ternary_gemm)
+                             : nullptr;
+        if (!fn) throw nb::value_error("kind must be 'auto', 'gemv' or 'gemm'");
+        auto y = owned<float>({size_t(n), size_t(w.m)});
+        {
+            nb::gil_scoped_release rel;
+            // the kernels read activations padded with zeros to k_pad
+            std::vector<int8_t> qp(size_t(n * w.k_pad), 0);
+            for (int64_t j = 0; j < n; j++) std::memcpy(&qp[j * w.k_pad], q.data() + j * w.k, size_t(w.k));
+            float* yd = y.data();
+            pool(n_threads).parallel_for(w.m, 16, [&](int64_t b, int64_t e) {
+                fn(yd, w.m, w, qp.data(), w.k_pad, scale.data(), sum_q.data(), n, b, e);
+            });
+        }
+        return y;
+    }, nb::arg("w"), nb::arg("q"), nb::arg("scale"), nb::arg("sum_q"), nb::arg("isa") = nb::none(),
+       nb::arg("kind") = "auto", nb::arg("n_threads") = 1,
+       "y (n, m) = float(sum T*q) * (gamma / scale), exact integer sums.");
+
+    nb::class_<PyFloatMatrix>(m, "FloatMatrix")
+        .def("__init__", [](PyFloatMatrix* self, nb::ndarray<nb::c_contig, nb::device::cpu> a,
+                            const std::string& qtype, int64_t rows, int64_t k) {
+            FloatType ft = parse_float_type(qtype);
+            int64_t rb = float_row_bytes(ft, k);
+            if (rb < 0) throw nb::value_error("FloatMatrix: k is invalid for this type");
+            if (int64_t(a.nbytes()) != rows * rb)
+                throw nb::value_error("FloatMatrix: array size does not match (rows, k, type)");
+            new (self) PyFloatMatrix();
+            self->w.m = rows;
+            self->w.k = k;
+            self->w.type = ft;
+            self->w.data = static_cast<const uint8_t*>(a.data());
+            self->w.row_bytes = rb;
+            self->keep = nb::find(a);
+        }, nb::arg("array"), nb::arg("qtype"), nb::arg("m"), nb::arg("k"))
+        .def_prop_ro("m", [](const PyFloatMatrix& f) { return f.w.m; })
+        .def_prop_ro("k", [](const PyFloatMatrix& f) { return f.w.k; });
+
+    m.def("float_matmul", [](const PyFloatMatrix& fw, Arr2<const float> x, std::optional<std::string> isa,
+                             int n_threads) {
+        const KernelTable& t = table(isa);
+        const FloatMatrix& w = fw.w;
+        if (int64_t(x.shape(1)) != w.k) throw nb::value_error("float_matmul: x has the wrong number of columns");
+        int64_t n = x.shape(0);
+        auto y = owned<float>({size_t(n), size_t(w.m)});
+        {
+            nb::gil_scoped_release rel;
+            float_matmul_fn fn = t.float_matmul[int(w.type)];
+            float* yd = y.data();
+            pool(n_threads).parallel_for(w.m, 64, [&](int64_t b, int64_t e) {
+                fn(yd, w.m, w, x.data(), w.k, n, b, e);
+            });
+        }
+        return y;
+    }, nb::arg("w"), nb::arg("x"), nb::arg("isa") = nb::none(), nb::arg("n_threads") = 1);
+
+    m.def("probe_read_bandwidth", [](int64_t nbytes, int n_threads, int reps) {
+        // Sum a buffer much larger than the last-level cache; the median of reps.
+        nb::gil_scoped_release rel;
+        int64_t n = nbytes / 8;
+        std::vector<uint64_t> buf(static_cast<size_t>(n));
+        for (int64_t i = 0; i < n; i++) buf[i] = uint64_t(i);
+        ThreadPool& p = pool(n_threads);
+        std::vector<double> times;
+        std::vector<uint64_t> sink(64 * 8, 0);
+        for (int r = 0; r < reps + 1; r++) {
+            auto t0 = std::chrono::steady_clock::now();
+            p.run([&](int ith, int nth) {
+                int64_t b = n * ith / nth, e = n * (ith + 1) / nth;
+                uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+                int64_t i = b;
+                for (; i + 4 <= e; i += 4) { s0 += buf[i]; s1 += buf[i + 1]; s2 += buf[i + 2]; s3 += buf[i + 3]; }
+                for (; i < e; i++) s0 += buf[i];
+                sink[ith * 8] += s0 + s1 + s2 + s3;
+            });
+            auto t1 = std::chrono::steady_clock::now();
+            if (r > 0) times.push_back(std::chrono::duration<double>(t1 - t0).count());
+        }
+        std::sort(times.begin(), times.end());
+        double med = times[times.size() / 2];
+        return double(n * 8) / med / 1e9;
+    }, nb::arg("nbytes") = int64_t(256) << 20, nb::arg("n_threads") = 1, nb::arg("reps") = 5,
+       "Memory read bandwidth in GB/s (median of reps).");
+}

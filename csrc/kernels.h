@@ -6,74 +6,109 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
-#include <string>
-#include <vector>
+#include <memory>
 
 namespace tribit {
 
 // ---------------------------------------------------------------- ISAs
 enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2, neon = 3 };
+constexpr int kNumIsas = 4;
 const char* isa_name(Isa isa);
 
 // ------------------------------------------------------ weight storage
-// Ternary weights repacked at load into the layout the chosen kernel wants.
-// The layout is private to the kernel family that made it (`layout` names it);
-// callers only hand the struct back to that family's kernels.
+// Ternary weights repacked once at load. One layout serves every ISA (so a
+// matrix packed on one machine is valid on any, and ISAs can be compared on
+// identical inputs):
+//   k_pad = k rounded up to 128; each row is k_pad/4 bytes, a sequence of
+//   32-byte blocks of 128 weights; byte p of a block holds the codes (t + 1)
+//   of weights p, 32+p, 64+p, 96+p in bits 0-1, 2-3, 4-5, 6-7.
+// Padding weights hold code 1 (zero). Activations fed to the matmul must be
+// padded with zeros up to k_pad.
+constexpr int64_t kTernaryBlock = 128;
+inline int64_t ternary_k_pad(int64_t k) { return (k + kTernaryBlock - 1) / kTernaryBlock * kTernaryBlock; }
+
 struct TernaryMatrix {
-    int64_t m = 0;          // out_features (rows)
-    int64_t k = 0;          // in_features (columns)
-    float gamma = 1.0f;     // per-tensor weight scale (multiply convention)
-    int layout = 0;         // which packing `data` holds (kernel family id)
-    int64_t row_stride = 0; // bytes per packed row (or per row group; layout-defined)
-    uint8_t* data = nullptr;      // 64-byte aligned, owned by `storage`
-    std::vector<uint8_t> storage; // over-allocated; data points inside it
+    int64_t m = 0;            // out_features (rows)
+    int64_t k = 0;            // in_features (columns)
+    int64_t k_pad = 0;        // k rounded up to kTernaryBlock
+    int64_t row_bytes = 0;    // k_pad / 4
+    float gamma = 1.0f;       // per-tensor weight scale (multiply convention)
+    uint8_t* data = nullptr;  // 64-byte aligned, m * row_bytes bytes
+    std::shared_ptr<uint8_t> storage;
 };
 
-// Float weights for the head / embeddings. Zero-copy: `data` points into the
-// mapped file (or an owned buffer); rows are contiguous, row-major (m, k).
+// Float weights for the head / embeddings, row-major (m, k). Zero-copy: `data`
+// points into the mapped file or a buffer its owner keeps alive.
 enum class FloatType : int { f32 = 0, f16 = 1, bf16 = 2, q8_0 = 3 };
+constexpr int kNumFloatTypes = 4;
 struct FloatMatrix {
     int64_t m = 0, k = 0;
     FloatType type = FloatType::f32;
-    const void* data = nullptr;
+    const uint8_t* data = nullptr;
     int64_t row_bytes = 0;
 };
+int64_t float_row_bytes(FloatType type, int64_t k);  // -1 if k is invalid for the type
 
 // ----------------------------------------------------------- operations
-// x (n, k) float -> q (n, k) int8 codes with per-token scale s_x = 127/amax
-// (amax floored at 1e-5), round half to even, and sum_q = sum of the codes.
-using quantize_act_fn = void (*)(int8_t* q, float* scale, int32_t* sum_q, const float* x,
-                                 int64_t n, int64_t k);
+// x (n, k) float, rows ldx apart -> q (n, ldq) int8 codes with per-token scale
+// s_x = 127 / max(amax, 1e-5), round half to even, and sum_q = sum of codes.
+// q[j, k .. ldq) is set to zero (the padding the ternary matmul expects).
+using quantize_act_fn = void (*)(int8_t* q, int64_t ldq, float* scale, int32_t* sum_q,
+                                 const float* x, int64_t ldx, int64_t n, int64_t k);
 
-// Pack int8 ternary values t (m, k) in {-1,0,1} into `out` for this family.
-using pack_ternary_fn = void (*)(TernaryMatrix& out, const int8_t* t, int64_t m, int64_t k,
-                                 float gamma);
+// y[j * ldy + r] = float(S[j, r]) * (gamma / scale[j]) for r in [row_begin, row_end),
+// with S[j, r] = sum_i T[r, i] * q[j, i] exact in int32.
+using ternary_matmul_fn = void (*)(float* y, int64_t ldy, const TernaryMatrix& w,
+                                   const int8_t* q, int64_t ldq, const float* scale,
+                                   const int32_t* sum_q, int64_t n, int64_t row_begin,
+                                   int64_t row_end);
 
-// y[j, r] (n tokens, ldy floats apart) = gamma / scale[j] * sum_i T[r, i] * q[j, i]
-// for r in [row_begin, row_end). The integer sum is exact (int32). When `iacc`
-// is not null the raw integer sums are written there instead (tests).
-using ternary_matmul_fn = void (*)(float* y, int64_t ldy, const TernaryMatrix& w, const int8_t* q,
-                                   int64_t ldq, const float* scale, const int32_t* sum_q, int64_t n,
-                                   int64_t row_begin, int64_t row_end);
-
-// y[j, r] = dot(W[r, :], x[j, :]) in float32 for r in [row_begin, row_end).
+// y[j * ldy + r] = dot(W[r, :], x[j, :]) in float32 for r in [row_begin, row_end).
 using float_matmul_fn = void (*)(float* y, int64_t ldy, const FloatMatrix& w, const float* x,
                                  int64_t ldx, int64_t n, int64_t row_begin, int64_t row_end);
 
-// The function table, filled once per ISA.
+// One row of a float matrix to float32 (embedding lookup).
+using float_row_fn = void (*)(float* out, const FloatMatrix& w, int64_t row);
+
 struct KernelTable {
     Isa isa = Isa::generic;
     quantize_act_fn quantize_act = nullptr;
-    pack_ternary_fn pack_ternary = nullptr;
-    ternary_matmul_fn ternary_gemv = nullptr;  // n small (decode); any n must still be correct
-    ternary_matmul_fn ternary_gemm = nullptr;  // n large (prefill)
-    float_matmul_fn float_matmul[4] = {nullptr, nullptr, nullptr, nullptr};  // by FloatType
+    ternary_matmul_fn ternary_gemv = nullptr;  // tuned for n = 1..4 (decode); any n correct
+    ternary_matmul_fn ternary_gemm = nullptr;  // tuned for large n (prefill); any n correct
+    float_matmul_fn float_matmul[kNumFloatTypes] = {};
+    float_row_fn float_row = nullptr;
+    // names for `tribit info`
+    const char* quantize_act_name = "";
+    const char* ternary_gemv_name = "";
+    const char* ternary_gemm_name = "";
+    const char* float_matmul_name[kNumFloatTypes] = {};
 };
 
-// Selected table: TRIBIT_ISA if set (throws std::runtime_error if it cannot
-// run here), else the best the CPU supports. Computed once.
+// Pack ternary t (m, k) in {-1, 0, 1} (row-major int8) into the common layout.
+TernaryMatrix pack_ternary(const int8_t* t, int64_t m, int64_t k, float gamma);
+
+// Selected table: TRIBIT_ISA if set (throws std::runtime_error if it cannot run
+// here), else the best the CPU supports. Computed once.
 const KernelTable& kernels();
-// A specific variant (tests/benchmarks); nullptr if not compiled or not runnable.
+// A specific variant; nullptr if not compiled in or not runnable on this CPU.
 const KernelTable* kernels_for(Isa isa);
+bool isa_compiled(Isa isa);
+bool isa_runnable(Isa isa);
+
+// Per-ISA tables, defined in csrc/kernels/*_<isa>.cpp.
+void fill_table_generic(KernelTable& t);
+void fill_table_avx2(KernelTable& t);
+void fill_table_avx512(KernelTable& t);
+void fill_table_neon(KernelTable& t);
+
+// Shared pieces of the generic code other variants reuse for tails.
+float fp16_to_fp32(uint16_t h);
+uint16_t fp32_to_fp16(float f);
+inline float bf16_to_fp32(uint16_t h) {
+    uint32_t u = uint32_t(h) << 16;
+    float f;
+    __builtin_memcpy(&f, &u, 4);
+    return f;
+}
 
 }  // namespace tribit

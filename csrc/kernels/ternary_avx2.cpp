@@ -1,0 +1,311 @@
+// AVX2 kernels (x86-64 with AVX2 + FMA + F16C). No VNNI: u8 x s8 products go
+// through _mm256_maddubs_epi16 (codes <= 2, so pair sums fit int16 exactly),
+// accumulate in int16 for a bounded number of blocks, then widen to int32.
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "kernels.h"
+
+namespace tribit {
+namespace {
+
+// A block adds at most 4 * 2 * 2 * 128 = 2048 per int16 lane: 8 blocks stay
+// below 32767.
+constexpr int64_t kFlushBlocks = 8;
+
+inline int32_t hsum_i32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+inline float hsum_f32(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// sum over one 128-weight block of code * q, as 16 int16 lanes
+inline __m256i block_dot(__m256i v, const int8_t* qb, __m256i m3) {
+    __m256i c0 = _mm256_and_si256(v, m3);
+    __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(v, 2), m3);
+    __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(v, 4), m3);
+    __m256i c3 = _mm256_and_si256(_mm256_srli_epi16(v, 6), m3);
+    __m256i p0 = _mm256_maddubs_epi16(c0, _mm256_loadu_si256((const __m256i*)(qb)));
+    __m256i p1 = _mm256_maddubs_epi16(c1, _mm256_loadu_si256((const __m256i*)(qb + 32)));
+    __m256i p2 = _mm256_maddubs_epi16(c2, _mm256_loadu_si256((const __m256i*)(qb + 64)));
+    __m256i p3 = _mm256_maddubs_epi16(c3, _mm256_loadu_si256((const __m256i*)(qb + 96)));
+    return _mm256_add_epi16(_mm256_add_epi16(p0, p1), _mm256_add_epi16(p2, p3));
+}
+
+void quantize_act_avx2(int8_t* q, int64_t ldq, float* scale, int32_t* sum_q, const float* x,
+                       int64_t ldx, int64_t n, int64_t k) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t j = 0; j < n; j++) {
+        const float* xr = x + j * ldx;
+        int8_t* qr = q + j * ldq;
+        __m256 vmax = _mm256_setzero_ps();
+        int64_t i = 0;
+        for (; i + 8 <= k; i += 8) vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(sign, _mm256_loadu_ps(xr + i)));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        float amax = _mm_cvtss_f32(m4);
+        for (; i < k; i++) amax = std::fmax(amax, std::fabs(xr[i]));
+        const float s = 127.0f / std::fmax(amax, 1e-5f);
+        const __m256 vs = _mm256_set1_ps(s);
+        const __m256 lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(127.0f);
+        __m256i vsum = _mm256_setzero_si256();
+        const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        i = 0;
+        for (; i + 32 <= k; i += 32) {
+            __m256i v[4];
+            for (int u = 0; u < 4; u++) {
+                __m256 f = _mm256_mul_ps(_mm256_loadu_ps(xr + i + 8 * u), vs);
+                f = _mm256_round_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                f = _mm256_min_ps(hi, _mm256_max_ps(lo, f));
+                v[u] = _mm256_cvtps_epi32(f);
+                vsum = _mm256_add_epi32(vsum, v[u]);
+            }
+            __m256i a = _mm256_packs_epi32(v[0], v[1]);
+            __m256i b = _mm256_packs_epi32(v[2], v[3]);
+            __m256i p = _mm256_packs_epi16(a, b);
+            _mm256_storeu_si256((__m256i*)(qr + i), _mm256_permutevar8x32_epi32(p, perm));
+        }
+        int32_t sum = hsum_i32(vsum);
+        for (; i < k; i++) {
+            float v = std::nearbyint(xr[i] * s);
+            v = std::fmin(127.0f, std::fmax(-128.0f, v));
+            qr[i] = int8_t(v);
+            sum += qr[i];
+        }
+        if (ldq > k) std::memset(qr + k, 0, size_t(ldq - k));
+        scale[j] = s;
+        sum_q[j] = sum;
+    }
+}
+
+// Decode: 4 rows at a time share each activation load.
+void ternary_gemv_avx2(float* y, int64_t ldy, const TernaryMatrix& w, const int8_t* q,
+                       int64_t ldq, const float* scale, const int32_t* sum_q, int64_t n,
+                       int64_t row_begin, int64_t row_end) {
+    const __m256i m3 = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+    const int64_t nblk = w.k_pad / kTernaryBlock;
+    for (int64_t j = 0; j < n; j++) {
+        const int8_t* qj = q + j * ldq;
+        const float post = w.gamma / scale[j];
+        int64_t r = row_begin;
+        for (; r + 4 <= row_end; r += 4) {
+            const uint8_t* rows[4];
+            __m256i acc[4], acc16[4];
+            for (int i = 0; i < 4; i++) {
+                rows[i] = w.data + (r + i) * w.row_bytes;
+                acc[i] = _mm256_setzero_si256();
+                acc16[i] = _mm256_setzero_si256();
+            }
+            for (int64_t b0 = 0; b0 < nblk; b0 += kFlushBlocks) {
+                const int64_t b1 = b0 + kFlushBlocks < nblk ? b0 + kFlushBlocks : nblk;
+                for (int64_t b = b0; b < b1; b++) {
+                    const int8_t* qb = qj + b * kTernaryBlock;
+                    const __m256i a0 = _mm256_loadu_si256((const __m256i*)(qb));
+                    const __m256i a1 = _mm256_loadu_si256((const __m256i*)(qb + 32));
+                    const __m256i a2 = _mm256_loadu_si256((const __m256i*)(qb + 64));
+                    const __m256i a3 = _mm256_loadu_si256((const __m256i*)(qb + 96));
+                    for (int i = 0; i < 4; i++) {
+                        __m256i v = _mm256_load_si256((const __m256i*)(rows[i] + b * 32));
+                        __m256i p0 = _mm256_maddubs_epi16(_mm256_and_si256(v, m3), a0);
+                        __m256i p1 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 2), m3), a1);
+                        __m256i p2 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m3), a2);
+                        __m256i p3 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 6), m3), a3);
+                        acc16[i] = _mm256_add_epi16(acc16[i], _mm256_add_epi16(_mm256_add_epi16(p0, p1), _mm256_add_epi16(p2, p3)));
+                    }
+                }
+                for (int i = 0; i < 4; i++) {
+                    acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(acc16[i], ones));
+                    acc16[i] = _mm256_setzero_si256();
+                }
+            }
+            for (int i = 0; i < 4; i++) y[j * ldy + r + i] = float(hsum_i32(acc[i]) - sum_q[j]) * post;
+        }
+        for (; r < row_end; r++) {
+            const uint8_t* row = w.data + r * w.row_bytes;
+            __m256i acc = _mm256_setzero_si256();
+            for (int64_t b0 = 0; b0 < nblk; b0 += kFlushBlocks) {
+                const int64_t b1 = b0 + kFlushBlocks < nblk ? b0 + kFlushBlocks : nblk;
+                __m256i acc16 = _mm256_setzero_si256();
+                for (int64_t b = b0; b < b1; b++)
+                    acc16 = _mm256_add_epi16(acc16, block_dot(_mm256_load_si256((const __m256i*)(row + b * 32)), qj + b * kTernaryBlock, m3));
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(acc16, ones));
+            }
+            y[j * ldy + r] = float(hsum_i32(acc) - sum_q[j]) * post;
+        }
+    }
+}
+
+// Prefill: each row's codes are unpacked once per block and reused for a tile
+// of 4 tokens; rows are walked in small tiles so their weights stay in cache
+// while every token tile passes over them.
+void ternary_gemm_avx2(float* y, int64_t ldy, const TernaryMatrix& w, const int8_t* q,
+                       int64_t ldq, const float* scale, const int32_t* sum_q, int64_t n,
+                       int64_t row_begin, int64_t row_end) {
+    constexpr int kTok = 4;
+    constexpr int64_t kRowTile = 16;
+    const __m256i m3 = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+    const int64_t nblk = w.k_pad / kTernaryBlock;
+    const int64_t n_full = n / kTok * kTok;
+    for (int64_t r0 = row_begin; r0 < row_end; r0 += kRowTile) {
+        const int64_t r1 = r0 + kRowTile < row_end ? r0 + kRowTile : row_end;
+        for (int64_t j0 = 0; j0 < n_full; j0 += kTok) {
+            const int8_t* qt[kTok];
+            for (int t = 0; t < kTok; t++) qt[t] = q + (j0 + t) * ldq;
+            for (int64_t r = r0; r < r1; r++) {
+                const uint8_t* row = w.data + r * w.row_bytes;
+                __m256i acc[kTok], acc16[kTok];
+                for (int t = 0; t < kTok; t++) {
+                    acc[t] = _mm256_setzero_si256();
+                    acc16[t] = _mm256_setzero_si256();
+                }
+                for (int64_t b0 = 0; b0 < nblk; b0 += kFlushBlocks) {
+                    const int64_t b1 = b0 + kFlushBlocks < nblk ? b0 + kFlushBlocks : nblk;
+                    for (int64_t b = b0; b < b1; b++) {
+                        __m256i v = _mm256_load_si256((const __m256i*)(row + b * 32));
+                        __m256i c0 = _mm256_and_si256(v, m3);
+                        __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(v, 2), m3);
+                        __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(v, 4), m3);
+                        __m256i c3 = _mm256_and_si256(_mm256_srli_epi16(v, 6), m3);
+                        for (int t = 0; t < kTok; t++) {
+                            const int8_t* qb = qt[t] + b * kTernaryBlock;
+                            __m256i p0 = _mm256_maddubs_epi16(c0, _mm256_loadu_si256((const __m256i*)(qb)));
+                            __m256i p1 = _mm256_maddubs_epi16(c1, _mm256_loadu_si256((const __m256i*)(qb + 32)));
+                            __m256i p2 = _mm256_maddubs_epi16(c2, _mm256_loadu_si256((const __m256i*)(qb + 64)));
+                            __m256i p3 = _mm256_maddubs_epi16(c3, _mm256_loadu_si256((const __m256i*)(qb + 96)));
+                            acc16[t] = _mm256_add_epi16(acc16[t], _mm256_add_epi16(_mm256_add_epi16(p0, p1), _mm256_add_epi16(p2, p3)));
+                        }
+                    }
+                    for (int t = 0; t < kTok; t++) {
+                        acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(acc16[t], ones));
+                        acc16[t] = _mm256_setzero_si256();
+                    }
+                }
+                for (int t = 0; t < kTok; t++) {
+                    const int64_t j = j0 + t;
+                    y[j * ldy + r] = float(hsum_i32(acc[t]) - sum_q[j]) * (w.gamma / scale[j]);
+                }
+            }
+        }
+    }
+    if (n_full < n)
+        ternary_gemv_avx2(y + n_full * ldy, ldy, w, q + n_full * ldq, ldq, scale + n_full,
+                          sum_q + n_full, n - n_full, row_begin, row_end);
+}
+
+// ---- float matmul (head) ----------------------------------------------------
+inline __m256 load8_f32(const uint8_t* p) { return _mm256_loadu_ps((const float*)p); }
+inline __m256 load8_f16(const uint8_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p)); }
+inline __m256 load8_bf16(const uint8_t* p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)p)), 16));
+}
+
+// 4 tokens at a time per row; elem_bytes = bytes per weight for the pointer math.
+template <int ElemBytes, __m256 (*Load)(const uint8_t*)>
+void float_matmul_avx2(float* y, int64_t ldy, const FloatMatrix& w, const float* x, int64_t ldx,
+                       int64_t n, int64_t r0, int64_t r1, float (*scalar)(const uint8_t*, int64_t)) {
+    const int64_t k8 = w.k / 8 * 8;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t* row = w.data + r * w.row_bytes;
+        int64_t j = 0;
+        for (; j + 4 <= n; j += 4) {
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            const float *x0 = x + j * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;
+            for (int64_t i = 0; i < k8; i += 8) {
+                __m256 wv = Load(row + i * ElemBytes);
+                a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x0 + i), a0);
+                a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x1 + i), a1);
+                a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x2 + i), a2);
+                a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x3 + i), a3);
+            }
+            float s0 = hsum_f32(a0), s1 = hsum_f32(a1), s2 = hsum_f32(a2), s3 = hsum_f32(a3);
+            for (int64_t i = k8; i < w.k; i++) {
+                float v = scalar(row, i);
+                s0 += v * x0[i]; s1 += v * x1[i]; s2 += v * x2[i]; s3 += v * x3[i];
+            }
+            y[j * ldy + r] = s0; y[(j + 1) * ldy + r] = s1; y[(j + 2) * ldy + r] = s2; y[(j + 3) * ldy + r] = s3;
+        }
+        for (; j < n; j++) {
+            const float* xj = x + j * ldx;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+            int64_t i = 0;
+            for (; i + 16 <= k8; i += 16) {
+                a0 = _mm256_fmadd_ps(Load(row + i * ElemBytes), _mm256_loadu_ps(xj + i), a0);
+                a1 = _mm256_fmadd_ps(Load(row + (i + 8) * ElemBytes), _mm256_loadu_ps(xj + i + 8), a1);
+            }
+            for (; i < k8; i += 8) a0 = _mm256_fmadd_ps(Load(row + i * ElemBytes), _mm256_loadu_ps(xj + i), a0);
+            float s = hsum_f32(_mm256_add_ps(a0, a1));
+            for (i = k8; i < w.k; i++) s += scalar(row, i) * xj[i];
+            y[j * ldy + r] = s;
+        }
+    }
+}
+
+float scalar_f32(const uint8_t* row, int64_t i) { float v; std::memcpy(&v, row + 4 * i, 4); return v; }
+float scalar_f16(const uint8_t* row, int64_t i) { uint16_t h; std::memcpy(&h, row + 2 * i, 2); return fp16_to_fp32(h); }
+float scalar_bf16(const uint8_t* row, int64_t i) { uint16_t h; std::memcpy(&h, row + 2 * i, 2); return bf16_to_fp32(h); }
+
+void matmul_f32_avx2(float* y, int64_t ldy, const FloatMatrix& w, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1) {
+    float_matmul_avx2<4, load8_f32>(y, ldy, w, x, ldx, n, r0, r1, scalar_f32);
+}
+void matmul_f16_avx2(float* y, int64_t ldy, const FloatMatrix& w, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1) {
+    float_matmul_avx2<2, load8_f16>(y, ldy, w, x, ldx, n, r0, r1, scalar_f16);
+}
+void matmul_bf16_avx2(float* y, int64_t ldy, const FloatMatrix& w, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1) {
+    float_matmul_avx2<2, load8_bf16>(y, ldy, w, x, ldx, n, r0, r1, scalar_bf16);
+}
+
+// Q8_0: per 32-value block, d * dot(int8, x) with the int8s widened to float.
+void matmul_q8_0_avx2(float* y, int64_t ldy, const FloatMatrix& w, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1) {
+    const int64_t nb = w.k / 32;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t* row = w.data + r * w.row_bytes;
+        for (int64_t j = 0; j < n; j++) {
+            const float* xj = x + j * ldx;
+            __m256 acc = _mm256_setzero_ps();
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t* blk = row + b * 34;
+                uint16_t dh;
+                std::memcpy(&dh, blk, 2);
+                __m256 s = _mm256_setzero_ps();
+                for (int u = 0; u < 4; u++) {
+                    __m256 qv = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(blk + 2 + 8 * u))));
+                    s = _mm256_fmadd_ps(qv, _mm256_loadu_ps(xj + b * 32 + 8 * u), s);
+                }
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16_to_fp32(dh)), s, acc);
+            }
+            y[j * ldy + r] = hsum_f32(acc);
+        }
+    }
+}
+
+}  // namespace
+
+void fill_table_avx2(KernelTable& t) {
+    t.quantize_act = quantize_act_avx2;
+    t.quantize_act_name = "quantize_act_i8_avx2";
+    t.ternary_gemv = ternary_gemv_avx2;
+    t.ternary_gemv_name = "ternary_gemv_i2_avx2";
+    t.ternary_gemm = ternary_gemm_avx2;
+    t.ternary_gemm_name = "ternary_gemm_i2_avx2";
+    t.float_matmul[int(FloatType::f32)] = matmul_f32_avx2;
+    t.float_matmul[int(FloatType::f16)] = matmul_f16_avx2;
+    t.float_matmul[int(FloatType::bf16)] = matmul_bf16_avx2;
+    t.float_matmul[int(FloatType::q8_0)] = matmul_q8_0_avx2;
+    t.float_matmul_name[0] = "matmul_f32_avx2";
+    t.float_matmul_name[1] = "matmul_f16_avx2";
+    t.float_matmul_name[2] = "matmul_bf16_avx2";
+    t.float_matmul_name[3] = "matmul_q8_0_avx2";
+}
+
+}  // namespace tribit

@@ -1,0 +1,241 @@
+// Scalar reference kernels: always compiled, the twin every SIMD variant is
+// tested against. Written for clarity; the compiler may vectorise them.
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "kernels.h"
+
+namespace tribit {
+
+// ---- f16 conversions (exact, no F16C needed) --------------------------------
+float fp16_to_fp32(uint16_t h) {
+    uint32_t sign = uint32_t(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1F, mant = h & 0x3FF, u;
+    if (exp == 0) {
+        if (mant == 0) {
+            u = sign;
+        } else {  // subnormal: normalise
+            exp = 127 - 15 + 1;
+            while (!(mant & 0x400)) { mant <<= 1; exp--; }
+            u = sign | (exp << 23) | ((mant & 0x3FF) << 13);
+        }
+    } else if (exp == 31) {
+        u = sign | 0x7F800000 | (mant << 13);
+    } else {
+        u = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+    }
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+
+uint16_t fp32_to_fp16(float f) {
+    // round to nearest even, like F16C's default mode
+    uint32_t x;
+    std::memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000;
+    int32_t exp = int32_t((x >> 23) & 0xFF) - 127 + 15;
+    uint32_t mant = x & 0x7FFFFF;
+    if (((x >> 23) & 0xFF) == 0xFF) return uint16_t(sign | 0x7C00 | (mant ? 0x200 : 0));
+    if (exp >= 31) return uint16_t(sign | 0x7C00);
+    if (exp <= 0) {
+        if (exp < -10) return uint16_t(sign);
+        mant |= 0x800000;
+        int shift = 14 - exp;
+        uint32_t half = 1u << (shift - 1), rem = mant & ((1u << shift) - 1);
+        uint32_t r = mant >> shift;
+        if (rem > half || (rem == half && (r & 1))) r++;
+        return uint16_t(sign | r);
+    }
+    uint32_t r = (uint32_t(exp) << 10) | (mant >> 13);
+    uint32_t rem = mant & 0x1FFF;
+    if (rem > 0x1000 || (rem == 0x1000 && (r & 1))) r++;
+    return uint16_t(sign | r);
+}
+
+int64_t float_row_bytes(FloatType type, int64_t k) {
+    switch (type) {
+        case FloatType::f32: return 4 * k;
+        case FloatType::f16:
+        case FloatType::bf16: return 2 * k;
+        case FloatType::q8_0: return k % 32 ? -1 : k / 32 * 34;
+    }
+    return -1;
+}
+
+// ---- packing ----------------------------------------------------------------
+TernaryMatrix pack_ternary(const int8_t* t, int64_t m, int64_t k, float gamma) {
+    TernaryMatrix w;
+    w.m = m;
+    w.k = k;
+    w.k_pad = ternary_k_pad(k);
+    w.row_bytes = w.k_pad / 4;
+    w.gamma = gamma;
+    size_t bytes = size_t(m * w.row_bytes) + 64;
+    uint8_t* raw = static_cast<uint8_t*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
+    if (!raw) throw std::bad_alloc();
+    w.storage = std::shared_ptr<uint8_t>(raw, [](uint8_t* p) { std::free(p); });
+    w.data = raw;
+    for (int64_t r = 0; r < m; r++) {
+        uint8_t* row = w.data + r * w.row_bytes;
+        std::memset(row, 0x55, size_t(w.row_bytes));  // code 1 (zero) everywhere
+        for (int64_t i = 0; i < k; i++) {
+            int64_t blk = i / kTernaryBlock, j = i % kTernaryBlock;
+            int64_t p = j % 32, plane = j / 32;
+            uint8_t code = uint8_t(t[r * k + i] + 1) & 3;
+            uint8_t& b = row[blk * 32 + p];
+            b = uint8_t((b & ~(3u << (2 * plane))) | (code << (2 * plane)));
+        }
+    }
+    return w;
+}
+
+// ---- activations ------------------------------------------------------------
+static void quantize_act_generic(int8_t* q, int64_t ldq, float* scale, int32_t* sum_q,
+                                 const float* x, int64_t ldx, int64_t n, int64_t k) {
+    for (int64_t j = 0; j < n; j++) {
+        const float* xr = x + j * ldx;
+        int8_t* qr = q + j * ldq;
+        float amax = 0.0f;
+        for (int64_t i = 0; i < k; i++) amax = std::fmax(amax, std::fabs(xr[i]));
+        float s = 127.0f / std::fmax(amax, 1e-5f);
+        int32_t sum = 0;
+        for (int64_t i = 0; i < k; i++) {
+            float v = std::nearbyint(xr[i] * s);  // default mode: half to even
+            v = std::fmin(127.0f, std::fmax(-128.0f, v));
+            qr[i] = int8_t(v);
+            sum += qr[i];
+        }
+        for (int64_t i = k; i < ldq; i++) qr[i] = 0;
+        scale[j] = s;
+        sum_q[j] = sum;
+    }
+}
+
+// ---- ternary matmul ---------------------------------------------------------
+static void ternary_matmul_generic(float* y, int64_t ldy, const TernaryMatrix& w,
+                                   const int8_t* q, int64_t ldq, const float* scale,
+                                   const int32_t* sum_q, int64_t n, int64_t row_begin,
+                                   int64_t row_end) {
+    const int64_t nblk = w.k_pad / kTernaryBlock;
+    for (int64_t j = 0; j < n; j++) {
+        const int8_t* qj = q + j * ldq;
+        const float post = w.gamma / scale[j];
+        for (int64_t r = row_begin; r < row_end; r++) {
+            const uint8_t* row = w.data + r * w.row_bytes;
+            int32_t acc = 0;  // sum of code * q; the +1 offset is removed with sum_q
+            for (int64_t b = 0; b < nblk; b++) {
+                const uint8_t* wb = row + b * 32;
+                const int8_t* qb = qj + b * kTernaryBlock;
+                for (int p = 0; p < 32; p++) {
+                    uint8_t v = wb[p];
+                    acc += int32_t(v & 3) * qb[p] + int32_t((v >> 2) & 3) * qb[32 + p] +
+                           int32_t((v >> 4) & 3) * qb[64 + p] + int32_t(v >> 6) * qb[96 + p];
+                }
+            }
+            y[j * ldy + r] = float(acc - sum_q[j]) * post;
+        }
+    }
+}
+
+// ---- float matmul -----------------------------------------------------------
+template <typename Load>
+static void float_matmul_rows(float* y, int64_t ldy, const FloatMatrix& w, const float* x,
+                              int64_t ldx, int64_t n, int64_t r0, int64_t r1, Load load) {
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t* row = w.data + r * w.row_bytes;
+        for (int64_t j = 0; j < n; j++) {
+            const float* xj = x + j * ldx;
+            float acc = 0.0f;
+            for (int64_t i = 0; i < w.k; i++) acc += load(row, i) * xj[i];
+            y[j * ldy + r] = acc;
+        }
+    }
+}
+
+static void float_matmul_f32_generic(float* y, int64_t ldy, const FloatMatrix& w,
+                                     const float* x, int64_t ldx, int64_t n, int64_t r0,
+                                     int64_t r1) {
+    float_matmul_rows(y, ldy, w, x, ldx, n, r0, r1, [](const uint8_t* row, int64_t i) {
+        float v;
+        std::memcpy(&v, row + 4 * i, 4);
+        return v;
+    });
+}
+
+static void float_matmul_f16_generic(float* y, int64_t ldy, const FloatMatrix& w,
+                                     const float* x, int64_t ldx, int64_t n, int64_t r0,
+                                     int64_t r1) {
+    float_matmul_rows(y, ldy, w, x, ldx, n, r0, r1, [](const uint8_t* row, int64_t i) {
+        uint16_t h;
+        std::memcpy(&h, row + 2 * i, 2);
+        return fp16_to_fp32(h);
+    });
+}
+
+static void float_matmul_bf16_generic(float* y, int64_t ldy, const FloatMatrix& w,
+                                      const float* x, int64_t ldx, int64_t n, int64_t r0,
+                                      int64_t r1) {
+    float_matmul_rows(y, ldy, w, x, ldx, n, r0, r1, [](const uint8_t* row, int64_t i) {
+        uint16_t h;
+        std::memcpy(&h, row + 2 * i, 2);
+        return bf16_to_fp32(h);
+    });
+}
+
+static float q8_0_value(const uint8_t* row, int64_t i) {
+    const uint8_t* blk = row + (i / 32) * 34;
+    uint16_t d;
+    std::memcpy(&d, blk, 2);
+    return fp16_to_fp32(d) * float(int8_t(blk[2 + i % 32]));
+}
+
+static void float_matmul_q8_0_generic(float* y, int64_t ldy, const FloatMatrix& w,
+                                      const float* x, int64_t ldx, int64_t n, int64_t r0,
+                                      int64_t r1) {
+    float_matmul_rows(y, ldy, w, x, ldx, n, r0, r1, q8_0_value);
+}
+
+static void float_row_generic(float* out, const FloatMatrix& w, int64_t r) {
+    const uint8_t* row = w.data + r * w.row_bytes;
+    for (int64_t i = 0; i < w.k; i++) {
+        switch (w.type) {
+            case FloatType::f32: std::memcpy(&out[i], row + 4 * i, 4); break;
+            case FloatType::f16: {
+                uint16_t h;
+                std::memcpy(&h, row + 2 * i, 2);
+                out[i] = fp16_to_fp32(h);
+                break;
+            }
+            case FloatType::bf16: {
+                uint16_t h;
+                std::memcpy(&h, row + 2 * i, 2);
+                out[i] = bf16_to_fp32(h);
+                break;
+            }
+            case FloatType::q8_0: out[i] = q8_0_value(row, i); break;
+        }
+    }
+}
+
+void fill_table_generic(KernelTable& t) {
+    t.quantize_act = quantize_act_generic;
+    t.quantize_act_name = "quantize_act_i8_generic";
+    t.ternary_gemv = ternary_matmul_generic;
+    t.ternary_gemv_name = "ternary_gemv_i2_generic";
+    t.ternary_gemm = ternary_matmul_generic;
+    t.ternary_gemm_name = "ternary_gemm_i2_generic";
+    t.float_matmul[int(FloatType::f32)] = float_matmul_f32_generic;
+    t.float_matmul[int(FloatType::f16)] = float_matmul_f16_generic;
+    t.float_matmul[int(FloatType::bf16)] = float_matmul_bf16_generic;
+    t.float_matmul[int(FloatType::q8_0)] = float_matmul_q8_0_generic;
+    t.float_matmul_name[0] = "matmul_f32_generic";
+    t.float_matmul_name[1] = "matmul_f16_generic";
+    t.float_matmul_name[2] = "matmul_bf16_generic";
+    t.float_matmul_name[3] = "matmul_q8_0_generic";
+    t.float_row = float_row_generic;
+}
+
+}  // namespace tribit

@@ -1,0 +1,113 @@
+// Persistent thread pool: workers spin briefly on a generation counter, then
+// sleep on a condition variable. The caller is thread 0.
+#include "threadpool.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace tribit {
+
+struct ThreadPool::Impl {
+    int n = 1;
+    std::vector<std::thread> workers;
+    std::mutex mu;
+    std::condition_variable cv_start, cv_done;
+    std::atomic<uint64_t> generation{0};
+    std::atomic<int> pending{0};
+    const std::function<void(int, int)>* job = nullptr;
+    bool stop = false;
+
+    void worker(int ith) {
+        uint64_t seen = 0;
+        for (;;) {
+            // spin first: forward passes issue jobs back to back
+            uint64_t g = generation.load(std::memory_order_acquire);
+            for (int spin = 0; g == seen && spin < 20000; spin++) {
+#if defined(__x86_64__)
+                __builtin_ia32_pause();
+#endif
+                g = generation.load(std::memory_order_acquire);
+            }
+            if (g == seen) {
+                std::unique_lock<std::mutex> lk(mu);
+                cv_start.wait(lk, [&] { return stop || generation.load() != seen; });
+                if (stop) return;
+                g = generation.load();
+            }
+            seen = g;
+            (*job)(ith, n);
+            if (pending.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+                std::lock_guard<std::mutex> lk(mu);
+                cv_done.notify_one();
+            }
+        }
+    }
+};
+
+ThreadPool::ThreadPool(int n_threads) : impl_(new Impl) {
+    impl_->n = std::max(1, n_threads);
+    for (int i = 1; i < impl_->n; i++) impl_->workers.emplace_back([this, i] { impl_->worker(i); });
+}
+
+ThreadPool::~ThreadPool() {
+    {
+        std::lock_guard<std::mutex> lk(impl_->mu);
+        impl_->stop = true;
+    }
+    impl_->cv_start.notify_all();
+    for (auto& t : impl_->workers) t.join();
+    delete impl_;
+}
+
+int ThreadPool::n_threads() const { return impl_->n; }
+
+void ThreadPool::run(const std::function<void(int, int)>& fn) {
+    Impl& s = *impl_;
+    if (s.n == 1) {
+        fn(0, 1);
+        return;
+    }
+    s.job = &fn;
+    s.pending.store(s.n - 1, std::memory_order_release);
+    {
+        std::lock_guard<std::mutex> lk(s.mu);
+        s.generation.fetch_add(1, std::memory_order_acq_rel);
+    }
+    s.cv_start.notify_all();
+    fn(0, s.n);
+    // wait for the workers: spin, then sleep
+    for (int spin = 0; s.pending.load(std::memory_order_acquire) != 0 && spin < 200000; spin++) {
+#if defined(__x86_64__)
+        __builtin_ia32_pause();
+#endif
+    }
+    if (s.pending.load(std::memory_order_acquire) != 0) {
+        std::unique_lock<std::mutex> lk(s.mu);
+        s.cv_done.wait(lk, [&] { return s.pending.load() == 0; });
+    }
+}
+
+void ThreadPool::parallel_for(int64_t n, int64_t grain,
+                              const std::function<void(int64_t, int64_t)>& fn) {
+    if (n <= 0) return;
+    grain = std::max<int64_t>(1, grain);
+    int64_t chunks = (n + grain - 1) / grain;
+    int nth = int(std::min<int64_t>(chunks, impl_->n));
+    if (nth <= 1) {
+        fn(0, n);
+        return;
+    }
+    run([&](int ith, int) {
+        if (ith >= nth) return;
+        // contiguous, grain-aligned split
+        int64_t c0 = chunks * ith / nth, c1 = chunks * (ith + 1) / nth;
+        int64_t b = c0 * grain, e = std::min(n, c1 * grain);
+        if (b < e) fn(b, e);
+    });
+}
+
+}  // namespace tribit
