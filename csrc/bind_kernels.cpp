@@ -175,7 +175,7 @@ void bind_kernels(nb::module_& m) {
        "y (n, m) = float(sum T*q) * (gamma / scale), exact integer sums.");
 
     nb::class_<PyFloatMatrix>(m, "FloatMatrix")
-        .def("__init__", [](PyFloatMatrix* self, nb::ndarray<nb::c_contig, nb::device::cpu> a,
+        .def("__init__", [](PyFloatMatrix* self, nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu> a,
                             const std::string& qtype, int64_t rows, int64_t k) {
             FloatType ft = parse_float_type(qtype);
             int64_t rb = float_row_bytes(ft, k);

@@ -1,3 +1,172 @@
+// Python bindings for the native model: built tensor by tensor by the Python
+// loader (tribit.model.loader), then run with llama.cpp-style batches.
 #include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstring>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "model/model.h"
+
 namespace nb = nanobind;
-void bind_model(nb::module_& m) {}
+using namespace tribit;
+
+namespace {
+
+template <typename T>
+using Arr1 = nb::ndarray<T, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+template <typename T>
+using Arr2 = nb::ndarray<T, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+
+// The native model plus the Python objects that own zero-copy float weights.
+struct PyModel {
+    std::unique_ptr<Model> model;
+    std::vector<nb::object> keep;
+};
+
+const KernelTable& pick(const std::optional<std::string>& isa) {
+    if (!isa) return kernels();
+    for (int i = 0; i < kNumIsas; i++) {
+        if (*isa == isa_name(Isa(i))) {
+            const KernelTable* t = kernels_for(Isa(i));
+            if (!t) throw nb::value_error(("ISA '" + *isa + "' cannot run on this CPU").c_str());
+            return *t;
+        }
+    }
+    throw nb::value_error(("unknown ISA '" + *isa + "'").c_str());
+}
+
+std::vector<float> copy_vec(Arr1<const float> a, int64_t expect, const char* what) {
+    if (int64_t(a.shape(0)) != expect)
+        throw nb::value_error((std::string(what) + ": expected " + std::to_string(expect) +
+                               " values, got " + std::to_string(a.shape(0))).c_str());
+    return std::vector<float>(a.data(), a.data() + a.shape(0));
+}
+
+FloatMatrix make_float(nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu> a, const std::string& qtype,
+                       int64_t m, int64_t k) {
+    FloatMatrix w;
+    if (qtype == "f32") w.type = FloatType::f32;
+    else if (qtype == "f16") w.type = FloatType::f16;
+    else if (qtype == "bf16") w.type = FloatType::bf16;
+    else if (qtype == "q8_0") w.type = FloatType::q8_0;
+    else throw nb::value_error(("unsupported float weight type " + qtype).c_str());
+    w.m = m;
+    w.k = k;
+    w.row_bytes = float_row_bytes(w.type, k);
+    if (w.row_bytes < 0 || int64_t(a.nbytes()) != m * w.row_bytes)
+        throw nb::value_error("float weight: size does not match its shape and type");
+    w.data = static_cast<const uint8_t*>(a.data());
+    return w;
+}
+
+}  // namespace
+
+void bind_model(nb::module_& m) {
+    nb::class_<PyModel>(m, "NativeModel")
+        .def("__init__", [](PyModel* self, int64_t n_embd, int64_t n_ff, int64_t n_layer,
+                            int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t n_rot,
+                            int64_t n_vocab, int64_t n_ctx, int64_t n_seq, float rope_theta,
+                            float norm_eps, bool rope_neox, bool act_relu2, bool kv_f16,
+                            int n_threads, std::optional<std::string> isa) {
+            ModelParams p;
+            p.n_embd = n_embd; p.n_ff = n_ff; p.n_layer = n_layer; p.n_head = n_head;
+            p.n_head_kv = n_head_kv; p.head_dim = head_dim; p.n_rot = n_rot; p.n_vocab = n_vocab;
+            p.n_ctx = n_ctx; p.n_seq = n_seq; p.rope_theta = rope_theta; p.norm_eps = norm_eps;
+            p.rope_neox = rope_neox; p.act_relu2 = act_relu2; p.kv_f16 = kv_f16;
+            p.n_threads = n_threads;
+            const KernelTable& kt = pick(isa);
+            new (self) PyModel();
+            try {
+                self->model = std::make_unique<Model>(p, kt);
+            } catch (const std::invalid_argument& e) {
+                throw nb::value_error(e.what());
+            }
+        }, nb::arg("n_embd"), nb::arg("n_ff"), nb::arg("n_layer"), nb::arg("n_head"),
+           nb::arg("n_head_kv"), nb::arg("head_dim"), nb::arg("n_rot"), nb::arg("n_vocab"),
+           nb::arg("n_ctx"), nb::arg("n_seq"), nb::arg("rope_theta"), nb::arg("norm_eps"),
+           nb::arg("rope_neox"), nb::arg("act_relu2"), nb::arg("kv_f16"), nb::arg("n_threads"),
+           nb::arg("isa") = nb::none())
+        .def("set_norms", [](PyModel& s, int64_t l, Arr1<const float> attn_norm,
+                             std::optional<Arr1<const float>> attn_sub_norm, Arr1<const float> ffn_norm,
+                             std::optional<Arr1<const float>> ffn_sub_norm) {
+            Model& M = *s.model;
+            Layer& L = M.layers.at(size_t(l));
+            const ModelParams& p = M.params;
+            L.attn_norm = copy_vec(attn_norm, p.n_embd, "attn_norm");
+            L.ffn_norm = copy_vec(ffn_norm, p.n_embd, "ffn_norm");
+            L.attn_sub_norm = attn_sub_norm ? copy_vec(*attn_sub_norm, p.n_head * p.head_dim, "attn_sub_norm")
+                                            : std::vector<float>();
+            L.ffn_sub_norm = ffn_sub_norm ? copy_vec(*ffn_sub_norm, p.n_ff, "ffn_sub_norm") : std::vector<float>();
+        })
+        .def("set_ternary", [](PyModel& s, int64_t l, const std::string& which, Arr2<const int8_t> t,
+                               float gamma) {
+            Model& M = *s.model;
+            Layer& L = M.layers.at(size_t(l));
+            const ModelParams& p = M.params;
+            const int64_t qdim = p.n_head * p.head_dim, kvdim = p.n_head_kv * p.head_dim;
+            TernaryMatrix* dst;
+            int64_t em, ek;
+            if (which == "q") { dst = &L.wq; em = qdim; ek = p.n_embd; }
+            else if (which == "k") { dst = &L.wk; em = kvdim; ek = p.n_embd; }
+            else if (which == "v") { dst = &L.wv; em = kvdim; ek = p.n_embd; }
+            else if (which == "o") { dst = &L.wo; em = p.n_embd; ek = qdim; }
+            else if (which == "gate") { dst = &L.wgate; em = p.n_ff; ek = p.n_embd; }
+            else if (which == "up") { dst = &L.wup; em = p.n_ff; ek = p.n_embd; }
+            else if (which == "down") { dst = &L.wdown; em = p.n_embd; ek = p.n_ff; }
+            else throw nb::value_error(("unknown projection " + which).c_str());
+            if (int64_t(t.shape(0)) != em || int64_t(t.shape(1)) != ek)
+                throw nb::value_error(("projection " + which + " has shape (" + std::to_string(t.shape(0)) +
+                                       ", " + std::to_string(t.shape(1)) + "), expected (" +
+                                       std::to_string(em) + ", " + std::to_string(ek) + ")").c_str());
+            nb::gil_scoped_release rel;
+            *dst = pack_ternary(t.data(), em, ek, gamma);
+        })
+        .def("set_embedding", [](PyModel& s, nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu> a,
+                                 const std::string& qtype, bool tied) {
+            Model& M = *s.model;
+            M.tok_embd = make_float(a, qtype, M.params.n_vocab, M.params.n_embd);
+            if (tied) M.output = M.tok_embd;
+            s.keep.push_back(nb::find(a));
+        })
+        .def("set_output", [](PyModel& s, nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu> a,
+                              const std::string& qtype) {
+            Model& M = *s.model;
+            M.output = make_float(a, qtype, M.params.n_vocab, M.params.n_embd);
+            s.keep.push_back(nb::find(a));
+        })
+        .def("set_output_norm", [](PyModel& s, Arr1<const float> a) {
+            s.model->output_norm = copy_vec(a, s.model->params.n_embd, "output_norm");
+        })
+        .def("forward", [](PyModel& s, Arr1<const int32_t> tokens, Arr1<const int32_t> pos,
+                           Arr1<const int32_t> seq, Arr1<const uint8_t> want) {
+            Model& M = *s.model;
+            int64_t n = tokens.shape(0);
+            if (pos.shape(0) != size_t(n) || seq.shape(0) != size_t(n) || want.shape(0) != size_t(n))
+                throw nb::value_error("tokens, pos, seq and want must have the same length");
+            int64_t nw = 0;
+            for (int64_t j = 0; j < n; j++) nw += want.data()[j] ? 1 : 0;
+            size_t shape[2] = {size_t(nw), size_t(M.params.n_vocab)};
+            float* out = new float[std::max<size_t>(shape[0] * shape[1], 1)];
+            nb::capsule owner(out, [](void* p) noexcept { delete[] static_cast<float*>(p); });
+            try {
+                nb::gil_scoped_release rel;
+                M.forward(tokens.data(), pos.data(), seq.data(), want.data(), n, out);
+            } catch (const std::invalid_argument& e) {
+                throw nb::value_error(e.what());
+            }
+            return nb::ndarray<nb::numpy, float, nb::ndim<2>>(out, 2, shape, owner);
+        })
+        .def("reset", [](PyModel& s, int64_t seq) { s.model->reset(seq); })
+        .def("trim", [](PyModel& s, int64_t seq, int64_t n) { s.model->trim(seq, n); })
+        .def("n_past", [](PyModel& s, int64_t seq) { return s.model->n_past(seq); })
+        .def_prop_ro("kv_bytes", [](PyModel& s) { return s.model->kv_bytes(); })
+        .def_prop_ro("weight_bytes", [](PyModel& s) { return s.model->weight_bytes(); })
+        .def_prop_ro("isa", [](PyModel& s) { return std::string(isa_name(s.model->kt.isa)); });
+}

@@ -289,9 +289,43 @@ void matmul_q8_0_avx2(float* y, int64_t ldy, const FloatMatrix& w, const float* 
     }
 }
 
+void cvt_f16_f32_avx2(float* out, const uint16_t* in, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(in + i))));
+    for (; i < n; i++) out[i] = fp16_to_fp32(in[i]);
+}
+void cvt_f32_f16_avx2(uint16_t* out, const float* in, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i*)(out + i), _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) out[i] = fp32_to_fp16(in[i]);
+}
+float dot_f32_avx2(const float* a, const float* b, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    float s = hsum_f32(_mm256_add_ps(s0, s1));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+void axpy_f32_avx2(float* y, float a, const float* x, int64_t n) {
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
 }  // namespace
 
 void fill_table_avx2(KernelTable& t) {
+    t.cvt_f16_f32 = cvt_f16_f32_avx2;
+    t.cvt_f32_f16 = cvt_f32_f16_avx2;
+    t.dot_f32 = dot_f32_avx2;
+    t.axpy_f32 = axpy_f32_avx2;
     t.quantize_act = quantize_act_avx2;
     t.quantize_act_name = "quantize_act_i8_avx2";
     t.ternary_gemv = ternary_gemv_avx2;

@@ -1,0 +1,309 @@
+#include "model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+namespace tribit {
+
+Model::Model(const ModelParams& p, const KernelTable& table) : params(p), kt(table) {
+    if (p.n_head <= 0 || p.n_head_kv <= 0 || p.n_head % p.n_head_kv)
+        throw std::invalid_argument("n_head must be a positive multiple of n_head_kv");
+    if (p.n_seq <= 0 || p.n_ctx <= 0) throw std::invalid_argument("n_seq and n_ctx must be positive");
+    if (p.n_rot <= 0 || p.n_rot > p.head_dim || p.n_rot % 2)
+        throw std::invalid_argument("rope dimension count must be even and <= head_dim");
+    pool_ = std::make_unique<ThreadPool>(p.n_threads);
+    layers.resize(size_t(p.n_layer));
+    n_past_.assign(size_t(p.n_seq), 0);
+    size_t kv = size_t(p.n_layer) * size_t(p.n_seq) * size_t(p.n_ctx) * size_t(p.n_head_kv * p.head_dim);
+    if (p.kv_f16) {
+        k16_.assign(kv, 0);
+        v16_.assign(kv, 0);
+    } else {
+        k32_.assign(kv, 0.0f);
+        v32_.assign(kv, 0.0f);
+    }
+}
+
+Model::~Model() = default;
+
+size_t Model::kv_index(int64_t layer, int64_t seq, int64_t pos) const {
+    const ModelParams& p = params;
+    return ((size_t(layer) * size_t(p.n_seq) + size_t(seq)) * size_t(p.n_ctx) + size_t(pos)) *
+           size_t(p.n_head_kv * p.head_dim);
+}
+
+size_t Model::kv_bytes() const {
+    return (k16_.size() + v16_.size()) * 2 + (k32_.size() + v32_.size()) * 4;
+}
+
+size_t Model::weight_bytes() const {
+    size_t b = 0;
+    for (const Layer& l : layers)
+        for (const TernaryMatrix* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.wgate, &l.wup, &l.wdown})
+            b += size_t(w->m * w->row_bytes);
+    b += size_t(tok_embd.m * tok_embd.row_bytes);
+    if (output.data != tok_embd.data) b += size_t(output.m * output.row_bytes);
+    return b;
+}
+
+void Model::reset(int64_t seq) {
+    if (seq < 0) std::fill(n_past_.begin(), n_past_.end(), 0);
+    else n_past_.at(size_t(seq)) = 0;
+}
+
+void Model::trim(int64_t seq, int64_t n) {
+    int64_t& np = n_past_.at(size_t(seq));
+    np = std::max<int64_t>(0, std::min(np, n));
+}
+
+void Model::reserve(int64_t n) {
+    if (n <= cap_) return;
+    const ModelParams& p = params;
+    const int64_t kmax = std::max({ternary_k_pad(p.n_embd), ternary_k_pad(p.n_ff),
+                                   ternary_k_pad(p.n_head * p.head_dim)});
+    const int64_t qdim = p.n_head * p.head_dim, kvdim = p.n_head_kv * p.head_dim;
+    x_.assign(size_t(n * p.n_embd), 0);
+    h_.assign(size_t(n * std::max(p.n_embd, qdim)), 0);
+    q_.assign(size_t(n * qdim), 0);
+    k_.assign(size_t(n * kvdim), 0);
+    v_.assign(size_t(n * kvdim), 0);
+    att_.assign(size_t(n * qdim), 0);
+    gate_.assign(size_t(n * p.n_ff), 0);
+    up_.assign(size_t(n * p.n_ff), 0);
+    tmp_.assign(size_t(n * std::max(p.n_embd, p.n_ff)), 0);
+    qa_.assign(size_t(n * kmax), 0);
+    qs_.assign(size_t(n), 0);
+    qsum_.assign(size_t(n), 0);
+    cap_ = n;
+}
+
+// RMSNorm as ggml does it: sum of squares in double, mean narrowed to float,
+// scale = 1/sqrtf(mean + eps), y = (x * scale) * w.
+void Model::rmsnorm(float* out, const float* x, const float* w, int64_t n, int64_t d) {
+    const float eps = params.norm_eps;
+    auto body = [&](int64_t b, int64_t e) {
+        for (int64_t j = b; j < e; j++) {
+            const float* xr = x + j * d;
+            float* yr = out + j * d;
+            double ss = 0.0;
+            for (int64_t i = 0; i < d; i++) ss += double(xr[i]) * double(xr[i]);
+            const float mean = float(ss / double(d));
+            const float scale = 1.0f / std::sqrt(mean + eps);
+            for (int64_t i = 0; i < d; i++) yr[i] = (xr[i] * scale) * w[i];
+        }
+    };
+    if (n >= 8) pool_->parallel_for(n, 1, body);
+    else body(0, n);
+}
+
+// Quantize x (n tokens) once, then run one or several matrices that share the
+// input (Q/K/V; gate/up) in a single parallel pass over their stacked rows.
+void Model::bitlinear(float* const* ys, const int64_t* ldys, const TernaryMatrix* const* ws,
+                      int n_mats, const float* x, int64_t ldx, int64_t n) {
+    const int64_t k = ws[0]->k, k_pad = ws[0]->k_pad;
+    int8_t* q = qa_.data();
+    auto quant = [&](int64_t b, int64_t e) {
+        kt.quantize_act(q + b * k_pad, k_pad, qs_.data() + b, qsum_.data() + b, x + b * ldx, ldx,
+                        e - b, k);
+    };
+    if (n >= 8) pool_->parallel_for(n, 1, quant);
+    else quant(0, n);
+    ternary_matmul_fn fn = n == 1 ? kt.ternary_gemv : kt.ternary_gemm;
+    int64_t total = 0;
+    int64_t starts[3];
+    for (int i = 0; i < n_mats; i++) {
+        starts[i] = total;
+        total += ws[i]->m;
+    }
+    // row grain of 16 keeps the kernels' 4-row groups whole
+    pool_->parallel_for(total, 16, [&](int64_t b, int64_t e) {
+        for (int i = 0; i < n_mats; i++) {
+            int64_t lo = std::max(b, starts[i]), hi = std::min(e, starts[i] + ws[i]->m);
+            if (lo < hi)
+                fn(ys[i], ldys[i], *ws[i], q, k_pad, qs_.data(), qsum_.data(), n,
+                   lo - starts[i], hi - starts[i]);
+        }
+    });
+}
+
+void Model::rope(float* x, int64_t n_heads, const int32_t* pos, int64_t n) {
+    const ModelParams& p = params;
+    const int64_t hd = p.head_dim, half = p.n_rot / 2;
+    for (int64_t j = 0; j < n; j++) {
+        for (int64_t i = 0; i < half; i++) {
+            // theta as ggml computes it: pos * base^(-2i/n_rot) in float
+            const float theta = float(pos[j]) * std::pow(p.rope_theta, -2.0f * float(i) / float(p.n_rot));
+            const float c = std::cos(theta), s = std::sin(theta);
+            for (int64_t h = 0; h < n_heads; h++) {
+                float* v = x + (j * n_heads + h) * hd;
+                const int64_t a = p.rope_neox ? i : 2 * i, b = p.rope_neox ? i + half : 2 * i + 1;
+                const float x0 = v[a], x1 = v[b];
+                v[a] = x0 * c - x1 * s;
+                v[b] = x0 * s + x1 * c;
+            }
+        }
+    }
+}
+
+// Causal GQA attention of each batch token over its sequence's cache entries
+// 0..pos[i]; parallel over (token, head).
+void Model::attention(int64_t layer, const int32_t* pos, const int32_t* seq, int64_t n) {
+    const ModelParams& p = params;
+    const int64_t hd = p.head_dim, kvdim = p.n_head_kv * hd, group = p.n_head / p.n_head_kv;
+    const float inv_sqrt = 1.0f / std::sqrt(float(hd));
+    const int nth = pool_->n_threads();
+    const size_t per_thread = size_t(p.n_ctx + 3 * hd);
+    if (att_scratch_.size() < per_thread * size_t(nth)) att_scratch_.assign(per_thread * size_t(nth), 0);
+    pool_->run([&](int ith, int nthr) {
+        float* scores = att_scratch_.data() + per_thread * size_t(ith);
+        float* krow = scores + p.n_ctx;
+        float* out = krow + hd;
+        for (int64_t idx = ith; idx < n * p.n_head; idx += nthr) {
+            const int64_t j = idx / p.n_head, h = idx % p.n_head, hk = h / group;
+            const float* qv = q_.data() + j * p.n_head * hd + h * hd;
+            const int64_t len = pos[j] + 1;
+            float mx = -INFINITY;
+            for (int64_t t = 0; t < len; t++) {
+                size_t base = kv_index(layer, seq[j], t) + size_t(hk * hd);
+                const float* kr;
+                if (p.kv_f16) {
+                    kt.cvt_f16_f32(krow, k16_.data() + base, hd);
+                    kr = krow;
+                } else {
+                    kr = k32_.data() + base;
+                }
+                scores[t] = kt.dot_f32(qv, kr, hd) * inv_sqrt;
+                mx = std::max(mx, scores[t]);
+            }
+            float sum = 0.0f;
+            for (int64_t t = 0; t < len; t++) {
+                scores[t] = std::exp(scores[t] - mx);
+                sum += scores[t];
+            }
+            std::fill(out, out + hd, 0.0f);
+            for (int64_t t = 0; t < len; t++) {
+                size_t base = kv_index(layer, seq[j], t) + size_t(hk * hd);
+                const float* vr;
+                if (p.kv_f16) {
+                    kt.cvt_f16_f32(krow, v16_.data() + base, hd);
+                    vr = krow;
+                } else {
+                    vr = v32_.data() + base;
+                }
+                kt.axpy_f32(out, scores[t] / sum, vr, hd);
+            }
+            std::memcpy(att_.data() + j * p.n_head * hd + h * hd, out, size_t(hd) * 4);
+        }
+    });
+    (void)kvdim;
+}
+
+void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* seq,
+                    const uint8_t* want, int64_t n, float* logits) {
+    const ModelParams& p = params;
+    // validate the batch: ids, slots, and positions that continue each sequence
+    std::vector<int64_t> next(n_past_);
+    for (int64_t j = 0; j < n; j++) {
+        if (tokens[j] < 0 || tokens[j] >= p.n_vocab)
+            throw std::invalid_argument("token id " + std::to_string(tokens[j]) + " out of range [0, " +
+                                        std::to_string(p.n_vocab) + ")");
+        if (seq[j] < 0 || seq[j] >= p.n_seq)
+            throw std::invalid_argument("sequence " + std::to_string(seq[j]) + " out of range");
+        if (pos[j] < 0 || pos[j] >= p.n_ctx)
+            throw std::invalid_argument("position " + std::to_string(pos[j]) +
+                                        " is outside the context of " + std::to_string(p.n_ctx));
+        if (pos[j] > next[seq[j]])
+            throw std::invalid_argument("position " + std::to_string(pos[j]) + " of sequence " +
+                                        std::to_string(seq[j]) + " leaves a gap (next is " +
+                                        std::to_string(next[seq[j]]) + ")");
+        next[seq[j]] = std::max<int64_t>(next[seq[j]], pos[j] + 1);
+    }
+    reserve(n);
+    const int64_t d = p.n_embd, hd = p.head_dim, qdim = p.n_head * hd, kvdim = p.n_head_kv * hd;
+    float* x = x_.data();
+    for (int64_t j = 0; j < n; j++) kt.float_row(x + j * d, tok_embd, tokens[j]);
+
+    for (int64_t l = 0; l < p.n_layer; l++) {
+        const Layer& L = layers[size_t(l)];
+        float* h = h_.data();
+        rmsnorm(h, x, L.attn_norm.data(), n, d);
+        {
+            const TernaryMatrix* ws[3] = {&L.wq, &L.wk, &L.wv};
+            float* ys[3] = {q_.data(), k_.data(), v_.data()};
+            const int64_t ld[3] = {qdim, kvdim, kvdim};
+            bitlinear(ys, ld, ws, 3, h, d, n);
+        }
+        rope(q_.data(), p.n_head, pos, n);
+        rope(k_.data(), p.n_head_kv, pos, n);
+        for (int64_t j = 0; j < n; j++) {
+            size_t base = kv_index(l, seq[j], pos[j]);
+            if (p.kv_f16) {
+                kt.cvt_f32_f16(k16_.data() + base, k_.data() + j * kvdim, kvdim);
+                kt.cvt_f32_f16(v16_.data() + base, v_.data() + j * kvdim, kvdim);
+            } else {
+                std::memcpy(k32_.data() + base, k_.data() + j * kvdim, size_t(kvdim) * 4);
+                std::memcpy(v32_.data() + base, v_.data() + j * kvdim, size_t(kvdim) * 4);
+            }
+        }
+        attention(l, pos, seq, n);
+        const float* ain = att_.data();
+        if (!L.attn_sub_norm.empty()) {
+            rmsnorm(h, att_.data(), L.attn_sub_norm.data(), n, qdim);
+            ain = h;
+        }
+        {
+            const TernaryMatrix* ws[1] = {&L.wo};
+            float* ys[1] = {tmp_.data()};
+            const int64_t ld[1] = {d};
+            bitlinear(ys, ld, ws, 1, ain, qdim, n);
+        }
+        for (int64_t i = 0; i < n * d; i++) x[i] += tmp_[size_t(i)];
+
+        rmsnorm(h, x, L.ffn_norm.data(), n, d);
+        {
+            const TernaryMatrix* ws[2] = {&L.wgate, &L.wup};
+            float* ys[2] = {gate_.data(), up_.data()};
+            const int64_t ld[2] = {p.n_ff, p.n_ff};
+            bitlinear(ys, ld, ws, 2, h, d, n);
+        }
+        float* g = gate_.data();
+        const float* u = up_.data();
+        for (int64_t i = 0; i < n * p.n_ff; i++) {
+            float a = g[i];
+            a = p.act_relu2 ? (a > 0.0f ? a * a : 0.0f) : a / (1.0f + std::exp(-a));
+            g[i] = a * u[i];
+        }
+        const float* fin = g;
+        if (!L.ffn_sub_norm.empty()) {
+            rmsnorm(tmp_.data(), g, L.ffn_sub_norm.data(), n, p.n_ff);
+            fin = tmp_.data();
+        }
+        {
+            const TernaryMatrix* ws[1] = {&L.wdown};
+            float* ys[1] = {h};
+            const int64_t ld[1] = {d};
+            bitlinear(ys, ld, ws, 1, fin, p.n_ff, n);
+        }
+        for (int64_t i = 0; i < n * d; i++) x[i] += h[i];
+    }
+    for (int64_t j = 0; j < n; j++) n_past_[seq[j]] = std::max<int64_t>(n_past_[seq[j]], pos[j] + 1);
+
+    // head on the wanted rows only
+    std::vector<int64_t> rows;
+    for (int64_t j = 0; j < n; j++)
+        if (want[j]) rows.push_back(j);
+    const int64_t nw = int64_t(rows.size());
+    if (nw == 0) return;
+    std::vector<float> sel(size_t(nw * d)), normed(size_t(nw * d));
+    for (int64_t i = 0; i < nw; i++) std::memcpy(&sel[size_t(i * d)], x + rows[size_t(i)] * d, size_t(d) * 4);
+    rmsnorm(normed.data(), sel.data(), output_norm.data(), nw, d);
+    float_matmul_fn fn = kt.float_matmul[int(output.type)];
+    pool_->parallel_for(output.m, 64, [&](int64_t b, int64_t e) {
+        fn(logits, output.m, output, normed.data(), d, nw, b, e);
+    });
+}
+
+}  // namespace tribit

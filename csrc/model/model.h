@@ -1,0 +1,77 @@
+// The BitNet b1.58 forward pass: weights, KV cache with sequence slots, and a
+// llama.cpp-style batch (token i at position pos[i] of sequence seq[i]).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels.h"
+#include "threadpool.h"
+
+namespace tribit {
+
+struct ModelParams {
+    int64_t n_embd = 0, n_ff = 0, n_layer = 0, n_head = 0, n_head_kv = 0, head_dim = 0;
+    int64_t n_rot = 0;  // rotated dims per head (== head_dim for all known models)
+    int64_t n_vocab = 0, n_ctx = 0, n_seq = 1;
+    float rope_theta = 10000.0f, norm_eps = 1e-5f;
+    bool rope_neox = true;   // NeoX pairs (i, i + n_rot/2) vs normal (2i, 2i+1)
+    bool act_relu2 = true;   // ReLU^2 (2B-4T) or SiLU (1bitLLM, llama)
+    bool kv_f16 = true;
+    int n_threads = 1;
+};
+
+struct Layer {
+    std::vector<float> attn_norm, attn_sub_norm, ffn_norm, ffn_sub_norm;  // sub-norms may be empty
+    TernaryMatrix wq, wk, wv, wo, wgate, wup, wdown;
+};
+
+class Model {
+public:
+    Model(const ModelParams& p, const KernelTable& kt);
+    ~Model();
+
+    ModelParams params;
+    const KernelTable& kt;
+    std::vector<Layer> layers;
+    std::vector<float> output_norm;
+    FloatMatrix tok_embd, output;  // output == tok_embd when tied
+
+    // Runs the batch; writes logits of the rows with want[i] into `logits`
+    // (count(want) x n_vocab, in batch order). Throws std::invalid_argument on a
+    // bad batch (position gaps, out-of-range ids).
+    void forward(const int32_t* tokens, const int32_t* pos, const int32_t* seq, const uint8_t* want,
+                 int64_t n, float* logits);
+    // Hidden state after the final norm for the wanted rows (tests).
+    int64_t n_past(int64_t seq) const { return n_past_[seq]; }
+    void reset(int64_t seq);  // -1: all
+    void trim(int64_t seq, int64_t n);
+    size_t kv_bytes() const;
+    size_t weight_bytes() const;
+
+private:
+    std::unique_ptr<ThreadPool> pool_;
+    std::vector<int64_t> n_past_;
+    // KV cache: [layer][seq][pos][n_head_kv * head_dim], f16 or f32
+    std::vector<uint16_t> k16_, v16_;
+    std::vector<float> k32_, v32_;
+    // scratch, sized for the current batch
+    int64_t cap_ = 0;
+    std::vector<float> x_, h_, q_, k_, v_, att_, gate_, up_, tmp_;
+    std::vector<int8_t> qa_;
+    std::vector<float> qs_;
+    std::vector<int32_t> qsum_;
+    std::vector<float> att_scratch_;  // per thread: scores + converted K/V rows
+
+    void reserve(int64_t n);
+    void rmsnorm(float* out, const float* x, const float* w, int64_t n, int64_t d);
+    // y_i (n x ldy_i) = BitLinear_i(x) for up to 3 matrices sharing the input x
+    void bitlinear(float* const* ys, const int64_t* ldys, const TernaryMatrix* const* ws,
+                   int n_mats, const float* x, int64_t ldx, int64_t n);
+    void rope(float* x, int64_t n_heads, const int32_t* pos, int64_t n);
+    void attention(int64_t layer, const int32_t* pos, const int32_t* seq, int64_t n);
+    size_t kv_index(int64_t layer, int64_t seq, int64_t pos) const;
+};
+
+}  // namespace tribit

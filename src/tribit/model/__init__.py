@@ -1,0 +1,6 @@
+"""The model runtime: loading GGUF files into the native core and running them."""
+
+from .config import ModelConfig
+from .model import Model, load
+
+__all__ = ["Model", "ModelConfig", "load"]

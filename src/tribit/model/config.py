@@ -1,0 +1,124 @@
+"""Model configuration, read from GGUF metadata only (FORMATS.md 3.3)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..errors import ModelError
+
+# arch -> (FFN activation, RoPE pairing, has sub-norms, logits always from tok_embd)
+ARCHS: dict[str, tuple[str, str, bool, bool]] = {
+    "bitnet": ("silu", "neox", True, True),  # 1bitLLM, bitnet.cpp dummies
+    "bitnet-25": ("relu2", "neox", True, True),  # first official 2B-4T GGUF
+    "bitnet-b1.58": ("relu2", "neox", True, True),  # current 2B-4T GGUF, tribit's own
+    "llama": ("silu", "normal", False, False),  # Llama3-8B-1.58, Falcon3/Falcon-E
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters of a loaded model, in tribit's shared vocabulary."""
+
+    arch: str
+    name: str
+    n_embd: int
+    n_ff: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_rot: int
+    n_vocab: int
+    n_ctx: int
+    n_ctx_train: int
+    rope_theta: float
+    rope_type: str  # "neox" | "normal"
+    norm_eps: float
+    act: str  # "relu2" | "silu"
+    sub_norms: bool
+    tied_head: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _get(md: dict[str, Any], key: str, kind: type, default: Any = None) -> Any:
+    if key not in md:
+        if default is None:
+            raise ModelError(f"missing metadata key {key!r}")
+        return default
+    v = md[key]
+    if kind is int and (isinstance(v, bool) or not isinstance(v, int)):
+        raise ModelError(f"metadata {key!r} must be an integer, got {v!r}")
+    if kind is float and not isinstance(v, (int, float)):
+        raise ModelError(f"metadata {key!r} must be a number, got {v!r}")
+    return kind(v)
+
+
+def config_from_metadata(
+    md: dict[str, Any], n_vocab: int, has_output: bool, n_ctx: int | None = None
+) -> ModelConfig:
+    """Build and validate the configuration of a GGUF file's model."""
+    arch = md.get("general.architecture")
+    if arch not in ARCHS:
+        raise ModelError(
+            f"unsupported architecture {arch!r}; tribit runs {', '.join(sorted(ARCHS))}"
+        )
+    act, rope_type, sub_norms, always_tied = ARCHS[arch]
+    p = f"{arch}."
+    n_embd = _get(md, p + "embedding_length", int)
+    n_head = _get(md, p + "attention.head_count", int)
+    n_head_kv = _get(md, p + "attention.head_count_kv", int, n_head)
+    n_layer = _get(md, p + "block_count", int)
+    n_ff = _get(md, p + "feed_forward_length", int)
+    for key, v in [
+        ("embedding_length", n_embd),
+        ("attention.head_count", n_head),
+        ("attention.head_count_kv", n_head_kv),
+        ("block_count", n_layer),
+        ("feed_forward_length", n_ff),
+    ]:
+        if v <= 0:
+            raise ModelError(f"metadata {p + key!r} must be positive, got {v}")
+    if n_embd % n_head:
+        raise ModelError(f"embedding_length {n_embd} is not a multiple of head_count {n_head}")
+    if n_head % n_head_kv:
+        raise ModelError(f"head_count {n_head} is not a multiple of head_count_kv {n_head_kv}")
+    head_dim = n_embd // n_head
+    n_rot = _get(md, p + "rope.dimension_count", int, head_dim)
+    if n_rot <= 0 or n_rot > head_dim or n_rot % 2:
+        raise ModelError(f"rope.dimension_count {n_rot} must be even and <= head_dim {head_dim}")
+    n_ctx_train = _get(md, p + "context_length", int, 2048)
+    eps = _get(md, p + "attention.layer_norm_rms_epsilon", float)
+    if not 0 < eps < 1:
+        raise ModelError(f"layer_norm_rms_epsilon {eps} is out of range")
+    theta = _get(md, p + "rope.freq_base", float, 10000.0)
+    if not theta > 0:
+        raise ModelError(f"rope.freq_base {theta} must be positive")
+    md_vocab = md.get(p + "vocab_size")
+    if md_vocab is not None and md_vocab != n_vocab:
+        raise ModelError(f"vocab_size {md_vocab} does not match token_embd's {n_vocab} rows")
+    ctx = n_ctx if n_ctx is not None else min(n_ctx_train, 4096)
+    if ctx <= 0:
+        raise ModelError(f"n_ctx must be positive, got {ctx}")
+    return ModelConfig(
+        arch=arch,
+        name=str(md.get("general.name", "")),
+        n_embd=n_embd,
+        n_ff=n_ff,
+        n_layer=n_layer,
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        head_dim=head_dim,
+        n_rot=n_rot,
+        n_vocab=n_vocab,
+        n_ctx=ctx,
+        n_ctx_train=n_ctx_train,
+        rope_theta=theta,
+        rope_type=rope_type,
+        norm_eps=eps,
+        act=act,
+        sub_norms=sub_norms,
+        tied_head=always_tied or not has_output,
+    )

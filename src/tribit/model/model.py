@@ -1,0 +1,287 @@
+"""`tribit.load` and `Model`: the public face of the native runtime."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import _core
+from ..errors import ModelError
+from ..formats import GGUFReader
+from .config import ModelConfig, config_from_metadata
+from .weights import (
+    PROJECTIONS,
+    expected_shape,
+    layer_names,
+    read_f32,
+    read_float_matrix,
+    read_ternary,
+)
+
+KV_TYPES = ("f16", "f32")
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def load(
+    path: str | os.PathLike | None = None,
+    n_threads: int | None = None,
+    n_ctx: int | None = None,
+    kv_type: str = "f16",
+    n_seq: int = 1,
+    isa: str | None = None,
+) -> Model:
+    """Load a GGUF model; with no path, the embedded default model.
+
+    n_threads: worker threads (default: the CPUs this process may use).
+    n_ctx: context length per sequence (default: the trained one, at most 4096).
+    kv_type: "f16" (default) or "f32" KV cache. n_seq: sequence slots (batched serving).
+    isa: force a kernel variant ("generic", "avx2", ...); default: the best for this CPU.
+    """
+    if path is None:
+        from ..data import default_model_path
+
+        path = default_model_path()
+        if path is None:
+            raise ModelError("no model path given and no embedded default model is installed")
+    if kv_type not in KV_TYPES:
+        raise ModelError(f"kv_type must be one of {KV_TYPES}, got {kv_type!r}")
+    if n_seq < 1:
+        raise ModelError(f"n_seq must be >= 1, got {n_seq}")
+    n_threads = n_threads or default_threads()
+    t0 = time.perf_counter()
+    reader = GGUFReader(path)
+    md = reader.metadata
+    if "token_embd.weight" not in reader.tensors:
+        raise ModelError("missing tensor 'token_embd.weight'")
+    emb_shape = reader.tensors["token_embd.weight"].shape
+    if len(emb_shape) != 2:
+        raise ModelError(f"token_embd.weight must be 2-D, has shape {emb_shape}")
+    n_vocab, n_embd_file = emb_shape
+    has_output = "output.weight" in reader.tensors
+    cfg = config_from_metadata(md, n_vocab, has_output, n_ctx)
+    if n_embd_file != cfg.n_embd:
+        raise ModelError(f"token_embd has {n_embd_file} columns, embedding_length is {cfg.n_embd}")
+    native = _core.NativeModel(
+        n_embd=cfg.n_embd,
+        n_ff=cfg.n_ff,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        n_head_kv=cfg.n_head_kv,
+        head_dim=cfg.head_dim,
+        n_rot=cfg.n_rot,
+        n_vocab=cfg.n_vocab,
+        n_ctx=cfg.n_ctx,
+        n_seq=n_seq,
+        rope_theta=cfg.rope_theta,
+        norm_eps=cfg.norm_eps,
+        rope_neox=cfg.rope_type == "neox",
+        act_relu2=cfg.act == "relu2",
+        kv_f16=kv_type == "f16",
+        n_threads=n_threads,
+        isa=isa,
+    )
+    types: dict[str, int] = {}
+    for i in range(cfg.n_layer):
+        names = layer_names(i)
+        sub = cfg.sub_norms
+        native.set_norms(
+            i,
+            read_f32(reader, names["attn_norm"], (cfg.n_embd,)),
+            read_f32(reader, names["attn_sub_norm"], (cfg.n_head * cfg.head_dim,)) if sub else None,
+            read_f32(reader, names["ffn_norm"], (cfg.n_embd,)),
+            read_f32(reader, names["ffn_sub_norm"], (cfg.n_ff,)) if sub else None,
+        )
+        for which in PROJECTIONS:
+            w = read_ternary(reader, names[which], expected_shape(cfg, which))
+            native.set_ternary(i, which, w.t, float(w.gamma))
+            types[w.source_type] = types.get(w.source_type, 0) + 1
+            del w  # one projection's int8 copy at a time
+    emb, emb_type = read_float_matrix(reader, "token_embd.weight", (cfg.n_vocab, cfg.n_embd))
+    native.set_embedding(emb, emb_type, cfg.tied_head)
+    if not cfg.tied_head:
+        out, out_type = read_float_matrix(reader, "output.weight", (cfg.n_vocab, cfg.n_embd))
+        native.set_output(out, out_type)
+    native.set_output_norm(read_f32(reader, "output_norm.weight", (cfg.n_embd,)))
+    load_s = time.perf_counter() - t0
+    return Model(native, cfg, reader, Path(path), load_s, n_seq, n_threads, kv_type, types)
+
+
+class Model:
+    """A loaded ternary model. Create with `tribit.load`."""
+
+    def __init__(
+        self,
+        native,
+        config: ModelConfig,
+        reader: GGUFReader,
+        path: Path,
+        load_s: float,
+        n_seq: int,
+        n_threads: int,
+        kv_type: str,
+        weight_types: dict[str, int],
+    ):
+        self._native = native
+        self.config = config
+        self.path = path
+        self.metadata: dict[str, Any] = reader.metadata
+        self._reader = reader  # keeps the mapping behind zero-copy weights alive
+        self.load_time_s = load_s
+        self.n_seq = n_seq
+        self.n_threads = n_threads
+        self.kv_type = kv_type
+        self._weight_types = weight_types
+        self._tokenizer = None
+
+    # -- tokens ------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        """The tokenizer described by the file's metadata (built on first use)."""
+        if self._tokenizer is None:
+            from ..tokenizer import Tokenizer
+
+            self._tokenizer = Tokenizer.from_gguf(self.metadata)
+        return self._tokenizer
+
+    def tokenize(self, text: str, add_bos: bool = True, special: bool = False) -> list[int]:
+        return self.tokenizer.encode(text, add_bos=add_bos, special=special)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(tokens))
+
+    # -- running -----------------------------------------------------------
+    @property
+    def n_ctx(self) -> int:
+        return self.config.n_ctx
+
+    @property
+    def isa(self) -> str:
+        return self._native.isa
+
+    def forward(
+        self,
+        tokens: Sequence[int],
+        pos: Sequence[int] | int | None = None,
+        seq: Sequence[int] | int = 0,
+        logits: str | Sequence[bool] = "last",
+    ) -> np.ndarray:
+        """Run a batch: token i at position pos[i] of sequence seq[i].
+
+        `pos` as an int is the start of a consecutive run; None continues each
+        sequence where it stopped. Token i attends to the cache entries of its
+        sequence at positions <= pos[i]. `logits`: "last" (one row per distinct
+        sequence, its last token, in order of first appearance), "all", or a bool
+        per token. Returns float32 (rows, n_vocab).
+        """
+        tok = np.ascontiguousarray(tokens, dtype=np.int32).reshape(-1)
+        n = tok.size
+        if n == 0:
+            raise ModelError("forward needs at least one token")
+        if isinstance(seq, (int, np.integer)):
+            seq_a = np.full(n, int(seq), np.int32)
+        else:
+            seq_a = np.ascontiguousarray(seq, dtype=np.int32).reshape(-1)
+        if seq_a.size != n:
+            raise ModelError(f"seq has {seq_a.size} entries for {n} tokens")
+        if pos is None or isinstance(pos, (int, np.integer)):
+            pos_a = np.empty(n, np.int32)
+            nxt: dict[int, int] = {}
+            for i, s in enumerate(seq_a.tolist()):
+                if s not in nxt:
+                    if not 0 <= s < self.n_seq:
+                        raise ModelError(f"sequence {s} out of range [0, {self.n_seq})")
+                    nxt[s] = self._native.n_past(s) if pos is None else int(pos)
+                pos_a[i] = nxt[s]
+                nxt[s] += 1
+        else:
+            pos_a = np.ascontiguousarray(pos, dtype=np.int32).reshape(-1)
+            if pos_a.size != n:
+                raise ModelError(f"pos has {pos_a.size} entries for {n} tokens")
+        if isinstance(logits, str):
+            want = np.zeros(n, np.uint8)
+            if logits == "all":
+                want[:] = 1
+            elif logits == "last":
+                last: dict[int, int] = {}
+                for i, s in enumerate(seq_a.tolist()):
+                    last[s] = i
+                want[list(last.values())] = 1
+            else:
+                raise ModelError(
+                    f"logits must be 'last', 'all' or a bool per token, got {logits!r}"
+                )
+            rows_order = None
+            if logits == "last":
+                # rows come out in batch order; reorder to first appearance of each seq
+                firsts = list(dict.fromkeys(seq_a.tolist()))
+                idx = sorted(last[s] for s in firsts)
+                rows_order = [idx.index(last[s]) for s in firsts]
+        else:
+            want = np.ascontiguousarray(logits, dtype=np.uint8).reshape(-1)
+            if want.size != n:
+                raise ModelError(f"logits mask has {want.size} entries for {n} tokens")
+            rows_order = None
+        try:
+            out = self._native.forward(tok, pos_a, seq_a, want)
+        except ValueError as e:
+            raise ModelError(str(e)) from None
+        return out[rows_order] if rows_order is not None else out
+
+    def logits(self, tokens: Sequence[int]) -> np.ndarray:
+        """Logits of every position of `tokens` on a fresh state (uses slot 0)."""
+        self.reset(0)
+        try:
+            return self.forward(tokens, 0, 0, logits="all")
+        finally:
+            self.reset(0)
+
+    def reset(self, seq: int | None = None) -> None:
+        """Clear one sequence slot, or all with None."""
+        self._native.reset(-1 if seq is None else self._check_seq(seq))
+
+    def trim(self, seq: int, n: int) -> None:
+        """Keep the first n positions of a sequence's cache."""
+        self._native.trim(self._check_seq(seq), max(0, int(n)))
+
+    def n_past(self, seq: int = 0) -> int:
+        return self._native.n_past(self._check_seq(seq))
+
+    def _check_seq(self, seq: int) -> int:
+        if not 0 <= seq < self.n_seq:
+            raise ModelError(f"sequence {seq} out of range [0, {self.n_seq})")
+        return int(seq)
+
+    def describe(self) -> dict[str, Any]:
+        """What `tribit info -m` prints: architecture, sizes, weight types, memory."""
+        c = self.config
+        return {
+            "path": str(self.path),
+            "arch": c.arch,
+            "name": c.name,
+            "hparams": {k: v for k, v in c.as_dict().items() if k not in ("arch", "name")},
+            "weight_types": dict(self._weight_types),
+            "file_bytes": self.path.stat().st_size,
+            "weight_bytes": int(self._native.weight_bytes),
+            "kv_bytes": int(self._native.kv_bytes),
+            "isa": self.isa,
+            "n_threads": self.n_threads,
+            "load_time_s": round(self.load_time_s, 4),
+        }
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"<tribit.Model {c.arch} n_layer={c.n_layer} n_embd={c.n_embd} "
+            f"n_vocab={c.n_vocab} from {self.path.name}>"
+        )

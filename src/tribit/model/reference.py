@@ -1,0 +1,139 @@
+"""The oracle: a plain numpy forward of exactly tribit's math, top to bottom.
+
+Float64 everywhere except where quantization is defined: the activations
+feeding each BitLinear are rounded to float32 and quantized per token with
+`tribit.quant.quantize_activations`, and the ternary product uses the exact
+epilogue `ternary_matmul_ref`. Slow and simple on purpose; for tiny models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..formats import GGUFReader
+from ..quant import quantize_activations, ternary_matmul_ref
+from .config import ModelConfig, config_from_metadata
+from .weights import (
+    PROJECTIONS,
+    expected_shape,
+    float_matrix_f32,
+    layer_names,
+    read_f32,
+    read_float_matrix,
+    read_ternary,
+)
+
+
+@dataclass
+class ReferenceWeights:
+    config: ModelConfig
+    tok_embd: np.ndarray  # (n_vocab, n_embd) float64
+    output: np.ndarray  # head, (n_vocab, n_embd)
+    output_norm: np.ndarray
+    layers: list[dict]  # norms (float64 or None) and projections (t, gamma)
+
+
+def load_reference(path, n_ctx: int | None = None) -> ReferenceWeights:
+    """Read a GGUF file into the oracle's weights (every tensor in memory)."""
+    r = GGUFReader(path)
+    n_vocab, n_embd = r.tensors["token_embd.weight"].shape
+    cfg = config_from_metadata(r.metadata, n_vocab, "output.weight" in r.tensors, n_ctx)
+    raw, qt = read_float_matrix(r, "token_embd.weight", (n_vocab, n_embd))
+    emb = float_matrix_f32(raw, qt, (n_vocab, n_embd)).astype(np.float64)
+    out = emb
+    if not cfg.tied_head:
+        raw, qt = read_float_matrix(r, "output.weight", (n_vocab, n_embd))
+        out = float_matrix_f32(raw, qt, (n_vocab, n_embd)).astype(np.float64)
+    layers = []
+    for i in range(cfg.n_layer):
+        names = layer_names(i)
+        qdim = cfg.n_head * cfg.head_dim
+        layer = {
+            "attn_norm": read_f32(r, names["attn_norm"], (n_embd,)).astype(np.float64),
+            "ffn_norm": read_f32(r, names["ffn_norm"], (n_embd,)).astype(np.float64),
+            "attn_sub_norm": None,
+            "ffn_sub_norm": None,
+        }
+        if cfg.sub_norms:
+            layer["attn_sub_norm"] = read_f32(r, names["attn_sub_norm"], (qdim,)).astype(np.float64)
+            layer["ffn_sub_norm"] = read_f32(r, names["ffn_sub_norm"], (cfg.n_ff,)).astype(
+                np.float64
+            )
+        for which in PROJECTIONS:
+            w = read_ternary(r, names[which], expected_shape(cfg, which))
+            layer[which] = (w.t, w.gamma)
+        layers.append(layer)
+    norm = read_f32(r, "output_norm.weight", (n_embd,)).astype(np.float64)
+    return ReferenceWeights(cfg, emb, out, norm, layers)
+
+
+def rmsnorm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+
+
+def bitlinear(x: np.ndarray, tw: tuple[np.ndarray, np.float32]) -> np.ndarray:
+    """The lossless BitLinear: int8 per-token activations, exact integer sums."""
+    t, gamma = tw
+    q, scale, _ = quantize_activations(x.astype(np.float32))
+    return ternary_matmul_ref(t, gamma, q, scale).astype(np.float64)
+
+
+def rope(x: np.ndarray, pos: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+    """x (n, heads, head_dim) rotated at positions pos (n,)."""
+    half = cfg.n_rot // 2
+    inv = cfg.rope_theta ** (-2.0 * np.arange(half) / cfg.n_rot)
+    ang = pos[:, None].astype(np.float64) * inv[None, :]  # (n, half)
+    c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+    out = x.copy()
+    if cfg.rope_type == "neox":
+        a, b = x[..., :half], x[..., half : 2 * half]
+        out[..., :half] = a * c - b * s
+        out[..., half : 2 * half] = a * s + b * c
+    else:
+        a, b = x[..., 0 : 2 * half : 2], x[..., 1 : 2 * half : 2]
+        out[..., 0 : 2 * half : 2] = a * c - b * s
+        out[..., 1 : 2 * half : 2] = a * s + b * c
+    return out
+
+
+def forward(w: ReferenceWeights, tokens, act=None) -> np.ndarray:
+    """Logits (n, n_vocab) float64 of every position of one sequence from scratch.
+
+    `act` overrides the FFN activation (tests use it to build a deliberately
+    wrong model).
+    """
+    cfg = w.config
+    tokens = np.asarray(tokens)
+    n, hd = tokens.size, cfg.head_dim
+    pos = np.arange(n)
+    x = w.tok_embd[tokens]
+    mask = np.triu(np.full((n, n), -np.inf), k=1)
+    group = cfg.n_head // cfg.n_head_kv
+    if act is None:
+        act = (
+            (lambda g: np.maximum(g, 0) ** 2)
+            if cfg.act == "relu2"
+            else (lambda g: g / (1 + np.exp(-g)))
+        )
+    for L in w.layers:
+        h = rmsnorm(x, L["attn_norm"], cfg.norm_eps)
+        q = bitlinear(h, L["q"]).reshape(n, cfg.n_head, hd)
+        k = bitlinear(h, L["k"]).reshape(n, cfg.n_head_kv, hd)
+        v = bitlinear(h, L["v"]).reshape(n, cfg.n_head_kv, hd)
+        q, k = rope(q, pos, cfg), rope(k, pos, cfg)
+        k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)  # GQA
+        scores = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(hd) + mask
+        p = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        p /= p.sum(axis=-1, keepdims=True)
+        a = np.einsum("hqk,khd->qhd", p, v).reshape(n, cfg.n_head * hd)
+        if L["attn_sub_norm"] is not None:
+            a = rmsnorm(a, L["attn_sub_norm"], cfg.norm_eps)
+        x = x + bitlinear(a, L["o"])
+        h = rmsnorm(x, L["ffn_norm"], cfg.norm_eps)
+        f = act(bitlinear(h, L["gate"])) * bitlinear(h, L["up"])
+        if L["ffn_sub_norm"] is not None:
+            f = rmsnorm(f, L["ffn_sub_norm"], cfg.norm_eps)
+        x = x + bitlinear(f, L["down"])
+    return rmsnorm(x, w.output_norm, cfg.norm_eps) @ w.output.T

@@ -1,0 +1,167 @@
+"""Reading a model's weights out of a GGUF file, one tensor at a time.
+
+Ternary projections of every storage type (TQ1_0, TQ2_0, I2_S, F32/F16/BF16)
+come out as int8 t in {-1, 0, 1} plus the exact per-tensor scale gamma, so
+that the native core and the numpy oracle see identical weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ModelError
+from ..formats import GGMLType, GGUFReader
+from ..quant import (
+    absmean_ternarize,
+    as_ternary,
+    bf16_to_f32,
+    dequantize_q8_0,
+    unpack_i2s,
+    unpack_tq1_0,
+    unpack_tq2_0,
+)
+from .config import ModelConfig
+
+PROJECTIONS = {  # our name -> GGUF tensor suffix
+    "q": "attn_q",
+    "k": "attn_k",
+    "v": "attn_v",
+    "o": "attn_output",
+    "gate": "ffn_gate",
+    "up": "ffn_up",
+    "down": "ffn_down",
+}
+SCALE_KEY = "tribit.scale."
+FLOAT_TYPES = {
+    GGMLType.F32: "f32",
+    GGMLType.F16: "f16",
+    GGMLType.BF16: "bf16",
+    GGMLType.Q8_0: "q8_0",
+}
+
+
+def expected_shape(cfg: ModelConfig, which: str) -> tuple[int, int]:
+    qdim, kvdim = cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim
+    return {
+        "q": (qdim, cfg.n_embd),
+        "k": (kvdim, cfg.n_embd),
+        "v": (kvdim, cfg.n_embd),
+        "o": (cfg.n_embd, qdim),
+        "gate": (cfg.n_ff, cfg.n_embd),
+        "up": (cfg.n_ff, cfg.n_embd),
+        "down": (cfg.n_embd, cfg.n_ff),
+    }[which]
+
+
+@dataclass
+class TernaryWeight:
+    t: np.ndarray  # int8 (m, k)
+    gamma: np.float32
+    source_type: str  # storage type in the file
+
+
+def require(reader: GGUFReader, name: str, shape: tuple[int, ...]):
+    if name not in reader.tensors:
+        raise ModelError(f"missing tensor {name!r}")
+    ti = reader.tensors[name]
+    if ti.shape != tuple(shape):
+        raise ModelError(f"tensor {name!r} has shape {ti.shape}, expected {tuple(shape)}")
+    return ti
+
+
+def read_f32(reader: GGUFReader, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A small float tensor (norms) as float32."""
+    ti = require(reader, name, shape)
+    if ti.ggml_type == GGMLType.F32:
+        return np.array(reader.array(name), np.float32)
+    if ti.ggml_type == GGMLType.F16:
+        return reader.array(name).astype(np.float32)
+    if ti.ggml_type == GGMLType.BF16:
+        return bf16_to_f32(reader.array(name))
+    raise ModelError(f"tensor {name!r} is {ti.type_name}; norms must be F32, F16 or BF16")
+
+
+def read_float_matrix(reader: GGUFReader, name: str, shape: tuple[int, int]):
+    """(raw bytes view, qtype) of an embedding / head matrix, zero-copy."""
+    ti = require(reader, name, shape)
+    if ti.ggml_type not in FLOAT_TYPES:
+        raise ModelError(
+            f"tensor {name!r} is {ti.type_name}; tribit reads F32, F16, BF16 or Q8_0 for it"
+        )
+    return reader.raw(name), FLOAT_TYPES[ti.ggml_type]
+
+
+def float_matrix_f32(raw: np.ndarray, qtype: str, shape: tuple[int, int]) -> np.ndarray:
+    """Dequantize a matrix returned by read_float_matrix (the oracle's copy)."""
+    if qtype == "f32":
+        return raw.view("<f4").reshape(shape).astype(np.float32)
+    if qtype == "f16":
+        return raw.view("<f2").reshape(shape).astype(np.float32)
+    if qtype == "bf16":
+        return bf16_to_f32(raw.view("<u2")).reshape(shape)
+    return dequantize_q8_0(raw, shape)
+
+
+def read_ternary(reader: GGUFReader, name: str, shape: tuple[int, int]) -> TernaryWeight:
+    """A projection as exact ternary values and per-tensor scale."""
+    ti = require(reader, name, shape)
+    md = reader.metadata
+    qt = ti.ggml_type
+    if qt in (GGMLType.TQ1_0, GGMLType.TQ2_0):
+        unpack = unpack_tq2_0 if qt == GGMLType.TQ2_0 else unpack_tq1_0
+        t, d = unpack(reader.raw(name), shape)
+        exact = md.get(SCALE_KEY + name)
+        nonzero = np.unique(d[d != 0])
+        if nonzero.size > 1:
+            raise ModelError(
+                f"tensor {name!r}: TQ blocks carry {nonzero.size} different scales; tribit needs "
+                "one ternary scale per tensor (BitNet b1.58 weights)"
+            )
+        if exact is not None:
+            gamma = np.float32(exact)
+            if nonzero.size and np.float16(gamma) != np.float16(nonzero[0]):
+                raise ModelError(
+                    f"tensor {name!r}: metadata scale {gamma} disagrees with its blocks"
+                )
+        else:
+            gamma = np.float32(nonzero[0]) if nonzero.size else np.float32(1.0)
+    elif qt == GGMLType.I2_S:
+        t, gamma = unpack_i2s(reader.raw(name), shape)
+    elif qt in (GGMLType.F32, GGMLType.F16, GGMLType.BF16):
+        w = reader.array(name)
+        w = bf16_to_f32(w) if qt == GGMLType.BF16 else np.asarray(w)
+        tern = as_ternary(w)
+        if tern is not None:
+            t, gamma = tern
+            exact = md.get(SCALE_KEY + name)
+            if exact is not None and np.asarray(exact, w.dtype) == np.asarray(gamma, w.dtype):
+                gamma = np.float32(exact)  # the f16 file rounded it; metadata keeps it exact
+        else:
+            t, gamma = absmean_ternarize(w.astype(np.float32))
+    else:
+        raise ModelError(
+            f"tensor {name!r} is {ti.type_name}; ternary projections must be TQ1_0, TQ2_0, "
+            "I2_S, F32, F16 or BF16"
+        )
+    # optional per-projection output multiplier of the `bitnet` arch
+    scale_name = name.removesuffix(".weight") + ".scale"
+    if scale_name in reader.tensors:
+        s = read_f32(reader, scale_name, reader.tensors[scale_name].shape).reshape(-1)
+        if s.size != 1:
+            raise ModelError(f"tensor {scale_name!r} must hold one value")
+        gamma = np.float32(gamma * s[0])
+    return TernaryWeight(t, np.float32(gamma), ti.type_name)
+
+
+def layer_names(i: int) -> dict[str, str]:
+    b = f"blk.{i}."
+    names = {k: b + v + ".weight" for k, v in PROJECTIONS.items()}
+    names.update(
+        attn_norm=b + "attn_norm.weight",
+        attn_sub_norm=b + "attn_sub_norm.weight",
+        ffn_norm=b + "ffn_norm.weight",
+        ffn_sub_norm=b + "ffn_sub_norm.weight",
+    )
+    return names

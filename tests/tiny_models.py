@@ -1,0 +1,209 @@
+"""Tiny random BitNet models written to GGUF with tribit's writer, in every layout.
+
+Well-conditioned by construction (masters of std 0.02, embeddings of std 0.1):
+with these, two correct float implementations agree to KLD <= 5e-4 while a
+one-op bug gives KLD ~0.4 (the model-runtime issue's measurements).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tribit.formats import GGMLType, GGUFWriter
+from tribit.quant import (
+    absmean_ternarize,
+    f32_to_bf16,
+    pack_i2s,
+    pack_tq1_0,
+    pack_tq2_0,
+    quantize_q8_0,
+)
+
+SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs), strict=True))
+
+
+def byte_tokenizer_metadata(n_vocab: int) -> dict:
+    """A gpt2-model vocabulary of the 256 bytes, three specials and padding."""
+    b2u = _bytes_to_unicode()
+    tokens = [b2u[b] for b in range(256)] + SPECIALS
+    types = [1] * 256 + [3] * len(SPECIALS)
+    if n_vocab < len(tokens):
+        raise ValueError(f"n_vocab must be >= {len(tokens)}")
+    for i in range(n_vocab - len(tokens)):
+        tokens.append(f"<|reserved_{i}|>")
+        types.append(5)
+    return {
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.pre": "llama-bpe",
+        "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.token_type": np.array(types, np.int32),
+        "tokenizer.ggml.merges": ["Ġ t"],
+        "tokenizer.ggml.bos_token_id": 256,
+        "tokenizer.ggml.eos_token_id": 257,
+        "tokenizer.ggml.eot_token_id": 258,
+        "tokenizer.ggml.add_bos_token": True,
+    }
+
+
+def random_weights(
+    n_embd, n_ff, n_layer, n_head, n_head_kv, n_vocab, seed=0, sub_norms=True, tied=True
+):
+    """Float weights of a tiny model: dict name -> float32 array (masters, not ternary)."""
+    rng = np.random.default_rng(seed)
+    hd = n_embd // n_head
+    qdim, kvdim = n_head * hd, n_head_kv * hd
+    w = {
+        "token_embd.weight": (rng.standard_normal((n_vocab, n_embd)) * 0.1).astype(np.float32),
+        "output_norm.weight": (1 + 0.1 * rng.standard_normal(n_embd)).astype(np.float32),
+    }
+    if not tied:
+        w["output.weight"] = (rng.standard_normal((n_vocab, n_embd)) * 0.1).astype(np.float32)
+    for i in range(n_layer):
+        b = f"blk.{i}."
+        shapes = {
+            "attn_q": (qdim, n_embd),
+            "attn_k": (kvdim, n_embd),
+            "attn_v": (kvdim, n_embd),
+            "attn_output": (n_embd, qdim),
+            "ffn_gate": (n_ff, n_embd),
+            "ffn_up": (n_ff, n_embd),
+            "ffn_down": (n_embd, n_ff),
+        }
+        for name, shape in shapes.items():
+            w[b + name + ".weight"] = (rng.standard_normal(shape) * 0.02).astype(np.float32)
+        norms = {"attn_norm": n_embd, "ffn_norm": n_embd}
+        if sub_norms:
+            norms.update(attn_sub_norm=qdim, ffn_sub_norm=n_ff)
+        for name, d in norms.items():
+            w[b + name + ".weight"] = (1 + 0.1 * rng.standard_normal(d)).astype(np.float32)
+    return w
+
+
+PROJ = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+
+
+def write_model(
+    path,
+    weights: dict,
+    arch="bitnet-b1.58",
+    qtype="tq2_0",
+    emb_type="f32",
+    n_head=4,
+    n_head_kv=2,
+    ctx=256,
+    rope_theta=10000.0,
+    extra_md=None,
+):
+    """Write `weights` (float masters) as a GGUF model; projections ternarized (absmean)."""
+    n_vocab, n_embd = weights["token_embd.weight"].shape
+    n_layer = sum(1 for k in weights if k.endswith("attn_norm.weight"))
+    n_ff = weights["blk.0.ffn_gate.weight"].shape[0]
+    w = GGUFWriter(path)
+    w.add_metadata("general.architecture", arch)
+    w.add_metadata("general.name", "tiny")
+    p = arch + "."
+    w.add_metadata(p + "context_length", ctx)
+    w.add_metadata(p + "embedding_length", n_embd)
+    w.add_metadata(p + "block_count", n_layer)
+    w.add_metadata(p + "feed_forward_length", n_ff)
+    w.add_metadata(p + "attention.head_count", n_head)
+    w.add_metadata(p + "attention.head_count_kv", n_head_kv)
+    w.add_metadata(p + "attention.layer_norm_rms_epsilon", 1e-5)
+    w.add_metadata(p + "rope.freq_base", rope_theta)
+    w.add_metadata(p + "rope.dimension_count", n_embd // n_head)
+    w.add_metadata(p + "vocab_size", n_vocab)
+    for k, v in byte_tokenizer_metadata(n_vocab).items():
+        w.add_metadata(k, v)
+    for k, v in (extra_md or {}).items():
+        w.add_metadata(k, v)
+    for name, arr in weights.items():
+        if any(name.endswith(pj + ".weight") for pj in PROJ):
+            t, gamma = absmean_ternarize(arr)
+            if qtype in ("tq1_0", "tq2_0"):
+                w.add_metadata("tribit.scale." + name, float(gamma))
+            _add_ternary(w, name, t, gamma, qtype)
+        elif name in ("token_embd.weight", "output.weight"):
+            _add_float(w, name, arr, emb_type)
+        else:
+            w.add_tensor(name, arr.shape, GGMLType.F32, arr)
+    w.write()
+    return path
+
+
+def _add_ternary(w, name, t, gamma, qtype):
+    if qtype == "tq2_0":
+        w.add_tensor(name, t.shape, GGMLType.TQ2_0, pack_tq2_0(t, gamma))
+    elif qtype == "tq1_0":
+        w.add_tensor(name, t.shape, GGMLType.TQ1_0, pack_tq1_0(t, gamma))
+    elif qtype == "i2_s":
+        w.add_tensor(name, t.shape, GGMLType.I2_S, pack_i2s(t, gamma))
+    elif qtype == "f32":  # folded gamma * t, as mainline's F32 conversion stores it
+        w.add_tensor(name, t.shape, GGMLType.F32, (gamma * t).astype(np.float32))
+    elif qtype == "f32-master":  # float masters: ternarized with absmean at load
+        raise ValueError("use write_masters for master weights")
+    else:
+        raise ValueError(qtype)
+
+
+def _add_float(w, name, arr, kind):
+    if kind == "f32":
+        w.add_tensor(name, arr.shape, GGMLType.F32, arr)
+    elif kind == "f16":
+        w.add_tensor(name, arr.shape, GGMLType.F16, arr.astype(np.float16))
+    elif kind == "bf16":
+        w.add_tensor(name, arr.shape, GGMLType.BF16, f32_to_bf16(arr))
+    elif kind == "q8_0":
+        w.add_tensor(name, arr.shape, GGMLType.Q8_0, quantize_q8_0(arr))
+    else:
+        raise ValueError(kind)
+
+
+def tiny_model(
+    path,
+    arch="bitnet-b1.58",
+    qtype="tq2_0",
+    n_embd=256,
+    n_ff=512,
+    n_layer=2,
+    n_head=4,
+    n_head_kv=2,
+    n_vocab=300,
+    seed=0,
+    emb_type="f32",
+    ctx=256,
+):
+    """One call: random weights of the given shape written in one layout."""
+    sub = arch != "llama"
+    tied = arch != "llama"
+    wts = random_weights(n_embd, n_ff, n_layer, n_head, n_head_kv, n_vocab, seed, sub, tied)
+    return write_model(path, wts, arch, qtype, emb_type, n_head, n_head_kv, ctx)
+
+
+def kld_top1(ref_logits: np.ndarray, logits: np.ndarray) -> tuple[float, float]:
+    """Mean KL(ref || test) over positions and top-1 agreement."""
+
+    def logsoftmax(z):
+        z = z.astype(np.float64)
+        z = z - z.max(axis=-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+    lp, lq = logsoftmax(ref_logits), logsoftmax(logits)
+    kld = float(np.mean(np.sum(np.exp(lp) * (lp - lq), axis=-1)))
+    top1 = float(np.mean(ref_logits.argmax(-1) == logits.argmax(-1)))
+    return kld, top1
