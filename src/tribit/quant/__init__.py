@@ -9,6 +9,7 @@ from .floats import bf16_to_f32, dequantize_q8_0, f32_to_bf16, quantize_q8_0
 from .hf_packed import pack_hf, unpack_hf
 from .i2s import i2s_nbytes, pack_i2s, unpack_i2s
 from .ternary import absmean_ternarize, as_ternary
+from .torch_sum import torch_mean_f32, torch_sum_f32
 from .tq import pack_tq1_0, pack_tq2_0, unpack_tq1_0, unpack_tq2_0
 
 __all__ = [
@@ -25,6 +26,8 @@ __all__ = [
     "quantize_activations",
     "quantize_q8_0",
     "ternary_matmul_ref",
+    "torch_mean_f32",
+    "torch_sum_f32",
     "unpack_hf",
     "unpack_i2s",
     "unpack_tq1_0",

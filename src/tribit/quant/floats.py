@@ -31,7 +31,10 @@ def quantize_q8_0(x: np.ndarray) -> np.ndarray:
     d = (np.abs(blocks).max(axis=2, keepdims=True) / np.float32(127)).astype(np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):
         inv = np.where(d == 0, np.float32(0), np.float32(1) / d)
-    q = np.rint(blocks * inv).astype(np.int8)
+    # ggml's roundf: round half away from zero (np.rint would round half to even)
+    v = blocks * inv
+    a = np.abs(v)
+    q = (np.sign(v) * (np.floor(a) + np.floor(2 * (a - np.floor(a))))).astype(np.int8)
     out = np.empty((m, k // QK8_0, Q8_0_BLOCK_BYTES), np.uint8)
     out[:, :, :2] = d.astype("<f2").view(np.uint8).reshape(m, k // QK8_0, 2)
     out[:, :, 2:] = q.view(np.uint8)

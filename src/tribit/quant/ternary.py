@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .torch_sum import torch_mean_f32
 
-def absmean_ternarize(w: np.ndarray) -> tuple[np.ndarray, np.float32]:
+
+def absmean_ternarize(
+    w: np.ndarray, torch_threads: int | None = None
+) -> tuple[np.ndarray, np.float32]:
     """Quantize a float weight tensor to ternary the way BitNet b1.58 trains it.
 
     Mirrors the training code: ``s = 1 / clamp(mean|w|, 1e-5)`` in float32, then
@@ -14,9 +18,12 @@ def absmean_ternarize(w: np.ndarray) -> tuple[np.ndarray, np.float32]:
     the clamped mean (effective weight = gamma * t).
     """
     w = np.asarray(w, dtype=np.float32)
-    # float64 accumulation then rounding to f32 gives the correctly rounded mean,
-    # which is what torch's cascade summation reaches on these sizes.
-    mean = np.float32(np.mean(np.abs(w), dtype=np.float64))
+    if torch_threads is None:
+        # correctly rounded mean: machine independent, within 1 ulp of torch's
+        mean = np.float32(np.mean(np.abs(w), dtype=np.float64))
+    else:
+        # torch's own summation order, as a converter run with that many threads
+        mean = torch_mean_f32(np.abs(w), n_threads=torch_threads)
     gamma = np.float32(max(mean, np.float32(1e-5)))
     s = np.float32(1.0) / gamma
     t = np.clip(np.rint(w * s), -1, 1).astype(np.int8)
@@ -34,6 +41,8 @@ def as_ternary(w: np.ndarray) -> tuple[np.ndarray, np.float32] | None:
         return None
     a = np.abs(w)
     g = a.max() if a.size else 0
+    if not np.isfinite(g):
+        return None
     if g == 0:
         return np.zeros(w.shape, np.int8), np.float32(1.0)
     nz = a != 0
