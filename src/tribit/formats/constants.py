@@ -79,6 +79,8 @@ class GGMLType(IntEnum):
     TQ2_0 = 35
     I2_S = 36  # bitnet.cpp fork; reserved (unused) in mainline
     MXFP4 = 39  # mainline; TL2 in bitnet.cpp's fork (dispatch on arch, FORMATS.md 7.1)
+    NVFP4 = 40  # mainline (gguf 0.19)
+    Q1_0 = 41  # mainline (gguf 0.19)
 
 
 # type -> (values per block, bytes per block)
@@ -90,7 +92,7 @@ BLOCK_SIZES: dict[int, tuple[int, int]] = {
     GGMLType.Q5_0: (32, 22),
     GGMLType.Q5_1: (32, 24),
     GGMLType.Q8_0: (32, 34),
-    GGMLType.Q8_1: (32, 36),
+    GGMLType.Q8_1: (32, 36),  # ggml-common.h: 2 f16 + 32 int8 (gguf-py 0.19 says 40)
     GGMLType.Q2_K: (256, 84),
     GGMLType.Q3_K: (256, 110),
     GGMLType.Q4_K: (256, 144),
@@ -115,6 +117,8 @@ BLOCK_SIZES: dict[int, tuple[int, int]] = {
     GGMLType.TQ1_0: (256, 54),
     GGMLType.TQ2_0: (256, 66),
     GGMLType.MXFP4: (32, 17),
+    GGMLType.NVFP4: (64, 36),
+    GGMLType.Q1_0: (128, 18),
 }
 
 I2S_TAIL_BYTES = 32
