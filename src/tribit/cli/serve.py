@@ -1,0 +1,55 @@
+"""`tribit serve`: the OpenAI-compatible server with batched decoding."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "serve a model over an OpenAI-compatible HTTP API (and a chat page at /)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-m", "--model", default=None, help="GGUF model (default: the embedded model)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument(
+        "-np", "--parallel", type=int, default=4, help="sequence slots (concurrent requests)"
+    )
+    p.add_argument("-c", "--ctx-size", type=int, default=None, help="context per slot")
+    p.add_argument("-t", "--threads", type=int, default=None)
+    key = p.add_mutually_exclusive_group()
+    key.add_argument("--api-key", default=None)
+    key.add_argument("--api-key-file", type=Path, default=None)
+    p.add_argument("--cors-origins", nargs="*", default=[], help="allowed CORS origins")
+    p.add_argument("--max-queue", type=int, default=64, help="waiting requests before 503")
+    p.add_argument("--max-body", type=int, default=4 << 20, help="request body limit in bytes")
+    p.add_argument("--alias", default=None, help="model name reported by the API")
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from tribit.errors import TribitError
+    from tribit.server.app import ServerSettings, create_app
+
+    api_key = args.api_key
+    if args.api_key_file is not None:
+        api_key = args.api_key_file.read_text().strip()
+        if not api_key:
+            raise TribitError(f"{args.api_key_file} is empty")
+    if args.parallel < 1 or args.max_queue < 0:
+        raise TribitError("--parallel must be >= 1 and --max-queue >= 0")
+    settings = ServerSettings(
+        model_path=args.model,
+        n_parallel=args.parallel,
+        n_ctx=args.ctx_size,
+        n_threads=args.threads,
+        api_key=api_key,
+        cors_origins=list(args.cors_origins),
+        max_queue=args.max_queue,
+        max_body_bytes=args.max_body,
+        model_name=args.alias,
+    )
+    app = create_app(settings)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=30)
+    return 0

@@ -1,0 +1,257 @@
+"""The OpenAI-compatible server, as a real process on 127.0.0.1, with real clients."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tiny_models import tiny_model
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+pytest.importorskip("tribit._core")
+
+KEY = "test-key-123"
+N_CTX = 128
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    path = tiny_model(tmp_path_factory.mktemp("srv") / "m.gguf", n_vocab=300, ctx=512)
+    port = _free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "tribit",
+        "serve",
+        "-m",
+        str(path),
+        "--port",
+        str(port),
+        "--parallel",
+        "4",
+        "-c",
+        str(N_CTX),
+        "-t",
+        "2",
+        "--api-key",
+        KEY,
+        "--max-queue",
+        "64",
+        "--max-body",
+        "65536",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    try:
+        while True:
+            try:
+                if httpx.get(base + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                out = proc.stdout.read().decode(errors="replace") if proc.poll() is not None else ""
+                pytest.fail(f"server did not start: {out[-2000:]}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _h():
+    return {"Authorization": f"Bearer {KEY}"}
+
+
+def _post(base, route, body, **kw):
+    return httpx.post(base + route, json=body, headers=_h(), timeout=60, **kw)
+
+
+def test_health_is_public_and_api_key_enforced(server):
+    assert httpx.get(server + "/health").json() == {"status": "ok"}
+    r = httpx.post(server + "/v1/completions", json={"prompt": "hi"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    r = httpx.post(
+        server + "/v1/completions", json={"prompt": "hi"}, headers={"Authorization": "Bearer wrong"}
+    )
+    assert r.status_code == 401
+
+
+def test_openai_client_completion_and_chat(server):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=server + "/v1", api_key=KEY)
+    c = client.completions.create(model="m", prompt="Hello", max_tokens=8, temperature=0)
+    assert c.object == "text_completion" and isinstance(c.choices[0].text, str)
+    assert c.usage.completion_tokens <= 8 and c.choices[0].finish_reason in ("stop", "length")
+    chat = client.chat.completions.create(
+        model="m", max_tokens=6, temperature=0, messages=[{"role": "user", "content": "Hi"}]
+    )
+    assert chat.choices[0].message.role == "assistant"
+    assert chat.usage.total_tokens == chat.usage.prompt_tokens + chat.usage.completion_tokens
+    # streaming with usage
+    pieces, finish, usage = [], None, None
+    stream = client.chat.completions.create(
+        model="m",
+        max_tokens=6,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "Hi"}],
+    )
+    for ch in stream:
+        if ch.usage is not None:
+            usage = ch.usage
+        for choice in ch.choices:
+            pieces.append(choice.delta.content or "")
+            finish = choice.finish_reason or finish
+    assert "".join(pieces) == chat.choices[0].message.content  # greedy: same answer
+    assert finish == chat.choices[0].finish_reason and usage.completion_tokens >= 1
+
+
+def test_stream_wire_format(server):
+    with httpx.stream(
+        "POST",
+        server + "/v1/completions",
+        headers=_h(),
+        timeout=60,
+        json={"prompt": "abc", "max_tokens": 4, "temperature": 0, "stream": True},
+    ) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "data: [DONE]"
+    chunks = [json.loads(e[6:]) for e in events[:-1]]
+    assert all(c["object"] == "text_completion" and c["id"] == chunks[0]["id"] for c in chunks)
+    assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+@pytest.mark.parametrize(
+    "body,param",
+    [
+        ({"prompt": "x", "max_tokens": "many"}, "max_tokens"),
+        ({"prompt": "x", "max_tokens": -1}, "max_tokens"),
+        ({"prompt": "x", "max_tokens": 10**12}, "max_tokens"),
+        ({"prompt": "x", "temperature": -0.5}, "temperature"),
+        ({"prompt": "x", "top_p": 2}, "top_p"),
+        ({"prompt": 5}, "prompt"),
+        ({}, "prompt"),
+        ({"prompt": [1, 2, 99999]}, "prompt"),
+        ({"prompt": "x", "logit_bias": {"abc": 1}}, "logit_bias"),
+    ],
+)
+def test_bad_completion_fields(server, body, param):
+    r = _post(server, "/v1/completions", body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["type"] == "invalid_request_error" and param in (err["param"] or err["message"])
+
+
+def test_bad_chat_fields(server):
+    for msgs in ([{"role": "wizard", "content": "x"}], [], "hello", [{"content": "x"}]):
+        r = _post(server, "/v1/chat/completions", {"messages": msgs})
+        assert r.status_code == 400, (msgs, r.text)
+
+
+def test_malformed_bodies(server):
+    for raw in (b"{not json", b'{"prompt": "\xff\xfe"}', b""):
+        r = httpx.post(
+            server + "/v1/completions",
+            content=raw,
+            timeout=30,
+            headers={**_h(), "Content-Type": "application/json"},
+        )
+        assert r.status_code == 400, (raw, r.text)
+        assert "error" in r.json()
+    r = httpx.post(
+        server + "/v1/completions",
+        content=b"x" * 70000,
+        timeout=30,
+        headers={**_h(), "Content-Type": "application/json"},
+    )
+    assert r.status_code == 413
+
+
+def test_prompt_longer_than_context(server):
+    r = _post(server, "/v1/completions", {"prompt": list(range(1, 200)), "max_tokens": 1})
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["code"] == "exceed_context_size_error"
+    assert err["n_prompt_tokens"] == 199 and err["n_ctx"] == N_CTX
+
+
+def test_models_tokenize_detokenize_metrics(server):
+    m = httpx.get(server + "/v1/models", headers=_h()).json()
+    assert m["object"] == "list" and m["data"][0]["meta"]["n_ctx"] == N_CTX
+    toks = _post(server, "/tokenize", {"content": "hello"}).json()["tokens"]
+    assert toks and _post(server, "/detokenize", {"tokens": toks}).json()["content"] == "hello"
+    assert _post(server, "/detokenize", {"tokens": [10**6]}).status_code == 400
+    text = httpx.get(server + "/metrics", headers=_h()).text
+    for name in (
+        "requests_total",
+        "prompt_tokens_total",
+        "tokens_predicted_total",
+        "predicted_tokens_seconds",
+        "requests_deferred",
+        "requests_processing",
+    ):
+        assert f"tribit_{name} " in text
+
+
+def _busy(server) -> float:
+    text = httpx.get(server + "/metrics", headers=_h()).text
+    line = next(x for x in text.splitlines() if x.startswith("tribit_requests_processing "))
+    return float(line.split()[1])
+
+
+def test_disconnect_frees_the_slot(server):
+    with httpx.stream(
+        "POST",
+        server + "/v1/completions",
+        headers=_h(),
+        timeout=60,
+        json={"prompt": "abc", "max_tokens": 100000, "temperature": 1.0, "stream": True, "seed": 1},
+    ) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                break  # leave mid-stream
+    deadline = time.time() + 20
+    while _busy(server) > 0 and time.time() < deadline:
+        time.sleep(0.2)
+    assert _busy(server) == 0
+    r = _post(server, "/v1/completions", {"prompt": "still there?", "max_tokens": 2})
+    assert r.status_code == 200
+
+
+def test_concurrent_clients_get_their_own_answers(server):
+    prompts = [f"prompt number {i} says" for i in range(8)]
+
+    def ask(p):
+        r = _post(server, "/v1/completions", {"prompt": p, "max_tokens": 12, "temperature": 0})
+        assert r.status_code == 200, r.text
+        return r.json()["choices"][0]["text"]
+
+    alone = {p: ask(p) for p in prompts}
+    with ThreadPoolExecutor(32) as ex:
+        got = list(ex.map(ask, prompts * 4))
+    for p, text in zip(prompts * 4, got, strict=True):
+        assert text == alone[p], p
