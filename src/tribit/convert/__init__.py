@@ -1,0 +1,103 @@
+"""Conversion to GGUF: Hugging Face checkpoints, hub downloads and dummy layouts.
+
+    from tribit.convert import convert_hf, write_dummy
+    convert_hf("bitnet-b1.58-2B-4T/", "model.gguf", qtype="tq2_0", head="f16")
+    write_dummy("2B-4T", "dummy.gguf", qtype="tq2_0", seed=0)
+
+See docs/CONVERSION.md for the families, storage types and fall-backs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tribit.errors import FormatError
+
+from .writer import (
+    DEFAULT_QTYPE,
+    HEAD_TYPES,
+    QTYPES,
+    ModelPlan,
+    TensorPlan,
+    WriteReport,
+    write_gguf,
+)
+
+__all__ = [
+    "DEFAULT_QTYPE",
+    "HEAD_TYPES",
+    "QTYPES",
+    "ModelPlan",
+    "TensorPlan",
+    "WriteReport",
+    "convert_hf",
+    "pad_vocab",
+    "write_dummy",
+    "write_gguf",
+]
+
+_UNUSED = 5  # tokenizer.ggml.token_type UNUSED
+
+
+def pad_vocab(tokenizer: dict[str, object], n_vocab: int) -> dict[str, object]:
+    """Pad the token list (and scores/types) of tokenizer metadata to `n_vocab` rows with
+    `[PAD<id>]` UNUSED tokens, as llama.cpp's converter does; FormatError if it is longer."""
+    tokens = list(tokenizer.get("tokenizer.ggml.tokens") or [])
+    if not tokens:
+        raise FormatError("tokenizer metadata has no tokenizer.ggml.tokens")
+    if len(tokens) > n_vocab:
+        raise FormatError(f"tokenizer has {len(tokens)} tokens but the embedding only "
+                          f"{n_vocab} rows")
+    if len(tokens) == n_vocab:
+        return tokenizer
+    import numpy as np
+
+    n_pad = n_vocab - len(tokens)
+    out = dict(tokenizer)
+    out["tokenizer.ggml.tokens"] = tokens + [f"[PAD{i}]" for i in range(len(tokens), n_vocab)]
+    if "tokenizer.ggml.scores" in out:
+        scores = np.asarray(out["tokenizer.ggml.scores"], dtype=np.float32)
+        out["tokenizer.ggml.scores"] = np.concatenate([scores, np.full(n_pad, -1000.0, np.float32)])
+    if "tokenizer.ggml.token_type" in out:
+        types = np.asarray(out["tokenizer.ggml.token_type"], dtype=np.int32)
+        pad = np.full(n_pad, _UNUSED, np.int32)
+        out["tokenizer.ggml.token_type"] = np.concatenate([types, pad])
+    return out
+
+
+def convert_hf(
+    hf_dir: str | Path,
+    out: str | Path,
+    qtype: str = DEFAULT_QTYPE,
+    head: str = "f16",
+    name: str | None = None,
+    progress: bool = True,
+) -> WriteReport:
+    """Convert a Hugging Face checkpoint directory (safetensors, single or sharded) to GGUF.
+
+    The family is detected from config.json (FORMATS.md §2); unsupported models raise
+    FormatError listing what is supported. Tensors are read and written one at a time.
+    """
+    from tribit.tokenizer.hf import tokenizer_metadata_from_hf
+
+    from .families import build_plan
+    from .hf import Checkpoint
+
+    hf_dir = Path(hf_dir)
+    ckpt = Checkpoint(hf_dir)
+    if name is None:
+        src = ckpt.config.get("_name_or_path") or hf_dir.resolve().name
+        name = Path(str(src)).name or "model"
+    plan = build_plan(ckpt, {}, name)
+    n_vocab = plan.tensors[0].shape[0]
+    plan.tokenizer = pad_vocab(tokenizer_metadata_from_hf(hf_dir), n_vocab)
+    return write_gguf(plan, out, qtype=qtype, head=head, progress=progress)
+
+
+def write_dummy(layout: str, out: str | Path, qtype: str = DEFAULT_QTYPE, seed: int = 0,
+                head: str = "f16", progress: bool = True) -> WriteReport:
+    """Write a random ternary model in a named layout (see `tribit.convert.layouts.LAYOUTS`)."""
+    from .dummy import dummy_plan
+
+    return write_gguf(dummy_plan(layout, seed=seed), out, qtype=qtype, head=head,
+                      progress=progress)

@@ -1,0 +1,268 @@
+"""Per-family mapping of Hugging Face checkpoints to GGUF tensors and hyper-parameters.
+
+Families (detected by `hf.detect_family`, FORMATS.md §2):
+
+- `bitnet-b1.58`: microsoft/bitnet-b1.58-2B-4T (packed uint8 + `weight_scale`, multiply) and
+  -bf16 (float masters) -> arch `bitnet-b1.58`, ReLU², sub-norms, NeoX RoPE, tied head.
+- `1bitllm`: 1bitLLM bitnet_b1_58-large/-3B (float masters, `inner_attn_ln`/`ffn_layernorm`)
+  -> arch `bitnet`, SiLU, NeoX RoPE, tied head.
+- `llama-bitnet`: Llama3-8B-1.58, Falcon3-1.58bit, Falcon-E (packed + `weight_scale`, divide)
+  -> arch `llama`, SiLU, no sub-norms, normal RoPE with Q/K rows permuted exactly as
+  llama.cpp's `convert_hf_to_gguf.py` `LlamaModel.permute`, untied `output`.
+
+Every projection becomes (t int8, gamma f32). Packed weights are unpacked (FORMATS 2.1) with the
+scale convention of `quantization_config.linear_class`: autobitlinear multiplies, bitlinear
+divides; when absent, the family's bitnet.cpp convention (multiply for 2B-4T, divide for
+Llama). Float weights that already hold exactly {-g, 0, +g} keep t and g; other float masters
+are ternarized with absmean (FORMATS 1.1), as online BitLinear does.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from tribit.errors import FormatError
+from tribit.quant import absmean_ternarize, as_ternary, unpack_hf
+
+from .hf import SUPPORTED, Checkpoint, detect_family
+from .writer import ModelPlan, TensorPlan
+
+log = logging.getLogger("tribit.convert")
+
+_PROJ = {  # HF module (under model.layers.N.) -> GGUF name (under blk.N.)
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+}
+_SUB_NORMS = {
+    "bitnet-b1.58": {"self_attn.attn_sub_norm": "attn_sub_norm",
+                     "mlp.ffn_sub_norm": "ffn_sub_norm"},
+    "1bitllm": {"self_attn.inner_attn_ln": "attn_sub_norm", "mlp.ffn_layernorm": "ffn_sub_norm"},
+    "llama-bitnet": {},
+}
+_ACT = {"bitnet-b1.58": "relu2", "1bitllm": "silu", "llama-bitnet": "silu"}
+
+
+@dataclass(frozen=True)
+class HParams:
+    """Hyper-parameters read from config.json (shared vocabulary)."""
+
+    n_embd: int
+    n_ff: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_ctx_train: int
+    rope_theta: float
+    norm_eps: float
+    tied: bool
+    rope_scaling: tuple[str, float] | None
+
+
+def _int(config: dict, key: str, default: int | None = None) -> int:
+    v = config.get(key, default)
+    if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+        raise FormatError(f"config.json: {key} must be a positive integer, got {v!r}")
+    return v
+
+
+def read_hparams(config: dict, family: str) -> HParams:
+    """Validate and collect the hyper-parameters of `config` for `family`."""
+    act = config.get("hidden_act", "silu")
+    if act != _ACT[family]:
+        raise FormatError(f"config.json: hidden_act {act!r}; the {family} family uses "
+                          f"{_ACT[family]!r}")
+    for key in ("attention_bias", "mlp_bias"):
+        if config.get(key):
+            raise FormatError(f"config.json: {key} is true; biases are not supported")
+    n_embd = _int(config, "hidden_size")
+    n_head = _int(config, "num_attention_heads")
+    n_head_kv = _int(config, "num_key_value_heads", n_head)
+    head_dim = config.get("head_dim") or n_embd // n_head
+    if n_head % n_head_kv or head_dim % 2:
+        raise FormatError(f"config.json: {n_head} heads, {n_head_kv} KV heads, head_dim "
+                          f"{head_dim}: heads must be a multiple of KV heads, head_dim even")
+    rope = config.get("rope_parameters") or {}  # transformers >= 5 moves rope_theta here
+    theta = config.get("rope_theta", rope.get("rope_theta"))
+    if theta is None:
+        theta = 500000.0 if family == "bitnet-b1.58" else 10000.0
+    scaling = config.get("rope_scaling") or None
+    rope_type = (scaling or rope).get("rope_type", (scaling or {}).get("type", "default"))
+    if rope_type in ("default", None):
+        rope_scaling = None
+    elif rope_type == "linear":
+        rope_scaling = ("linear", float((scaling or rope)["factor"]))
+    else:
+        raise FormatError(f"config.json: rope scaling {rope_type!r} is not supported "
+                          "(only none and 'linear')")
+    tied_default = family != "llama-bitnet"
+    return HParams(
+        n_embd=n_embd,
+        n_ff=_int(config, "intermediate_size"),
+        n_layer=_int(config, "num_hidden_layers"),
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        head_dim=int(head_dim),
+        n_ctx_train=_int(config, "max_position_embeddings", 2048),
+        rope_theta=float(theta),
+        norm_eps=float(config.get("rms_norm_eps", 1e-5)),
+        tied=bool(config.get("tie_word_embeddings", tied_default)),
+        rope_scaling=rope_scaling,
+    )
+
+
+def permute_qk(w: np.ndarray, n_head: int, n_head_kv: int | None = None) -> np.ndarray:
+    """llama.cpp's `LlamaModel.permute` (convert_hf_to_gguf.py): reorder the rows of a Q or K
+    projection from HF's rotate-half RoPE pairing (i, i + d/2) to GGML's interleaved pairing
+    (2i, 2i + 1), per head. Pass n_head_kv for K (GQA)."""
+    if n_head_kv is not None and n_head != n_head_kv:
+        n_head = n_head_kv
+    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+            .swapaxes(1, 2)
+            .reshape(w.shape))
+
+
+def gguf_hparams(hp: HParams, n_vocab: int, arch: str) -> dict[str, object]:
+    """The `<arch>.*` metadata keys (without the prefix) of FORMATS.md 3.3."""
+    out: dict[str, object] = {
+        "vocab_size": n_vocab,
+        "context_length": hp.n_ctx_train,
+        "embedding_length": hp.n_embd,
+        "block_count": hp.n_layer,
+        "feed_forward_length": hp.n_ff,
+        "attention.head_count": hp.n_head,
+        "attention.head_count_kv": hp.n_head_kv,
+        "attention.layer_norm_rms_epsilon": hp.norm_eps,
+        "rope.dimension_count": hp.head_dim,
+        "rope.freq_base": hp.rope_theta,
+    }
+    if hp.head_dim * hp.n_head != hp.n_embd:
+        out["attention.key_length"] = hp.head_dim
+        out["attention.value_length"] = hp.head_dim
+    if hp.rope_scaling:
+        out["rope.scaling.type"], out["rope.scaling.factor"] = hp.rope_scaling
+    return out
+
+
+class _Projection:
+    """Loads one HF projection as (t, gamma), packed or float."""
+
+    def __init__(self, ckpt: Checkpoint, hf_name: str, shape: tuple[int, int], multiply: bool,
+                 permute: tuple[int, int] | None = None):
+        self.ckpt, self.hf_name, self.shape = ckpt, hf_name, shape
+        self.multiply, self.permute = multiply, permute
+        self.weight = f"{hf_name}.weight"
+        self.packed = ckpt.dtype(self.weight) == "U8"
+        m, k = shape
+        want = ((m + 3) // 4, k) if self.packed else shape
+        if ckpt.shape(self.weight) != want:
+            raise FormatError(f"{self.weight}: shape {list(ckpt.shape(self.weight))}, expected "
+                              f"{list(want)}{' (packed uint8)' if self.packed else ''}")
+
+    def gamma(self) -> float:
+        """The exact scale; cheap for packed weights (reads weight_scale only)."""
+        return self._packed_gamma() if self.packed else self.load()[1]
+
+    def _packed_gamma(self) -> np.float32:
+        name = f"{self.hf_name}.weight_scale"
+        ws = self.ckpt.read_f32(name).reshape(-1)
+        if ws.size != 1:
+            raise FormatError(f"{name}: {ws.size} values; only one scale per tensor is supported")
+        s = np.float32(ws[0])
+        if not np.isfinite(s) or s <= 0:
+            raise FormatError(f"{name}: scale {s} is not a positive finite number")
+        return s if self.multiply else np.float32(1.0) / s
+
+    def load(self) -> tuple[np.ndarray, np.float32]:
+        if self.packed:
+            try:  # unpack_hf refuses code 3 (not a ternary value)
+                t = unpack_hf(self.ckpt.read(self.weight), self.shape[0])
+            except ValueError as e:
+                raise FormatError(f"{self.weight}: {e}") from e
+            t = np.ascontiguousarray(t, dtype=np.int8)
+            gamma = self._packed_gamma()
+        else:
+            w = self.ckpt.read_f32(self.weight)
+            exact = as_ternary(w)
+            t, gamma = exact if exact is not None else absmean_ternarize(w)
+            gamma = np.float32(gamma)
+        if self.permute:
+            t = np.ascontiguousarray(permute_qk(t, *self.permute))
+        return t, gamma
+
+
+def _norm(ckpt: Checkpoint, hf_name: str, width: int):
+    if ckpt.shape(hf_name) != (width,):
+        raise FormatError(f"{hf_name}: shape {list(ckpt.shape(hf_name))}, expected [{width}]")
+    return lambda: ckpt.read_f32(hf_name)
+
+
+def build_plan(ckpt: Checkpoint, tokenizer: dict[str, object], name: str) -> ModelPlan:
+    """Map a checkpoint to a `ModelPlan` (no tensor data is read except packed scales' size)."""
+    family = detect_family(ckpt.config)
+    arch = SUPPORTED[family][0]
+    hp = read_hparams(ckpt.config, family)
+    qc = ckpt.config.get("quantization_config") or {}
+    # explicit linear_class wins; without it, what bitnet.cpp's converters do per family
+    # (BitnetModel multiplies by weight_scale, LlamaModel divides)
+    default_class = "autobitlinear" if family == "bitnet-b1.58" else "bitlinear"
+    linear_class = qc.get("linear_class", default_class)
+    if linear_class not in ("autobitlinear", "bitlinear"):
+        raise FormatError(f"config.json: quantization_config.linear_class {linear_class!r} is "
+                          "not 'autobitlinear' or 'bitlinear'")
+    multiply = linear_class == "autobitlinear"
+    d_q, d_kv = hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim
+    shapes = {
+        "attn_q": (d_q, hp.n_embd), "attn_k": (d_kv, hp.n_embd), "attn_v": (d_kv, hp.n_embd),
+        "attn_output": (hp.n_embd, d_q), "ffn_gate": (hp.n_ff, hp.n_embd),
+        "ffn_up": (hp.n_ff, hp.n_embd), "ffn_down": (hp.n_embd, hp.n_ff),
+    }
+    permutes = {}
+    if family == "llama-bitnet":  # normal RoPE in GGML: permute Q/K like llama.cpp
+        permutes = {"attn_q": (hp.n_head, hp.n_head), "attn_k": (hp.n_head, hp.n_head_kv)}
+
+    embd = "model.embed_tokens.weight"
+    n_vocab, width = ckpt.shape(embd)
+    if width != hp.n_embd:
+        raise FormatError(f"{embd}: width {width}, expected hidden_size {hp.n_embd}")
+    tensors = [TensorPlan("token_embd.weight", (n_vocab, hp.n_embd), "embd",
+                          load=lambda: ckpt.read_f32(embd))]
+    for i in range(hp.n_layer):
+        pre, blk = f"model.layers.{i}.", f"blk.{i}."
+        tensors.append(TensorPlan(blk + "attn_norm.weight", (hp.n_embd,), "norm",
+                                  load=_norm(ckpt, pre + "input_layernorm.weight", hp.n_embd)))
+        for hf_mod, gg in _PROJ.items():
+            proj = _Projection(ckpt, pre + hf_mod, shapes[gg], multiply, permutes.get(gg))
+            gamma = proj._packed_gamma() if proj.packed else proj.gamma
+            tensors.append(TensorPlan(blk + gg + ".weight", shapes[gg], "ternary",
+                                      load_ternary=proj.load, gamma=gamma))
+        tensors.append(TensorPlan(blk + "ffn_norm.weight", (hp.n_embd,), "norm",
+                                  load=_norm(ckpt, pre + "post_attention_layernorm.weight",
+                                             hp.n_embd)))
+        for hf_mod, gg in _SUB_NORMS[family].items():
+            width = hp.n_ff if gg == "ffn_sub_norm" else hp.n_embd
+            tensors.append(TensorPlan(f"{blk}{gg}.weight", (width,), "norm",
+                                      load=_norm(ckpt, f"{pre}{hf_mod}.weight", width)))
+    tensors.append(TensorPlan("output_norm.weight", (hp.n_embd,), "norm",
+                              load=_norm(ckpt, "model.norm.weight", hp.n_embd)))
+    if not hp.tied:
+        head = "lm_head.weight"
+        if head not in ckpt:
+            raise FormatError(f"{ckpt.dir}: tie_word_embeddings is false but {head} is missing")
+        if ckpt.shape(head) != (n_vocab, hp.n_embd):
+            raise FormatError(f"{head}: shape {list(ckpt.shape(head))}, expected "
+                              f"{[n_vocab, hp.n_embd]}")
+        if family != "llama-bitnet":
+            log.warning("untied lm_head: written as `output`; bitnet.cpp ignores it for %s", arch)
+        tensors.append(TensorPlan("output.weight", (n_vocab, hp.n_embd), "head",
+                                  load=lambda: ckpt.read_f32(head)))
+    return ModelPlan(arch=arch, name=name, hparams=gguf_hparams(hp, n_vocab, arch),
+                     tensors=tensors, tokenizer=tokenizer)

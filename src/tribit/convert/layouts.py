@@ -1,0 +1,83 @@
+"""Model layouts for `tribit dummy`: bitnet.cpp's dummy size table and real model shapes.
+
+The bitnet.cpp rows mirror `utils/generate-dummy-bitnet-model.py` (FORMATS.md 4.1): arch
+`bitnet`, multi-head attention (KV heads = heads), 32002-token vocabulary. The real rows are the
+shapes of the published checkpoints (FORMATS.md §2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tribit.errors import FormatError
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Shape and hyper-parameters of one model layout (shared vocabulary)."""
+
+    name: str
+    arch: str  # GGUF general.architecture
+    n_embd: int
+    n_ff: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    n_vocab: int
+    n_ctx_train: int = 2048
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    tied: bool = True  # False: an `output` head tensor is written
+    source: str = "bitnet.cpp generate-dummy-bitnet-model.py"
+
+    @property
+    def head_dim(self) -> int:
+        """Per-head width."""
+        return self.n_embd // self.n_head
+
+    def n_params(self) -> int:
+        """Parameter count (ternary projections + embeddings + norms + head)."""
+        d_kv = self.n_head_kv * self.head_dim
+        per_layer = (2 * self.n_embd * self.n_embd + 2 * d_kv * self.n_embd
+                     + 3 * self.n_embd * self.n_ff + 3 * self.n_embd + self.n_ff)
+        head = 0 if self.tied else self.n_vocab * self.n_embd
+        return self.n_layer * per_layer + self.n_vocab * self.n_embd + self.n_embd + head
+
+
+def _bitnet_cpp(name: str, n_embd: int, n_ff: int, n_layer: int, n_head: int) -> Layout:
+    return Layout(name, "bitnet", n_embd, n_ff, n_layer, n_head, n_head, 32002)
+
+
+_REAL = "published checkpoint shape (FORMATS.md §2)"
+
+#: name -> Layout, in display order.
+LAYOUTS: dict[str, Layout] = {
+    lay.name: lay
+    for lay in (
+        _bitnet_cpp("125M", 768, 3072, 11, 12),
+        _bitnet_cpp("350M", 1024, 3072, 24, 16),
+        _bitnet_cpp("1B", 2048, 3584, 24, 32),
+        _bitnet_cpp("1.5B", 1536, 9216, 28, 32),
+        _bitnet_cpp("2.7B", 3072, 7680, 24, 32),
+        _bitnet_cpp("3.8B", 3840, 8192, 24, 32),
+        _bitnet_cpp("7B", 4096, 12032, 32, 32),
+        _bitnet_cpp("13B", 5120, 13824, 40, 40),
+        _bitnet_cpp("30B", 6656, 16384, 60, 52),
+        _bitnet_cpp("70B", 8192, 24576, 80, 64),
+        _bitnet_cpp("100B", 8192, 45568, 72, 64),
+        Layout("large", "bitnet", 1536, 4096, 24, 16, 16, 32002, source=_REAL),
+        Layout("3B", "bitnet", 3200, 8640, 26, 32, 32, 32002, source=_REAL),
+        Layout("2B-4T", "bitnet-b1.58", 2560, 6912, 30, 20, 5, 128256, n_ctx_train=4096,
+               rope_theta=500000.0, source=_REAL),
+        Layout("8B", "llama", 4096, 14336, 32, 32, 8, 128256, n_ctx_train=8192,
+               rope_theta=500000.0, tied=False, source=_REAL),
+    )
+}
+
+
+def get_layout(name: str) -> Layout:
+    """Look a layout up by name (case-insensitive); FormatError listing the names otherwise."""
+    for key, lay in LAYOUTS.items():
+        if key.lower() == name.lower():
+            return lay
+    raise FormatError(f"unknown layout {name!r}; choose one of {', '.join(LAYOUTS)}")
