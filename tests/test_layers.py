@@ -19,7 +19,7 @@ ALLOWED = {
     "server": None,
     "convert": {"errors", "formats", "quant", "tokenizer", "convert", "data"},
     "bench": None,  # benchmarks may use anything, including _core
-    "data": set(),
+    "data": {"data"},
     "train": {"errors", "formats", "quant", "train", "tokenizer", "data"},
 }
 CORE_USERS = {"model", "bench"}  # who may import tribit._core

@@ -53,7 +53,7 @@ def byte_tokenizer_metadata(n_vocab: int) -> dict:
         "tokenizer.ggml.pre": "llama-bpe",
         "tokenizer.ggml.tokens": tokens,
         "tokenizer.ggml.token_type": np.array(types, np.int32),
-        "tokenizer.ggml.merges": ["Ġ t"],
+        "tokenizer.ggml.merges": [],
         "tokenizer.ggml.bos_token_id": 256,
         "tokenizer.ggml.eos_token_id": 257,
         "tokenizer.ggml.eot_token_id": 258,

@@ -1,0 +1,213 @@
+"""Chat templates: Jinja rendered in a sandbox, as Hugging Face `apply_chat_template` does.
+
+A GGUF chat template is untrusted input (CVE-2024-34359: template injection -> code execution
+in llama-cpp-python). Templates run in jinja2's `ImmutableSandboxedEnvironment` (no dunder or
+internal attributes, no mutation of passed-in objects, `range` capped), with HF's options
+(`trim_blocks`, `lstrip_blocks`, loop controls) and helpers (`raise_exception`,
+`strftime_now`, a `tojson` that does not HTML-escape, `namespace` without underscore
+attributes). On top of that, `*`/`**` that would build huge strings or numbers are refused and
+the output is capped. Any failure is a TribitError saying what the template did wrong.
+
+Built-in templates: "bitnet-2b4t" (Hugging Face's template of microsoft/bitnet-b1.58-2B-4T:
+`Role: content<|eot_id|>` per message, then `Assistant: `; BOS is the tokenizer's job),
+"llama3" and "chatml". `template=None`, or a GGUF template containing "BITNET" (the
+placeholder bitnet.cpp's converter writes and never renders), selects "bitnet-2b4t".
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from ..errors import TribitError
+
+BUILTIN_TEMPLATES: dict[str, str] = {
+    "bitnet-2b4t": (
+        "{% for message in messages %}"
+        "{{ message['role'] | capitalize + ': ' + message['content'] | trim + '<|eot_id|>' }}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'Assistant: ' }}{% endif %}"
+    ),
+    # Meta-Llama-3-Instruct's template
+    "llama3": (
+        "{% set loop_messages = messages %}{% for message in loop_messages %}"
+        "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+        " + message['content'] | trim + '<|eot_id|>' %}"
+        "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
+        "{{ content }}{% endfor %}"
+        "{% if add_generation_prompt %}"
+        "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+    ),
+    "chatml": (
+        "{% for message in messages %}"
+        "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    ),
+}
+ALIASES = {"bitnet": "bitnet-2b4t", "bitnet-b1.58": "bitnet-2b4t", "llama-3": "llama3"}
+DEFAULT_TEMPLATE = "bitnet-2b4t"
+MAX_OUTPUT_CHARS = 4_000_000  # a rendered prompt longer than any context
+MAX_SEQUENCE_LEN = 1_000_000  # longest string/list `*` may build
+MAX_POWER_BITS = 4096  # largest integer `**` may build
+
+
+def resolve_template(template: str | None) -> str:
+    """The Jinja source for a template argument: None -> the default built-in; a built-in
+    name -> its source; a template containing "BITNET" -> "bitnet-2b4t"; else itself."""
+    if template is None or not template.strip():
+        return BUILTIN_TEMPLATES[DEFAULT_TEMPLATE]
+    name = ALIASES.get(template.strip(), template.strip())
+    if name in BUILTIN_TEMPLATES:
+        return BUILTIN_TEMPLATES[name]
+    if "BITNET" in template:
+        return BUILTIN_TEMPLATES[DEFAULT_TEMPLATE]
+    return template
+
+
+def _raise_exception(message: object) -> None:
+    from jinja2.exceptions import TemplateError
+
+    raise TemplateError(str(message))
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(str(fmt))
+
+
+def _tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None,
+            separators: Any = None, sort_keys: bool = False) -> str:
+    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                      sort_keys=sort_keys)
+
+
+@lru_cache(maxsize=32)
+def _compile(source: str):
+    """Compile a template in the hardened sandbox (cached by source)."""
+    import jinja2.ext
+    import jinja2.utils
+    from jinja2.exceptions import SecurityError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class Namespace(jinja2.utils.Namespace):
+        """`namespace()` that refuses underscore attributes (no route to internals)."""
+
+        def __init__(*args: Any, **kwargs: Any) -> None:
+            self, args = args[0], args[1:]
+            attrs = dict(*args, **kwargs)
+            for name in attrs:
+                Namespace._check(name)
+            jinja2.utils.Namespace.__init__(self, attrs)
+
+        def __setitem__(self, name: str, value: Any) -> None:
+            Namespace._check(name)
+            jinja2.utils.Namespace.__setitem__(self, name, value)
+
+        @staticmethod
+        def _check(name: object) -> None:
+            if isinstance(name, str) and name.startswith("_"):
+                raise SecurityError(f"namespace attribute {name!r} starts with an underscore")
+
+    class Env(ImmutableSandboxedEnvironment):
+        intercepted_binops = frozenset({"*", "**"})
+
+        def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
+            # jinja2 returns an Undefined that prints as "": refuse at once instead
+            raise SecurityError(f"access to attribute {attribute!r} of a "
+                                f"{type(obj).__name__!r} object is not allowed")
+
+        def call_binop(self, context: Any, op: str, left: Any, right: Any) -> Any:
+            if op == "*":
+                for seq, n in ((left, right), (right, left)):
+                    if isinstance(seq, (str, list, tuple)) and isinstance(n, int):
+                        if len(seq) * max(n, 0) > MAX_SEQUENCE_LEN:
+                            raise SecurityError("the template builds a sequence longer than "
+                                                f"{MAX_SEQUENCE_LEN}")
+                return operator.mul(left, right)
+            if op == "**":
+                if isinstance(left, int) and isinstance(right, int) and right > 0:
+                    if abs(left) > 1 and right * max(abs(left).bit_length(), 1) > MAX_POWER_BITS:
+                        raise SecurityError("the template computes a power too large")
+                return operator.pow(left, right)
+            return super().call_binop(context, op, left, right)
+
+    env = Env(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    env.globals["namespace"] = Namespace
+    return env.from_string(source)
+
+
+def _plain_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Messages as plain dicts; content None -> "", a list of text parts -> their text."""
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise TribitError("messages must be a list of {'role': ..., 'content': ...} objects")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping):
+            raise TribitError(f"messages[{i}] must be a mapping, got {type(m).__name__}")
+        if not isinstance(m.get("role"), str):
+            raise TribitError(f"messages[{i}] has no string 'role'")
+        msg = dict(m)
+        content = msg.get("content")
+        if content is None:
+            msg["content"] = ""
+        elif isinstance(content, list):
+            texts = [p.get("text", "") for p in content
+                     if isinstance(p, Mapping) and p.get("type") == "text"]
+            msg["content"] = "".join(str(t) for t in texts)
+        out.append(msg)
+    return out
+
+
+def render_chat(
+    messages: Sequence[Mapping[str, Any]],
+    template: str | None = None,
+    add_generation_prompt: bool = True,
+    bos_token: str = "",
+    eos_token: str = "",
+    **extra: Any,
+) -> str:
+    """Render a conversation to prompt text with a chat template (see module doc).
+
+    template: None (built-in "bitnet-2b4t"), a built-in name, or Jinja source (e.g. the GGUF
+    `tokenizer.chat_template`). bos_token/eos_token are the texts templates may print; keep
+    bos_token "" when the tokenizer adds BOS itself. `extra` goes to the template (tools, ...).
+    Raises TribitError for bad messages or a template that fails or breaks the sandbox.
+    """
+    from jinja2.exceptions import SecurityError, TemplateError
+
+    source = resolve_template(template)
+    plain = _plain_messages(messages)
+    try:
+        compiled = _compile(source)
+    except TemplateError as e:
+        raise TribitError(f"invalid chat template: {e}") from None
+    ctx = dict(extra, messages=plain, add_generation_prompt=bool(add_generation_prompt),
+               bos_token=bos_token, eos_token=eos_token)
+    parts: list[str] = []
+    size = 0
+    try:
+        for chunk in compiled.generate(**ctx):
+            size += len(chunk)
+            if size > MAX_OUTPUT_CHARS:
+                raise TribitError(f"the chat template output exceeds {MAX_OUTPUT_CHARS} "
+                                  "characters")
+            parts.append(chunk)
+    except TribitError:
+        raise
+    except SecurityError as e:
+        raise TribitError(f"the chat template was refused by the sandbox: {e}") from None
+    except TemplateError as e:
+        raise TribitError(f"the chat template failed: {e}") from None
+    except (RecursionError, MemoryError, OverflowError) as e:
+        raise TribitError(f"the chat template exhausted resources: {type(e).__name__}: "
+                          f"{e}") from None
+    except Exception as e:  # template code errors (TypeError, KeyError, ...) are input errors
+        raise TribitError(f"the chat template failed: {type(e).__name__}: {e}") from None
+    return "".join(parts)
