@@ -150,7 +150,7 @@ void bind_kernels(nb::module_& m) {
                                const std::string& kind, int n_threads) {
         const KernelTable& t = table(isa);
         int64_t n = q.shape(0);
-        if (q.shape(1) != w.k) throw nb::value_error("ternary_matmul: q has the wrong number of columns");
+        if (int64_t(q.shape(1)) != w.k) throw nb::value_error("ternary_matmul: q has the wrong number of columns");
         if (scale.shape(0) != size_t(n) || sum_q.shape(0) != size_t(n))
             throw nb::value_error("ternary_matmul: scale and sum_q need one entry per token");
         ternary_matmul_fn fn = kind == "gemv" ? t.ternary_gemv

@@ -23,7 +23,7 @@ static uint64_t xgetbv0() {
 static CpuInfo detect() {
     CpuInfo c;
 #if defined(TRIBIT_X86)
-    unsigned a, b, cx, d;
+    unsigned a = 0, b = 0, cx = 0, d = 0;
     char brand[49] = {0};
     if (__get_cpuid(0x80000000, &a, &b, &cx, &d) && a >= 0x80000004) {
         for (unsigned i = 0; i < 3; i++) {

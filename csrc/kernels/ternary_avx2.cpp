@@ -115,6 +115,11 @@ void ternary_gemv_avx2(float* y, int64_t ldy, const TernaryMatrix& w, const int8
                     const __m256i a1 = _mm256_loadu_si256((const __m256i*)(qb + 32));
                     const __m256i a2 = _mm256_loadu_si256((const __m256i*)(qb + 64));
                     const __m256i a3 = _mm256_loadu_si256((const __m256i*)(qb + 96));
+                    // The 4 rows are contiguous: stream the next group in, one group ahead
+                    // (2 lines per block covers it; a prefetch past the end never faults).
+                    // Without this, DRAM-resident GEMV runs at ~0.3 of read bandwidth.
+                    _mm_prefetch((const char*)(rows[0] + 4 * w.row_bytes + b * 128), _MM_HINT_T0);
+                    _mm_prefetch((const char*)(rows[0] + 4 * w.row_bytes + b * 128 + 64), _MM_HINT_T0);
                     for (int i = 0; i < 4; i++) {
                         __m256i v = _mm256_load_si256((const __m256i*)(rows[i] + b * 32));
                         __m256i p0 = _mm256_maddubs_epi16(_mm256_and_si256(v, m3), a0);
@@ -236,15 +241,21 @@ void float_matmul_avx2(float* y, int64_t ldy, const FloatMatrix& w, const float*
             y[j * ldy + r] = s0; y[(j + 1) * ldy + r] = s1; y[(j + 2) * ldy + r] = s2; y[(j + 3) * ldy + r] = s3;
         }
         for (; j < n; j++) {
+            // decode (n < 4): memory-bound; 4 chains hide the FMA latency and a
+            // prefetch 1 KiB ahead keeps the row streaming (0.66 -> 0.86 of read bw)
             const float* xj = x + j * ldx;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             int64_t i = 0;
-            for (; i + 16 <= k8; i += 16) {
+            for (; i + 32 <= k8; i += 32) {
+                _mm_prefetch((const char*)(row + i * ElemBytes + 1024), _MM_HINT_T0);
+                if (ElemBytes == 4) _mm_prefetch((const char*)(row + i * ElemBytes + 1088), _MM_HINT_T0);
                 a0 = _mm256_fmadd_ps(Load(row + i * ElemBytes), _mm256_loadu_ps(xj + i), a0);
                 a1 = _mm256_fmadd_ps(Load(row + (i + 8) * ElemBytes), _mm256_loadu_ps(xj + i + 8), a1);
+                a2 = _mm256_fmadd_ps(Load(row + (i + 16) * ElemBytes), _mm256_loadu_ps(xj + i + 16), a2);
+                a3 = _mm256_fmadd_ps(Load(row + (i + 24) * ElemBytes), _mm256_loadu_ps(xj + i + 24), a3);
             }
             for (; i < k8; i += 8) a0 = _mm256_fmadd_ps(Load(row + i * ElemBytes), _mm256_loadu_ps(xj + i), a0);
-            float s = hsum_f32(_mm256_add_ps(a0, a1));
+            float s = hsum_f32(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
             for (i = k8; i < w.k; i++) s += scalar(row, i) * xj[i];
             y[j * ldy + r] = s;
         }

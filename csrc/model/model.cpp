@@ -149,56 +149,71 @@ void Model::rope(float* x, int64_t n_heads, const int32_t* pos, int64_t n) {
 }
 
 // Causal GQA attention of each batch token over its sequence's cache entries
-// 0..pos[i]; parallel over (token, head).
+// 0..pos[i]. Work items are (token, kv head, slice of its query heads): every
+// K/V row is read (and converted from f16) once per item and used by all the
+// query heads of the slice, so a GQA group does not re-read the cache. Slices
+// shrink only when there are fewer items than threads (decode of one token).
+// Per query head the arithmetic is the same as one head at a time.
 void Model::attention(int64_t layer, const int32_t* pos, const int32_t* seq, int64_t n) {
     const ModelParams& p = params;
     const int64_t hd = p.head_dim, kvdim = p.n_head_kv * hd, group = p.n_head / p.n_head_kv;
     const float inv_sqrt = 1.0f / std::sqrt(float(hd));
     const int nth = pool_->n_threads();
-    const size_t per_thread = size_t(p.n_ctx + 3 * hd);
+    int64_t gs = group;  // query heads per item, a divisor of group
+    while (gs > 1 && n * p.n_head_kv * (group / gs) < nth) {
+        int64_t d = gs - 1;
+        while (group % d) d--;
+        gs = d;
+    }
+    const int64_t slices = group / gs, items = n * p.n_head_kv * slices;
+    const size_t per_thread = size_t(gs * p.n_ctx + hd + gs * hd);
     if (att_scratch_.size() < per_thread * size_t(nth)) att_scratch_.assign(per_thread * size_t(nth), 0);
     pool_->run([&](int ith, int nthr) {
-        float* scores = att_scratch_.data() + per_thread * size_t(ith);
-        float* krow = scores + p.n_ctx;
-        float* out = krow + hd;
-        for (int64_t idx = ith; idx < n * p.n_head; idx += nthr) {
-            const int64_t j = idx / p.n_head, h = idx % p.n_head, hk = h / group;
-            const float* qv = q_.data() + j * p.n_head * hd + h * hd;
+        float* scores = att_scratch_.data() + per_thread * size_t(ith);  // gs x n_ctx
+        float* row = scores + gs * p.n_ctx;                               // hd
+        float* out = row + hd;                                            // gs x hd
+        for (int64_t idx = ith; idx < items; idx += nthr) {
+            const int64_t j = idx / (p.n_head_kv * slices), r = idx % (p.n_head_kv * slices);
+            const int64_t hk = r / slices, h0 = hk * group + (r % slices) * gs;
+            const float* qv = q_.data() + j * p.n_head * hd + h0 * hd;  // gs query heads
             const int64_t len = pos[j] + 1;
-            float mx = -INFINITY;
+            const size_t base = kv_index(layer, seq[j], 0) + size_t(hk * hd);
             for (int64_t t = 0; t < len; t++) {
-                size_t base = kv_index(layer, seq[j], t) + size_t(hk * hd);
                 const float* kr;
                 if (p.kv_f16) {
-                    kt.cvt_f16_f32(krow, k16_.data() + base, hd);
-                    kr = krow;
+                    kt.cvt_f16_f32(row, k16_.data() + base + size_t(t * kvdim), hd);
+                    kr = row;
                 } else {
-                    kr = k32_.data() + base;
+                    kr = k32_.data() + base + size_t(t * kvdim);
                 }
-                scores[t] = kt.dot_f32(qv, kr, hd) * inv_sqrt;
-                mx = std::max(mx, scores[t]);
+                for (int64_t g = 0; g < gs; g++)
+                    scores[g * p.n_ctx + t] = kt.dot_f32(qv + g * hd, kr, hd) * inv_sqrt;
             }
-            float sum = 0.0f;
-            for (int64_t t = 0; t < len; t++) {
-                scores[t] = std::exp(scores[t] - mx);
-                sum += scores[t];
+            for (int64_t g = 0; g < gs; g++) {
+                float* sc = scores + g * p.n_ctx;
+                float mx = -INFINITY;
+                for (int64_t t = 0; t < len; t++) mx = std::max(mx, sc[t]);
+                float sum = 0.0f;
+                for (int64_t t = 0; t < len; t++) {
+                    sc[t] = std::exp(sc[t] - mx);
+                    sum += sc[t];
+                }
+                for (int64_t t = 0; t < len; t++) sc[t] = sc[t] / sum;
             }
-            std::fill(out, out + hd, 0.0f);
+            std::fill(out, out + gs * hd, 0.0f);
             for (int64_t t = 0; t < len; t++) {
-                size_t base = kv_index(layer, seq[j], t) + size_t(hk * hd);
                 const float* vr;
                 if (p.kv_f16) {
-                    kt.cvt_f16_f32(krow, v16_.data() + base, hd);
-                    vr = krow;
+                    kt.cvt_f16_f32(row, v16_.data() + base + size_t(t * kvdim), hd);
+                    vr = row;
                 } else {
-                    vr = v32_.data() + base;
+                    vr = v32_.data() + base + size_t(t * kvdim);
                 }
-                kt.axpy_f32(out, scores[t] / sum, vr, hd);
+                for (int64_t g = 0; g < gs; g++) kt.axpy_f32(out + g * hd, scores[g * p.n_ctx + t], vr, hd);
             }
-            std::memcpy(att_.data() + j * p.n_head * hd + h * hd, out, size_t(hd) * 4);
+            std::memcpy(att_.data() + j * p.n_head * hd + h0 * hd, out, size_t(gs * hd) * 4);
         }
     });
-    (void)kvdim;
 }
 
 void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* seq,

@@ -18,6 +18,7 @@ from ..quant import (
     as_ternary,
     bf16_to_f32,
     dequantize_q8_0,
+    f32_to_bf16,
     unpack_i2s,
     unpack_tq1_0,
     unpack_tq2_0,
@@ -136,7 +137,7 @@ def read_ternary(reader: GGUFReader, name: str, shape: tuple[int, int]) -> Terna
         if tern is not None:
             t, gamma = tern
             exact = md.get(SCALE_KEY + name)
-            if exact is not None and np.asarray(exact, w.dtype) == np.asarray(gamma, w.dtype):
+            if exact is not None and _stored(np.float32(exact), qt) == gamma:
                 gamma = np.float32(exact)  # the f16 file rounded it; metadata keeps it exact
         else:
             t, gamma = absmean_ternarize(w.astype(np.float32))
@@ -165,3 +166,12 @@ def layer_names(i: int) -> dict[str, str]:
         ffn_sub_norm=b + "ffn_sub_norm.weight",
     )
     return names
+
+
+def _stored(x: np.float32, qt: int) -> np.float32:
+    """x as a tensor of type qt stores it (F16/BF16 round it)."""
+    if qt == GGMLType.F16:
+        return np.float32(np.float16(x))
+    if qt == GGMLType.BF16:
+        return bf16_to_f32(f32_to_bf16(np.array([x], np.float32)))[0]
+    return np.float32(x)

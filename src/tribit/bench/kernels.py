@@ -1,0 +1,273 @@
+"""Kernel benchmark: ternary GEMV/GEMM and the f16 head GEMV on BitNet b1.58 2B-4T shapes.
+
+Each op is timed per ISA and thread count, the variants interleaved back to back so that
+a noisy (shared) machine hits them alike; the median of the repetitions is reported next
+to the read bandwidth probed in the same run, so `ratio` says how close a memory-bound
+kernel comes to what the machine can stream.
+
+GEMV matrices are stacked (`copies` independent matrices of the real shape, stored as one
+taller matrix) until they exceed the last-level cache many times over: a decode step reads
+every weight from DRAM once, and one call per copy would mostly time the Python call.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from tribit import _core
+
+# BitNet b1.58 2B-4T linear layers (out_features m, in_features k) and its f16 head.
+SHAPES_2B4T: list[tuple[int, int]] = [(2560, 2560), (640, 2560), (6912, 2560), (2560, 6912)]
+HEAD_2B4T: tuple[int, int] = (128256, 2560)
+GEMM_TOKENS = 128
+STACK_BYTES = 64 << 20  # GEMV working set: 8x the 8 MiB L3 of the development machine
+PROBE_BYTES = 256 << 20
+
+Record = dict[str, Any]
+
+
+def system_info() -> dict[str, Any]:
+    """CPU name and features, compiled/runnable/selected ISAs, kernel name per op."""
+    cpu = _core.cpu_info()
+    return {
+        "cpu": cpu["name"],
+        "features": list(cpu["features"]),
+        "compiled_isas": list(_core.compiled_isas()),
+        "runnable_isas": list(_core.runnable_isas()),
+        "selected_isa": _core.selected_isa(),
+        "kernels": dict(_core.kernel_names()),
+    }
+
+
+def probe_bandwidth(
+    n_threads: int, reps: int = 8, nbytes: int = PROBE_BYTES
+) -> tuple[float, float]:
+    """Read bandwidth of n_threads summing a buffer far larger than the LLC, in GB/s.
+
+    Returns (wall, cpu): the median wall-clock rate, and the rate per CPU second per thread,
+    which other processes on the machine disturb much less. Each native probe call fills
+    its buffer once and reads it reps + 1 times, so the CPU time of `reps` reads is the
+    difference between a call with 1 + reps repetitions and one with 1.
+    """
+    c0 = time.process_time()
+    _core.probe_read_bandwidth(nbytes=nbytes, n_threads=n_threads, reps=1)
+    c1 = time.process_time()
+    wall = _core.probe_read_bandwidth(nbytes=nbytes, n_threads=n_threads, reps=1 + reps)
+    c2 = time.process_time()
+    per_thread = ((c2 - c1) - (c1 - c0)) / n_threads
+    cpu = nbytes * reps / per_thread / 1e9 if per_thread > 0 else float("nan")
+    return float(wall), cpu
+
+
+def _timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one call."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    fn()
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def _random_ternary(rng: np.random.Generator, m: int, k: int) -> np.ndarray:
+    # ~1/3 zeros like absmean-ternarized weights; the content does not change the timing
+    return (rng.integers(0, 3, (m, k), dtype=np.int8) - 1).astype(np.int8)
+
+
+class _Case:
+    """One op on one shape: a callable per (isa, threads) and the bytes/MACs it does."""
+
+    def __init__(
+        self,
+        op: str,
+        qtype: str,
+        m: int,
+        k: int,
+        n: int,
+        copies: int,
+        weight_bytes: int,
+        call: Callable[[str, int], object],
+    ) -> None:
+        self.op, self.qtype, self.m, self.k, self.n = op, qtype, m, k, n
+        self.copies, self.weight_bytes, self.call = copies, weight_bytes, call
+
+
+def _ternary_case(
+    rng: np.random.Generator, kind: str, m: int, k: int, n: int, stack_bytes: int
+) -> _Case:
+    packed_bytes = m * (math.ceil(k / 128) * 128) // 4
+    copies = max(1, math.ceil(stack_bytes / packed_bytes)) if kind == "gemv" else 1
+    w = _core.pack_ternary(_random_ternary(rng, m * copies, k), np.float32(0.5))
+    x = rng.standard_normal((n, k)).astype(np.float32)
+    q, scale, sum_q = _core.quantize_act(x)
+
+    def call(isa: str, threads: int) -> object:
+        return _core.ternary_matmul(w, q, scale, sum_q, isa=isa, kind=kind, n_threads=threads)
+
+    return _Case(f"ternary_{kind}", "i2", m, k, n, copies, packed_bytes, call)
+
+
+def _head_case(rng: np.random.Generator, m: int, k: int) -> _Case:
+    # random f16 bit patterns in [0, 1): finite, and cheap to make at this size
+    h = rng.integers(0, 0x3BFF, (m, k), dtype=np.uint16).view(np.float16)
+    fm = _core.FloatMatrix(h, "f16", m, k)
+    x = rng.standard_normal((1, k)).astype(np.float32)
+
+    def call(isa: str, threads: int) -> object:
+        return _core.float_matmul(fm, x, isa=isa, n_threads=threads)
+
+    return _Case("matmul_f16", "f16", m, k, 1, 1, m * k * 2, call)
+
+
+def _cases(
+    ops: Iterable[str],
+    rng: np.random.Generator,
+    shapes: Sequence[tuple[int, int]],
+    head: tuple[int, int],
+    gemm_n: int,
+    stack_bytes: int,
+) -> Iterable[_Case]:
+    for op in ops:
+        if op == "gemv":
+            for m, k in shapes:
+                yield _ternary_case(rng, "gemv", m, k, 1, stack_bytes)
+        elif op == "gemm":
+            for m, k in shapes:
+                yield _ternary_case(rng, "gemm", m, k, gemm_n, stack_bytes)
+        elif op == "head":
+            yield _head_case(rng, *head)
+        else:
+            raise ValueError(f"unknown op {op!r} (gemv, gemm, head)")
+
+
+def bench_kernels(
+    threads: Sequence[int] = (1, 2),
+    reps: int = 7,
+    isas: Sequence[str] | None = None,
+    ops: Sequence[str] = ("gemv", "gemm", "head"),
+    shapes: Sequence[tuple[int, int]] = SHAPES_2B4T,
+    head: tuple[int, int] = HEAD_2B4T,
+    gemm_n: int = GEMM_TOKENS,
+    stack_bytes: int = STACK_BYTES,
+    probe_bytes: int = PROBE_BYTES,
+    progress: Callable[[str], None] | None = None,
+) -> list[Record]:
+    """Times the kernels; returns one record per (op, shape, isa, threads).
+
+    Record keys: op, qtype, isa, kernel, m, k, n, threads, copies, median_s, min_s, cpu_s,
+    gbps (weight bytes of one matrix / median_s), gmacs, bw_gbps (probed in this run), ratio
+    (gbps / bw_gbps), and the same on CPU time: cpu_gbps, bw_cpu_gbps, cpu_ratio. Times are
+    per matrix of shape (m, k) with n tokens. median_s is wall clock; cpu_s is the median
+    process CPU time per thread: close to median_s on an idle machine, smaller when other
+    processes take the cores (then cpu_ratio is the better estimate of an idle machine's).
+    """
+    isas = list(isas or [_core.selected_isa()])
+    runnable = set(_core.runnable_isas())
+    for isa in isas:
+        if isa not in runnable:
+            raise ValueError(f"ISA {isa!r} cannot run here (runnable: {sorted(runnable)})")
+    names = {isa: _core.kernel_names(isa) for isa in isas}
+    rng = np.random.default_rng(0)
+    probes: dict[int, list[tuple[float, float]]] = {t: [] for t in threads}
+    results: list[tuple[_Case, str, int, list[float]]] = []
+    for case in _cases(ops, rng, shapes, head, gemm_n, stack_bytes):
+        for t in threads:
+            probes[t].append(probe_bandwidth(t, nbytes=probe_bytes))
+        if progress:
+            progress(f"{case.op} {case.m}x{case.k} n={case.n} (x{case.copies})")
+        times: dict[tuple[str, int], list[tuple[float, float]]] = {
+            (i, t): [] for i in isas for t in threads
+        }
+        for key in times:
+            case.call(*key)  # warm up: page in, spin up the pool
+        for _ in range(reps):
+            for key in times:  # interleaved: every variant sees the same noise
+                times[key].append(_timed(lambda c=case, key=key: c.call(*key)))
+        results.extend((case, i, t, ts) for (i, t), ts in times.items())
+    for t in threads:
+        probes[t].append(probe_bandwidth(t, nbytes=probe_bytes))
+    bw = {t: statistics.median(w for w, _ in v) for t, v in probes.items()}
+    bw_cpu = {t: statistics.median(c for _, c in v) for t, v in probes.items()}
+    records = []
+    for case, isa, t, ts in results:
+        wall = [w / case.copies for w, _ in ts]
+        med = statistics.median(wall)
+        cpu = statistics.median(c / case.copies / t for _, c in ts)
+        gbps = case.weight_bytes / med / 1e9
+        records.append(
+            {
+                "op": case.op,
+                "qtype": case.qtype,
+                "isa": isa,
+                "kernel": names[isa].get(case.op, ""),
+                "m": case.m,
+                "k": case.k,
+                "n": case.n,
+                "threads": t,
+                "copies": case.copies,
+                "median_s": med,
+                "min_s": min(wall),
+                "cpu_s": cpu,
+                "gbps": gbps,
+                "gmacs": case.m * case.k * case.n / med / 1e9,
+                "bw_gbps": bw[t],
+                "ratio": gbps / bw[t],
+                "cpu_gbps": case.weight_bytes / cpu / 1e9,
+                "bw_cpu_gbps": bw_cpu[t],
+                "cpu_ratio": case.weight_bytes / cpu / 1e9 / bw_cpu[t],
+            }
+        )
+    for t in threads:
+        records.append(
+            {
+                "op": "read_bandwidth",
+                "qtype": "",
+                "isa": "",
+                "kernel": "probe_read_bandwidth",
+                "m": 0,
+                "k": 0,
+                "n": 0,
+                "threads": t,
+                "copies": 1,
+                "median_s": 0.0,
+                "min_s": 0.0,
+                "cpu_s": 0.0,
+                "gbps": bw[t],
+                "gmacs": 0.0,
+                "bw_gbps": bw[t],
+                "ratio": 1.0,
+                "cpu_gbps": bw_cpu[t],
+                "bw_cpu_gbps": bw_cpu[t],
+                "cpu_ratio": 1.0,
+            }
+        )
+    return records
+
+
+def format_table(records: Sequence[Record]) -> str:
+    """A fixed-width text table of bench_kernels records (wall clock, then CPU time)."""
+    head = (
+        f"{'op':<14}{'qtype':<6}{'isa':<8}{'m':>7}{'k':>6}{'n':>5}{'thr':>4}"
+        f"{'ms':>10}{'GB/s':>7}{'ratio':>6}{'GMAC/s':>7}"
+        f" |{'cpu ms':>9}{'GB/s':>7}{'ratio':>6}{'GMAC/s':>7}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in records:
+        shape = f"{r['op']:<14}{r['qtype']:<6}{r['isa']:<8}{r['m']:>7}{r['k']:>6}{r['n']:>5}"
+        if r["op"] == "read_bandwidth":
+            shape = f"{'read_bw probe':<28}{'':>18}"
+            lines.append(
+                f"{shape}{r['threads']:>4}{'':>10}{r['gbps']:>7.2f}{'':>13}"
+                f" |{'':>9}{r['cpu_gbps']:>7.2f}"
+            )
+            continue
+        cpu_macs = r["m"] * r["k"] * r["n"] / r["cpu_s"] / 1e9 if r["cpu_s"] > 0 else 0.0
+        lines.append(
+            f"{shape}{r['threads']:>4}{r['median_s'] * 1e3:>10.3f}{r['gbps']:>7.2f}"
+            f"{r['ratio']:>6.2f}{r['gmacs']:>7.1f}"
+            f" |{r['cpu_s'] * 1e3:>9.3f}{r['cpu_gbps']:>7.2f}{r['cpu_ratio']:>6.2f}{cpu_macs:>7.1f}"
+        )
+    return "\n".join(lines)

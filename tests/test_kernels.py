@@ -1,0 +1,349 @@
+"""Native kernels against the numpy specification (tribit.quant), every runnable ISA.
+
+The ternary path is bit-exact: integer sums checked with gamma = scale = 1 (so y == S),
+then the float epilogue checked bit for bit against `ternary_matmul_ref`. Float matmuls
+(head, embeddings) are checked with a tolerance, their accumulation order being free.
+K may be any value >= 1: weights are padded to a multiple of 128 with zero codes and the
+binding pads activations with zeros (FORMATS.md 1.5, docs/KERNELS.md).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tribit.quant import (
+    dequantize_q8_0,
+    f32_to_bf16,
+    quantize_activations,
+    quantize_q8_0,
+    ternary_matmul_ref,
+)
+
+_core = pytest.importorskip("tribit._core")
+
+ISAS = _core.runnable_isas()
+SIMD = [i for i in ISAS if i != "generic"]
+KINDS = ("gemv", "gemm")
+# (m, k): k not a multiple of 32/128/256, the tiny-model and the real model widths
+SHAPES = [
+    (1, 1),
+    (3, 31),
+    (17, 64),
+    (100, 96),
+    (257, 160),
+    (5, 192),
+    (33, 127),
+    (16, 129),
+    (9, 300),
+    (20, 1041),
+    (4, 2560),
+    (7, 6912),
+]
+N_TOKENS = [1, 2, 3, 4, 5, 7, 8, 13, 17, 64]
+
+
+def _ternary(rng, m, k, p_zero=0.3):
+    t = rng.choice(np.array([-1, 1], np.int8), size=(m, k))
+    t[rng.random((m, k)) < p_zero] = 0
+    return t
+
+
+def _exact(w, t, q, isa, kind, n_threads=1):
+    """Runs with scale = gamma = 1 so y must equal the integer sum S exactly."""
+    n = q.shape[0]
+    ones = np.ones(n, np.float32)
+    sum_q = q.sum(axis=1, dtype=np.int32)
+    y = _core.ternary_matmul(w, q, ones, sum_q, isa=isa, kind=kind, n_threads=n_threads)
+    want = q.astype(np.int64) @ t.astype(np.int64).T
+    return y, want
+
+
+def test_isa_lists_are_consistent():
+    assert "generic" in ISAS
+    assert set(ISAS) <= set(_core.compiled_isas())
+    assert _core.selected_isa() in ISAS
+    info = _core.cpu_info()
+    assert isinstance(info["name"], str) and isinstance(info["features"], list)
+    if "avx2" in ISAS:
+        assert {"avx2", "fma", "f16c"} <= set(info["features"])
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_kernel_names_say_what_they_do(isa):
+    names = _core.kernel_names(isa)
+    assert set(names) >= {"quantize_act", "ternary_gemv", "ternary_gemm", "matmul_f16"}
+    # a variant may inherit kernels from the one below it (avx512 <- avx2 <- generic)
+    inherited = {
+        "generic": {"generic"},
+        "avx2": {"generic", "avx2"},
+        "neon": {"generic", "neon"},
+        "avx512": {"generic", "avx2", "avx512vnni"},
+    }[isa]
+    for op, name in names.items():
+        assert name.startswith(op.split("_")[0]), (op, name)
+        assert name.rsplit("_", 1)[1] in inherited, (op, name)
+    for op in ("ternary_gemv", "ternary_gemm"):
+        assert isa in names[op], names[op]  # avx512 names say avx512vnni
+
+
+# ---------------------------------------------------------------- quantize_act
+def _act_cases(rng):
+    tie = np.concatenate([[127.0], np.arange(-127, 127) + 0.5]).astype(np.float32)  # scale 1
+    yield "random", rng.standard_normal((5, 300)).astype(np.float32)
+    yield "ties", np.stack([tie, -tie, tie / 2])  # x*scale exactly k + 0.5: half to even
+    yield "zeros", np.zeros((2, 64), np.float32)  # amax floor 1e-5
+    yield "tiny", np.full((1, 37), 1e-7, np.float32)  # below the floor
+    huge = rng.standard_normal((2, 129)).astype(np.float32)
+    huge[:, 5] = 3e38
+    yield "huge", huge
+    yield "alternating", np.tile(np.float32([1.0, -1.0]), (3, 65))
+    yield "odd_k", rng.standard_normal((4, 1)).astype(np.float32) * 1e3
+    yield "long", rng.laplace(size=(2, 6912)).astype(np.float32)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_quantize_act_bit_exact(isa):
+    rng = np.random.default_rng(0)
+    for name, x in _act_cases(rng):
+        q, scale, sum_q = _core.quantize_act(x, isa=isa)
+        wq, ws, wsum = quantize_activations(x)
+        assert q.dtype == np.int8 and scale.dtype == np.float32 and sum_q.dtype == np.int32
+        np.testing.assert_array_equal(q, wq, err_msg=name)
+        assert scale.tobytes() == ws.tobytes(), name
+        np.testing.assert_array_equal(sum_q, wsum, err_msg=name)
+
+
+def test_quantize_act_rounds_half_to_even():
+    x = np.float32([[127.0, 0.5, 1.5, 2.5, -0.5, -2.5, 126.5]])
+    q, scale, _ = _core.quantize_act(x)
+    assert scale[0] == 1.0
+    assert q.tolist() == [[127, 0, 2, 2, 0, -2, 126]]
+
+
+# ---------------------------------------------------------------- ternary sums
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_ternary_integer_sums_exact(isa, kind):
+    rng = np.random.default_rng(1)
+    for i, (m, k) in enumerate(SHAPES):
+        t = _ternary(rng, m, k)
+        w = _core.pack_ternary(t, 1.0)
+        assert (w.m, w.k, w.k_pad) == (m, k, -(-k // 128) * 128)
+        for n in N_TOKENS if k <= 300 else [1, 5]:
+            if (i + n) % 2 and n > 8:
+                continue  # keep the test fast: half of the big-n cases per shape
+            q = rng.integers(-128, 128, (n, k), dtype=np.int8)
+            y, want = _exact(w, t, q, isa, kind)
+            assert y.shape == (n, m) and y.dtype == np.float32
+            np.testing.assert_array_equal(y, want.astype(np.float32), err_msg=f"{m}x{k} n={n}")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_ternary_hostile_activations(isa, kind):
+    """Extremes of the int16 stage: all codes 2 (t=+1) or 0 (t=-1) times +-127/-128."""
+    k = 128 * 8 * 3 + 77  # several int16 flush periods plus a tail
+    rows = [np.ones(k), -np.ones(k), np.zeros(k), np.resize([1, -1], k), np.resize([-1, 1], k)]
+    t = np.array(rows, np.int8)
+    w = _core.pack_ternary(t, 1.0)
+    acts = [
+        np.full(k, 127),
+        np.full(k, -128),
+        np.resize([127, -128], k),
+        np.zeros(k),
+        np.resize([-128, 127], k),
+        np.eye(1, k, k - 1)[0] * -128,
+    ]
+    q = np.array(acts, np.int8)
+    y, want = _exact(w, t, q, isa, kind)
+    np.testing.assert_array_equal(y, want.astype(np.float32))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_ternary_epilogue_bit_exact(isa, kind):
+    """The whole BitLinear: quantize -> sum -> float(S) * (gamma / scale), bit for bit."""
+    rng = np.random.default_rng(2)
+    for m, k, n in [(17, 160, 1), (100, 96, 3), (257, 192, 17), (64, 2560, 4), (3, 1, 2)]:
+        t = _ternary(rng, m, k)
+        gamma = np.float32(rng.uniform(0.01, 2.0))
+        x = (rng.standard_normal((n, k)) * rng.uniform(0.01, 50, (n, 1))).astype(np.float32)
+        q, scale, sum_q = _core.quantize_act(x, isa=isa)
+        w = _core.pack_ternary(t, gamma)
+        y = _core.ternary_matmul(w, q, scale, sum_q, isa=isa, kind=kind)
+        want = ternary_matmul_ref(t, gamma, *quantize_activations(x)[:2])
+        assert y.tobytes() == want.tobytes(), (m, k, n)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_simd_equals_generic_and_threads_agree(kind):
+    rng = np.random.default_rng(3)
+    for m, k, n in [(257, 192, 17), (100, 1041, 64), (640, 2560, 2)]:
+        t = _ternary(rng, m, k)
+        w = _core.pack_ternary(t, np.float32(0.37))
+        x = rng.standard_normal((n, k)).astype(np.float32)
+        q, scale, sum_q = _core.quantize_act(x, isa="generic")
+        base = _core.ternary_matmul(w, q, scale, sum_q, isa="generic", kind=kind)
+        for isa in ISAS:
+            for nt in (1, 2, 3):
+                y = _core.ternary_matmul(w, q, scale, sum_q, isa=isa, kind=kind, n_threads=nt)
+                assert y.tobytes() == base.tobytes(), (isa, nt, m, k, n)
+
+
+def test_a_wrong_sum_fails():
+    """The check can fail: a flipped weight changes S."""
+    rng = np.random.default_rng(4)
+    t = _ternary(rng, 8, 130)
+    q = rng.integers(1, 127, (2, 130), dtype=np.int8)
+    bad = t.copy()
+    bad[3, 129] = 1 if bad[3, 129] != 1 else -1
+    y, want = _exact(_core.pack_ternary(bad, 1.0), t, q, "generic", "gemv")
+    assert not np.array_equal(y, want.astype(np.float32))
+
+
+def test_bad_inputs_are_rejected():
+    t = np.zeros((4, 64), np.int8)
+    t[0, 0] = 2
+    with pytest.raises(ValueError, match="-1, 0, 1"):
+        _core.pack_ternary(t, 1.0)
+    w = _core.pack_ternary(np.zeros((4, 64), np.int8), 1.0)
+    q = np.zeros((1, 63), np.int8)
+    with pytest.raises(ValueError, match="columns"):
+        _core.ternary_matmul(w, q, np.ones(1, np.float32), np.zeros(1, np.int32))
+    with pytest.raises(ValueError, match="kind"):
+        _core.ternary_matmul(
+            w,
+            np.zeros((1, 64), np.int8),
+            np.ones(1, np.float32),
+            np.zeros(1, np.int32),
+            kind="nope",
+        )
+    with pytest.raises(ValueError, match="ISA"):
+        _core.quantize_act(np.zeros((1, 8), np.float32), isa="sse9")
+
+
+# ---------------------------------------------------------------- float matmul
+def _float_matrix(rng, qtype, m, k):
+    w = rng.standard_normal((m, k)).astype(np.float32)
+    if qtype == "f32":
+        return _core.FloatMatrix(w, "f32", m, k), w
+    if qtype == "f16":
+        h = w.astype(np.float16)
+        return _core.FloatMatrix(h, "f16", m, k), h.astype(np.float32)
+    if qtype == "bf16":
+        b = f32_to_bf16(w)
+        return _core.FloatMatrix(b, "bf16", m, k), (b.astype(np.uint32) << 16).view(np.float32)
+    raw = quantize_q8_0(w)
+    return _core.FloatMatrix(raw, "q8_0", m, k), dequantize_q8_0(raw, (m, k))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("qtype", ["f32", "f16", "bf16", "q8_0"])
+def test_float_matmul(isa, qtype):
+    rng = np.random.default_rng(5)
+    for m, k, n in [
+        (1, 32, 1),
+        (3, 96, 2),
+        (17, 64, 5),
+        (130, 160, 4),
+        (33, 2560, 1),
+        (5, 1, 3),
+        (9, 37, 7),
+    ]:
+        if qtype == "q8_0" and k % 32:
+            continue
+        fm, dense = _float_matrix(rng, qtype, m, k)
+        x = rng.standard_normal((n, k)).astype(np.float32)
+        want = x.astype(np.float64) @ dense.astype(np.float64).T
+        bound = 1e-5 * (np.abs(x).astype(np.float64) @ np.abs(dense).astype(np.float64).T) + 1e-30
+        for nt in (1, 2):
+            y = _core.float_matmul(fm, x, isa=isa, n_threads=nt)
+            assert y.shape == (n, m) and y.dtype == np.float32
+            assert np.all(np.abs(y - want) <= bound), (qtype, m, k, n, nt)
+
+
+def test_float_matrix_checks_sizes():
+    with pytest.raises(ValueError, match="size"):
+        _core.FloatMatrix(np.zeros((4, 10), np.float32), "f32", 4, 11)
+    with pytest.raises(ValueError, match="k is invalid"):
+        _core.FloatMatrix(np.zeros((4, 34), np.uint8), "q8_0", 4, 33)
+    with pytest.raises(ValueError, match="float type"):
+        _core.FloatMatrix(np.zeros((4, 10), np.float32), "f8", 4, 10)
+
+
+def test_probe_read_bandwidth_is_positive():
+    assert _core.probe_read_bandwidth(nbytes=1 << 20, n_threads=2, reps=1) > 0
+
+
+def test_bench_kernels_records(capsys):
+    """The benchmark's plumbing on tiny shapes (no timing is asserted)."""
+    from tribit.bench.kernels import bench_kernels, format_table
+    from tribit.cli.main import main
+
+    recs = bench_kernels(
+        threads=[1, 2],
+        reps=1,
+        isas=ISAS,
+        shapes=[(64, 200)],
+        head=(48, 64),
+        gemm_n=5,
+        stack_bytes=1 << 13,
+        probe_bytes=1 << 20,
+    )
+    keys = {
+        "op",
+        "qtype",
+        "isa",
+        "m",
+        "k",
+        "n",
+        "threads",
+        "median_s",
+        "gbps",
+        "gmacs",
+        "bw_gbps",
+        "ratio",
+    }
+    assert all(keys <= set(r) for r in recs)
+    ops = {(r["op"], r["isa"], r["threads"]) for r in recs}
+    for isa in ISAS:
+        for t in (1, 2):
+            for op in ("ternary_gemv", "ternary_gemm", "matmul_f16"):
+                assert (op, isa, t) in ops
+    gemv = next(r for r in recs if r["op"] == "ternary_gemv")
+    assert gemv["copies"] == 2 and gemv["m"] == 64 and gemv["median_s"] > 0
+    assert "ternary_gemm" in format_table(recs)
+    with pytest.raises(ValueError, match="cannot run"):
+        bench_kernels(isas=["sse9"])
+    assert main(["bench"]) == 0 and "tribit bench kernels" in capsys.readouterr().out
+    assert main(["info", "--json"]) == 0 and _core.selected_isa() in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- TRIBIT_ISA
+def _run_with_isa(isa):
+    code = "import tribit._core as c; print(c.selected_isa())"
+    env = dict(os.environ, TRIBIT_ISA=isa)
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_tribit_isa_forces_a_variant(isa):
+    r = _run_with_isa(isa)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == isa
+
+
+@pytest.mark.parametrize(
+    "isa", [i for i in ("generic", "avx2", "avx512", "neon") if i not in ISAS] + ["sse9"]
+)
+def test_tribit_isa_fails_loudly(isa):
+    r = _run_with_isa(isa)
+    assert r.returncode != 0
+    assert f"TRIBIT_ISA={isa}" in r.stderr
