@@ -26,13 +26,34 @@ _LAZY = {
     "generate": ("tribit.generate", "generate"),
     "stream_generate": ("tribit.generate", "stream_generate"),
     "generate_step": ("tribit.generate", "generate_step"),
+    "ChatSession": ("tribit.chat", "ChatSession"),
+    "create_completion": ("tribit.chat", "create_completion"),
+    "create_chat_completion": ("tribit.chat", "create_chat_completion"),
+    "ContextLengthError": ("tribit.generate", "ContextLengthError"),
 }
 
 __all__ = ["FormatError", "ModelError", "TribitError", "__version__", *_LAZY]
 
 
+def _wire_model_methods() -> None:
+    """Give Model the OpenAI-shaped methods llama-cpp-python users expect.
+
+    They live in tribit.chat, above the model in the layer tower; the package root
+    is the one place that may join the two.
+    """
+    from .chat import create_chat_completion, create_completion
+    from .model import Model
+
+    if not hasattr(Model, "create_completion"):
+        Model.create_completion = create_completion
+        Model.create_chat_completion = create_chat_completion
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         module, attr = _LAZY[name]
-        return getattr(import_module(module), attr)
+        value = getattr(import_module(module), attr)
+        if module == "tribit.model":
+            _wire_model_methods()
+        return value
     raise AttributeError(f"module 'tribit' has no attribute {name!r}")
