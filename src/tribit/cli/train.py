@@ -1,0 +1,67 @@
+"""`tribit train babi`: train the small bAbI model (PyTorch, QAT) and export GGUF."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "train a small ternary model on bAbI-style stories (needs torch: tribit[train])"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("task", choices=["babi"], help="what to train on")
+    p.add_argument("--out", required=True, type=Path, help="output GGUF path")
+    p.add_argument("--steps", type=int, default=1200, help="optimizer steps (default 1200)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
+    p.add_argument("--n-layer", type=int, default=3)
+    p.add_argument("--n-embd", type=int, default=256, help="multiple of 256")
+    p.add_argument("--n-ff", type=int, default=256, help="multiple of 256")
+    p.add_argument("--n-head", type=int, default=4)
+    p.add_argument("--n-head-kv", type=int, default=2)
+    p.add_argument("--vocab", type=int, default=512, help="BPE vocabulary size")
+    p.add_argument("--prompt-weight", type=float, default=0.25,
+                   help="loss weight of story tokens (answer tokens weigh 1; default 0.25)")
+    p.add_argument("--prompt-weight-from", type=int, default=500,
+                   help="first step that uses --prompt-weight (before it: answers only)")
+    p.add_argument("--ckpt-dir", type=Path, default=None,
+                   help="checkpoints and logs (default: OUT with suffix .ckpt)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    p.add_argument("--embd-type", choices=["f32", "f16"], default="f32")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tribit.errors import TribitError
+
+    try:
+        from tribit.train.export import export_gguf
+        from tribit.train.model import BitNetConfig
+        from tribit.train.trainer import TrainSettings, load_checkpoint, train
+    except ImportError as e:
+        raise TribitError(f"training needs torch ({e}); install it with: "
+                          "pip install 'tribit[train]'") from e
+    cfg = BitNetConfig(n_layer=args.n_layer, n_embd=args.n_embd, n_ff=args.n_ff,
+                       n_head=args.n_head, n_head_kv=args.n_head_kv)
+    try:
+        cfg.validate()
+    except ValueError as e:
+        raise TribitError(str(e)) from e
+    if args.steps <= 0 or args.batch <= 0 or args.threads <= 0:
+        raise TribitError("--steps, --batch and --threads must be positive")
+    st = TrainSettings(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+                       threads=args.threads, vocab_size=args.vocab,
+                       prompt_weight=args.prompt_weight, prompt_weight_from=args.prompt_weight_from)
+    ckpt_dir = args.ckpt_dir or args.out.with_suffix(".ckpt")
+    ckpt = train(ckpt_dir, cfg, st, progress=not args.no_progress, resume=args.resume,
+                 log_file=ckpt_dir / "log.jsonl")
+    model, ck = load_checkpoint(ckpt)
+    last = ck["log"][-1] if ck["log"] else {}
+    export_gguf(model, ck["tokenizer"], args.out, embd_type=args.embd_type,
+                extra_md={"tribit.train.steps": int(ck["step"]), "tribit.train.seed": args.seed})
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB) after {ck['step']} steps, "
+          f"last loss {last.get('loss')}, held-out exact-answer accuracy "
+          f"{last.get('heldout_acc')}; checkpoint {ckpt}")
+    return 0

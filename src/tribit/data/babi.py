@@ -1,0 +1,265 @@
+"""bAbI-style stories and questions (Weston et al., 2015), generated.
+
+Tasks (numbered as in bAbI):
+
+- 1 single supporting fact: "Mary went back to the garden. ... Where is Mary?"
+- 2 two supporting facts: "John picked up the apple. John went to the office. Where is the apple?"
+- 3 three supporting facts: "... Where was the apple before the office?"
+- 6 yes/no questions: "Is Mary in the garden?"
+
+Prompts look exactly like the seed prompt every bitnet.cpp tutorial runs,
+``<story sentences> <question>\\nAnswer:``, quirks included (several verbs of
+motion, distractor sentences about other people, the occasional "the the the");
+answers are one sentence with a leading space: `` Mary is in the garden.``,
+`` The apple is in the office.``, `` Yes.`` / `` No.``.
+
+The "train" and "heldout" splits use disjoint sets of names and places, so a
+held-out score measures reading, not memorization. The seed prompt's names and
+places (Daniel, Mary, Sandra, John; garden, kitchen, hallway, bedroom) are in the
+train split. Besides its word lists, the train split also makes up names and places
+from syllables (never one of the held-out words), which teaches a model to copy
+words it has never seen. Pure Python and deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+TRAIN_NAMES = (
+    "Mary", "John", "Daniel", "Sandra", "Bill", "Fred", "Jeff", "Julie", "Emily", "Lily",
+    "Greg", "Brian", "Bernhard", "Yann", "Jason", "Antoine", "Sumit", "Winona", "Gertrude",
+    "Jessica", "Alice", "Bob", "Carol", "David", "Ethan", "Fiona", "George", "Hannah", "Ian",
+    "Jack", "Karen", "Laura", "Mark", "Nina", "Oscar", "Paul", "Rachel", "Steve", "Tina",
+    "Victor", "Wendy", "Xavier", "Zoe", "Adam", "Bella", "Chris", "Diana", "Edward", "Grace",
+    "Henry", "Isabel", "James", "Kevin", "Linda", "Michael", "Olivia", "Peter", "Quinn", "Ruth",
+    "Sarah", "Thomas", "Uma", "Vera", "William", "Yusuf", "Amy", "Ben", "Chloe", "Dan", "Eva",
+    "Frank", "Gina", "Harry", "Ivy", "Joe", "Kim", "Lucy", "Max", "Nora", "Owen", "Rita",
+    "Sam", "Ted", "Ada", "Boris", "Clara", "Derek", "Elsa", "Felix", "Helen", "Igor", "Jane",
+)
+HELDOUT_NAMES = (
+    "Kate", "Leo", "Maya", "Noah", "Omar", "Pia", "Raj", "Sofia", "Tom", "Ursula", "Vince",
+    "Alan", "Beth", "Carl", "Dora", "Eli", "Fay", "Gus", "Hugo", "Iris", "Lena", "Nico",
+    "Olga", "Rosa", "Simon", "Tara", "Wanda", "Yara", "Zack", "Anna",
+)
+TRAIN_PLACES = (
+    "garden", "kitchen", "hallway", "bedroom", "bathroom", "office", "cellar", "attic",
+    "garage", "library", "park", "school", "cinema", "station", "bakery", "theater", "museum",
+    "market", "beach", "forest", "harbor", "church", "hospital", "barn", "lobby", "studio",
+    "pantry", "porch", "balcony", "basement", "bank", "cafe", "castle", "farm", "hotel",
+    "lake", "mall", "pool", "river", "shop", "square", "tower", "villa", "yard",
+)
+HELDOUT_PLACES = (
+    "playground", "stadium", "airport", "temple", "zoo", "laundry", "gym", "shed", "island",
+    "garret", "chapel", "bridge", "dungeon", "meadow", "canyon", "wharf",
+)
+OBJECTS = (
+    "apple", "football", "milk", "book", "key", "box", "ball", "cup", "hat", "pen", "bag",
+    "phone", "bottle", "lamp", "coin",
+)
+MOVES = ("went to", "went back to", "travelled to", "journeyed to", "moved to", "ran to",
+         "walked to")
+GRABS = ("picked up", "got", "grabbed", "took")
+DROPS = ("dropped", "put down", "discarded", "left")
+TASKS = (1, 2, 3, 6)
+TASK_NAMES = {1: "single supporting fact", 2: "two supporting facts",
+              3: "three supporting facts", 6: "yes/no questions"}
+SPLITS = ("train", "heldout")
+
+SEED_PROMPT = (
+    "Daniel went back to the the the garden. Mary travelled to the kitchen. Sandra journeyed "
+    "to the kitchen. Sandra went to the hallway. John went to the bedroom. Mary went back to "
+    "the garden. Where is Mary?\nAnswer:"
+)
+SEED_ANSWER = " Mary is in the garden."
+
+_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr",
+           "st", "tr", "sh", "ch")
+_VOWELS = ("a", "e", "i", "o", "u", "ai", "ou")
+_CODAS = ("", "", "", "n", "l", "r", "s", "m", "x")
+_MADE_UP_RATE = 0.5  # share of train-split names/places made up from syllables
+
+
+@dataclass(frozen=True)
+class Example:
+    """One question: `prompt` ends with "\\nAnswer:", `answer` is the expected
+    continuation (a leading space, one sentence)."""
+
+    task: int
+    prompt: str
+    answer: str
+
+
+SEED = Example(1, SEED_PROMPT, SEED_ANSWER)
+
+
+def _made_up(rng: random.Random, capital: bool, exclude: set[str]) -> str:
+    """A pronounceable word that is none of `exclude` (the held-out words)."""
+    while True:
+        w = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(rng.randint(1, 2)))
+        w += rng.choice(_CODAS)
+        w = w.capitalize() if capital else w
+        if len(w) >= 3 and w.lower() not in exclude:
+            return w
+
+
+_HELDOUT_WORDS = {w.lower() for w in HELDOUT_NAMES + HELDOUT_PLACES}
+
+
+class _Vocab:
+    """Names and places of one split; the train split mixes in made-up words."""
+
+    def __init__(self, rng: random.Random, split: str):
+        self.rng, self.train = rng, split == "train"
+        self.names = TRAIN_NAMES if self.train else HELDOUT_NAMES
+        self.places = TRAIN_PLACES if self.train else HELDOUT_PLACES
+
+    def people(self, k: int) -> list[str]:
+        if self.train and self.rng.random() < _MADE_UP_RATE:
+            out: set[str] = set()
+            while len(out) < k:
+                out.add(_made_up(self.rng, True, _HELDOUT_WORDS))
+            return sorted(out)
+        return self.rng.sample(self.names, k)
+
+    def place_set(self) -> Sequence[str]:
+        """The places one story draws from."""
+        if self.train and self.rng.random() < _MADE_UP_RATE:
+            return sorted({_made_up(self.rng, False, _HELDOUT_WORDS) for _ in range(6)})
+        return self.places
+
+
+def _move(rng: random.Random, who: str, place: str) -> str:
+    art = "the the the " if rng.random() < 0.04 else "the "  # the seed prompt's typo
+    return f"{who} {rng.choice(MOVES)} {art}{place}."
+
+
+def _task1_story(rng: random.Random, v: _Vocab) -> tuple[list[str], dict[str, str]]:
+    people = v.people(rng.randint(2, 4))
+    places = v.place_set()
+    where: dict[str, str] = {}
+    lines = []
+    for _ in range(rng.randint(2, 8)):
+        who, place = rng.choice(people), rng.choice(places)
+        lines.append(_move(rng, who, place))
+        where[who] = place
+    return lines, where
+
+
+def _task1(rng: random.Random, v: _Vocab) -> Example:
+    lines, where = _task1_story(rng, v)
+    who = rng.choice(sorted(where))
+    return Example(1, " ".join(lines) + f" Where is {who}?\nAnswer:",
+                   f" {who} is in the {where[who]}.")
+
+
+def _task6(rng: random.Random, v: _Vocab) -> Example:
+    lines, where = _task1_story(rng, v)
+    who = rng.choice(sorted(where))
+    yes = rng.random() < 0.5
+    seen = sorted(set(where.values()) - {where[who]})
+    if yes:
+        asked = where[who]
+    elif seen and rng.random() < 0.7:  # mostly a place from the story: a real distractor
+        asked = rng.choice(seen)
+    else:
+        asked = rng.choice([p for p in v.place_set() if p != where[who]])
+    return Example(6, " ".join(lines) + f" Is {who} in the {asked}?\nAnswer:",
+                   " Yes." if yes else " No.")
+
+
+def _objects_story(rng: random.Random, v: _Vocab):
+    """People moving, picking up and dropping objects. Returns the sentences, each
+    object's final place (None if unknown) and the places it has been, in order."""
+    people = v.people(rng.randint(2, 3))
+    places = v.place_set()
+    objects = rng.sample(OBJECTS, rng.randint(1, 2))
+    where = {p: rng.choice(places) for p in people}
+    lines = [_move(rng, p, where[p]) for p in people]
+    holder: dict[str, str | None] = {o: None for o in objects}
+    obj_at: dict[str, str | None] = {o: None for o in objects}
+    history: dict[str, list[str]] = {o: [] for o in objects}
+
+    def visit(o: str, place: str) -> None:
+        if not history[o] or history[o][-1] != place:
+            history[o].append(place)
+
+    for _ in range(rng.randint(3, 8)):
+        r, p = rng.random(), rng.choice(people)
+        here = [o for o in objects if holder[o] is None and obj_at[o] in (None, where[p])]
+        held = [o for o in objects if holder[o] == p]
+        if r < 0.35 and here:
+            o = rng.choice(here)
+            holder[o], obj_at[o] = p, None
+            there = " there" if rng.random() < 0.2 else ""
+            lines.append(f"{p} {rng.choice(GRABS)} the {o}{there}.")
+            visit(o, where[p])
+        elif r < 0.5 and held:
+            o = rng.choice(held)
+            holder[o], obj_at[o] = None, where[p]
+            lines.append(f"{p} {rng.choice(DROPS)} the {o}.")
+        else:
+            where[p] = rng.choice([x for x in places if x != where[p]])
+            lines.append(_move(rng, p, where[p]))
+            for o in held:
+                visit(o, where[p])
+    final = {o: (where[h] if (h := holder[o]) else obj_at[o]) for o in objects}
+    return lines, final, history
+
+
+def _task2(rng: random.Random, v: _Vocab) -> Example:
+    while True:
+        lines, final, history = _objects_story(rng, v)
+        # ask only about objects that were carried somewhere (two facts needed)
+        cands = sorted(o for o, p in final.items() if p and history[o])
+        if cands:
+            o = rng.choice(cands)
+            return Example(2, " ".join(lines) + f" Where is the {o}?\nAnswer:",
+                           f" The {o} is in the {final[o]}.")
+
+
+def _task3(rng: random.Random, v: _Vocab) -> Example:
+    while True:
+        lines, _, history = _objects_story(rng, v)
+        cands = [(o, h) for o, h in sorted(history.items()) if len(h) >= 2]
+        if not cands:
+            continue
+        o, h = rng.choice(cands)
+        i = rng.randrange(1, len(h))
+        if h.count(h[i]) == 1:  # "before the X" must name one visit
+            return Example(3, " ".join(lines) + f" Where was the {o} before the {h[i]}?\nAnswer:",
+                           f" The {o} was in the {h[i - 1]}.")
+
+
+_MAKERS = {1: _task1, 2: _task2, 3: _task3, 6: _task6}
+
+
+def iter_examples(split: str = "train", seed: int = 0,
+                  tasks: Sequence[int] = TASKS) -> Iterator[Example]:
+    """An endless, deterministic stream of examples, cycling through `tasks`
+    (a task listed twice comes twice as often)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    bad = [t for t in tasks if t not in _MAKERS]
+    if bad or not tasks:
+        raise ValueError(f"unknown bAbI task(s) {bad}; available: {sorted(_MAKERS)}")
+    rng = random.Random(f"babi-{split}-{seed}")
+    v = _Vocab(rng, split)
+    i = 0
+    while True:
+        yield _MAKERS[tasks[i % len(tasks)]](rng, v)
+        i += 1
+
+
+def generate(n: int, split: str = "train", seed: int = 0,
+             tasks: Sequence[int] = TASKS) -> list[Example]:
+    """`n` examples of `tasks`, round robin, deterministic for (split, seed, tasks)."""
+    it = iter_examples(split, seed, tasks)
+    return [next(it) for _ in range(n)]
+
+
+def is_correct(generated: str, ex: Example) -> bool:
+    """Exact-answer match: the generated text up to the first newline, with
+    trailing blanks removed, must equal the answer."""
+    return generated.split("\n", 1)[0].rstrip() == ex.answer

@@ -1,0 +1,180 @@
+"""A 2B-4T-style decoder built from BitLinear (FORMATS.md 1.4): RMSNorm, attention
+and FFN sub-norms, ReLU², NeoX RoPE, GQA, tied embeddings, no biases — the
+training-time forward that tribit's runtime reproduces."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .bitlinear import BitLinear
+
+
+@dataclass
+class BitNetConfig:
+    """Hyper-parameters, in tribit's vocabulary. TQ2_0 export needs n_embd and n_ff
+    to be multiples of 256."""
+
+    n_vocab: int = 512
+    n_embd: int = 256
+    n_ff: int = 512
+    n_layer: int = 3
+    n_head: int = 4
+    n_head_kv: int = 2
+    n_ctx: int = 256
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> None:
+        """Raise ValueError on shapes the runtime or TQ2_0 cannot hold."""
+        if self.n_embd % 256 or self.n_ff % 256:
+            raise ValueError(f"n_embd ({self.n_embd}) and n_ff ({self.n_ff}) must be "
+                             "multiples of 256 (TQ2_0 blocks)")
+        if self.n_embd % self.n_head or self.n_head % self.n_head_kv:
+            raise ValueError(f"n_head {self.n_head} must divide n_embd {self.n_embd} and be a "
+                             f"multiple of n_head_kv {self.n_head_kv}")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim {self.head_dim} must be even (RoPE)")
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm with a learned weight: x / sqrt(mean(x²) + eps) * w."""
+
+    def __init__(self, d: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def rope_tables(n: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape (n, head_dim/2) for positions 0..n-1 (angles in float64)."""
+    half = head_dim // 2
+    inv = theta ** (-2.0 * torch.arange(half, dtype=torch.float64) / head_dim)
+    ang = torch.arange(n, dtype=torch.float64)[:, None] * inv[None, :]
+    return ang.cos().float(), ang.sin().float()
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """NeoX RoPE on x (batch, heads, seq, head_dim): pairs (i, i + head_dim/2)."""
+    half = x.shape[-1] // 2
+    a, b = x[..., :half], x[..., half:]
+    return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
+
+
+class Block(nn.Module):
+    """One decoder layer: sub-LN attention and a ReLU² gated FFN with sub-LN."""
+
+    def __init__(self, cfg: BitNetConfig):
+        super().__init__()
+        qdim, kvdim = cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim
+        self.cfg = cfg
+        self.attn_norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.q = BitLinear(cfg.n_embd, qdim)
+        self.k = BitLinear(cfg.n_embd, kvdim)
+        self.v = BitLinear(cfg.n_embd, kvdim)
+        self.attn_sub_norm = RMSNorm(qdim, cfg.norm_eps)
+        self.o = BitLinear(qdim, cfg.n_embd)
+        self.ffn_norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.gate = BitLinear(cfg.n_embd, cfg.n_ff)
+        self.up = BitLinear(cfg.n_embd, cfg.n_ff)
+        self.ffn_sub_norm = RMSNorm(cfg.n_ff, cfg.norm_eps)
+        self.down = BitLinear(cfg.n_ff, cfg.n_embd)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: dict | None = None) -> torch.Tensor:
+        """x (b, n, n_embd) at the positions of `cos`/`sin`. `cache` (greedy decoding):
+        keys/values of earlier positions, extended in place; with earlier positions
+        present, x must be one token."""
+        c = self.cfg
+        b, n, _ = x.shape
+        h = self.attn_norm(x)
+        q = self.q(h).view(b, n, c.n_head, c.head_dim).transpose(1, 2)
+        k = self.k(h).view(b, n, c.n_head_kv, c.head_dim).transpose(1, 2)
+        v = self.v(h).view(b, n, c.n_head_kv, c.head_dim).transpose(1, 2)
+        q, k = rope(q, cos, sin), rope(k, cos, sin)
+        causal = True
+        if cache is not None:
+            if "k" in cache:
+                if n != 1:
+                    raise ValueError("decoding with a cache takes one token at a time")
+                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+                causal = False  # the one new token sees every cached position
+            cache["k"], cache["v"] = k, v
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=causal,
+                                           enable_gqa=c.n_head != c.n_head_kv)
+        a = a.transpose(1, 2).reshape(b, n, c.n_head * c.head_dim)
+        x = x + self.o(self.attn_sub_norm(a))
+        h = self.ffn_norm(x)
+        f = F.relu(self.gate(h)).square() * self.up(h)
+        return x + self.down(self.ffn_sub_norm(f))
+
+
+class BitNetLM(nn.Module):
+    """The whole decoder; `forward(tokens) -> logits (batch, seq, n_vocab)`."""
+
+    def __init__(self, cfg: BitNetConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.n_vocab, cfg.n_embd)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        nn.init.normal_(self.embed.weight, std=0.02)
+        for m in self.modules():
+            if isinstance(m, BitLinear):
+                nn.init.normal_(m.weight, std=0.02)
+        self._rope: tuple[int, torch.Tensor, torch.Tensor] | None = None
+
+    def _tables(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._rope is None or self._rope[0] < n:
+            cos, sin = rope_tables(max(n, self.cfg.n_ctx), self.cfg.head_dim, self.cfg.rope_theta)
+            self._rope = (cos.shape[0], cos, sin)
+        return self._rope[1][:n], self._rope[2][:n]
+
+    def hidden(self, tokens: torch.Tensor, caches: list[dict] | None = None,
+               pos: int = 0) -> torch.Tensor:
+        """Final hidden states after output_norm, (batch, seq, n_embd), of `tokens`
+        at positions pos, pos+1, ... (`caches`: one dict per layer, for decoding)."""
+        n = tokens.shape[1]
+        cos, sin = self._tables(pos + n)
+        cos, sin = cos[pos:], sin[pos:]
+        x = self.embed(tokens)
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, cos, sin, None if caches is None else caches[i])
+        return self.norm(x)
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Tied output head: logits = h @ token_embd.T."""
+        return h @ self.embed.weight.T
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.hidden(tokens))
+
+    @torch.no_grad()
+    def greedy(self, prompt: list[int], max_tokens: int, stop: set[int]) -> list[int]:
+        """Greedy continuation of `prompt` with the training-time forward (no cache)."""
+        caches: list[dict] = [{} for _ in self.blocks]
+        h = self.hidden(torch.tensor([list(prompt)]), caches)[:, -1]
+        pos = len(prompt)
+        out: list[int] = []
+        for _ in range(max_tokens):
+            nxt = int(self.head(h)[0].argmax())
+            if nxt in stop:
+                break
+            out.append(nxt)
+            h = self.hidden(torch.tensor([[nxt]]), caches, pos)[:, -1]
+            pos += 1
+        return out

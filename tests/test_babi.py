@@ -1,0 +1,154 @@
+"""The bAbI-style data (tribit.data.babi), its evaluation (babi_eval) and the
+embedded default model answering held-out questions and the seed prompt."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tribit.data import babi, babi_eval, default_model_path
+
+MOVE_RE = re.compile(r"^(\w+) (?:{}) (?:the )+(\w+)$".format("|".join(babi.MOVES)))
+GRAB_RE = re.compile(r"^(\w+) (?:{}) the (\w+)(?: there)?$".format("|".join(babi.GRABS)))
+DROP_RE = re.compile(r"^(\w+) (?:{}) the (\w+)$".format("|".join(babi.DROPS)))
+
+
+def solve(prompt: str) -> str:
+    """An independent reader of the stories: replays every sentence and answers."""
+    assert prompt.endswith("\nAnswer:")
+    *story, question = re.split(r"(?<=[.?]) ", prompt[: -len("\nAnswer:")])
+    where: dict[str, str] = {}
+    holder: dict[str, str] = {}
+    obj_at: dict[str, str] = {}
+    trail: dict[str, list[str]] = {}
+
+    def visit(o: str, place: str) -> None:
+        if not trail.get(o) or trail[o][-1] != place:
+            trail.setdefault(o, []).append(place)
+
+    for s in story:
+        s = s.rstrip(".")
+        if m := MOVE_RE.match(s):
+            who, place = m.groups()
+            where[who] = place
+            for o, h in holder.items():
+                if h == who:
+                    visit(o, place)
+        elif m := GRAB_RE.match(s):
+            who, o = m.groups()
+            holder[o] = who
+            obj_at.pop(o, None)
+            visit(o, where[who])
+        elif m := DROP_RE.match(s):
+            who, o = m.groups()
+            assert holder.pop(o) == who
+            obj_at[o] = where[who]
+        else:
+            raise AssertionError(f"unparsed sentence {s!r}")
+    if m := re.fullmatch(r"Where is (\w+)\?", question):
+        return f" {m[1]} is in the {where[m[1]]}."
+    if m := re.fullmatch(r"Is (\w+) in the (\w+)\?", question):
+        return " Yes." if where[m[1]] == m[2] else " No."
+    if m := re.fullmatch(r"Where is the (\w+)\?", question):
+        o = m[1]
+        return f" The {o} is in the {where[holder[o]] if o in holder else obj_at[o]}."
+    if m := re.fullmatch(r"Where was the (\w+) before the (\w+)\?", question):
+        t = trail[m[1]]
+        assert t.count(m[2]) == 1
+        return f" The {m[1]} was in the {t[t.index(m[2]) - 1]}."
+    raise AssertionError(f"unparsed question {question!r}")
+
+
+def words(examples: list[babi.Example]) -> tuple[set[str], set[str]]:
+    """(names, places) mentioned in the examples."""
+    names, places = set(), set()
+    for ex in examples:
+        for s in re.split(r"(?<=[.?]) ", ex.prompt[: -len("\nAnswer:")]):
+            if m := MOVE_RE.match(s.rstrip(".")):
+                names.add(m[1])
+                places.add(m[2])
+            elif not s.startswith(("Where", "Is")):
+                names.add(s.split()[0])
+    return names, places
+
+
+@pytest.mark.parametrize("split", babi.SPLITS)
+def test_answers_are_right(split):
+    for ex in babi.generate(400, split, seed=3):
+        assert ex.prompt.endswith("\nAnswer:") and "\n" not in ex.prompt[: -len("\nAnswer:")]
+        assert ex.answer.startswith(" ") and ex.answer.endswith(".")
+        assert solve(ex.prompt) == ex.answer, ex
+
+
+def test_tasks_round_robin_and_deterministic():
+    a = babi.generate(40, "train", seed=5)
+    assert [e.task for e in a[:8]] == [1, 2, 3, 6, 1, 2, 3, 6]
+    assert a == babi.generate(40, "train", seed=5)
+    assert a != babi.generate(40, "train", seed=6)
+    assert {e.task for e in babi.generate(10, "heldout", tasks=(6,))} == {6}
+    yes = sum(e.answer == " Yes." for e in babi.generate(400, "train", tasks=(6,)))
+    assert 140 < yes < 260
+    with pytest.raises(ValueError, match="split"):
+        babi.generate(1, "test")
+    with pytest.raises(ValueError, match="task"):
+        babi.generate(1, "train", tasks=(4,))
+
+
+def test_splits_use_disjoint_names_and_places():
+    tr_names, tr_places = words(babi.generate(3000, "train", seed=1))
+    ho_names, ho_places = words(babi.generate(1000, "heldout", seed=1))
+    assert not tr_names & ho_names and not tr_places & ho_places
+    assert not {w.lower() for w in tr_names | tr_places} & {
+        w.lower() for w in babi.HELDOUT_NAMES + babi.HELDOUT_PLACES}
+    assert ho_names <= set(babi.HELDOUT_NAMES) and ho_places <= set(babi.HELDOUT_PLACES)
+    assert len(ho_names) > 20 and len(ho_places) > 10
+    # the seed prompt's people and places belong to the train split
+    assert {"Daniel", "Mary", "Sandra", "John"} <= set(babi.TRAIN_NAMES)
+    assert {"garden", "kitchen", "hallway", "bedroom"} <= set(babi.TRAIN_PLACES)
+
+
+def test_stories_have_the_seed_prompts_quirks():
+    text = " ".join(e.prompt for e in babi.generate(2000, "train", seed=2))
+    for verb in ("went back to", "travelled to", "journeyed to", "went to", "moved to"):
+        assert f" {verb} the " in text
+    assert "the the the" in text
+    assert solve(babi.SEED_PROMPT) == babi.SEED_ANSWER == " Mary is in the garden."
+
+
+def test_evaluate_counts_and_agreement():
+    exs = babi.generate(12, "heldout", seed=4)
+    oracle = {e.prompt: e.answer for e in exs}
+    res = babi_eval.evaluate(oracle.__getitem__, exs, lambda p: " No.")
+    tot = res.total()
+    assert tot.n == 12 and tot.correct == 12
+    assert tot.agree == tot.correct_b == sum(e.answer == " No." for e in exs)
+    assert set(res.tasks) == {1, 2, 3, 6} and res.tasks[1].accuracy == 1.0
+    assert "agree" in babi_eval.format_report(res, "a", "b")
+    assert babi.is_correct(" Mary is in the garden.\nMore", babi.SEED)
+    assert not babi.is_correct(" Mary is in the kitchen.", babi.SEED)
+
+
+def _embedded_answerer():
+    path = default_model_path()
+    if path is None:
+        pytest.skip("no embedded model in this installation")
+    assert path.stat().st_size <= 10 * 2**20
+    pytest.importorskip("tribit._core")
+    import tribit
+
+    model = tribit.load(n_threads=1)  # no path: the embedded model
+    return babi_eval.tribit_answerer(model)
+
+
+def test_embedded_model_answers_the_seed_prompt():
+    assert _embedded_answerer()(babi.SEED_PROMPT) == " Mary is in the garden."
+
+
+@pytest.mark.xfail(reason="babi-tiny (1200 steps on a shared CPU) does not yet generalize to "
+                   "held-out names and places; see docs/TRAINING.md", strict=False)
+def test_embedded_model_answers_held_out_questions():
+    answer = _embedded_answerer()
+    exs = babi_eval.held_out_questions(20, seed=99, tasks=(1,))
+    res = babi_eval.evaluate(answer, exs)
+    assert res.total().correct >= 18, [(e.answer, a) for e, a, _ in res.rows]

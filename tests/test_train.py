@@ -1,0 +1,178 @@
+"""Training (tribit.train): BitLinear QAT, the training loop, GGUF export, and the
+lossless claim end to end (exported file in tribit vs the PyTorch forward)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tiny_models import kld_top1  # noqa: E402
+from tribit.data import babi  # noqa: E402
+from tribit.formats import GGMLType, GGUFReader  # noqa: E402
+from tribit.quant import quantize_activations, ternary_matmul_ref, unpack_tq2_0  # noqa: E402
+from tribit.train.bitlinear import BitLinear, act_quant, weight_quant  # noqa: E402
+from tribit.train.export import export_gguf, ternary_weights  # noqa: E402
+from tribit.train.model import BitNetConfig, BitNetLM  # noqa: E402
+from tribit.train.tokenizer import Encoder, build_tokenizer  # noqa: E402
+from tribit.train.trainer import TrainSettings, load_checkpoint, lr_at, train  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tok_md():
+    return build_tokenizer(320, seed=0, n_texts=800)
+
+
+def tiny_cfg(n_vocab: int) -> BitNetConfig:
+    return BitNetConfig(n_vocab=n_vocab, n_embd=256, n_ff=256, n_layer=2, n_head=4, n_head_kv=2)
+
+
+def test_quantizers_follow_formats_spec():
+    w = torch.tensor([[0.3, -0.05, 0.0, -1.2], [0.1, 0.2, -0.2, 0.05]])
+    t, gamma = weight_quant(w)
+    assert gamma.item() == pytest.approx(w.abs().mean().item())
+    assert torch.equal(t, (w / gamma).round().clamp(-1, 1))
+    assert set(t.unique().tolist()) <= {-1.0, 0.0, 1.0}
+    x = torch.tensor([[0.5, -1.0, 0.25, 0.0039], [0.0, 0.0, 0.0, 0.0]])
+    q, scale = act_quant(x)
+    qn, sn, _ = quantize_activations(x.numpy())
+    assert np.array_equal(q.numpy().astype(np.int8), qn)
+    assert np.array_equal(scale[:, 0].numpy(), sn)
+
+
+def test_bitlinear_fused_equals_ste_formulation():
+    torch.manual_seed(0)
+    lin = BitLinear(256, 64)
+    x = torch.randn(3, 5, 256, requires_grad=True)
+    gy = torch.randn(3, 5, 64)
+    y = lin(x)
+    y.backward(gy)
+    gx, gw = x.grad.clone(), lin.weight.grad.clone()
+    x.grad, lin.weight.grad = None, None
+    y2 = lin.forward_ste(x)
+    y2.backward(gy)
+    assert torch.allclose(y, y2, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(gx, x.grad, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(gw, lin.weight.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_bitlinear_forward_is_the_runtime_epilogue():
+    """The training-time BitLinear output is bit-identical to tribit's lossless epilogue."""
+    torch.manual_seed(1)
+    lin = BitLinear(512, 96)
+    x = torch.randn(7, 512) * 3
+    with torch.no_grad():
+        y = lin(x).numpy()
+    t, gamma = weight_quant(lin.weight.detach())
+    q, scale, _ = quantize_activations(x.numpy())
+    ref = ternary_matmul_ref(t.numpy().astype(np.int8), np.float32(gamma.item()), q, scale)
+    assert np.array_equal(y, ref)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    st = TrainSettings(steps=100, warmup=10, lr=1e-3, min_lr_frac=0.1)
+    lrs = [lr_at(st, s) for s in range(100)]
+    assert lrs[0] < lrs[5] < lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert lrs[-1] == pytest.approx(1e-4, rel=0.05)
+
+
+def test_few_steps_reduce_loss_and_checkpoint_resumes(tmp_path, monkeypatch):
+    import tribit.train.trainer as trainer
+
+    monkeypatch.setattr(trainer, "build_tokenizer", lambda v, s: build_tokenizer(v, s, 300))
+    st = TrainSettings(steps=12, batch=4, lr=4e-3, warmup=3, threads=1, vocab_size=300,
+                       log_every=1, eval_every=1000, ckpt_every=6, pool=2, tasks=(1,),
+                       prompt_weight=0.25, prompt_weight_from=6)
+    cfg = BitNetConfig(n_embd=256, n_ff=256, n_layer=1, n_head=4, n_head_kv=2)
+    path = train(tmp_path, cfg, st, progress=False)
+    model, ck = load_checkpoint(path)
+    assert ck["step"] == 12 and "opt" in ck and ck["config"]["n_layer"] == 1
+    losses = [r["loss"] for r in ck["log"]]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.5
+    # determinism: the same seed gives the same first losses
+    st2 = TrainSettings(**{**st.__dict__, "steps": 2})
+    ck2 = torch.load(train(tmp_path / "again", cfg, st2, progress=False), weights_only=False)
+    assert [r["loss"] for r in ck2["log"]] == losses[:2]
+    # resume continues from the saved step
+    st3 = TrainSettings(**{**st.__dict__, "steps": 13})
+    ck3 = torch.load(train(tmp_path, cfg, st3, progress=False, resume=True), weights_only=False)
+    assert ck3["step"] == 13 and len(ck3["log"]) == len(ck["log"]) + 1
+
+
+def test_export_writes_exact_ternary_tq2_0(tmp_path, tok_md):
+    torch.manual_seed(0)
+    model = BitNetLM(tiny_cfg(len(tok_md["tokenizer.ggml.tokens"])))
+    path = export_gguf(model, tok_md, tmp_path / "m.gguf")
+    r = GGUFReader(path)
+    md = r.metadata
+    assert md["general.architecture"] == "bitnet-b1.58"
+    for key in ("context_length", "embedding_length", "block_count", "feed_forward_length",
+                "attention.head_count", "attention.head_count_kv", "rope.dimension_count",
+                "attention.layer_norm_rms_epsilon", "rope.freq_base", "vocab_size"):
+        assert "bitnet-b1.58." + key in md
+    assert md["tokenizer.ggml.model"] == "gpt2" and md["tokenizer.ggml.add_bos_token"] is True
+    assert r.tensors["blk.1.ffn_sub_norm.weight"].shape == (256,)
+    assert r.tensors["token_embd.weight"].ggml_type == GGMLType.F32
+    for name, (t, gamma) in ternary_weights(model).items():
+        ti = r.tensors[name]
+        assert ti.ggml_type == GGMLType.TQ2_0
+        t2, d = unpack_tq2_0(r.raw(name), ti.shape)
+        assert np.array_equal(t2, t)
+        assert np.float32(md["tribit.scale." + name]) == gamma
+        assert np.allclose(d[d != 0], gamma, rtol=1e-3)  # the f16 block scale ~ gamma
+
+
+def _trained_tiny(tok_md, steps=12):
+    """A tiny model trained a little, so its logits are not near-uniform."""
+    torch.manual_seed(0)
+    enc = Encoder(tok_md)
+    model = BitNetLM(tiny_cfg(enc.n_vocab))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    exs = babi.generate(8, "train", seed=3, tasks=(1,))
+    seqs = [[enc.bos] + enc.encode(e.prompt + e.answer) for e in exs]
+    n = min(len(s) for s in seqs)
+    x = torch.tensor([s[:n] for s in seqs])
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval(), enc
+
+
+def test_exported_model_matches_torch_forward(tmp_path, tok_md):
+    """Lossless end to end: tribit's logits on the exported file vs PyTorch's."""
+    pytest.importorskip("tribit._core")
+    import tribit
+
+    model, enc = _trained_tiny(tok_md)
+    path = export_gguf(model, tok_md, tmp_path / "m.gguf")
+    m = tribit.load(path, n_threads=1)
+    ex = babi.generate(1, "heldout", seed=1, tasks=(1,))[0]
+    ids = m.tokenize(ex.prompt + ex.answer)
+    assert ids == [enc.bos] + enc.encode(ex.prompt + ex.answer)
+    got = m.logits(ids)
+    with torch.no_grad():
+        ref = model(torch.tensor([ids]))[0].numpy()
+    kld, top1 = kld_top1(ref, got)
+    assert kld <= 2e-3 and top1 >= 0.95, (kld, top1)
+
+
+def test_cached_greedy_decoding_equals_full_forward():
+    torch.manual_seed(2)
+    model = BitNetLM(tiny_cfg(64)).eval()
+    ids = [1, 5, 9, 14, 3, 7]
+    with torch.no_grad():
+        caches = [{} for _ in model.blocks]
+        parts = [model.hidden(torch.tensor([ids[:4]]), caches)]
+        parts += [model.hidden(torch.tensor([[t]]), caches, 4 + i) for i, t in enumerate(ids[4:])]
+        inc = model.head(torch.cat(parts, 1))[0]
+        full = model(torch.tensor([ids]))[0]
+    assert torch.allclose(inc, full, atol=1e-4)
+    out = model.greedy(ids, 5, stop=set())
+    toks = list(ids)
+    for _ in range(5):
+        toks.append(int(model(torch.tensor([toks]))[0, -1].argmax()))
+    assert out == toks[len(ids):]
