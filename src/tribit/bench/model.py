@@ -1,0 +1,500 @@
+"""Model benchmark (`tribit bench -m MODEL | --layout NAME`), llama-bench style.
+
+Tests: `ppN` runs an N-token prompt in one batched forward from an empty cache; `tgN`
+generates N tokens one forward at a time from an empty cache. Tokens are random (seeded);
+one warm-up run precedes the measurements and the KV cache is reset before every rep.
+
+The model is loaded once per thread count (the thread pool size is a load parameter). When
+the copies fit comfortably in memory they are all loaded first and the reps are interleaved
+(threads x tests, round after round) so that a noisy, shared machine slows all variants
+alike; otherwise each thread count runs on its own, its tests still interleaved.
+
+Decode is memory-bound: for tg we report the effective read rate, the bytes of weights one
+token reads (every ternary projection as packed in memory plus the output head; the KV cache
+and the one embedding row are left out, < 1% at these lengths) over the median time per
+token, and its ratio to the read bandwidth probed in the same run at the same thread count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+Record = dict[str, Any]
+
+DEFAULT_PROMPTS = (128,)
+DEFAULT_GENS = (64,)
+DEFAULT_REPS = 5
+PROBE_BYTES = 256 << 20
+# load all thread-count copies at once only if they take at most this share of free memory
+INTERLEAVE_MEM_SHARE = 0.4
+
+
+# -- environment -----------------------------------------------------------------------------
+def cache_dir() -> Path:
+    """Where dummy layouts are cached: $TRIBIT_CACHE or ~/.cache/tribit, then /dummy."""
+    base = os.environ.get("TRIBIT_CACHE") or os.path.join(Path.home(), ".cache", "tribit")
+    return Path(base) / "dummy"
+
+
+def ensure_dummy(
+    layout: str,
+    qtype: str = "tq2_0",
+    head: str = "f16",
+    seed: int = 0,
+    directory: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> Path:
+    """Path of a cached dummy model of `layout`; written (atomically) on first use."""
+    from tribit.convert import write_dummy
+    from tribit.convert.layouts import get_layout
+
+    lay = get_layout(layout)  # FormatError naming the layouts if unknown
+    d = Path(directory) if directory is not None else cache_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"dummy-{lay.name}-{qtype}-{head}-s{seed}.gguf"
+    if not path.exists():
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        try:
+            write_dummy(lay.name, tmp, qtype=qtype, seed=seed, head=head, progress=progress)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return path
+
+
+def git_commit() -> str:
+    """Short commit of the source tree tribit runs from ('+' if modified), or 'unknown'."""
+    src = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(src), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=10,
+        )
+        if out.returncode != 0:
+            return "unknown"
+        commit = out.stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no", "."],
+            capture_output=True, text=True, timeout=10,
+        )
+        return commit + ("+" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def memory_status() -> dict[str, int]:
+    """Resident memory of this process in bytes: rss, peak (VmHWM), anon and file-backed."""
+    keys = {"VmRSS": "rss", "VmHWM": "peak_rss", "RssAnon": "rss_anon", "RssFile": "rss_file"}
+    out = {v: 0 for v in keys.values()}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                if name in keys:
+                    out[keys[name]] = int(rest.split()[0]) * 1024
+    except OSError:  # not Linux: ru_maxrss only (bytes on macOS, KiB elsewhere)
+        ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        out["peak_rss"] = ru if sys.platform == "darwin" else ru * 1024
+    return out
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS; False if not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class PeakTracker:
+    """Peak resident memory of the model work, leaving out the bandwidth probe's buffer.
+
+    The probe allocates a large buffer; the mark is read before and reset after each probe.
+    """
+
+    def __init__(self) -> None:
+        self.can_reset = reset_peak_rss()
+        self.peak = memory_status()["peak_rss"]
+
+    def before_probe(self) -> None:
+        self.peak = max(self.peak, memory_status()["peak_rss"])
+
+    def after_probe(self) -> None:
+        if self.can_reset:
+            reset_peak_rss()
+
+    def value(self) -> int:
+        return max(self.peak, memory_status()["peak_rss"])
+
+
+def mem_available() -> int:
+    """MemAvailable in bytes (0 when unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def probe_bandwidth(n_threads: int, reps: int = 3) -> float:
+    """Read bandwidth (GB/s) of a buffer far larger than the last-level cache."""
+    from tribit import _core
+
+    return float(_core.probe_read_bandwidth(nbytes=PROBE_BYTES, n_threads=n_threads, reps=reps))
+
+
+def system_info() -> dict[str, Any]:
+    """CPU, selected ISA, version and commit (recorded with every result)."""
+    from tribit import __version__, _core
+
+    return {
+        "cpu": _core.cpu_info()["name"] or platform.processor(),
+        "isa": _core.selected_isa(),
+        "version": __version__,
+        "commit": git_commit(),
+    }
+
+
+# -- one model -------------------------------------------------------------------------------
+def bytes_per_token(model) -> int:
+    """Bytes of weights one decode step reads: ternary projections as packed + the head."""
+    from tribit.formats import GGUFReader
+
+    d = model.describe()
+    total = int(d["weight_bytes"])  # projections + token_embd (+ output when untied)
+    if not model.config.tied_head:  # the embedding is only gathered (one row), not streamed
+        with GGUFReader(model.path) as r:
+            total -= int(r.tensors["token_embd.weight"].nbytes)
+    return total
+
+
+def _ternary_qtype(model) -> str:
+    types = model.describe()["weight_types"]
+    return max(types, key=types.get) if types else ""
+
+
+def _head_qtype(model) -> str:
+    from tribit.formats import GGUFReader
+    from tribit.formats.constants import GGMLType
+
+    name = "token_embd.weight" if model.config.tied_head else "output.weight"
+    with GGUFReader(model.path) as r:
+        t = r.tensors[name].ggml_type
+    try:
+        return GGMLType(t).name.lower()
+    except ValueError:
+        return str(t)
+
+
+class _Runner:
+    """A loaded model at one thread count and the timed tests on it."""
+
+    def __init__(self, path: Path, n_threads: int, n_ctx: int, isa: str | None, seed: int):
+        import numpy as np
+
+        import tribit
+
+        before = memory_status()
+        self.model = tribit.load(path, n_threads=n_threads, n_ctx=n_ctx, isa=isa)
+        self.mem_after_load = memory_status()
+        self.mem_before_load = before
+        self.threads = n_threads
+        self.rng = np.random.default_rng(seed)
+        self.n_vocab = self.model.config.n_vocab
+
+    def tokens(self, n: int) -> list[int]:
+        return self.rng.integers(0, self.n_vocab, size=n).tolist()
+
+    def pp(self, n: int) -> tuple[float, float]:
+        """(wall, CPU) seconds of an n-token prompt in one forward (last-token logits, like
+        llama-bench)."""
+        toks = self.tokens(n)
+        self.model.reset()
+        c0, t0 = time.process_time(), time.perf_counter()
+        self.model.forward(toks, 0, 0, logits="last")
+        return time.perf_counter() - t0, time.process_time() - c0
+
+    def tg(self, n: int) -> tuple[float, float]:
+        """(wall, CPU) seconds of n one-token forwards from an empty cache."""
+        toks = self.tokens(n)
+        self.model.reset()
+        fwd = self.model.forward
+        c0, t0 = time.process_time(), time.perf_counter()
+        for i, t in enumerate(toks):
+            fwd([t], i, 0, logits="last")
+        return time.perf_counter() - t0, time.process_time() - c0
+
+    def run(self, test: tuple[str, int]) -> tuple[float, float]:
+        kind, n = test
+        return self.pp(n) if kind == "pp" else self.tg(n)
+
+    def warm_up(self, prompts: Sequence[int]) -> None:
+        """Page the weights in and start the pool (a short prompt only if pp is timed)."""
+        if prompts:
+            self.pp(min(prompts))
+        self.tg(2)
+        self.model.reset()
+
+
+def bench_model(
+    path: str | os.PathLike,
+    prompts: Sequence[int] = DEFAULT_PROMPTS,
+    gens: Sequence[int] = DEFAULT_GENS,
+    threads: Sequence[int] = (1,),
+    reps: int = DEFAULT_REPS,
+    seed: int = 0,
+    isa: str | None = None,
+    probe: bool = True,
+    interleave: bool | None = None,
+    model_name: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[Record]:
+    """Times pp and tg tests of one model file; one record per (test, thread count).
+
+    Record keys: test, n_prompt, n_gen, threads, tokens_per_s (median), min, max, reps,
+    median_s, cpu_tokens_per_s (tokens per CPU-second of the whole process), cpu_share
+    (CPU seconds / wall seconds: below `threads` when the machine is shared), gbps (tg:
+    weight bytes per token / median time per token), bw_gbps (probed read bandwidth), ratio
+    (tg: gbps / bw_gbps), bytes_per_token, peak_rss (bytes; high-water mark while this thread
+    group was loaded and run, without the probe buffer), rss, rss_anon, rss_file, model,
+    path, qtype, head_qtype, isa, cpu, version, commit, load_s, models_loaded.
+    `interleave`: load every thread count at once and alternate them (None: if it fits).
+    """
+    path = Path(path)
+    if reps < 1:
+        raise ValueError(f"reps must be >= 1, got {reps}")
+    tests = [("pp", int(n)) for n in prompts if n > 0] + [("tg", int(n)) for n in gens if n > 0]
+    if not tests:
+        raise ValueError("nothing to run: give at least one -p or -n size > 0")
+    threads = list(dict.fromkeys(int(t) for t in threads))
+    if not threads or min(threads) < 1:
+        raise ValueError(f"thread counts must be >= 1, got {threads}")
+    n_ctx = max(n for _, n in tests) + 8
+    info = system_info()
+    say = progress or (lambda s: None)
+
+    groups: list[list[int]]
+    if interleave is None:
+        est = path.stat().st_size * 1.1 * len(threads)
+        avail = mem_available()
+        interleave = len(threads) > 1 and avail > 0 and est < INTERLEAVE_MEM_SHARE * avail
+    groups = [threads] if interleave else [[t] for t in threads]
+
+    records: list[Record] = []
+    for group in groups:
+        peak = PeakTracker()  # per group: the previous group's models are gone
+
+        def probe_bw(t: int, peak: PeakTracker = peak) -> float:
+            peak.before_probe()
+            try:
+                return probe_bandwidth(t)
+            finally:
+                peak.after_probe()
+
+        runners: dict[int, _Runner] = {}
+        for t in group:
+            say(f"loading {path.name} with {t} thread(s)")
+            runners[t] = _Runner(path, t, n_ctx, isa, seed)
+        mem_loaded = memory_status()
+        times: dict[tuple[int, tuple[str, int]], list[float]] = {}
+        cpu: dict[tuple[int, tuple[str, int]], list[float]] = {}
+        probes: dict[int, list[float]] = {t: [] for t in group}
+        for t, r in runners.items():
+            r.warm_up([n for k, n in tests if k == "pp"])
+            if probe:
+                probes[t].append(probe_bw(t))
+        for rep in range(reps):
+            say(f"rep {rep + 1}/{reps} (threads {','.join(map(str, group))})")
+            for t, r in runners.items():  # interleaved: every variant sees the same noise
+                for test in tests:
+                    wall, cpu_s = r.run(test)
+                    times.setdefault((t, test), []).append(wall)
+                    cpu.setdefault((t, test), []).append(cpu_s)
+            if probe and rep % 2 == 1:
+                for t in group:
+                    probes[t].append(probe_bw(t))
+        peak_rss = peak.value()
+        for t, r in runners.items():
+            bpt = bytes_per_token(r.model)
+            bw = statistics.median(probes[t]) if probes[t] else 0.0
+            base = {
+                "model": model_name or r.model.config.name or path.stem,
+                "path": str(path),
+                "qtype": _ternary_qtype(r.model),
+                "head_qtype": _head_qtype(r.model),
+                "isa": r.model.isa,
+                "cpu": info["cpu"],
+                "version": info["version"],
+                "commit": info["commit"],
+                "load_s": round(r.model.load_time_s, 3),
+                "bytes_per_token": bpt,
+                "bw_gbps": bw,
+                "peak_rss": peak_rss,
+                "rss": mem_loaded["rss"],
+                "rss_anon": mem_loaded["rss_anon"],
+                "rss_file": mem_loaded["rss_file"],
+                "models_loaded": len(group),
+            }
+            for test in tests:
+                kind, n = test
+                ts = times[(t, test)]
+                med = statistics.median(ts)
+                rec: Record = {
+                    "test": f"{kind}{n}",
+                    "n_prompt": n if kind == "pp" else 0,
+                    "n_gen": n if kind == "tg" else 0,
+                    "threads": t,
+                    "tokens_per_s": n / med,
+                    "min": n / max(ts),
+                    "max": n / min(ts),
+                    "reps": len(ts),
+                    "median_s": med,
+                    "gbps": None,
+                    "ratio": None,
+                    # CPU seconds of all the process's threads: on a shared machine,
+                    # tokens per CPU-second at 1 thread estimates the speed of an idle core
+                    "cpu_tokens_per_s": n / max(statistics.median(cpu[(t, test)]), 1e-9),
+                    "cpu_share": statistics.median(cpu[(t, test)]) / med,
+                }
+                if kind == "tg":
+                    rec["gbps"] = bpt * n / med / 1e9
+                    rec["ratio"] = rec["gbps"] / bw if bw else None
+                rec.update(base)
+                records.append(rec)
+        del runners
+    order = {t: i for i, t in enumerate(threads)}
+    test_order = {f"{k}{n}": i for i, (k, n) in enumerate(tests)}
+    records.sort(key=lambda r: (test_order[r["test"]], order[r["threads"]]))
+    return records
+
+
+# -- output ----------------------------------------------------------------------------------
+def _gib(b: int) -> str:
+    return f"{b / 2**30:.2f}"
+
+
+def format_table(records: Sequence[Record], markdown: bool = False) -> str:
+    """The records as a llama-bench-like table (markdown or fixed width)."""
+    cols = ["model", "qtype", "isa", "threads", "test", "t/s (median)", "min-max", "GB/s",
+            "ratio", "t/CPU-s", "CPU/wall", "peak RSS GiB"]
+    rows = []
+    for r in records:
+        rows.append([
+            str(r["model"]), str(r["qtype"]), str(r["isa"]), str(r["threads"]), r["test"],
+            f"{r['tokens_per_s']:.2f}", f"{r['min']:.2f}-{r['max']:.2f}",
+            f"{r['gbps']:.2f}" if r["gbps"] is not None else "",
+            f"{r['ratio']:.2f}" if r["ratio"] is not None else "",
+            f"{r['cpu_tokens_per_s']:.2f}", f"{r['cpu_share']:.2f}",
+            _gib(r["peak_rss"]),
+        ])
+    if markdown:
+        lines = ["| " + " | ".join(cols) + " |",
+                 "|" + "|".join("---:" if i >= 3 else "---" for i in range(len(cols))) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines)
+    widths = [max(len(c), *(len(row[i]) for row in rows)) if rows else len(c)
+              for i, c in enumerate(cols)]
+    fmt = "  ".join(f"{{:<{w}}}" if i < 3 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    lines = [fmt.format(*cols), "  ".join("-" * w for w in widths)]
+    lines += [fmt.format(*row) for row in rows]
+    return "\n".join(lines)
+
+
+def _int_list(s: str) -> list[int]:
+    try:
+        vals = [int(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+    if any(v < 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"sizes must be >= 0, got {s!r}")
+    return vals
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Model-benchmark options (the kernel part defines --json, -t/--threads, --reps, --isa)."""
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("-m", "--model", default=None, help="GGUF model file to benchmark")
+    src.add_argument("--layout", default=None,
+                     help="benchmark a cached dummy model of this layout (see `tribit dummy`)")
+    p.add_argument("--qtype", default="tq2_0", help="--layout: ternary storage type (tq2_0)")
+    p.add_argument("--head", default="f16", dest="head_type",
+                   help="--layout: storage type of the embedding/head (f16, q8_0, bf16, f32)")
+    p.add_argument("-p", "--n-prompt", type=_int_list, default=list(DEFAULT_PROMPTS),
+                   help="prompt sizes for pp tests, comma-separated (default 128; 0: none)")
+    p.add_argument("-n", "--n-gen", type=_int_list, default=list(DEFAULT_GENS),
+                   help="token counts for tg tests, comma-separated (default 64; 0: none)")
+    p.add_argument("-r", "--repetitions", type=int, default=None,
+                   help=f"model: repetitions per test (default {DEFAULT_REPS}; --reps also works)")
+    p.add_argument("--md", action="store_true", help="print a markdown table")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random prompt tokens")
+    p.add_argument("--no-probe", action="store_true", help="skip the read-bandwidth probe")
+    p.add_argument("--no-interleave", action="store_true",
+                   help="load one thread count at a time (less memory)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`tribit bench -m MODEL | --layout NAME`."""
+    from tribit.errors import TribitError
+
+    if not (args.model or args.layout):
+        print("usage: tribit bench (-m MODEL | --layout NAME) [-p 128,512] [-n 64,128] "
+              "[-t 1,2] [-r 5] [--json | --md]\n       tribit bench kernels ...")
+        return 0
+    reps = args.repetitions
+    if reps is None:  # --reps belongs to the kernel part; honour it when set explicitly
+        reps = args.reps if getattr(args, "reps", 7) != 7 else DEFAULT_REPS
+    quiet = args.json
+    say = None if quiet else (lambda s: print(f"  {s}", file=sys.stderr, flush=True))
+    if args.layout:
+        path = ensure_dummy(args.layout, qtype=args.qtype, head=args.head_type,
+                            progress=not quiet)
+        name = f"dummy-{args.layout}"
+    else:
+        path = Path(args.model)
+        if not path.is_file():
+            raise TribitError(f"model file not found: {path}")
+        name = None
+    threads = args.threads or [_default_threads()]
+    try:
+        records = bench_model(
+            path, prompts=args.n_prompt, gens=args.n_gen, threads=threads, reps=reps,
+            seed=args.seed, isa=args.isa, probe=not args.no_probe,
+            interleave=False if args.no_interleave else None, model_name=name, progress=say,
+        )
+    except ValueError as e:
+        raise TribitError(str(e)) from e
+    if args.json:
+        print(json.dumps(records, indent=1))
+        return 0
+    r0 = records[0]
+    print(f"cpu: {r0['cpu']}  isa: {r0['isa']}  tribit {r0['version']} ({r0['commit']})  "
+          f"model: {r0['path']} ({r0['bytes_per_token'] / 1e9:.3f} GB read per token)")
+    bws = {r["threads"]: r["bw_gbps"] for r in records}
+    print("probed read bandwidth: " + ", ".join(f"{t} thr {b:.1f} GB/s" for t, b in bws.items()))
+    print(f"median of {reps} reps; GB/s = weight bytes per token / time per token (tg); "
+          "ratio = GB/s / probed bandwidth")
+    print(format_table(records, markdown=args.md))
+    return 0
+
+
+def _default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
