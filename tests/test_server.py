@@ -1,15 +1,12 @@
 """The OpenAI-compatible server, as a real process on 127.0.0.1, with real clients."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from server_process import serving
 from tiny_models import tiny_model
 
 httpx = pytest.importorskip("httpx")
@@ -20,64 +17,21 @@ KEY = "test-key-123"
 N_CTX = 128
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     path = tiny_model(tmp_path_factory.mktemp("srv") / "m.gguf", n_vocab=300, ctx=512)
-    port = _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "tribit",
-        "serve",
-        "-m",
-        str(path),
-        "--port",
-        str(port),
-        "--parallel",
-        "4",
-        "-c",
-        str(N_CTX),
-        "-t",
-        "2",
-        "--api-key",
-        KEY,
-        "--max-queue",
-        "64",
-        "--max-body",
-        "65536",
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    try:
-        while True:
-            try:
-                if httpx.get(base + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                out = proc.stdout.read().decode(errors="replace") if proc.poll() is not None else ""
-                pytest.fail(f"server did not start: {out[-2000:]}")
-            time.sleep(0.2)
+    args = ["--parallel", "4", "-c", str(N_CTX), "-t", "2", "--api-key", KEY,
+            "--max-queue", "64", "--max-body", "65536"]
+    with serving(path, *args) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def long_server(tmp_path_factory):
+    """One slot with a long context: a request can run for many seconds."""
+    path = tiny_model(tmp_path_factory.mktemp("srv-long") / "m.gguf", n_vocab=300, ctx=8192)
+    with serving(path, "--parallel", "1", "-c", "8192", "-t", "1", "--api-key", KEY) as base:
+        yield base
 
 
 def _h():
@@ -150,6 +104,7 @@ def test_stream_wire_format(server):
     [
         ({"prompt": "x", "max_tokens": "many"}, "max_tokens"),
         ({"prompt": "x", "max_tokens": -1}, "max_tokens"),
+        ({"prompt": "x", "max_tokens": 0}, "max_tokens"),
         ({"prompt": "x", "max_tokens": 10**12}, "max_tokens"),
         ({"prompt": "x", "temperature": -0.5}, "temperature"),
         ({"prompt": "x", "top_p": 2}, "top_p"),
@@ -189,6 +144,30 @@ def test_malformed_bodies(server):
         headers={**_h(), "Content-Type": "application/json"},
     )
     assert r.status_code == 413
+
+
+def test_chunked_body_over_the_limit_is_refused(server):
+    """No Content-Length: the body is counted as it arrives."""
+
+    def chunks():
+        for _ in range(40):
+            yield b" " * 4096  # 160 KiB of whitespace, over the server's 64 KiB limit
+
+    r = httpx.post(
+        server + "/v1/completions",
+        content=chunks(),
+        timeout=30,
+        headers={**_h(), "Content-Type": "application/json"},
+    )
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+    # a small chunked body still goes through the replay to the route
+    r = httpx.post(
+        server + "/v1/completions",
+        content=iter([b'{"prompt": "hi", ', b'"max_tokens": 2}']),
+        timeout=30,
+        headers={**_h(), "Content-Type": "application/json"},
+    )
+    assert r.status_code == 200, r.text
 
 
 def test_prompt_longer_than_context(server):
@@ -240,6 +219,23 @@ def test_disconnect_frees_the_slot(server):
     assert _busy(server) == 0
     r = _post(server, "/v1/completions", {"prompt": "still there?", "max_tokens": 2})
     assert r.status_code == 200
+
+
+def test_disconnect_frees_the_slot_without_streaming(long_server):
+    # eos and eot (257, 258) banned: the answer runs until max_tokens
+    body = {"prompt": "abc", "max_tokens": 6000, "seed": 2, "logit_bias": {"257": -100, "258": -100}}
+    t0 = time.time()
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes the connection
+        httpx.post(long_server + "/v1/completions", json=body, headers=_h(), timeout=1.0)
+    while _busy(long_server) > 0 and time.time() < t0 + 30:
+        time.sleep(0.05)
+    freed = time.time() - t0
+    # the same request, kept: how long the slot would have stayed busy
+    t1 = time.time()
+    r = httpx.post(long_server + "/v1/completions", json=body, headers=_h(), timeout=300)
+    full = time.time() - t1
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 6000
+    assert freed < min(3.0, full / 2), (freed, full)
 
 
 def test_concurrent_clients_get_their_own_answers(server):

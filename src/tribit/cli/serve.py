@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 HELP = "serve a model over an OpenAI-compatible HTTP API (and a chat page at /)"
@@ -37,8 +38,11 @@ def run(args: argparse.Namespace) -> int:
         api_key = args.api_key_file.read_text().strip()
         if not api_key:
             raise TribitError(f"{args.api_key_file} is empty")
-    if args.parallel < 1 or args.max_queue < 0:
-        raise TribitError("--parallel must be >= 1 and --max-queue >= 0")
+    if args.parallel < 1 or args.max_queue < 1 or args.max_body < 1:
+        raise TribitError("--parallel, --max-queue and --max-body must be >= 1")
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        print(f"tribit serve: warning: listening on {args.host} without --api-key: anyone who "
+              "can reach this port can use the model", file=sys.stderr)
     settings = ServerSettings(
         model_path=args.model,
         n_parallel=args.parallel,

@@ -14,9 +14,14 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.base import BaseHTTPMiddleware
 
 from ..generate import make_sampling
 from .engine import Engine, Job, QueueFullError
@@ -82,31 +87,61 @@ class State:
         return Path(str(self.model.path)).stem if self.model is not None else "tribit"
 
 
-class GuardMiddleware(BaseHTTPMiddleware):
-    """API key (constant-time compare) and request body size limit."""
+class GuardMiddleware:
+    """API key (constant-time compare) and request body size limit, as plain ASGI.
+
+    The body is read here, counted as it arrives and replayed to the app, so a
+    chunked upload (no Content-Length) cannot outgrow the limit either; after the
+    replay, the app's `receive` reaches the server's again and sees disconnects.
+    """
 
     def __init__(self, app, state: State):
-        super().__init__(app)
+        self.app = app
         self.state = state
 
-    async def dispatch(self, request: Request, call_next):
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
         s = self.state.settings
-        if s.api_key and request.url.path not in PUBLIC_PATHS and request.method != "OPTIONS":
-            auth = request.headers.get("authorization", "")
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if s.api_key and scope["path"] not in PUBLIC_PATHS and scope["method"] != "OPTIONS":
+            auth = headers.get("authorization", "")
             given = auth[7:] if auth.lower().startswith("bearer ") else ""
             if not hmac.compare_digest(given.encode(), s.api_key.encode()):
-                return error(
-                    401,
-                    "invalid or missing API key",
-                    "invalid_api_key",
+                return await error(
+                    401, "invalid or missing API key", "invalid_api_key",
                     etype="authentication_error",
-                )
-        length = request.headers.get("content-length")
+                )(scope, receive, send)
+        too_large = error(
+            413, f"request body larger than {s.max_body_bytes} bytes", "body_too_large"
+        )
+        length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > s.max_body_bytes):
-            return error(
-                413, f"request body larger than {s.max_body_bytes} bytes", "body_too_large"
-            )
-        return await call_next(request)
+            return await too_large(scope, receive, send)
+        chunks, size = [], 0
+        while True:
+            msg = await receive()
+            if msg["type"] != "http.request":  # the client left before sending it all
+                return
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > s.max_body_bytes:
+                return await too_large(scope, receive, send)
+            chunks.append(chunk)
+            if not msg.get("more_body", False):
+                break
+        replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replayed():
+            return replay.pop() if replay else await receive()
+
+        await self.app(scope, replayed, send)
+
+
+async def wait_for_disconnect(request: Request) -> None:
+    """Return when the client closes the connection (the body is already read)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def create_app(settings: ServerSettings, load_in_background: bool = True) -> FastAPI:
@@ -345,9 +380,18 @@ def create_app(settings: ServerSettings, load_in_background: bool = True) -> Fas
 
         if not body.stream:
             parts: list[str] = []
+
+            async def watch() -> None:
+                await wait_for_disconnect(request)
+                job.cancelled.set()  # nobody will read the answer: free the slot now
+                queue.put_nowait({"gone": True})
+
+            watcher = asyncio.ensure_future(watch())
             try:
                 while True:
                     ev = await queue.get()
+                    if "gone" in ev:
+                        return Response(status_code=499)  # nginx's "client closed request"
                     if "error" in ev:
                         return error(500, ev["error"], "generation_failed", etype="server_error")
                     parts.append(ev["text"])
@@ -362,6 +406,7 @@ def create_app(settings: ServerSettings, load_in_background: bool = True) -> Fas
                             "timings": ev.get("timings"),
                         }
             finally:
+                watcher.cancel()
                 job.cancelled.set()  # no-op when finished; frees the slot if the client left
 
         async def sse():

@@ -1,12 +1,28 @@
-// tribit's chat page: plain JS, streams /v1/chat/completions over SSE.
+// tribit's chat page: plain JS, no build step; streams /v1/chat/completions over SSE.
 "use strict";
 const log = document.getElementById("log");
 const input = document.getElementById("input");
 const form = document.getElementById("form");
 const stopBtn = document.getElementById("stop");
 const speed = document.getElementById("speed");
+const keyBox = document.getElementById("key");
 const messages = [];
 let controller = null;
+
+// The API key (servers started with --api-key) lives only for this tab's session.
+keyBox.value = sessionStorage.getItem("tribit.apiKey") || "";
+keyBox.hidden = !keyBox.value;
+keyBox.addEventListener("change", () => {
+  sessionStorage.setItem("tribit.apiKey", keyBox.value.trim());
+  loadModel();
+});
+
+function headers() {
+  const h = { "Content-Type": "application/json" };
+  const key = keyBox.value.trim();
+  if (key) h.Authorization = "Bearer " + key;
+  return h;
+}
 
 function add(role, text) {
   const div = document.createElement("div");
@@ -17,12 +33,32 @@ function add(role, text) {
   return div;
 }
 
-fetch("/v1/models").then(r => r.json()).then(j => {
-  document.getElementById("model").textContent = j.data ? j.data[0].id : "model loading";
-}).catch(() => {});
+// An error response's message: OpenAI-style bodies, or the status line for anything else.
+async function errorMessage(resp) {
+  if (resp.status === 401) {
+    keyBox.hidden = false;
+    keyBox.focus();
+    return "this server needs an API key: enter it at the top, then send again";
+  }
+  try {
+    const j = await resp.json();
+    if (j.error && j.error.message) return j.error.message;
+  } catch (_) { /* not JSON */ }
+  return "HTTP " + resp.status + " " + resp.statusText;
+}
+
+function loadModel() {
+  const label = document.getElementById("model");
+  fetch("/v1/models", { headers: headers() }).then(async r => {
+    if (!r.ok) { label.textContent = r.status === 503 ? "model loading" : await errorMessage(r); return; }
+    const j = await r.json();
+    label.textContent = j.data && j.data.length ? j.data[0].id : "no model";
+  }).catch(() => { label.textContent = "server unreachable"; });
+}
+loadModel();
 
 input.addEventListener("keydown", e => {
-  if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); form.requestSubmit(); }
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); form.requestSubmit(); }
 });
 stopBtn.addEventListener("click", () => { if (controller) controller.abort(); });
 
@@ -36,15 +72,16 @@ form.addEventListener("submit", async e => {
   const out = add("assistant", "");
   controller = new AbortController();
   stopBtn.disabled = false;
+  speed.textContent = "";
   let answer = "", n = 0, t0 = 0;
   try {
     const resp = await fetch("/v1/chat/completions", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: headers(),
       body: JSON.stringify({ messages, stream: true, max_tokens: 512, temperature: 0.7 }),
       signal: controller.signal,
     });
-    if (!resp.ok) throw new Error((await resp.json()).error.message);
+    if (!resp.ok) throw new Error(await errorMessage(resp));
     const reader = resp.body.getReader();
     const dec = new TextDecoder();
     let buf = "";
@@ -54,14 +91,15 @@ form.addEventListener("submit", async e => {
       buf += dec.decode(value, { stream: true });
       let i;
       while ((i = buf.indexOf("\n\n")) >= 0) {
-        const line = buf.slice(0, i).trim();
+        const event = buf.slice(0, i).trim();
         buf = buf.slice(i + 2);
-        if (!line.startsWith("data: ")) continue;
-        const data = line.slice(6);
+        if (!event.startsWith("data: ")) continue;
+        const data = event.slice(6);
         if (data === "[DONE]") continue;
         const j = JSON.parse(data);
         if (j.error) throw new Error(j.error.message);
-        const piece = j.choices[0] && j.choices[0].delta && j.choices[0].delta.content;
+        const c = j.choices && j.choices[0];
+        const piece = c && c.delta && c.delta.content;
         if (piece) {
           if (!t0) t0 = performance.now();
           n++;
@@ -71,12 +109,21 @@ form.addEventListener("submit", async e => {
           const s = (performance.now() - t0) / 1000;
           if (s > 0 && n > 1) speed.textContent = ((n - 1) / s).toFixed(1) + " tokens/s";
         }
+        // the server's own count is exact (pieces can hold several tokens, or none)
+        const tps = j.timings && j.timings.predicted_per_second;
+        if (tps) speed.textContent = tps.toFixed(1) + " tokens/s";
       }
     }
     messages.push({ role: "assistant", content: answer });
   } catch (err) {
-    if (err.name !== "AbortError") { out.className = "msg error"; out.textContent = String(err.message || err); }
-    else messages.push({ role: "assistant", content: answer });
+    if (err.name === "AbortError") {
+      messages.push({ role: "assistant", content: answer });
+    } else {
+      // a failed turn is not resent with the next message (templates want roles to alternate)
+      messages.pop();
+      out.className = "msg error";
+      out.textContent = String(err.message || err);
+    }
   } finally {
     controller = null;
     stopBtn.disabled = true;
