@@ -217,7 +217,7 @@ def test_load_argument_errors(tmp_path):
         tribit.load(path, kv_type="q4")
     with pytest.raises(ModelError, match="n_seq"):
         tribit.load(path, n_seq=0)
-    with pytest.raises((ModelError, ValueError), match="ISA 'sparc'"):
+    with pytest.raises(ModelError, match="ISA .sparc. cannot run on this CPU; available: generic"):
         tribit.load(path, isa="sparc")
     no_norm = rewrite(path, tmp_path / "n.gguf", drop=("blk.1.ffn_sub_norm.weight",))
     with pytest.raises(ModelError, match="blk.1.ffn_sub_norm.weight"):

@@ -72,6 +72,9 @@ def load(
     cfg = config_from_metadata(md, n_vocab, has_output, n_ctx)
     if n_embd_file != cfg.n_embd:
         raise ModelError(f"token_embd has {n_embd_file} columns, embedding_length is {cfg.n_embd}")
+    if isa is not None and isa not in _core.runnable_isas():
+        raise ModelError(f"ISA {isa!r} cannot run on this CPU; available: "
+                         f"{', '.join(_core.runnable_isas())}")
     native = _core.NativeModel(
         n_embd=cfg.n_embd,
         n_ff=cfg.n_ff,
