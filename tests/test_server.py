@@ -223,7 +223,8 @@ def test_disconnect_frees_the_slot(server):
 
 def test_disconnect_frees_the_slot_without_streaming(long_server):
     # eos and eot (257, 258) banned: the answer runs until max_tokens
-    body = {"prompt": "abc", "max_tokens": 6000, "seed": 2, "logit_bias": {"257": -100, "258": -100}}
+    ban = {"257": -100, "258": -100}
+    body = {"prompt": "abc", "max_tokens": 6000, "seed": 2, "logit_bias": ban}
     t0 = time.time()
     with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes the connection
         httpx.post(long_server + "/v1/completions", json=body, headers=_h(), timeout=1.0)

@@ -214,8 +214,10 @@ def write_gguf(
         for name, t in fallbacks:
             by_type.setdefault(t, []).append(name)
         for t, names in by_type.items():
+            shown = ", ".join(names[:4]) + (f", ... ({len(names) - 4} more)" if len(names) > 4
+                                            else "")
             log.warning("%d tensor(s) stored as %s instead of %s (row length does not fit the "
-                        "block size): %s", len(names), t, qtype.upper(), ", ".join(names))
+                        "block size): %s", len(names), t, qtype.upper(), shown)
     try:
         w.write()
         part.replace(path)

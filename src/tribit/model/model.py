@@ -59,7 +59,7 @@ def load(
     if n_seq < 1:
         raise ModelError(f"n_seq must be >= 1, got {n_seq}")
     n_threads = n_threads or default_threads()
-    t0 = time.perf_counter()
+    t0, rss0 = time.perf_counter(), _rss_bytes()
     reader = GGUFReader(path)
     md = reader.metadata
     if "token_embd.weight" not in reader.tensors:
@@ -117,7 +117,19 @@ def load(
         native.set_output(out, out_type)
     native.set_output_norm(read_f32(reader, "output_norm.weight", (cfg.n_embd,)))
     load_s = time.perf_counter() - t0
-    return Model(native, cfg, reader, Path(path), load_s, n_seq, n_threads, kv_type, types)
+    model = Model(native, cfg, reader, Path(path), load_s, n_seq, n_threads, kv_type, types)
+    rss1 = _rss_bytes()
+    model.resident_bytes = rss1 - rss0 if rss0 is not None and rss1 is not None else None
+    return model
+
+
+def _rss_bytes() -> int | None:
+    """Resident set size of this process (Linux /proc; None elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class Model:
@@ -146,6 +158,8 @@ class Model:
         self.kv_type = kv_type
         self._weight_types = weight_types
         self._tokenizer = None
+        # growth of the process's resident memory while loading (None where unknown)
+        self.resident_bytes: int | None = None
 
     # -- tokens ------------------------------------------------------------
     @property
@@ -277,6 +291,7 @@ class Model:
             "file_bytes": self.path.stat().st_size,
             "weight_bytes": int(self._native.weight_bytes),
             "kv_bytes": int(self._native.kv_bytes),
+            "resident_bytes_after_load": self.resident_bytes,
             "isa": self.isa,
             "n_threads": self.n_threads,
             "load_time_s": round(self.load_time_s, 4),
