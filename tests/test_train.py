@@ -16,7 +16,15 @@ from tribit.train.bitlinear import BitLinear, act_quant, weight_quant  # noqa: E
 from tribit.train.export import export_gguf, ternary_weights  # noqa: E402
 from tribit.train.model import BitNetConfig, BitNetLM  # noqa: E402
 from tribit.train.tokenizer import Encoder, build_tokenizer  # noqa: E402
-from tribit.train.trainer import TrainSettings, load_checkpoint, lr_at, train  # noqa: E402
+from tribit.train.trainer import (  # noqa: E402
+    TrainSettings,
+    collate_packed,
+    encode_example,
+    load_checkpoint,
+    lr_at,
+    pack_story,
+    train,
+)
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +107,37 @@ def test_few_steps_reduce_loss_and_checkpoint_resumes(tmp_path, monkeypatch):
     st3 = TrainSettings(**{**st.__dict__, "steps": 13})
     ck3 = torch.load(train(tmp_path, cfg, st3, progress=False, resume=True), weights_only=False)
     assert ck3["step"] == 13 and len(ck3["log"]) == len(ck["log"]) + 1
+
+
+def test_packed_story_branches_equal_separate_sequences(tok_md):
+    """A story read once with several questions branching off it: each branch gets
+    the hidden states, targets and answer mask of its own unpacked example."""
+    enc = Encoder(tok_md)
+    torch.manual_seed(0)
+    model = BitNetLM(tiny_cfg(enc.n_vocab)).eval()
+    exs = babi.story_questions("train", seed=5, k=3)
+    assert len(exs) >= 2 and len({e.prompt for e in exs}) == len(exs)
+    packs = [pack_story(enc, exs), pack_story(enc, babi.generate(1, "train", 9, (3,)))]
+    x, pos, mask, tgt, w = collate_packed(packs, enc.eos, 0.25)
+    with torch.no_grad():
+        h = model.hidden(x, positions=pos, mask=mask)
+    for i, ex in enumerate(exs, 1):
+        toks, a = encode_example(enc, ex)
+        idx = [j for j, s in enumerate(packs[0].seg) if s in (0, i)]
+        assert x[0, idx].tolist() == toks
+        with torch.no_grad():
+            ref = model.hidden(torch.tensor([toks]))[0]
+        torch.testing.assert_close(h[0, idx], ref, atol=1e-5, rtol=1e-5)
+        # targets: the next token of the unpacked sequence (the story's last token predicts
+        # the first branch's start only); answers weigh 1, the rest 0.25, the eos nothing
+        own = idx[:-1] if i == 1 else [j for j in idx[:-1] if packs[0].seg[j] == i]
+        first = len(idx) - 1 - len(own)
+        assert tgt[0, own].tolist() == toks[first + 1 :] and tgt[0, idx[-1]] == -1
+        want = [1.0 if j >= a - 1 else 0.25 for j in range(first, len(toks) - 1)]
+        assert w[0, own].tolist() == want and w[0, idx[-1]] == 0
+    # the single example is an ordinary causal sequence
+    n = len(packs[1].tokens)
+    assert mask[1, :n, :n].equal(torch.ones(n, n, dtype=torch.bool).tril())
 
 
 def test_export_writes_exact_ternary_tq2_0(tmp_path, tok_md):

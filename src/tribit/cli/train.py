@@ -11,7 +11,7 @@ HELP = "train a small ternary model on bAbI-style stories (needs torch: tribit[t
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", choices=["babi"], help="what to train on")
     p.add_argument("--out", required=True, type=Path, help="output GGUF path")
-    p.add_argument("--steps", type=int, default=1200, help="optimizer steps (default 1200)")
+    p.add_argument("--steps", type=int, default=7000, help="optimizer steps (default 7000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--batch", type=int, default=16)
@@ -24,7 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vocab", type=int, default=512, help="BPE vocabulary size")
     p.add_argument("--prompt-weight", type=float, default=0.25,
                    help="loss weight of story tokens (answer tokens weigh 1; default 0.25)")
-    p.add_argument("--prompt-weight-from", type=int, default=500,
+    p.add_argument("--questions", type=int, default=3,
+                   help="questions packed per task-1/6 story, each branching off the story "
+                        "(default 3; 1: one question per sequence)")
+    p.add_argument("--prompt-weight-from", type=int, default=0,
                    help="first step that uses --prompt-weight (before it: answers only)")
     p.add_argument("--ckpt-dir", type=Path, default=None,
                    help="checkpoints and logs (default: OUT with suffix .ckpt)")
@@ -49,11 +52,12 @@ def run(args: argparse.Namespace) -> int:
         cfg.validate()
     except ValueError as e:
         raise TribitError(str(e)) from e
-    if args.steps <= 0 or args.batch <= 0 or args.threads <= 0:
-        raise TribitError("--steps, --batch and --threads must be positive")
+    if min(args.steps, args.batch, args.threads, args.questions) <= 0:
+        raise TribitError("--steps, --batch, --threads and --questions must be positive")
     st = TrainSettings(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
                        threads=args.threads, vocab_size=args.vocab,
-                       prompt_weight=args.prompt_weight, prompt_weight_from=args.prompt_weight_from)
+                       prompt_weight=args.prompt_weight, prompt_weight_from=args.prompt_weight_from,
+                       questions=args.questions)
     ckpt_dir = args.ckpt_dir or args.out.with_suffix(".ckpt")
     ckpt = train(ckpt_dir, cfg, st, progress=not args.no_progress, resume=args.resume,
                  log_file=ckpt_dir / "log.jsonl")

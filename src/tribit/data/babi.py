@@ -74,10 +74,12 @@ SEED_PROMPT = (
 )
 SEED_ANSWER = " Mary is in the garden."
 
-_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr",
-           "st", "tr", "sh", "ch")
-_VOWELS = ("a", "e", "i", "o", "u", "ai", "ou")
-_CODAS = ("", "", "", "n", "l", "r", "s", "m", "x")
+# every letter shows up in made-up words, so that no piece of a held-out word is
+# one the model has rarely had to copy
+_ONSETS = ("b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "qu", "r", "s", "t",
+           "v", "w", "y", "z", "br", "dr", "st", "tr", "sh", "ch", "th", "pl", "gr", "wh", "sc")
+_VOWELS = ("a", "e", "i", "o", "u", "y", "ai", "ou", "ea", "oo")
+_CODAS = ("", "", "", "n", "l", "r", "s", "m", "x", "ck", "rd", "th", "nd", "t")
 _MADE_UP_RATE = 0.5  # share of train-split names/places made up from syllables
 
 
@@ -147,16 +149,12 @@ def _task1_story(rng: random.Random, v: _Vocab) -> tuple[list[str], dict[str, st
     return lines, where
 
 
-def _task1(rng: random.Random, v: _Vocab) -> Example:
-    lines, where = _task1_story(rng, v)
-    who = rng.choice(sorted(where))
-    return Example(1, " ".join(lines) + f" Where is {who}?\nAnswer:",
-                   f" {who} is in the {where[who]}.")
+def _where(where: dict[str, str], who: str, story: str) -> Example:
+    return Example(1, f"{story} Where is {who}?\nAnswer:", f" {who} is in the {where[who]}.")
 
 
-def _task6(rng: random.Random, v: _Vocab) -> Example:
-    lines, where = _task1_story(rng, v)
-    who = rng.choice(sorted(where))
+def _yes_no(rng: random.Random, v: _Vocab, where: dict[str, str], who: str,
+            story: str) -> Example:
     yes = rng.random() < 0.5
     seen = sorted(set(where.values()) - {where[who]})
     if yes:
@@ -165,8 +163,17 @@ def _task6(rng: random.Random, v: _Vocab) -> Example:
         asked = rng.choice(seen)
     else:
         asked = rng.choice([p for p in v.place_set() if p != where[who]])
-    return Example(6, " ".join(lines) + f" Is {who} in the {asked}?\nAnswer:",
-                   " Yes." if yes else " No.")
+    return Example(6, f"{story} Is {who} in the {asked}?\nAnswer:", " Yes." if yes else " No.")
+
+
+def _task1(rng: random.Random, v: _Vocab) -> Example:
+    lines, where = _task1_story(rng, v)
+    return _where(where, rng.choice(sorted(where)), " ".join(lines))
+
+
+def _task6(rng: random.Random, v: _Vocab) -> Example:
+    lines, where = _task1_story(rng, v)
+    return _yes_no(rng, v, where, rng.choice(sorted(where)), " ".join(lines))
 
 
 def _objects_story(rng: random.Random, v: _Vocab):
@@ -257,6 +264,21 @@ def generate(n: int, split: str = "train", seed: int = 0,
     """`n` examples of `tasks`, round robin, deterministic for (split, seed, tasks)."""
     it = iter_examples(split, seed, tasks)
     return [next(it) for _ in range(n)]
+
+
+def story_questions(split: str, seed: int, k: int, p_where: float = 0.75) -> list[Example]:
+    """Up to `k` questions (task 1 with probability `p_where`, else task 6) about
+    different people of one task-1 story: the examples share the story text, so a
+    trainer can read the story once and branch into the questions."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    rng = random.Random(f"babi-story-{split}-{seed}")
+    v = _Vocab(rng, split)
+    lines, where = _task1_story(rng, v)
+    story = " ".join(lines)
+    people = rng.sample(sorted(where), min(k, len(where)))
+    return [_where(where, who, story) if rng.random() < p_where
+            else _yes_no(rng, v, where, who, story) for who in people]
 
 
 def is_correct(generated: str, ex: Example) -> bool:

@@ -68,7 +68,8 @@ def rope_tables(n: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torc
 
 
 def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """NeoX RoPE on x (batch, heads, seq, head_dim): pairs (i, i + head_dim/2)."""
+    """NeoX RoPE on x (batch, heads, seq, head_dim): pairs (i, i + head_dim/2).
+    cos/sin: (seq, head_dim/2), or (batch, 1, seq, head_dim/2) for per-row positions."""
     half = x.shape[-1] // 2
     a, b = x[..., :half], x[..., half:]
     return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
@@ -94,10 +95,11 @@ class Block(nn.Module):
         self.down = BitLinear(cfg.n_ff, cfg.n_embd)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: dict | None = None) -> torch.Tensor:
+                cache: dict | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x (b, n, n_embd) at the positions of `cos`/`sin`. `cache` (greedy decoding):
         keys/values of earlier positions, extended in place; with earlier positions
-        present, x must be one token."""
+        present, x must be one token. `mask` (b, n, n), True where a token may attend,
+        replaces the causal mask (training on packed, branching sequences)."""
         c = self.cfg
         b, n, _ = x.shape
         h = self.attn_norm(x)
@@ -113,8 +115,12 @@ class Block(nn.Module):
                 k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
                 causal = False  # the one new token sees every cached position
             cache["k"], cache["v"] = k, v
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=causal,
-                                           enable_gqa=c.n_head != c.n_head_kv)
+        if mask is not None:
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None],
+                                               enable_gqa=c.n_head != c.n_head_kv)
+        else:
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=causal,
+                                               enable_gqa=c.n_head != c.n_head_kv)
         a = a.transpose(1, 2).reshape(b, n, c.n_head * c.head_dim)
         x = x + self.o(self.attn_sub_norm(a))
         h = self.ffn_norm(x)
@@ -145,15 +151,22 @@ class BitNetLM(nn.Module):
         return self._rope[1][:n], self._rope[2][:n]
 
     def hidden(self, tokens: torch.Tensor, caches: list[dict] | None = None,
-               pos: int = 0) -> torch.Tensor:
+               pos: int = 0, positions: torch.Tensor | None = None,
+               mask: torch.Tensor | None = None) -> torch.Tensor:
         """Final hidden states after output_norm, (batch, seq, n_embd), of `tokens`
-        at positions pos, pos+1, ... (`caches`: one dict per layer, for decoding)."""
+        at positions pos, pos+1, ... (`caches`: one dict per layer, for decoding).
+        Packed training batches give each token's position (`positions`, (b, n)) and
+        the attention `mask` (b, n, n) instead."""
         n = tokens.shape[1]
-        cos, sin = self._tables(pos + n)
-        cos, sin = cos[pos:], sin[pos:]
+        if positions is not None:
+            cos, sin = self._tables(int(positions.max()) + 1)
+            cos, sin = cos[positions][:, None], sin[positions][:, None]
+        else:
+            cos, sin = self._tables(pos + n)
+            cos, sin = cos[pos:], sin[pos:]
         x = self.embed(tokens)
         for i, blk in enumerate(self.blocks):
-            x = blk(x, cos, sin, None if caches is None else caches[i])
+            x = blk(x, cos, sin, None if caches is None else caches[i], mask)
         return self.norm(x)
 
     def head(self, h: torch.Tensor) -> torch.Tensor:

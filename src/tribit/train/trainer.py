@@ -1,5 +1,6 @@
 """Training loop for the bAbI default model: AdamW with warm-up and cosine decay,
-loss on answer tokens only, checkpoints, a tqdm progress bar, seeded.
+loss on answer tokens (and, weighted down, story tokens), stories packed with several
+questions, checkpoints, a tqdm progress bar, seeded.
 
 Determinism: the batch of step `s` is generated from (seed, s) alone in one thread
 (pure Python), and torch is seeded once, so a run is reproducible on one machine
@@ -27,7 +28,7 @@ from .tokenizer import Encoder, build_tokenizer
 class TrainSettings:
     """Optimization and data settings (defaults: the shipped babi-tiny model)."""
 
-    steps: int = 1200
+    steps: int = 7000
     batch: int = 16
     lr: float = 3e-3
     warmup: int = 100
@@ -37,12 +38,14 @@ class TrainSettings:
     threads: int = 2
     vocab_size: int = 512
     tasks: tuple[int, ...] = (1, 1, 1, 6, 2, 3)  # task 1 (the seed's) half the time
+    # questions asked about one task-1/6 story in one training sequence: the story is
+    # read once and each question branches off it (see `pack_story`)
+    questions: int = 3
     # weight of the story tokens in the loss (answer tokens weigh 1): a little
     # next-token prediction on stories, where names and places repeat, teaches
     # the model to copy words it has seen earlier in the context
-    # (the shipped model trained 500 steps on answers only, then with weight 0.25)
     prompt_weight: float = 0.25
-    prompt_weight_from: int = 500
+    prompt_weight_from: int = 0
     pool: int = 8  # batches generated together and bucketed by length
     log_every: int = 25
     eval_every: int = 250
@@ -63,44 +66,126 @@ def encode_example(enc: Encoder, ex: babi.Example) -> tuple[list[int], int]:
     return p + enc.encode(ex.answer) + [enc.eos], len(p)
 
 
-def collate(seqs: list[tuple[list[int], int]], pad: int,
-            prompt: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded tokens (b, n) and a mask (b, n-1) of the targets to learn:
-    the answer tokens and the closing eos (`prompt`: every real token)."""
+def collate(seqs: list[tuple[list[int], int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded tokens (b, n) and a mask (b, n-1) of the answer targets
+    (the answer tokens and the closing eos), for `exact_match`."""
     n = max(len(s) for s, _ in seqs)
     x = torch.full((len(seqs), n), pad, dtype=torch.long)
     m = torch.zeros((len(seqs), n - 1), dtype=torch.bool)
     for i, (s, a) in enumerate(seqs):
         x[i, : len(s)] = torch.tensor(s)
-        m[i, (0 if prompt else a - 1) : len(s) - 1] = True  # position j predicts token j+1
+        m[i, a - 1 : len(s) - 1] = True  # position j predicts token j+1
     return x, m
 
 
-def pool_batches(enc: Encoder, st: TrainSettings, pool_index: int):
-    """`st.pool` batches of examples from one seeded draw, bucketed by length so
-    padding costs little, in a seeded random order."""
+@dataclass
+class Packed:
+    """One training sequence: a story read once, then one branch per question.
+
+    Each branch (question, answer, eos) sits at the positions right after the story
+    and attends to the story and to itself only, so every branch sees exactly what
+    a prompt `story question` followed by its answer would show the model at
+    inference. `target[j]` is the token position j must predict (-1: none) and
+    `answer[j]` says whether that target is an answer token (or its eos).
+    """
+
+    tokens: list[int]
+    pos: list[int]
+    seg: list[int]  # 0: the story (and bos); i: branch i
+    target: list[int]
+    answer: list[bool]
+
+
+def pack_story(enc: Encoder, exs: list[babi.Example]) -> Packed:
+    """Pack examples that share their story text (`babi.story_questions`) into one
+    branching sequence; a single example gives an ordinary causal sequence."""
+    story = _common_story(exs)
+    base = [enc.bos] + enc.encode(story)
+    branches = []
+    for ex in exs:
+        q = enc.encode(ex.prompt[len(story):])
+        if base + q != [enc.bos] + enc.encode(ex.prompt):  # tokens must not straddle the cut
+            return pack_story(enc, exs[:1]) if len(exs) > 1 else _single(enc, ex)
+        branches.append((q, enc.encode(ex.answer) + [enc.eos]))
+    p = Packed(list(base), list(range(len(base))), [0] * len(base), [], [])
+    p.target = list(base[1:]) + [-1]  # the story's last token predicts each branch's start
+    p.answer = [False] * len(base)
+    for i, (q, a) in enumerate(branches, 1):
+        toks = q + a
+        p.tokens += toks
+        p.pos += range(len(base), len(base) + len(toks))
+        p.seg += [i] * len(toks)
+        p.target += toks[1:] + [-1]
+        p.answer += [False] * (len(q) - 1) + [True] * len(a) + [False]  # eos predicts nothing
+    p.target[len(base) - 1] = branches[0][0][0]
+    return p
+
+
+def _common_story(exs: list[babi.Example]) -> str:
+    """The story text before the question (everything up to the last sentence)."""
+    cut = exs[0].prompt[: -len("\nAnswer:")].rstrip("?").rfind(". ") + 1
+    story = exs[0].prompt[:cut]
+    if any(not e.prompt.startswith(story) for e in exs):
+        raise ValueError("examples do not share a story")
+    return story
+
+
+def _single(enc: Encoder, ex: babi.Example) -> Packed:
+    toks, a = encode_example(enc, ex)
+    n = len(toks)
+    return Packed(toks, list(range(n)), [0] * n, toks[1:] + [-1],
+                  [j >= a - 1 for j in range(n - 1)] + [False])
+
+
+def collate_packed(items: list[Packed], pad: int, prompt_weight: float):
+    """Padded batch: tokens, positions (b, n), attention mask (b, n, n), targets
+    (b, n; -1 none) and loss weights (b, n: 1 for answers, `prompt_weight` else)."""
+    b, n = len(items), max(len(p.tokens) for p in items)
+    x = torch.full((b, n), pad, dtype=torch.long)
+    pos = torch.zeros((b, n), dtype=torch.long)
+    seg = torch.full((b, n), -1, dtype=torch.long)
+    tgt = torch.full((b, n), -1, dtype=torch.long)
+    w = torch.zeros((b, n))
+    for i, p in enumerate(items):
+        k = len(p.tokens)
+        x[i, :k], pos[i, :k], seg[i, :k] = (torch.tensor(v) for v in (p.tokens, p.pos, p.seg))
+        tgt[i, :k] = torch.tensor(p.target)
+        ans = torch.tensor(p.answer)
+        w[i, :k] = torch.where(ans, 1.0, prompt_weight)
+    w[tgt < 0] = 0.0
+    causal = torch.ones((n, n), dtype=torch.bool).tril()
+    same = (seg[:, :, None] == seg[:, None, :]) | (seg[:, None, :] == 0)
+    mask = (causal & same) | torch.eye(n, dtype=torch.bool)  # padding sees itself
+    return x, pos, mask, tgt, w
+
+
+def packed_loss(model: BitNetLM, x, pos, mask, tgt, w) -> torch.Tensor:
+    """Weighted mean cross-entropy over the targets with weight > 0."""
+    h = model.hidden(x, positions=pos, mask=mask)
+    sel = w > 0
+    ce = F.cross_entropy(model.head(h[sel]), tgt[sel], reduction="none")
+    return (ce * w[sel]).sum() / w[sel].sum()
+
+
+def pool_batches(enc: Encoder, st: TrainSettings, pool_index: int) -> list[list[Packed]]:
+    """`st.pool` batches of training sequences from one seeded draw, bucketed by
+    length so padding costs little, in a seeded random order."""
     rng = random.Random(f"train-{st.seed}-{pool_index}")
     seqs = []
     for _ in range(st.pool * st.batch):
         task = rng.choice(st.tasks)
-        ex = babi.generate(1, "train", seed=rng.getrandbits(48), tasks=(task,))[0]
-        seqs.append(encode_example(enc, ex))
-    seqs.sort(key=lambda s: len(s[0]))
+        seed = rng.getrandbits(48)
+        if task in (1, 6) and st.questions > 1:
+            exs = babi.story_questions("train", seed, st.questions,
+                                       p_where=st.tasks.count(1) / (st.tasks.count(1)
+                                                                    + st.tasks.count(6)))
+        else:
+            exs = babi.generate(1, "train", seed=seed, tasks=(task,))
+        seqs.append(pack_story(enc, exs))
+    seqs.sort(key=lambda p: len(p.tokens))
     batches = [seqs[i : i + st.batch] for i in range(0, len(seqs), st.batch)]
     rng.shuffle(batches)
     return batches
-
-
-def answer_loss(model: BitNetLM, x: torch.Tensor, m: torch.Tensor,
-                valid: torch.Tensor | None = None, prompt_weight: float = 0.0) -> torch.Tensor:
-    """Mean cross-entropy over the answer targets `m`; with `prompt_weight` > 0 the
-    other `valid` targets count with that weight. The head runs on those positions only."""
-    h = model.hidden(x[:, :-1])
-    if valid is None or prompt_weight <= 0:
-        return F.cross_entropy(model.head(h[m]), x[:, 1:][m])
-    ce = F.cross_entropy(model.head(h[valid]), x[:, 1:][valid], reduction="none")
-    w = torch.where(m[valid], 1.0, prompt_weight)
-    return (ce * w).sum() / w.sum()
 
 
 @torch.no_grad()
@@ -156,13 +241,12 @@ def train(out_dir: Path, cfg: BitNetConfig, st: TrainSettings, progress: bool = 
         pool_index, k = divmod(step, st.pool)
         if not batches or k == 0:
             batches = pool_batches(enc, st, pool_index)
-        x, m = collate(batches[k], enc.eos)
         pw = st.prompt_weight if step >= st.prompt_weight_from else 0.0
-        valid = collate(batches[k], enc.eos, prompt=True)[1] if pw > 0 else None
+        batch = collate_packed(batches[k], enc.eos, pw)
         for g in opt.param_groups:
             g["lr"] = lr_at(st, step)
         model.train()
-        loss = answer_loss(model, x, m, valid, pw)
+        loss = packed_loss(model, *batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
