@@ -145,10 +145,20 @@ def test_embedded_model_answers_the_seed_prompt():
     assert _embedded_answerer()(babi.SEED_PROMPT) == " Mary is in the garden."
 
 
-@pytest.mark.xfail(reason="babi-tiny (1200 steps on a shared CPU) does not yet generalize to "
-                   "held-out names and places; see docs/TRAINING.md", strict=False)
+def test_embedded_model_answers_some_held_out_questions():
+    """Names and places it never saw: the shipped model gets ~29 % of task 1 right
+    (docs/TRAINING.md); a broken runtime or an untrained file gets (close to) none."""
+    answer = _embedded_answerer()
+    exs = babi_eval.held_out_questions(100, seed=7, tasks=(1,))
+    res = babi_eval.evaluate(answer, exs)
+    assert res.total().correct >= 15, [(e.answer, a) for e, a, _ in res.rows]
+
+
+@pytest.mark.xfail(reason="babi-tiny (7000 steps, 35 min on 2 cores) answers ~29 % of held-out "
+                   "task-1 questions, not the >= 95 % the issue asks; see docs/TRAINING.md",
+                   strict=False)
 def test_embedded_model_answers_held_out_questions():
     answer = _embedded_answerer()
     exs = babi_eval.held_out_questions(20, seed=99, tasks=(1,))
     res = babi_eval.evaluate(answer, exs)
-    assert res.total().correct >= 18, [(e.answer, a) for e, a, _ in res.rows]
+    assert res.total().correct >= 19, [(e.answer, a) for e, a, _ in res.rows]
