@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <string>
 
 #if defined(TRIBIT_X86)
 #include <cpuid.h>
@@ -37,6 +38,14 @@ static CpuInfo detect() {
     c.name = brand;
     while (!c.name.empty() && c.name.back() == ' ') c.name.pop_back();
     __get_cpuid(1, &a, &b, &cx, &d);
+    {
+        // family/model tell hosts apart where a VM hides the brand ("AMD EPYC")
+        unsigned family = (a >> 8) & 0xF, model = (a >> 4) & 0xF;
+        if (family == 0xF) family += (a >> 20) & 0xFF;
+        if (family == 0x6 || family >= 0xF) model += ((a >> 16) & 0xF) << 4;
+        c.name = (c.name.empty() ? std::string("x86-64") : c.name) + " (family " +
+                 std::to_string(family) + " model " + std::to_string(model) + ")";
+    }
     bool osxsave = cx & (1u << 27);
     c.fma = cx & (1u << 12);
     c.f16c = cx & (1u << 29);
