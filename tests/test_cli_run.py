@@ -22,7 +22,9 @@ from tribit.cli.main import build_parser  # noqa: E402
 from tribit.cli.run import process_escapes  # noqa: E402
 from tribit.generate import generate  # noqa: E402
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+# the child process must import the tribit these tests import (installed, or src/ in a
+# development checkout), not whatever a relative path would find
+SRC = Path(tribit.__file__).resolve().parents[1]
 
 
 def write_tiny(path, seed=0, ctx=256, n_layer=2, extra_md=None):

@@ -177,7 +177,9 @@ def test_pull_cli_honours_environment(hub, tmp_path):
     import sys
 
     url, _ = hub
-    src = Path(__file__).resolve().parents[1] / "src"
+    import tribit
+
+    src = Path(tribit.__file__).resolve().parents[1]  # the tribit these tests import
     env = {**os.environ, "HF_ENDPOINT": url, "HF_HOME": str(tmp_path / "home"),
            "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1",
            "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}

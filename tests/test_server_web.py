@@ -23,7 +23,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright pac
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium executable on PATH")
 
-N_CTX = 4096  # long enough that a stream cannot end before the Stop button is clicked
+N_CTX = 16384  # long enough that a stream cannot end before the Stop button is clicked
 GREEDY = {"temperature": 0, "max_tokens": 24}
 KEY = "web-test-key"
 TIMEOUT_MS = 60_000  # the CI machine may be heavily loaded
