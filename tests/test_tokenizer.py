@@ -159,7 +159,7 @@ def test_train_bpe_metadata(small_md):
     assert again["tokenizer.ggml.merges"] == small_md["tokenizer.ggml.merges"]
     tokens = small_md["tokenizer.ggml.tokens"]
     types = small_md["tokenizer.ggml.token_type"]
-    assert small_md["tokenizer.ggml.model"] == "gpt2" and small_md["tokenizer.ggml.pre"] == "gpt2"
+    assert small_md["tokenizer.ggml.model"] == "gpt2" and small_md["tokenizer.ggml.pre"] == "gpt-2"
     assert tokens[small_md["tokenizer.ggml.bos_token_id"]] == "<|begin_of_text|>"
     assert tokens[small_md["tokenizer.ggml.eot_token_id"]] == "<|eot_id|>"
     assert types[small_md["tokenizer.ggml.eos_token_id"]] == CONTROL
@@ -406,7 +406,7 @@ def test_hf_byte_level_bpe(tmp_path):
     hf.save(str(tmp_path / "tokenizer.json"))
     (tmp_path / "config.json").write_text(json.dumps({"bos_token_id": 0, "eos_token_id": 1}))
     md = tokenizer_metadata_from_hf(tmp_path)
-    assert md["tokenizer.ggml.pre"] == "gpt2" and md["tokenizer.ggml.bos_token_id"] == 0
+    assert md["tokenizer.ggml.pre"] == "gpt-2" and md["tokenizer.ggml.bos_token_id"] == 0
     assert md["tokenizer.ggml.eot_token_id"] == 2 and md["tokenizer.ggml.token_type"][2] == 3
     assert md["tokenizer.ggml.scores"][2] == -1000.0
     tok = Tokenizer.from_gguf(md)

@@ -90,7 +90,7 @@ def guess_pre(spec: dict, tokens: list[str]) -> str:
     if len(tokens) >= 128000 and "<|begin_of_text|>" in tokens:
         return "llama-bpe"
     if not patterns and '"use_regex": true' in blob:
-        return "gpt2"  # HF ByteLevel's own regex is GPT-2's
+        return "gpt-2"  # HF ByteLevel's own regex is GPT-2's (mainline's name for it)
     return "default"
 
 

@@ -16,7 +16,7 @@ def train_bpe_metadata(
 ) -> dict:
     """Train a GPT-2-style byte-level BPE with HF `tokenizers` on `texts`.
 
-    Returns `tokenizer.ggml.*` metadata (model "gpt2", pre "gpt2": HF's ByteLevel
+    Returns `tokenizer.ggml.*` metadata (model "gpt2", pre "gpt-2": HF's ByteLevel
     pre-tokenizer splits with GPT-2's regex): tokens in id order (specials first, then the
     256 byte characters, then merges), merges, scores, token types (specials CONTROL),
     bos/eos/eot ids from `<|begin_of_text|>`/`<|end_of_text|>`/`<|eot_id|>` (else the first
@@ -38,7 +38,7 @@ def train_bpe_metadata(
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)
-    md = metadata_from_hf_bpe(json.loads(tok.to_str()), pre="gpt2")
+    md = metadata_from_hf_bpe(json.loads(tok.to_str()), pre="gpt-2")
     ids = {t: i for i, t in enumerate(md["tokenizer.ggml.tokens"])}
     for j, (key, name) in enumerate([("bos", "<|begin_of_text|>"), ("eos", "<|end_of_text|>"),
                                      ("eot", "<|eot_id|>")]):
