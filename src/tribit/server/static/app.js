@@ -73,7 +73,19 @@ form.addEventListener("submit", async e => {
   controller = new AbortController();
   stopBtn.disabled = false;
   speed.textContent = "";
-  let answer = "", n = 0, t0 = 0;
+  let answer = "", n = 0, t0 = 0, frame = 0, serverTps = 0;
+  // Draw at most once per frame: a fast stream (hundreds of tokens/s) must not keep the
+  // page busy re-laying out a growing text on every token (the Stop button must stay usable).
+  const render = () => {
+    if (frame) cancelAnimationFrame(frame);
+    frame = 0;
+    out.textContent = answer;
+    log.scrollTop = log.scrollHeight;
+    const s = (performance.now() - t0) / 1000;
+    // the server's own count, once it comes, is exact (pieces can hold several tokens, or none)
+    const tps = serverTps || (t0 && s > 0 && n > 1 ? (n - 1) / s : 0);
+    if (tps) speed.textContent = tps.toFixed(1) + " tokens/s";
+  };
   try {
     const resp = await fetch("/v1/chat/completions", {
       method: "POST",
@@ -104,22 +116,21 @@ form.addEventListener("submit", async e => {
           if (!t0) t0 = performance.now();
           n++;
           answer += piece;
-          out.textContent = answer;
-          log.scrollTop = log.scrollHeight;
-          const s = (performance.now() - t0) / 1000;
-          if (s > 0 && n > 1) speed.textContent = ((n - 1) / s).toFixed(1) + " tokens/s";
+          if (!frame) frame = requestAnimationFrame(render);
         }
-        // the server's own count is exact (pieces can hold several tokens, or none)
         const tps = j.timings && j.timings.predicted_per_second;
-        if (tps) speed.textContent = tps.toFixed(1) + " tokens/s";
+        if (tps) serverTps = tps;
       }
     }
+    render();
     messages.push({ role: "assistant", content: answer });
   } catch (err) {
     if (err.name === "AbortError") {
+      render();
       messages.push({ role: "assistant", content: answer });
     } else {
       // a failed turn is not resent with the next message (templates want roles to alternate)
+      if (frame) cancelAnimationFrame(frame);
       messages.pop();
       out.className = "msg error";
       out.textContent = String(err.message || err);
