@@ -242,12 +242,16 @@ def _task3(rng: random.Random, v: _Vocab) -> Example:
 _MAKERS = {1: _task1, 2: _task2, 3: _task3, 6: _task6}
 
 
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+
+
 def iter_examples(split: str = "train", seed: int = 0,
                   tasks: Sequence[int] = TASKS) -> Iterator[Example]:
     """An endless, deterministic stream of examples, cycling through `tasks`
     (a task listed twice comes twice as often)."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    _check_split(split)
     bad = [t for t in tasks if t not in _MAKERS]
     if bad or not tasks:
         raise ValueError(f"unknown bAbI task(s) {bad}; available: {sorted(_MAKERS)}")
@@ -270,8 +274,7 @@ def story_questions(split: str, seed: int, k: int, p_where: float = 0.75) -> lis
     """Up to `k` questions (task 1 with probability `p_where`, else task 6) about
     different people of one task-1 story: the examples share the story text, so a
     trainer can read the story once and branch into the questions."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    _check_split(split)
     rng = random.Random(f"babi-story-{split}-{seed}")
     v = _Vocab(rng, split)
     lines, where = _task1_story(rng, v)

@@ -58,6 +58,9 @@ def load(
         raise ModelError(f"kv_type must be one of {KV_TYPES}, got {kv_type!r}")
     if n_seq < 1:
         raise ModelError(f"n_seq must be >= 1, got {n_seq}")
+    if isa is not None and isa not in _core.runnable_isas():
+        raise ModelError(f"ISA {isa!r} cannot run on this CPU; available: "
+                         f"{', '.join(_core.runnable_isas())}")
     n_threads = n_threads or default_threads()
     t0, rss0 = time.perf_counter(), _rss_bytes()
     reader = GGUFReader(path)
@@ -72,9 +75,6 @@ def load(
     cfg = config_from_metadata(md, n_vocab, has_output, n_ctx)
     if n_embd_file != cfg.n_embd:
         raise ModelError(f"token_embd has {n_embd_file} columns, embedding_length is {cfg.n_embd}")
-    if isa is not None and isa not in _core.runnable_isas():
-        raise ModelError(f"ISA {isa!r} cannot run on this CPU; available: "
-                         f"{', '.join(_core.runnable_isas())}")
     native = _core.NativeModel(
         n_embd=cfg.n_embd,
         n_ff=cfg.n_ff,

@@ -115,12 +115,9 @@ class Block(nn.Module):
                 k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
                 causal = False  # the one new token sees every cached position
             cache["k"], cache["v"] = k, v
-        if mask is not None:
-            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None],
-                                               enable_gqa=c.n_head != c.n_head_kv)
-        else:
-            a = F.scaled_dot_product_attention(q, k, v, is_causal=causal,
-                                               enable_gqa=c.n_head != c.n_head_kv)
+        a = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=None if mask is None else mask[:, None],
+            is_causal=causal and mask is None, enable_gqa=c.n_head != c.n_head_kv)
         a = a.transpose(1, 2).reshape(b, n, c.n_head * c.head_dim)
         x = x + self.o(self.attn_sub_norm(a))
         h = self.ffn_norm(x)

@@ -105,7 +105,7 @@ def pack_story(enc: Encoder, exs: list[babi.Example]) -> Packed:
     for ex in exs:
         q = enc.encode(ex.prompt[len(story):])
         if base + q != [enc.bos] + enc.encode(ex.prompt):  # tokens must not straddle the cut
-            return pack_story(enc, exs[:1]) if len(exs) > 1 else _single(enc, ex)
+            return _single(enc, exs[0])
         branches.append((q, enc.encode(ex.answer) + [enc.eos]))
     p = Packed(list(base), list(range(len(base))), [0] * len(base), [], [])
     p.target = list(base[1:]) + [-1]  # the story's last token predicts each branch's start
@@ -171,14 +171,13 @@ def pool_batches(enc: Encoder, st: TrainSettings, pool_index: int) -> list[list[
     """`st.pool` batches of training sequences from one seeded draw, bucketed by
     length so padding costs little, in a seeded random order."""
     rng = random.Random(f"train-{st.seed}-{pool_index}")
+    p_where = st.tasks.count(1) / max(1, st.tasks.count(1) + st.tasks.count(6))
     seqs = []
     for _ in range(st.pool * st.batch):
         task = rng.choice(st.tasks)
         seed = rng.getrandbits(48)
         if task in (1, 6) and st.questions > 1:
-            exs = babi.story_questions("train", seed, st.questions,
-                                       p_where=st.tasks.count(1) / (st.tasks.count(1)
-                                                                    + st.tasks.count(6)))
+            exs = babi.story_questions("train", seed, st.questions, p_where=p_where)
         else:
             exs = babi.generate(1, "train", seed=seed, tasks=(task,))
         seqs.append(pack_story(enc, exs))
