@@ -30,6 +30,22 @@ def stop_server(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+def busy_slots(base: str, headers: dict | None = None) -> float:
+    """The server's `tribit_requests_processing` gauge (busy sequence slots)."""
+    text = httpx.get(base + "/metrics", headers=headers, timeout=10).text
+    line = next(x for x in text.splitlines() if x.startswith("tribit_requests_processing "))
+    return float(line.split()[1])
+
+
+def wait_idle(base: str, headers: dict | None = None, timeout: float = 30.0,
+              poll: float = 0.2) -> float:
+    """Poll until no slot is busy or `timeout` passes; return the last busy count."""
+    deadline = time.time() + timeout
+    while (busy := busy_slots(base, headers)) > 0 and time.time() < deadline:
+        time.sleep(poll)
+    return busy
+
+
 @contextlib.contextmanager
 def serving(model, *args: str, timeout: float = 60.0):
     """Yield the base URL of `tribit serve -m model *args` once /health says ok."""

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from server_process import serving
+from server_process import serving, wait_idle
 from tiny_models import tiny_model
 
 httpx = pytest.importorskip("httpx")
@@ -196,12 +196,6 @@ def test_models_tokenize_detokenize_metrics(server):
         assert f"tribit_{name} " in text
 
 
-def _busy(server) -> float:
-    text = httpx.get(server + "/metrics", headers=_h()).text
-    line = next(x for x in text.splitlines() if x.startswith("tribit_requests_processing "))
-    return float(line.split()[1])
-
-
 def test_disconnect_frees_the_slot(server):
     with httpx.stream(
         "POST",
@@ -213,10 +207,7 @@ def test_disconnect_frees_the_slot(server):
         for line in r.iter_lines():
             if line.startswith("data: "):
                 break  # leave mid-stream
-    deadline = time.time() + 20
-    while _busy(server) > 0 and time.time() < deadline:
-        time.sleep(0.2)
-    assert _busy(server) == 0
+    assert wait_idle(server, _h(), timeout=20) == 0
     r = _post(server, "/v1/completions", {"prompt": "still there?", "max_tokens": 2})
     assert r.status_code == 200
 
@@ -228,8 +219,7 @@ def test_disconnect_frees_the_slot_without_streaming(long_server):
     t0 = time.time()
     with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes the connection
         httpx.post(long_server + "/v1/completions", json=body, headers=_h(), timeout=1.0)
-    while _busy(long_server) > 0 and time.time() < t0 + 30:
-        time.sleep(0.05)
+    wait_idle(long_server, _h(), timeout=30 - (time.time() - t0), poll=0.05)
     freed = time.time() - t0
     # the same request, kept: how long the slot would have stayed busy
     t1 = time.time()

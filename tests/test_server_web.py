@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 
 import pytest
 
-from server_process import serving
+from server_process import serving, wait_idle
 from tiny_models import tiny_model
 
 httpx = pytest.importorskip("httpx")
@@ -185,16 +184,7 @@ def test_stop_button_cancels_the_stream(server, browser):
         p.idle()
         assert p.page.locator(".msg.error").count() == 0
         # the server frees the slot of the stream the page abandoned
-        deadline = time.time() + 30
-        busy = None
-        while time.time() < deadline:
-            text = httpx.get(server + "/metrics", timeout=10).text
-            line = next(x for x in text.splitlines() if x.startswith("tribit_requests_processing "))
-            busy = float(line.split()[1])
-            if busy == 0:
-                break
-            time.sleep(0.2)
-        assert busy == 0
+        assert wait_idle(server) == 0
         assert p.errors == []
     finally:
         p.close()
