@@ -151,61 +151,75 @@ void ternary_gemv_avx2(float* y, int64_t ldy, const TernaryMatrix& w, const int8
     }
 }
 
-// Prefill: each row's codes are unpacked once per block and reused for a tile
-// of 4 tokens; rows are walked in small tiles so their weights stay in cache
-// while every token tile passes over them.
+// One row tile x T tokens (T = 1..4): each row's codes are unpacked once per
+// block and reused for the T tokens. The next rows are prefetched, so a small
+// batch (decode of 2-3 sequences) streams the weights from DRAM once, as the
+// GEMV does, instead of once per token.
+template <int T>
+inline void gemm_tile(float* y, int64_t ldy, const TernaryMatrix& w, const int8_t* q, int64_t ldq,
+                      const float* scale, const int32_t* sum_q, int64_t j0, int64_t r0, int64_t r1) {
+    const __m256i m3 = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+    const int64_t nblk = w.k_pad / kTernaryBlock;
+    const int8_t* qt[T];
+    for (int t = 0; t < T; t++) qt[t] = q + (j0 + t) * ldq;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t* row = w.data + r * w.row_bytes;
+        const uint8_t* ahead = row + 2 * w.row_bytes;  // never dereferenced: prefetch only
+        __m256i acc[T], acc16[T];
+        for (int t = 0; t < T; t++) {
+            acc[t] = _mm256_setzero_si256();
+            acc16[t] = _mm256_setzero_si256();
+        }
+        for (int64_t b0 = 0; b0 < nblk; b0 += kFlushBlocks) {
+            const int64_t b1 = b0 + kFlushBlocks < nblk ? b0 + kFlushBlocks : nblk;
+            for (int64_t b = b0; b < b1; b++) {
+                if ((b & 1) == 0) _mm_prefetch((const char*)(ahead + b * 32), _MM_HINT_T0);
+                __m256i v = _mm256_load_si256((const __m256i*)(row + b * 32));
+                __m256i c0 = _mm256_and_si256(v, m3);
+                __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(v, 2), m3);
+                __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(v, 4), m3);
+                __m256i c3 = _mm256_and_si256(_mm256_srli_epi16(v, 6), m3);
+                for (int t = 0; t < T; t++) {
+                    const int8_t* qb = qt[t] + b * kTernaryBlock;
+                    __m256i p0 = _mm256_maddubs_epi16(c0, _mm256_loadu_si256((const __m256i*)(qb)));
+                    __m256i p1 = _mm256_maddubs_epi16(c1, _mm256_loadu_si256((const __m256i*)(qb + 32)));
+                    __m256i p2 = _mm256_maddubs_epi16(c2, _mm256_loadu_si256((const __m256i*)(qb + 64)));
+                    __m256i p3 = _mm256_maddubs_epi16(c3, _mm256_loadu_si256((const __m256i*)(qb + 96)));
+                    acc16[t] = _mm256_add_epi16(acc16[t], _mm256_add_epi16(_mm256_add_epi16(p0, p1), _mm256_add_epi16(p2, p3)));
+                }
+            }
+            for (int t = 0; t < T; t++) {
+                acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(acc16[t], ones));
+                acc16[t] = _mm256_setzero_si256();
+            }
+        }
+        for (int t = 0; t < T; t++) {
+            const int64_t j = j0 + t;
+            y[j * ldy + r] = float(hsum_i32(acc[t]) - sum_q[j]) * (w.gamma / scale[j]);
+        }
+    }
+}
+
+// Prefill and small batches: rows are walked in small tiles so their weights
+// stay in cache while every token tile (4 tokens, then the 1-3 left) passes
+// over them.
 void ternary_gemm_avx2(float* y, int64_t ldy, const TernaryMatrix& w, const int8_t* q,
                        int64_t ldq, const float* scale, const int32_t* sum_q, int64_t n,
                        int64_t row_begin, int64_t row_end) {
     constexpr int kTok = 4;
     constexpr int64_t kRowTile = 16;
-    const __m256i m3 = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
-    const int64_t nblk = w.k_pad / kTernaryBlock;
     const int64_t n_full = n / kTok * kTok;
     for (int64_t r0 = row_begin; r0 < row_end; r0 += kRowTile) {
         const int64_t r1 = r0 + kRowTile < row_end ? r0 + kRowTile : row_end;
-        for (int64_t j0 = 0; j0 < n_full; j0 += kTok) {
-            const int8_t* qt[kTok];
-            for (int t = 0; t < kTok; t++) qt[t] = q + (j0 + t) * ldq;
-            for (int64_t r = r0; r < r1; r++) {
-                const uint8_t* row = w.data + r * w.row_bytes;
-                __m256i acc[kTok], acc16[kTok];
-                for (int t = 0; t < kTok; t++) {
-                    acc[t] = _mm256_setzero_si256();
-                    acc16[t] = _mm256_setzero_si256();
-                }
-                for (int64_t b0 = 0; b0 < nblk; b0 += kFlushBlocks) {
-                    const int64_t b1 = b0 + kFlushBlocks < nblk ? b0 + kFlushBlocks : nblk;
-                    for (int64_t b = b0; b < b1; b++) {
-                        __m256i v = _mm256_load_si256((const __m256i*)(row + b * 32));
-                        __m256i c0 = _mm256_and_si256(v, m3);
-                        __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(v, 2), m3);
-                        __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(v, 4), m3);
-                        __m256i c3 = _mm256_and_si256(_mm256_srli_epi16(v, 6), m3);
-                        for (int t = 0; t < kTok; t++) {
-                            const int8_t* qb = qt[t] + b * kTernaryBlock;
-                            __m256i p0 = _mm256_maddubs_epi16(c0, _mm256_loadu_si256((const __m256i*)(qb)));
-                            __m256i p1 = _mm256_maddubs_epi16(c1, _mm256_loadu_si256((const __m256i*)(qb + 32)));
-                            __m256i p2 = _mm256_maddubs_epi16(c2, _mm256_loadu_si256((const __m256i*)(qb + 64)));
-                            __m256i p3 = _mm256_maddubs_epi16(c3, _mm256_loadu_si256((const __m256i*)(qb + 96)));
-                            acc16[t] = _mm256_add_epi16(acc16[t], _mm256_add_epi16(_mm256_add_epi16(p0, p1), _mm256_add_epi16(p2, p3)));
-                        }
-                    }
-                    for (int t = 0; t < kTok; t++) {
-                        acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(acc16[t], ones));
-                        acc16[t] = _mm256_setzero_si256();
-                    }
-                }
-                for (int t = 0; t < kTok; t++) {
-                    const int64_t j = j0 + t;
-                    y[j * ldy + r] = float(hsum_i32(acc[t]) - sum_q[j]) * (w.gamma / scale[j]);
-                }
-            }
+        for (int64_t j0 = 0; j0 < n_full; j0 += kTok)
+            gemm_tile<kTok>(y, ldy, w, q, ldq, scale, sum_q, j0, r0, r1);
+        switch (n - n_full) {
+            case 3: gemm_tile<3>(y, ldy, w, q, ldq, scale, sum_q, n_full, r0, r1); break;
+            case 2: gemm_tile<2>(y, ldy, w, q, ldq, scale, sum_q, n_full, r0, r1); break;
+            case 1: gemm_tile<1>(y, ldy, w, q, ldq, scale, sum_q, n_full, r0, r1); break;
+            default: break;
         }
     }
-    if (n_full < n)
-        ternary_gemv_avx2(y + n_full * ldy, ldy, w, q + n_full * ldq, ldq, scale + n_full,
-                          sum_q + n_full, n - n_full, row_begin, row_end);
 }
 
 // ---- float matmul (head) ----------------------------------------------------
