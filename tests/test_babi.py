@@ -116,6 +116,28 @@ def test_stories_have_the_seed_prompts_quirks():
     assert solve(babi.SEED_PROMPT) == babi.SEED_ANSWER == " Mary is in the garden."
 
 
+def _last_place(prompt: str) -> str:
+    *story, _ = re.split(r"(?<=[.?]) ", prompt[: -len("\nAnswer:")])
+    return MOVE_RE.match(story[-1].rstrip(".")).group(2)
+
+
+def test_story_questions_share_the_story_and_can_defeat_recency():
+    plain, hard = [], []
+    for seed in range(250):
+        for p, out in ((0.0, plain), (1.0, hard)):
+            exs = babi.story_questions("train", seed, k=3, p_not_last=p)
+            story = exs[0].prompt[: exs[0].prompt.rindex(". ") + 1]
+            assert all(e.prompt.startswith(story) and solve(e.prompt) == e.answer for e in exs)
+            who = [re.search(r"(?:Where is|Is) (\w+)", e.prompt).group(1) for e in exs]
+            assert len(set(who)) == len(who) <= 3
+            out += [(e, _last_place(e.prompt)) for e in exs if e.task == 1]
+    recency = [sum(e.answer == f" {e.answer.split()[0]} is in the {last}." for e, last in xs)
+               / len(xs) for xs in (plain, hard)]
+    # "the place named last" answers ~half of the plain questions; p_not_last=1 leaves
+    # it only the stories where everyone who moved is there (one person, often)
+    assert 0.35 < recency[0] < 0.65 and recency[1] < 0.2, recency
+
+
 def test_evaluate_counts_and_agreement():
     exs = babi.generate(12, "heldout", seed=4)
     oracle = {e.prompt: e.answer for e in exs}
@@ -146,16 +168,18 @@ def test_embedded_model_answers_the_seed_prompt():
 
 
 def test_embedded_model_answers_some_held_out_questions():
-    """Names and places it never saw: the shipped model gets ~29 % of task 1 right
-    (docs/TRAINING.md); a broken runtime or an untrained file gets (close to) none."""
+    """Names and places it never saw: the shipped model gets ~44 % of task 1 right
+    (47 of these 100; docs/TRAINING.md); a broken runtime or an untrained file gets (close
+    to) none."""
     answer = _embedded_answerer()
     exs = babi_eval.held_out_questions(100, seed=7, tasks=(1,))
     res = babi_eval.evaluate(answer, exs)
-    assert res.total().correct >= 15, [(e.answer, a) for e, a, _ in res.rows]
+    assert res.total().correct >= 35, [(e.answer, a) for e, a, _ in res.rows]
 
 
-@pytest.mark.xfail(reason="babi-tiny (7000 steps, 35 min on 2 cores) answers ~29 % of held-out "
-                   "task-1 questions, not the >= 95 % the issue asks; see docs/TRAINING.md",
+@pytest.mark.xfail(reason="babi-tiny (4 layers, 9000 steps, 38 min on 2 cores) answers ~44 % of "
+                   "held-out task-1 questions, not the >= 95 % the issue asks; see "
+                   "docs/TRAINING.md",
                    strict=False)
 def test_embedded_model_answers_held_out_questions():
     answer = _embedded_answerer()

@@ -11,12 +11,12 @@ HELP = "train a small ternary model on bAbI-style stories (needs torch: tribit[t
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", choices=["babi"], help="what to train on")
     p.add_argument("--out", required=True, type=Path, help="output GGUF path")
-    p.add_argument("--steps", type=int, default=7000, help="optimizer steps (default 7000)")
+    p.add_argument("--steps", type=int, default=9000, help="optimizer steps (default 9000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
-    p.add_argument("--n-layer", type=int, default=3)
+    p.add_argument("--n-layer", type=int, default=4)
     p.add_argument("--n-embd", type=int, default=256, help="multiple of 256")
     p.add_argument("--n-ff", type=int, default=256, help="multiple of 256")
     p.add_argument("--n-head", type=int, default=4)
@@ -24,9 +24,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vocab", type=int, default=512, help="BPE vocabulary size")
     p.add_argument("--prompt-weight", type=float, default=0.25,
                    help="loss weight of story tokens (answer tokens weigh 1; default 0.25)")
+    p.add_argument("--tasks", default="1,1,1,6,2,3",
+                   help="bAbI tasks of the training sequences, round robin; a task listed "
+                        "twice comes twice as often (default 1,1,1,6,2,3)")
     p.add_argument("--questions", type=int, default=3,
                    help="questions packed per task-1/6 story, each branching off the story "
                         "(default 3; 1: one question per sequence)")
+    p.add_argument("--not-last", type=float, default=0.0,
+                   help="share of task-1/6 stories whose questions skip the people in the "
+                        "place named last, so that recency alone cannot answer (default 0)")
     p.add_argument("--prompt-weight-from", type=int, default=0,
                    help="first step that uses --prompt-weight (before it: answers only)")
     p.add_argument("--ckpt-dir", type=Path, default=None,
@@ -37,6 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tribit.data import babi
     from tribit.errors import TribitError
 
     try:
@@ -52,12 +59,20 @@ def run(args: argparse.Namespace) -> int:
         cfg.validate()
     except ValueError as e:
         raise TribitError(str(e)) from e
+    if not 0.0 <= args.not_last <= 1.0:
+        raise TribitError(f"--not-last must be in [0, 1], got {args.not_last}")
     if min(args.steps, args.batch, args.threads, args.questions) <= 0:
         raise TribitError("--steps, --batch, --threads and --questions must be positive")
-    st = TrainSettings(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+    try:
+        tasks = tuple(int(t) for t in args.tasks.split(","))
+    except ValueError:
+        raise TribitError(f"bad --tasks {args.tasks!r}: comma-separated task numbers") from None
+    if not tasks or any(t not in babi.TASKS for t in tasks):
+        raise TribitError(f"bad --tasks {args.tasks!r}: the tasks are {list(babi.TASKS)}")
+    st = TrainSettings(steps=args.steps, tasks=tasks, batch=args.batch, lr=args.lr, seed=args.seed,
                        threads=args.threads, vocab_size=args.vocab,
                        prompt_weight=args.prompt_weight, prompt_weight_from=args.prompt_weight_from,
-                       questions=args.questions)
+                       questions=args.questions, p_not_last=args.not_last)
     ckpt_dir = args.ckpt_dir or args.out.with_suffix(".ckpt")
     ckpt = train(ckpt_dir, cfg, st, progress=not args.no_progress, resume=args.resume,
                  log_file=ckpt_dir / "log.jsonl")

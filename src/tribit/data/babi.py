@@ -270,16 +270,30 @@ def generate(n: int, split: str = "train", seed: int = 0,
     return [next(it) for _ in range(n)]
 
 
-def story_questions(split: str, seed: int, k: int, p_where: float = 0.75) -> list[Example]:
+def story_questions(split: str, seed: int, k: int, p_where: float = 0.75,
+                    p_not_last: float = 0.0) -> list[Example]:
     """Up to `k` questions (task 1 with probability `p_where`, else task 6) about
     different people of one task-1 story: the examples share the story text, so a
-    trainer can read the story once and branch into the questions."""
+    trainer can read the story once and branch into the questions.
+
+    With probability `p_not_last` the questions leave out the people who are in
+    the place the story mentions last (when anyone else is left): "the last place
+    mentioned" answers half of the usual task-1 questions, so a model trained on
+    these must find the person's own last move instead.
+    """
     _check_split(split)
     rng = random.Random(f"babi-story-{split}-{seed}")
     v = _Vocab(rng, split)
     lines, where = _task1_story(rng, v)
     story = " ".join(lines)
-    people = rng.sample(sorted(where), min(k, len(where)))
+    if p_not_last > 0:
+        people = rng.sample(sorted(where), len(where))
+        if rng.random() < p_not_last:
+            last = lines[-1].rstrip(".").rsplit(" ", 1)[1]
+            people = [who for who in people if where[who] != last] or people
+        people = people[:k]
+    else:  # the draws of the earlier trainings, so they can be reproduced
+        people = rng.sample(sorted(where), min(k, len(where)))
     return [_where(where, who, story) if rng.random() < p_where
             else _yes_no(rng, v, where, who, story) for who in people]
 

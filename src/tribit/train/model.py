@@ -21,7 +21,7 @@ class BitNetConfig:
     n_vocab: int = 512
     n_embd: int = 256
     n_ff: int = 512
-    n_layer: int = 3
+    n_layer: int = 4
     n_head: int = 4
     n_head_kv: int = 2
     n_ctx: int = 256

@@ -28,7 +28,7 @@ from .tokenizer import Encoder, build_tokenizer
 class TrainSettings:
     """Optimization and data settings (defaults: the shipped babi-tiny model)."""
 
-    steps: int = 7000
+    steps: int = 9000
     batch: int = 16
     lr: float = 3e-3
     warmup: int = 100
@@ -46,6 +46,9 @@ class TrainSettings:
     # the model to copy words it has seen earlier in the context
     prompt_weight: float = 0.25
     prompt_weight_from: int = 0
+    # share of packed stories whose questions skip the people in the place named
+    # last (`babi.story_questions`), so that recency alone does not answer
+    p_not_last: float = 0.0
     pool: int = 8  # batches generated together and bucketed by length
     log_every: int = 25
     eval_every: int = 250
@@ -177,7 +180,8 @@ def pool_batches(enc: Encoder, st: TrainSettings, pool_index: int) -> list[list[
         task = rng.choice(st.tasks)
         seed = rng.getrandbits(48)
         if task in (1, 6) and st.questions > 1:
-            exs = babi.story_questions("train", seed, st.questions, p_where=p_where)
+            exs = babi.story_questions("train", seed, st.questions, p_where=p_where,
+                                       p_not_last=st.p_not_last)
         else:
             exs = babi.generate(1, "train", seed=seed, tasks=(task,))
         seqs.append(pack_story(enc, exs))
