@@ -67,12 +67,15 @@ def start_server(model: str, parallel: int, threads: int | None, ctx: int) -> tu
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 600
     while True:
+        code = None
         try:
-            if httpx.get(base + "/health", timeout=5).status_code == 200:
+            code = httpx.get(base + "/health", timeout=5).status_code
+            if code == 200:
                 return proc, base
         except httpx.HTTPError:
             pass
-        if proc.poll() is not None or time.time() > deadline:
+        # 500: the model failed to load (the server says why on its console)
+        if code == 500 or proc.poll() is not None or time.time() > deadline:
             stop_server(proc)
             raise SystemExit("server did not start:\n" + proc.stdout.read().decode()[-2000:])
         time.sleep(0.5)

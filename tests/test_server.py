@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from server_process import serving, wait_idle
+from server_process import free_port, serving, stop_server, wait_idle
 from tiny_models import tiny_model
 
 httpx = pytest.importorskip("httpx")
@@ -242,3 +242,33 @@ def test_concurrent_clients_get_their_own_answers(server):
         got = list(ex.map(ask, prompts * 4))
     for p, text in zip(prompts * 4, got, strict=True):
         assert text == alone[p], p
+
+
+def test_a_model_that_fails_to_load_is_reported_on_health_and_console(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + bytes(60))  # a header and nothing else
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tribit", "serve", "-m", str(bad), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline, r = time.time() + 60, None
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                if r.status_code != 503:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        assert r is not None and r.status_code == 500, r
+        assert r.json()["status"] == "error" and r.json()["error"]
+    finally:
+        stop_server(proc)
+    out = proc.stdout.read().decode(errors="replace")
+    assert "the model failed to load" in out, out[-2000:]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import sys
 import threading
 import time
 import uuid
@@ -77,8 +78,10 @@ class State:
             self.model.tokenizer  # noqa: B018 - build it before serving
             self.engine = Engine(self.model, max_queue=s.max_queue)
             self.engine.start()
-        except Exception as e:  # reported by /health
+        except Exception as e:  # reported by /health, and on the console
             self.load_error = f"{type(e).__name__}: {e}"
+            print(f"tribit serve: error: the model failed to load: {self.load_error}",
+                  file=sys.stderr, flush=True)
 
     @property
     def model_id(self) -> str:
