@@ -280,6 +280,9 @@ def test_chat_ctrl_c_stops_the_answer_not_the_program(tmp_path):
         stderr=subprocess.PIPE,
         env=env,
         bufsize=0,
+        # as from a terminal: a run started in the background (`cmd &`, as CI scripts
+        # may be) inherits SIGINT ignored, and Python then installs no Ctrl-C handler
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         proc.stdin.write(b"hi\n")
