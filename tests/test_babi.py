@@ -116,6 +116,13 @@ def test_stories_have_the_seed_prompts_quirks():
     assert solve(babi.SEED_PROMPT) == babi.SEED_ANSWER == " Mary is in the garden."
 
 
+def test_parse_tasks():
+    assert babi.parse_tasks("1,1,6") == (1, 1, 6) and babi.parse_tasks("3") == (3,)
+    for bad in ("1,4", "one", "", "1,,2"):
+        with pytest.raises(ValueError):
+            babi.parse_tasks(bad)
+
+
 def _last_place(prompt: str) -> str:
     *story, _ = re.split(r"(?<=[.?]) ", prompt[: -len("\nAnswer:")])
     return MOVE_RE.match(story[-1].rstrip(".")).group(2)

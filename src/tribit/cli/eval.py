@@ -36,10 +36,9 @@ def run(args: argparse.Namespace) -> int:
     from tribit.errors import TribitError
 
     try:
-        tasks = tuple(int(t) for t in args.tasks.split(","))
-        questions = babi_eval.held_out_questions(args.n, args.seed, tasks)
+        questions = babi_eval.held_out_questions(args.n, args.seed, babi.parse_tasks(args.tasks))
     except ValueError as e:
-        raise TribitError(f"bad --tasks {args.tasks!r}: {e}") from e
+        raise TribitError(f"bad --tasks: {e}") from e
     if args.n <= 0:
         raise TribitError("--n must be positive")
     model = tribit.load(args.model, n_threads=args.threads, kv_type=args.kv_type)

@@ -64,11 +64,9 @@ def run(args: argparse.Namespace) -> int:
     if min(args.steps, args.batch, args.threads, args.questions) <= 0:
         raise TribitError("--steps, --batch, --threads and --questions must be positive")
     try:
-        tasks = tuple(int(t) for t in args.tasks.split(","))
-    except ValueError:
-        raise TribitError(f"bad --tasks {args.tasks!r}: comma-separated task numbers") from None
-    if not tasks or any(t not in babi.TASKS for t in tasks):
-        raise TribitError(f"bad --tasks {args.tasks!r}: the tasks are {list(babi.TASKS)}")
+        tasks = babi.parse_tasks(args.tasks)
+    except ValueError as e:
+        raise TribitError(f"bad --tasks: {e}") from e
     st = TrainSettings(steps=args.steps, tasks=tasks, batch=args.batch, lr=args.lr, seed=args.seed,
                        threads=args.threads, vocab_size=args.vocab,
                        prompt_weight=args.prompt_weight, prompt_weight_from=args.prompt_weight_from,

@@ -247,14 +247,28 @@ def _check_split(split: str) -> None:
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
 
 
+def _check_tasks(tasks: Sequence[int]) -> None:
+    bad = [t for t in tasks if t not in _MAKERS]
+    if bad or not tasks:
+        raise ValueError(f"unknown bAbI task(s) {bad}; available: {sorted(_MAKERS)}")
+
+
+def parse_tasks(text: str) -> tuple[int, ...]:
+    """A command line's task list, "1,1,6" -> (1, 1, 6); ValueError if it is not one."""
+    try:
+        tasks = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise ValueError(f"comma-separated task numbers, e.g. 1,2,3,6; got {text!r}") from None
+    _check_tasks(tasks)
+    return tasks
+
+
 def iter_examples(split: str = "train", seed: int = 0,
                   tasks: Sequence[int] = TASKS) -> Iterator[Example]:
     """An endless, deterministic stream of examples, cycling through `tasks`
     (a task listed twice comes twice as often)."""
     _check_split(split)
-    bad = [t for t in tasks if t not in _MAKERS]
-    if bad or not tasks:
-        raise ValueError(f"unknown bAbI task(s) {bad}; available: {sorted(_MAKERS)}")
+    _check_tasks(tasks)
     rng = random.Random(f"babi-{split}-{seed}")
     v = _Vocab(rng, split)
     i = 0
