@@ -46,9 +46,8 @@ def wait_idle(base: str, headers: dict | None = None, timeout: float = 30.0,
     return busy
 
 
-@contextlib.contextmanager
-def serving(model, *args: str, timeout: float = 60.0):
-    """Yield the base URL of `tribit serve -m model *args` once /health says ok."""
+def launch(model, *args: str) -> tuple[subprocess.Popen, str]:
+    """Start `tribit serve -m model *args` on a free port; return (process, base URL)."""
     port = free_port()
     cmd = [sys.executable, "-m", "tribit", "serve", "-m", str(model), "--port", str(port), *args]
     proc = subprocess.Popen(
@@ -57,20 +56,34 @@ def serving(model, *args: str, timeout: float = 60.0):
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + timeout
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def wait_health(proc: subprocess.Popen, base: str, done, timeout: float) -> httpx.Response | None:
+    """Poll /health until `done(response)`, the process exits or `timeout` passes;
+    return the last response (None if the server never answered)."""
+    deadline, r = time.time() + timeout, None
+    while proc.poll() is None and time.time() < deadline:
+        try:
+            r = httpx.get(base + "/health", timeout=2)
+            if done(r):
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return r
+
+
+@contextlib.contextmanager
+def serving(model, *args: str, timeout: float = 60.0):
+    """Yield the base URL of `tribit serve -m model *args` once /health says ok."""
+    proc, base = launch(model, *args)
     try:
-        while True:
-            try:
-                if httpx.get(base + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                stop_server(proc)
-                out = proc.stdout.read().decode(errors="replace")
-                pytest.fail(f"server did not start: {out[-2000:]}")
-            time.sleep(0.2)
+        r = wait_health(proc, base, lambda r: r.status_code == 200, timeout)
+        if r is None or r.status_code != 200:
+            stop_server(proc)
+            out = proc.stdout.read().decode(errors="replace")
+            pytest.fail(f"server did not start: {out[-2000:]}")
         yield base
     finally:
         stop_server(proc)

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from server_process import free_port, serving, stop_server, wait_idle
+from server_process import launch, serving, stop_server, wait_health, wait_idle
 from tiny_models import tiny_model
 
 httpx = pytest.importorskip("httpx")
@@ -245,27 +245,11 @@ def test_concurrent_clients_get_their_own_answers(server):
 
 
 def test_a_model_that_fails_to_load_is_reported_on_health_and_console(tmp_path):
-    import os
-    import subprocess
-    import sys
-
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF" + bytes(60))  # a header and nothing else
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tribit", "serve", "-m", str(bad), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc, base = launch(bad)
     try:
-        deadline, r = time.time() + 60, None
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
-                if r.status_code != 503:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+        r = wait_health(proc, base, lambda r: r.status_code != 503, timeout=60)
         assert r is not None and r.status_code == 500, r
         assert r.json()["status"] == "error" and r.json()["error"]
     finally:
