@@ -29,16 +29,26 @@ inline float hsum_f32(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+// The four 32-lane planes of code (0..2) of one 32-byte block (see the layout
+// in KERNELS.md): plane i holds the weights i*32 .. i*32+31 of the block.
+inline void unpack_planes(__m256i v, __m256i m3, __m256i c[4]) {
+    c[0] = _mm256_and_si256(v, m3);
+    c[1] = _mm256_and_si256(_mm256_srli_epi16(v, 2), m3);
+    c[2] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m3);
+    c[3] = _mm256_and_si256(_mm256_srli_epi16(v, 6), m3);
+}
+
+// The 128 activations of one block, as four registers lined up with the planes.
+inline void load_block(const int8_t* qb, __m256i a[4]) {
+    for (int i = 0; i < 4; i++) a[i] = _mm256_loadu_si256((const __m256i*)(qb + 32 * i));
+}
+
 // sum over one 128-weight block of code * q, as 16 int16 lanes
-inline __m256i block_dot(__m256i v, const int8_t* qb, __m256i m3) {
-    __m256i c0 = _mm256_and_si256(v, m3);
-    __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(v, 2), m3);
-    __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(v, 4), m3);
-    __m256i c3 = _mm256_and_si256(_mm256_srli_epi16(v, 6), m3);
-    __m256i p0 = _mm256_maddubs_epi16(c0, _mm256_loadu_si256((const __m256i*)(qb)));
-    __m256i p1 = _mm256_maddubs_epi16(c1, _mm256_loadu_si256((const __m256i*)(qb + 32)));
-    __m256i p2 = _mm256_maddubs_epi16(c2, _mm256_loadu_si256((const __m256i*)(qb + 64)));
-    __m256i p3 = _mm256_maddubs_epi16(c3, _mm256_loadu_si256((const __m256i*)(qb + 96)));
+inline __m256i dot_planes(const __m256i c[4], const __m256i a[4]) {
+    __m256i p0 = _mm256_maddubs_epi16(c[0], a[0]);
+    __m256i p1 = _mm256_maddubs_epi16(c[1], a[1]);
+    __m256i p2 = _mm256_maddubs_epi16(c[2], a[2]);
+    __m256i p3 = _mm256_maddubs_epi16(c[3], a[3]);
     return _mm256_add_epi16(_mm256_add_epi16(p0, p1), _mm256_add_epi16(p2, p3));
 }
 
@@ -110,23 +120,16 @@ void ternary_gemv_avx2(float* y, int64_t ldy, const TernaryMatrix& w, const int8
             for (int64_t b0 = 0; b0 < nblk; b0 += kFlushBlocks) {
                 const int64_t b1 = b0 + kFlushBlocks < nblk ? b0 + kFlushBlocks : nblk;
                 for (int64_t b = b0; b < b1; b++) {
-                    const int8_t* qb = qj + b * kTernaryBlock;
-                    const __m256i a0 = _mm256_loadu_si256((const __m256i*)(qb));
-                    const __m256i a1 = _mm256_loadu_si256((const __m256i*)(qb + 32));
-                    const __m256i a2 = _mm256_loadu_si256((const __m256i*)(qb + 64));
-                    const __m256i a3 = _mm256_loadu_si256((const __m256i*)(qb + 96));
+                    __m256i a[4], c[4];
+                    load_block(qj + b * kTernaryBlock, a);
                     // The 4 rows are contiguous: stream the next group in, one group ahead
                     // (2 lines per block covers it; a prefetch past the end never faults).
                     // Without this, DRAM-resident GEMV runs at ~0.3 of read bandwidth.
                     _mm_prefetch((const char*)(rows[0] + 4 * w.row_bytes + b * 128), _MM_HINT_T0);
                     _mm_prefetch((const char*)(rows[0] + 4 * w.row_bytes + b * 128 + 64), _MM_HINT_T0);
                     for (int i = 0; i < 4; i++) {
-                        __m256i v = _mm256_load_si256((const __m256i*)(rows[i] + b * 32));
-                        __m256i p0 = _mm256_maddubs_epi16(_mm256_and_si256(v, m3), a0);
-                        __m256i p1 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 2), m3), a1);
-                        __m256i p2 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m3), a2);
-                        __m256i p3 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 6), m3), a3);
-                        acc16[i] = _mm256_add_epi16(acc16[i], _mm256_add_epi16(_mm256_add_epi16(p0, p1), _mm256_add_epi16(p2, p3)));
+                        unpack_planes(_mm256_load_si256((const __m256i*)(rows[i] + b * 32)), m3, c);
+                        acc16[i] = _mm256_add_epi16(acc16[i], dot_planes(c, a));
                     }
                 }
                 for (int i = 0; i < 4; i++) {
@@ -142,8 +145,12 @@ void ternary_gemv_avx2(float* y, int64_t ldy, const TernaryMatrix& w, const int8
             for (int64_t b0 = 0; b0 < nblk; b0 += kFlushBlocks) {
                 const int64_t b1 = b0 + kFlushBlocks < nblk ? b0 + kFlushBlocks : nblk;
                 __m256i acc16 = _mm256_setzero_si256();
-                for (int64_t b = b0; b < b1; b++)
-                    acc16 = _mm256_add_epi16(acc16, block_dot(_mm256_load_si256((const __m256i*)(row + b * 32)), qj + b * kTernaryBlock, m3));
+                for (int64_t b = b0; b < b1; b++) {
+                    __m256i a[4], c[4];
+                    unpack_planes(_mm256_load_si256((const __m256i*)(row + b * 32)), m3, c);
+                    load_block(qj + b * kTernaryBlock, a);
+                    acc16 = _mm256_add_epi16(acc16, dot_planes(c, a));
+                }
                 acc = _mm256_add_epi32(acc, _mm256_madd_epi16(acc16, ones));
             }
             y[j * ldy + r] = float(hsum_i32(acc) - sum_q[j]) * post;
@@ -174,18 +181,12 @@ inline void gemm_tile(float* y, int64_t ldy, const TernaryMatrix& w, const int8_
             const int64_t b1 = b0 + kFlushBlocks < nblk ? b0 + kFlushBlocks : nblk;
             for (int64_t b = b0; b < b1; b++) {
                 if ((b & 1) == 0) _mm_prefetch((const char*)(ahead + b * 32), _MM_HINT_T0);
-                __m256i v = _mm256_load_si256((const __m256i*)(row + b * 32));
-                __m256i c0 = _mm256_and_si256(v, m3);
-                __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(v, 2), m3);
-                __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(v, 4), m3);
-                __m256i c3 = _mm256_and_si256(_mm256_srli_epi16(v, 6), m3);
+                __m256i c[4];
+                unpack_planes(_mm256_load_si256((const __m256i*)(row + b * 32)), m3, c);
                 for (int t = 0; t < T; t++) {
-                    const int8_t* qb = qt[t] + b * kTernaryBlock;
-                    __m256i p0 = _mm256_maddubs_epi16(c0, _mm256_loadu_si256((const __m256i*)(qb)));
-                    __m256i p1 = _mm256_maddubs_epi16(c1, _mm256_loadu_si256((const __m256i*)(qb + 32)));
-                    __m256i p2 = _mm256_maddubs_epi16(c2, _mm256_loadu_si256((const __m256i*)(qb + 64)));
-                    __m256i p3 = _mm256_maddubs_epi16(c3, _mm256_loadu_si256((const __m256i*)(qb + 96)));
-                    acc16[t] = _mm256_add_epi16(acc16[t], _mm256_add_epi16(_mm256_add_epi16(p0, p1), _mm256_add_epi16(p2, p3)));
+                    __m256i a[4];
+                    load_block(qt[t] + b * kTernaryBlock, a);
+                    acc16[t] = _mm256_add_epi16(acc16[t], dot_planes(c, a));
                 }
             }
             for (int t = 0; t < T; t++) {
