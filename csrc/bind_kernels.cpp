@@ -238,4 +238,29 @@ void bind_kernels(nb::module_& m) {
         return double(n * 8) / med / 1e9;
     }, nb::arg("nbytes") = int64_t(256) << 20, nb::arg("n_threads") = 1, nb::arg("reps") = 5,
        "Memory read bandwidth in GB/s (median of reps).");
+
+    m.def("probe_mac_peak", [](int n_threads, std::optional<std::string> isa, int64_t iters,
+                               int reps) -> std::optional<double> {
+        // Every thread runs the ISA's register-only GEMM instruction loop; GMAC/s of
+        // all threads together, median of reps. None where the ISA has no probe.
+        const KernelTable& t = table(isa);
+        if (!t.mac_probe) return std::nullopt;
+        nb::gil_scoped_release rel;
+        ThreadPool& p = pool(n_threads);
+        std::vector<double> rates;
+        std::vector<int64_t> macs(size_t(p.n_threads()) * 8, 0);
+        for (int r = 0; r < reps + 1; r++) {
+            auto t0 = std::chrono::steady_clock::now();
+            p.run([&](int ith, int) { macs[size_t(ith) * 8] = t.mac_probe(iters); });
+            auto t1 = std::chrono::steady_clock::now();
+            double total = 0;
+            for (int i = 0; i < p.n_threads(); i++) total += double(macs[size_t(i) * 8]);
+            if (r > 0) rates.push_back(total / std::chrono::duration<double>(t1 - t0).count() / 1e9);
+        }
+        std::sort(rates.begin(), rates.end());
+        return rates[rates.size() / 2];
+    }, nb::arg("n_threads") = 1, nb::arg("isa") = nb::none(), nb::arg("iters") = int64_t(1) << 22,
+       nb::arg("reps") = 5,
+       "Peak int8 multiply-accumulates per second (GMAC/s, all threads) of the instructions\n"
+       "the ISA's ternary GEMM uses, from registers; None for ISAs without a probe.");
 }

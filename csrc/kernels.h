@@ -76,6 +76,11 @@ using cvt_f32_f16_fn = void (*)(uint16_t* out, const float* in, int64_t n);
 using dot_f32_fn = float (*)(const float* a, const float* b, int64_t n);
 using axpy_f32_fn = void (*)(float* y, float a, const float* x, int64_t n);  // y += a * x
 
+// Compute roof of the ternary GEMM: `iters` rounds of the multiply-accumulate
+// instructions it needs per 32 weights and token, from registers only, in
+// independent chains. Returns the multiply-accumulates done (timed by the caller).
+using mac_probe_fn = int64_t (*)(int64_t iters);
+
 struct KernelTable {
     Isa isa = Isa::generic;
     quantize_act_fn quantize_act = nullptr;
@@ -87,6 +92,7 @@ struct KernelTable {
     cvt_f32_f16_fn cvt_f32_f16 = nullptr;
     dot_f32_fn dot_f32 = nullptr;
     axpy_f32_fn axpy_f32 = nullptr;
+    mac_probe_fn mac_probe = nullptr;  // SIMD variants only
     // names for `tribit info`
     const char* quantize_act_name = "";
     const char* ternary_gemv_name = "";

@@ -147,7 +147,7 @@ def test_ternary_integer_sums_exact(isa, kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_ternary_hostile_activations(isa, kind):
     """Extremes of the int16 stage: all codes 2 (t=+1) or 0 (t=-1) times +-127/-128."""
-    k = 128 * 8 * 3 + 77  # several int16 flush periods plus a tail
+    k = 128 * 15 * 2 + 77  # two int16 flush periods (15 blocks) plus a tail
     rows = [np.ones(k), -np.ones(k), np.zeros(k), np.resize([1, -1], k), np.resize([-1, 1], k)]
     t = np.array(rows, np.int8)
     w = _core.pack_ternary(t, 1.0)
@@ -280,6 +280,18 @@ def test_probe_read_bandwidth_is_positive():
     assert _core.probe_read_bandwidth(nbytes=1 << 20, n_threads=2, reps=1) > 0
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_probe_mac_peak(isa):
+    """SIMD variants have a compute-roof probe; generic has none (None, not 0)."""
+    peak = _core.probe_mac_peak(n_threads=2, isa=isa, iters=1 << 12, reps=1)
+    if isa in ("avx2", "avx512"):
+        assert peak > 0
+    else:
+        assert peak is None
+    with pytest.raises(ValueError, match="unknown ISA"):
+        _core.probe_mac_peak(isa="sse9")
+
+
 def test_bench_kernels_records(capsys):
     """The benchmark's plumbing on tiny shapes (no timing is asserted)."""
     from tribit.bench.kernels import bench_kernels, format_table
@@ -317,7 +329,21 @@ def test_bench_kernels_records(capsys):
                 assert (op, isa, t) in ops
     gemv = next(r for r in recs if r["op"] == "ternary_gemv")
     assert gemv["copies"] == 2 and gemv["m"] == 64 and gemv["median_s"] > 0
-    assert "ternary_gemm" in format_table(recs)
+    for r in recs:
+        if r["op"] != "ternary_gemm":
+            continue
+        if r["isa"] in ("avx2", "avx512"):  # GEMM against the probed compute roof
+            peak = next(p for p in recs if p["op"] == "mac_peak" and p["isa"] == r["isa"]
+                        and p["threads"] == r["threads"])
+            assert r["mac_peak_gmacs"] == peak["gmacs"] > 0
+            assert r["mac_ratio"] == pytest.approx(r["gmacs"] / peak["gmacs"])
+        else:
+            assert r["mac_peak_gmacs"] is None and r["mac_ratio"] is None
+    assert all(r["mac_ratio"] is None for r in recs if r["op"] == "matmul_f16")
+    table = format_table(recs)
+    assert "ternary_gemm" in table and "roof" in table
+    if set(ISAS) & {"avx2", "avx512"}:
+        assert "mac_peak probe" in table
     with pytest.raises(ValueError, match="cannot run"):
         bench_kernels(isas=["sse9"])
     assert main(["bench"]) == 0 and "tribit bench kernels" in capsys.readouterr().out

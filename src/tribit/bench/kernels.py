@@ -3,7 +3,9 @@
 Each op is timed per ISA and thread count, the variants interleaved back to back so that
 a noisy (shared) machine hits them alike; the median of the repetitions is reported next
 to the read bandwidth probed in the same run, so `ratio` says how close a memory-bound
-kernel comes to what the machine can stream.
+kernel comes to what the machine can stream, and to the multiply-accumulate peak probed in
+the same run (`mac_ratio`), so it says how close a compute-bound one (the prefill GEMM)
+comes to what the core can issue.
 
 GEMV matrices are stacked (`copies` independent matrices of the real shape, stored as one
 taller matrix) until they exceed the last-level cache many times over: a decode step reads
@@ -63,6 +65,13 @@ def probe_bandwidth(
     per_thread = ((c2 - c1) - (c1 - c0)) / n_threads
     cpu = nbytes * reps / per_thread / 1e9 if per_thread > 0 else float("nan")
     return float(wall), cpu
+
+
+def probe_compute(isa: str, n_threads: int, reps: int = 5) -> float | None:
+    """GMAC/s (all threads, wall clock) of the register-only loop of the instructions the
+    ISA's ternary GEMM needs per 32 weights and token (AVX2: vpmaddubsw + vpaddw; AVX-512
+    VNNI: vpdpbusd); None for ISAs without a probe (generic, NEON)."""
+    return _core.probe_mac_peak(n_threads=n_threads, isa=isa, iters=1 << 21, reps=reps)
 
 
 def _timed(fn: Callable[[], object]) -> tuple[float, float]:
@@ -143,6 +152,22 @@ def _cases(
             raise ValueError(f"unknown op {op!r} (gemv, gemm, head)")
 
 
+def _probe_record(
+    op: str, qtype: str, isa: str, threads: int, bw: float, bw_cpu: float, **values: float
+) -> Record:
+    """A record of a probe (read bandwidth, multiply-accumulate peak) with the keys of
+    the kernel records; `values` sets the probed figures, the rest are zero/None."""
+    r: Record = {
+        "op": op, "qtype": qtype, "isa": isa, "kernel": f"probe_{op}", "m": 0, "k": 0,
+        "n": 0, "threads": threads, "copies": 1, "median_s": 0.0, "min_s": 0.0,
+        "cpu_s": 0.0, "gbps": 0.0, "gmacs": 0.0, "bw_gbps": bw, "ratio": 0.0,
+        "cpu_gbps": 0.0, "bw_cpu_gbps": bw_cpu, "cpu_ratio": 0.0,
+        "mac_peak_gmacs": None, "mac_ratio": None,
+    }
+    r.update(values)
+    return r
+
+
 def bench_kernels(
     threads: Sequence[int] = (1, 2),
     reps: int = 7,
@@ -159,7 +184,10 @@ def bench_kernels(
 
     Record keys: op, qtype, isa, kernel, m, k, n, threads, copies, median_s, min_s, cpu_s,
     gbps (weight bytes of one matrix / median_s), gmacs, bw_gbps (probed in this run), ratio
-    (gbps / bw_gbps), and the same on CPU time: cpu_gbps, bw_cpu_gbps, cpu_ratio. Times are
+    (gbps / bw_gbps), the same on CPU time: cpu_gbps, bw_cpu_gbps, cpu_ratio, and for the
+    ternary ops mac_peak_gmacs (the ISA's multiply-accumulate peak probed in this run, None
+    without a probe) and mac_ratio (gmacs / mac_peak_gmacs). One `read_bandwidth` record per
+    thread count and one `mac_peak` record per (ISA, thread count) close the list. Times are
     per matrix of shape (m, k) with n tokens. median_s is wall clock; cpu_s is the median
     process CPU time per thread: close to median_s on an idle machine, smaller when other
     processes take the cores (then cpu_ratio is the better estimate of an idle machine's).
@@ -172,10 +200,16 @@ def bench_kernels(
     names = {isa: _core.kernel_names(isa) for isa in isas}
     rng = np.random.default_rng(0)
     probes: dict[int, list[tuple[float, float]]] = {t: [] for t in threads}
+    peaks: dict[tuple[str, int], list[float]] = {(i, t): [] for i in isas for t in threads}
     results: list[tuple[_Case, str, int, list[float]]] = []
     for case in _cases(ops, rng, shapes, head, gemm_n, stack_bytes):
         for t in threads:
             probes[t].append(probe_bandwidth(t, nbytes=probe_bytes))
+        if case.op == "ternary_gemm":
+            for key in peaks:
+                peak = probe_compute(*key)
+                if peak is not None:
+                    peaks[key].append(peak)
         if progress:
             progress(f"{case.op} {case.m}x{case.k} n={case.n} (x{case.copies})")
         times: dict[tuple[str, int], list[tuple[float, float]]] = {
@@ -191,12 +225,18 @@ def bench_kernels(
         probes[t].append(probe_bandwidth(t, nbytes=probe_bytes))
     bw = {t: statistics.median(w for w, _ in v) for t, v in probes.items()}
     bw_cpu = {t: statistics.median(c for _, c in v) for t, v in probes.items()}
+    for key, v in peaks.items():
+        if not v and (p := probe_compute(*key)) is not None:
+            v.append(p)
+    peak = {key: statistics.median(v) if v else None for key, v in peaks.items()}
     records = []
     for case, isa, t, ts in results:
         wall = [w / case.copies for w, _ in ts]
         med = statistics.median(wall)
         cpu = statistics.median(c / case.copies / t for _, c in ts)
         gbps = case.weight_bytes / med / 1e9
+        gmacs = case.m * case.k * case.n / med / 1e9
+        mac_peak = peak[(isa, t)] if case.op.startswith("ternary_") else None
         records.append(
             {
                 "op": case.op,
@@ -212,38 +252,27 @@ def bench_kernels(
                 "min_s": min(wall),
                 "cpu_s": cpu,
                 "gbps": gbps,
-                "gmacs": case.m * case.k * case.n / med / 1e9,
+                "gmacs": gmacs,
                 "bw_gbps": bw[t],
                 "ratio": gbps / bw[t],
                 "cpu_gbps": case.weight_bytes / cpu / 1e9,
                 "bw_cpu_gbps": bw_cpu[t],
                 "cpu_ratio": case.weight_bytes / cpu / 1e9 / bw_cpu[t],
+                "mac_peak_gmacs": mac_peak,
+                "mac_ratio": gmacs / mac_peak if mac_peak else None,
             }
         )
     for t in threads:
         records.append(
-            {
-                "op": "read_bandwidth",
-                "qtype": "",
-                "isa": "",
-                "kernel": "probe_read_bandwidth",
-                "m": 0,
-                "k": 0,
-                "n": 0,
-                "threads": t,
-                "copies": 1,
-                "median_s": 0.0,
-                "min_s": 0.0,
-                "cpu_s": 0.0,
-                "gbps": bw[t],
-                "gmacs": 0.0,
-                "bw_gbps": bw[t],
-                "ratio": 1.0,
-                "cpu_gbps": bw_cpu[t],
-                "bw_cpu_gbps": bw_cpu[t],
-                "cpu_ratio": 1.0,
-            }
+            _probe_record("read_bandwidth", "", "", t, bw[t], bw_cpu[t], gbps=bw[t],
+                          cpu_gbps=bw_cpu[t], ratio=1.0, cpu_ratio=1.0)
         )
+    for (isa, t), p in peak.items():
+        if p is not None:
+            records.append(
+                _probe_record("mac_peak", "i8", isa, t, bw[t], bw_cpu[t], gmacs=p,
+                              mac_peak_gmacs=p, mac_ratio=1.0)
+            )
     return records
 
 
@@ -251,7 +280,7 @@ def format_table(records: Sequence[Record]) -> str:
     """A fixed-width text table of bench_kernels records (wall clock, then CPU time)."""
     head = (
         f"{'op':<14}{'qtype':<6}{'isa':<8}{'m':>7}{'k':>6}{'n':>5}{'thr':>4}"
-        f"{'ms':>10}{'GB/s':>7}{'ratio':>6}{'GMAC/s':>7}"
+        f"{'ms':>10}{'GB/s':>7}{'ratio':>6}{'GMAC/s':>7}{'roof':>6}"
         f" |{'cpu ms':>9}{'GB/s':>7}{'ratio':>6}{'GMAC/s':>7}"
     )
     lines = [head, "-" * len(head)]
@@ -260,14 +289,19 @@ def format_table(records: Sequence[Record]) -> str:
         if r["op"] == "read_bandwidth":
             shape = f"{'read_bw probe':<28}{'':>18}"
             lines.append(
-                f"{shape}{r['threads']:>4}{'':>10}{r['gbps']:>7.2f}{'':>13}"
+                f"{shape}{r['threads']:>4}{'':>10}{r['gbps']:>7.2f}{'':>19}"
                 f" |{'':>9}{r['cpu_gbps']:>7.2f}"
             )
             continue
+        if r["op"] == "mac_peak":
+            shape = f"{'mac_peak probe':<20}{r['isa']:<8}{'':>18}"
+            lines.append(f"{shape}{r['threads']:>4}{'':>23}{r['gmacs']:>7.1f}{1.0:>6.2f} |")
+            continue
+        roof = f"{r['mac_ratio']:>6.2f}" if r.get("mac_ratio") is not None else f"{'':>6}"
         cpu_macs = r["m"] * r["k"] * r["n"] / r["cpu_s"] / 1e9 if r["cpu_s"] > 0 else 0.0
         lines.append(
             f"{shape}{r['threads']:>4}{r['median_s'] * 1e3:>10.3f}{r['gbps']:>7.2f}"
-            f"{r['ratio']:>6.2f}{r['gmacs']:>7.1f}"
+            f"{r['ratio']:>6.2f}{r['gmacs']:>7.1f}{roof}"
             f" |{r['cpu_s'] * 1e3:>9.3f}{r['cpu_gbps']:>7.2f}{r['cpu_ratio']:>6.2f}{cpu_macs:>7.1f}"
         )
     return "\n".join(lines)

@@ -87,7 +87,8 @@ def _run_kernels(args: argparse.Namespace) -> int:
         print(f"cpu: {info['cpu']}  features: {' '.join(info['features'])}")
         print(
             f"median of {args.reps} reps; GB/s = weight bytes / time; "
-            "ratio = GB/s / probed read bandwidth; after '|' the same on CPU time per thread"
+            "ratio = GB/s / probed read bandwidth; roof = GMAC/s / probed multiply-accumulate "
+            "peak; after '|' the same on CPU time per thread"
         )
         print(kb.format_table(records))
     return 0
