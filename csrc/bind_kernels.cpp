@@ -115,6 +115,31 @@ void bind_kernels(nb::module_& m) {
         return d;
     }, nb::arg("isa") = nb::none());
 
+    // attention's vector kernels, for the tests; *_f16 take the f16 operand as uint16
+    // bits (separate names: an overload would accept uint16 converted to float)
+    m.def("dot", [](Arr1<const float> a, Arr1<const float> b, std::optional<std::string> isa) {
+        if (a.shape(0) != b.shape(0)) throw nb::value_error("dot: lengths differ");
+        return table(isa).dot_f32(a.data(), b.data(), int64_t(a.shape(0)));
+    }, nb::arg("a"), nb::arg("b"), nb::arg("isa") = nb::none());
+    m.def("dot_f16", [](Arr1<const float> a, Arr1<const uint16_t> b, std::optional<std::string> isa) {
+        if (a.shape(0) != b.shape(0)) throw nb::value_error("dot_f16: lengths differ");
+        return table(isa).dot_f16(a.data(), b.data(), int64_t(a.shape(0)));
+    }, nb::arg("a"), nb::arg("b"), nb::arg("isa") = nb::none());
+    m.def("axpy", [](Arr1<const float> y, float a, Arr1<const float> x, std::optional<std::string> isa) {
+        if (y.shape(0) != x.shape(0)) throw nb::value_error("axpy: lengths differ");
+        auto out = owned<float>({y.shape(0)});
+        std::memcpy(out.data(), y.data(), y.shape(0) * 4);
+        table(isa).axpy_f32(out.data(), a, x.data(), int64_t(x.shape(0)));
+        return out;
+    }, nb::arg("y"), nb::arg("a"), nb::arg("x"), nb::arg("isa") = nb::none(), "y + a * x (a new array)");
+    m.def("axpy_f16", [](Arr1<const float> y, float a, Arr1<const uint16_t> x, std::optional<std::string> isa) {
+        if (y.shape(0) != x.shape(0)) throw nb::value_error("axpy_f16: lengths differ");
+        auto out = owned<float>({y.shape(0)});
+        std::memcpy(out.data(), y.data(), y.shape(0) * 4);
+        table(isa).axpy_f16(out.data(), a, x.data(), int64_t(x.shape(0)));
+        return out;
+    }, nb::arg("y"), nb::arg("a"), nb::arg("x"), nb::arg("isa") = nb::none());
+
     m.def("quantize_act", [](Arr2<const float> x, std::optional<std::string> isa) {
         const KernelTable& t = table(isa);
         int64_t n = x.shape(0), k = x.shape(1);

@@ -75,6 +75,11 @@ using cvt_f16_f32_fn = void (*)(float* out, const uint16_t* in, int64_t n);
 using cvt_f32_f16_fn = void (*)(uint16_t* out, const float* in, int64_t n);
 using dot_f32_fn = float (*)(const float* a, const float* b, int64_t n);
 using axpy_f32_fn = void (*)(float* y, float a, const float* x, int64_t n);  // y += a * x
+// The same two over an f16 cache row, widened as it is loaded: the operations
+// and their order are those of dot_f32 / axpy_f32 on the converted row, so the
+// results are identical, without writing and re-reading a converted copy.
+using dot_f16_fn = float (*)(const float* a, const uint16_t* b, int64_t n);
+using axpy_f16_fn = void (*)(float* y, float a, const uint16_t* x, int64_t n);
 
 // Compute roof of the ternary GEMM: `iters` rounds of the multiply-accumulate
 // instructions it needs per 32 weights and token, from registers only, in
@@ -92,6 +97,8 @@ struct KernelTable {
     cvt_f32_f16_fn cvt_f32_f16 = nullptr;
     dot_f32_fn dot_f32 = nullptr;
     axpy_f32_fn axpy_f32 = nullptr;
+    dot_f16_fn dot_f16 = nullptr;
+    axpy_f16_fn axpy_f16 = nullptr;
     mac_probe_fn mac_probe = nullptr;  // SIMD variants only
     // names for `tribit info`
     const char* quantize_act_name = "";

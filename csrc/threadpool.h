@@ -17,7 +17,8 @@ public:
     // Runs fn(ith, nth) on every thread (the caller is thread 0) and returns
     // when all have finished.
     void run(const std::function<void(int ith, int nth)>& fn);
-    // Splits [0, n) into chunks of `grain` (rounded) across threads.
+    // Calls fn on pieces of [0, n) (multiples of `grain` but the last) spread
+    // over the threads; which thread runs a piece varies from call to call.
     void parallel_for(int64_t n, int64_t grain,
                       const std::function<void(int64_t begin, int64_t end)>& fn);
 

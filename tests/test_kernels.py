@@ -276,6 +276,26 @@ def test_float_matrix_checks_sizes():
         _core.FloatMatrix(np.zeros((4, 10), np.float32), "f8", 4, 10)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_attention_f16_kernels_equal_f32_on_the_converted_row(isa):
+    """dot/axpy over an f16 cache row widen it on load: bit-identical to converting
+    the row first (the attention's results do not depend on the cache path)."""
+    rng = np.random.default_rng(5)
+    for n in (1, 7, 8, 15, 16, 17, 64, 96, 128, 131):
+        a = rng.standard_normal(n).astype(np.float32)
+        h = (rng.standard_normal(n) * 3).astype(np.float16)
+        bits, wide = h.view(np.uint16), h.astype(np.float32)
+        d16, d32 = _core.dot_f16(a, bits, isa=isa), _core.dot(a, wide, isa=isa)
+        assert np.float32(d16).tobytes() == np.float32(d32).tobytes(), n
+        assert d32 == pytest.approx(float(a.astype(np.float64) @ wide), rel=1e-4, abs=1e-4)
+        y = rng.standard_normal(n).astype(np.float32)
+        y16, y32 = _core.axpy_f16(y, 0.37, bits, isa=isa), _core.axpy(y, 0.37, wide, isa=isa)
+        np.testing.assert_array_equal(y16.view(np.uint32), y32.view(np.uint32))
+        np.testing.assert_allclose(y32, y + np.float32(0.37) * wide, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="lengths differ"):
+        _core.dot_f16(np.zeros(3, np.float32), np.zeros(4, np.uint16), isa=isa)
+
+
 def test_probe_read_bandwidth_is_positive():
     assert _core.probe_read_bandwidth(nbytes=1 << 20, n_threads=2, reps=1) > 0
 

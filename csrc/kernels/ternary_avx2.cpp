@@ -346,24 +346,39 @@ void cvt_f32_f16_avx2(uint16_t* out, const float* in, int64_t n) {
         _mm_storeu_si128((__m128i*)(out + i), _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT));
     for (; i < n; i++) out[i] = fp32_to_fp16(in[i]);
 }
-float dot_f32_avx2(const float* a, const float* b, int64_t n) {
+// dot and axpy over an f32 or an f16 operand (widened on load, F16C): one body,
+// so both do the same operations in the same order.
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p)); }
+inline float value(const float* p, int64_t i) { return p[i]; }
+inline float value(const uint16_t* p, int64_t i) { return fp16_to_fp32(p[i]); }
+
+template <typename B>
+float dot_avx2(const float* a, const B* b, int64_t n) {
     __m256 s0 = _mm256_setzero_ps(), s1 = s0;
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), load8(b + i + 8), s1);
     }
-    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8(b + i), s0);
     float s = hsum_f32(_mm256_add_ps(s0, s1));
-    for (; i < n; i++) s += a[i] * b[i];
+    for (; i < n; i++) s = std::fma(a[i], value(b, i), s);
     return s;
 }
-void axpy_f32_avx2(float* y, float a, const float* x, int64_t n) {
+
+template <typename X>
+void axpy_avx2(float* y, float a, const X* x, int64_t n) {
     const __m256 va = _mm256_set1_ps(a);
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * x[i];
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, load8(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] = std::fma(a, value(x, i), y[i]);
 }
+
+float dot_f32_avx2(const float* a, const float* b, int64_t n) { return dot_avx2(a, b, n); }
+float dot_f16_avx2(const float* a, const uint16_t* b, int64_t n) { return dot_avx2(a, b, n); }
+void axpy_f32_avx2(float* y, float a, const float* x, int64_t n) { axpy_avx2(y, a, x, n); }
+void axpy_f16_avx2(float* y, float a, const uint16_t* x, int64_t n) { axpy_avx2(y, a, x, n); }
 
 // The GEMM's inner loop costs one vpmaddubsw + one vpaddw per 32 weights and
 // token (plus the code unpacking, shared by the token tile); this runs that
@@ -401,6 +416,8 @@ void fill_table_avx2(KernelTable& t) {
     t.cvt_f32_f16 = cvt_f32_f16_avx2;
     t.dot_f32 = dot_f32_avx2;
     t.axpy_f32 = axpy_f32_avx2;
+    t.dot_f16 = dot_f16_avx2;
+    t.axpy_f16 = axpy_f16_avx2;
     t.quantize_act = quantize_act_avx2;
     t.quantize_act_name = "quantize_act_i8_avx2";
     t.ternary_gemv = ternary_gemv_avx2;

@@ -234,12 +234,22 @@ static float dot_f32_generic(const float* a, const float* b, int64_t n) {
 static void axpy_f32_generic(float* y, float a, const float* x, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
 }
+static float dot_f16_generic(const float* a, const uint16_t* b, int64_t n) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; i++) s += a[i] * fp16_to_fp32(b[i]);
+    return s;
+}
+static void axpy_f16_generic(float* y, float a, const uint16_t* x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] += a * fp16_to_fp32(x[i]);
+}
 
 void fill_table_generic(KernelTable& t) {
     t.cvt_f16_f32 = cvt_f16_f32_generic;
     t.cvt_f32_f16 = cvt_f32_f16_generic;
     t.dot_f32 = dot_f32_generic;
     t.axpy_f32 = axpy_f32_generic;
+    t.dot_f16 = dot_f16_generic;
+    t.axpy_f16 = axpy_f16_generic;
     t.quantize_act = quantize_act_generic;
     t.quantize_act_name = "quantize_act_i8_generic";
     t.ternary_gemv = ternary_matmul_generic;

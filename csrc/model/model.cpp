@@ -1,6 +1,7 @@
 #include "model.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -17,6 +18,8 @@ Model::Model(const ModelParams& p, const KernelTable& table) : params(p), kt(tab
     pool_ = std::make_unique<ThreadPool>(p.n_threads);
     layers.resize(size_t(p.n_layer));
     n_past_.assign(size_t(p.n_seq), 0);
+    for (int64_t i = 0; i < p.n_rot / 2; i++)
+        rope_freq_.push_back(std::pow(p.rope_theta, -2.0f * float(i) / float(p.n_rot)));
     size_t kv = size_t(p.n_layer) * size_t(p.n_seq) * size_t(p.n_ctx) * size_t(p.n_head_kv * p.head_dim);
     if (p.kv_f16) {
         k16_.assign(kv, 0);
@@ -129,29 +132,33 @@ void Model::bitlinear(float* const* ys, const int64_t* ldys, const TernaryMatrix
     });
 }
 
-void Model::rope(float* x, int64_t n_heads, const int32_t* pos, int64_t n) {
+void Model::rope(float* q, float* k, const int32_t* pos, int64_t n) {
     const ModelParams& p = params;
     const int64_t hd = p.head_dim, half = p.n_rot / 2;
     for (int64_t j = 0; j < n; j++) {
         for (int64_t i = 0; i < half; i++) {
             // theta as ggml computes it: pos * base^(-2i/n_rot) in float
-            const float theta = float(pos[j]) * std::pow(p.rope_theta, -2.0f * float(i) / float(p.n_rot));
+            const float theta = float(pos[j]) * rope_freq_[size_t(i)];
             const float c = std::cos(theta), s = std::sin(theta);
-            for (int64_t h = 0; h < n_heads; h++) {
-                float* v = x + (j * n_heads + h) * hd;
-                const int64_t a = p.rope_neox ? i : 2 * i, b = p.rope_neox ? i + half : 2 * i + 1;
-                const float x0 = v[a], x1 = v[b];
-                v[a] = x0 * c - x1 * s;
-                v[b] = x0 * s + x1 * c;
-            }
+            const int64_t a = p.rope_neox ? i : 2 * i, b = p.rope_neox ? i + half : 2 * i + 1;
+            auto rotate = [&](float* x, int64_t n_heads) {
+                for (int64_t h = 0; h < n_heads; h++) {
+                    float* v = x + (j * n_heads + h) * hd;
+                    const float x0 = v[a], x1 = v[b];
+                    v[a] = x0 * c - x1 * s;
+                    v[b] = x0 * s + x1 * c;
+                }
+            };
+            rotate(q, p.n_head);
+            rotate(k, p.n_head_kv);
         }
     }
 }
 
 // Causal GQA attention of each batch token over its sequence's cache entries
 // 0..pos[i]. Work items are (token, kv head, slice of its query heads): every
-// K/V row is read (and converted from f16) once per item and used by all the
-// query heads of the slice, so a GQA group does not re-read the cache. Slices
+// K/V row is read once per item and used by all the query heads of the slice
+// while it is in L1, so a GQA group does not re-read the cache from memory. Slices
 // shrink only when there are fewer items than threads (decode of one token).
 // Per query head the arithmetic is the same as one head at a time.
 void Model::attention(int64_t layer, const int32_t* pos, const int32_t* seq, int64_t n) {
@@ -166,28 +173,26 @@ void Model::attention(int64_t layer, const int32_t* pos, const int32_t* seq, int
         gs = d;
     }
     const int64_t slices = group / gs, items = n * p.n_head_kv * slices;
-    const size_t per_thread = size_t(gs * p.n_ctx + hd + gs * hd);
+    const size_t per_thread = size_t(gs * p.n_ctx + gs * hd);
     if (att_scratch_.size() < per_thread * size_t(nth)) att_scratch_.assign(per_thread * size_t(nth), 0);
-    pool_->run([&](int ith, int nthr) {
+    // items are taken from a shared counter: their cost grows with the sequence's length
+    std::atomic<int64_t> next{0};
+    pool_->run([&](int ith, int) {
         float* scores = att_scratch_.data() + per_thread * size_t(ith);  // gs x n_ctx
-        float* row = scores + gs * p.n_ctx;                               // hd
-        float* out = row + hd;                                            // gs x hd
-        for (int64_t idx = ith; idx < items; idx += nthr) {
+        float* out = scores + gs * p.n_ctx;                               // gs x hd
+        for (int64_t idx; (idx = next.fetch_add(1, std::memory_order_relaxed)) < items;) {
             const int64_t j = idx / (p.n_head_kv * slices), r = idx % (p.n_head_kv * slices);
             const int64_t hk = r / slices, h0 = hk * group + (r % slices) * gs;
             const float* qv = q_.data() + j * p.n_head * hd + h0 * hd;  // gs query heads
             const int64_t len = pos[j] + 1;
             const size_t base = kv_index(layer, seq[j], 0) + size_t(hk * hd);
+            // an f16 cache is read by the f16 kernels (widened on load, same results)
             for (int64_t t = 0; t < len; t++) {
-                const float* kr;
-                if (p.kv_f16) {
-                    kt.cvt_f16_f32(row, k16_.data() + base + size_t(t * kvdim), hd);
-                    kr = row;
-                } else {
-                    kr = k32_.data() + base + size_t(t * kvdim);
-                }
+                const size_t at = base + size_t(t * kvdim);
                 for (int64_t g = 0; g < gs; g++)
-                    scores[g * p.n_ctx + t] = kt.dot_f32(qv + g * hd, kr, hd) * inv_sqrt;
+                    scores[g * p.n_ctx + t] = (p.kv_f16 ? kt.dot_f16(qv + g * hd, k16_.data() + at, hd)
+                                                        : kt.dot_f32(qv + g * hd, k32_.data() + at, hd)) *
+                                              inv_sqrt;
             }
             for (int64_t g = 0; g < gs; g++) {
                 float* sc = scores + g * p.n_ctx;
@@ -202,14 +207,11 @@ void Model::attention(int64_t layer, const int32_t* pos, const int32_t* seq, int
             }
             std::fill(out, out + gs * hd, 0.0f);
             for (int64_t t = 0; t < len; t++) {
-                const float* vr;
-                if (p.kv_f16) {
-                    kt.cvt_f16_f32(row, v16_.data() + base + size_t(t * kvdim), hd);
-                    vr = row;
-                } else {
-                    vr = v32_.data() + base + size_t(t * kvdim);
+                const size_t at = base + size_t(t * kvdim);
+                for (int64_t g = 0; g < gs; g++) {
+                    if (p.kv_f16) kt.axpy_f16(out + g * hd, scores[g * p.n_ctx + t], v16_.data() + at, hd);
+                    else kt.axpy_f32(out + g * hd, scores[g * p.n_ctx + t], v32_.data() + at, hd);
                 }
-                for (int64_t g = 0; g < gs; g++) kt.axpy_f32(out + g * hd, scores[g * p.n_ctx + t], vr, hd);
             }
             std::memcpy(att_.data() + j * p.n_head * hd + h0 * hd, out, size_t(gs * hd) * 4);
         }
@@ -251,8 +253,7 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* se
             const int64_t ld[3] = {qdim, kvdim, kvdim};
             bitlinear(ys, ld, ws, 3, h, d, n);
         }
-        rope(q_.data(), p.n_head, pos, n);
-        rope(k_.data(), p.n_head_kv, pos, n);
+        rope(q_.data(), k_.data(), pos, n);
         for (int64_t j = 0; j < n; j++) {
             size_t base = kv_index(l, seq[j], pos[j]);
             if (p.kv_f16) {

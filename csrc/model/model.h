@@ -62,14 +62,16 @@ private:
     std::vector<int8_t> qa_;
     std::vector<float> qs_;
     std::vector<int32_t> qsum_;
-    std::vector<float> att_scratch_;  // per thread: scores + converted K/V rows
+    std::vector<float> att_scratch_;  // per thread: scores + output rows
+    std::vector<float> rope_freq_;    // base^(-2i/n_rot), i < n_rot/2
 
     void reserve(int64_t n);
     void rmsnorm(float* out, const float* x, const float* w, int64_t n, int64_t d);
     // y_i (n x ldy_i) = BitLinear_i(x) for up to 3 matrices sharing the input x
     void bitlinear(float* const* ys, const int64_t* ldys, const TernaryMatrix* const* ws,
                    int n_mats, const float* x, int64_t ldx, int64_t n);
-    void rope(float* x, int64_t n_heads, const int32_t* pos, int64_t n);
+    // rotates the n tokens' query and key heads in place
+    void rope(float* q, float* k, const int32_t* pos, int64_t n);
     void attention(int64_t layer, const int32_t* pos, const int32_t* seq, int64_t n);
     size_t kv_index(int64_t layer, int64_t seq, int64_t pos) const;
 };
