@@ -66,6 +66,28 @@ nb::ndarray<nb::numpy, T> owned(std::vector<size_t> shape) {
     return nb::ndarray<nb::numpy, T>(data, shape.size(), shape.data(), owner);
 }
 
+// dot(a, b) and y + a * x through one ISA's kernel; B / X: float, or uint16 (f16 bits)
+template <typename B>
+void bind_dot(nb::module_& m, const char* name, float (*KernelTable::*fn)(const float*, const B*, int64_t)) {
+    const std::string msg = std::string(name) + ": lengths differ";
+    m.def(name, [fn, msg](Arr1<const float> a, Arr1<const B> b, std::optional<std::string> isa) {
+        if (a.shape(0) != b.shape(0)) throw nb::value_error(msg.c_str());
+        return (table(isa).*fn)(a.data(), b.data(), int64_t(a.shape(0)));
+    }, nb::arg("a"), nb::arg("b"), nb::arg("isa") = nb::none());
+}
+
+template <typename X>
+void bind_axpy(nb::module_& m, const char* name, void (*KernelTable::*fn)(float*, float, const X*, int64_t)) {
+    const std::string msg = std::string(name) + ": lengths differ";
+    m.def(name, [fn, msg](Arr1<const float> y, float a, Arr1<const X> x, std::optional<std::string> isa) {
+        if (y.shape(0) != x.shape(0)) throw nb::value_error(msg.c_str());
+        auto out = owned<float>({y.shape(0)});
+        std::memcpy(out.data(), y.data(), y.shape(0) * 4);
+        (table(isa).*fn)(out.data(), a, x.data(), int64_t(x.shape(0)));
+        return out;
+    }, nb::arg("y"), nb::arg("a"), nb::arg("x"), nb::arg("isa") = nb::none(), "y + a * x (a new array)");
+}
+
 // A float matrix plus the Python object that owns its bytes.
 struct PyFloatMatrix {
     FloatMatrix w;
@@ -117,28 +139,10 @@ void bind_kernels(nb::module_& m) {
 
     // attention's vector kernels, for the tests; *_f16 take the f16 operand as uint16
     // bits (separate names: an overload would accept uint16 converted to float)
-    m.def("dot", [](Arr1<const float> a, Arr1<const float> b, std::optional<std::string> isa) {
-        if (a.shape(0) != b.shape(0)) throw nb::value_error("dot: lengths differ");
-        return table(isa).dot_f32(a.data(), b.data(), int64_t(a.shape(0)));
-    }, nb::arg("a"), nb::arg("b"), nb::arg("isa") = nb::none());
-    m.def("dot_f16", [](Arr1<const float> a, Arr1<const uint16_t> b, std::optional<std::string> isa) {
-        if (a.shape(0) != b.shape(0)) throw nb::value_error("dot_f16: lengths differ");
-        return table(isa).dot_f16(a.data(), b.data(), int64_t(a.shape(0)));
-    }, nb::arg("a"), nb::arg("b"), nb::arg("isa") = nb::none());
-    m.def("axpy", [](Arr1<const float> y, float a, Arr1<const float> x, std::optional<std::string> isa) {
-        if (y.shape(0) != x.shape(0)) throw nb::value_error("axpy: lengths differ");
-        auto out = owned<float>({y.shape(0)});
-        std::memcpy(out.data(), y.data(), y.shape(0) * 4);
-        table(isa).axpy_f32(out.data(), a, x.data(), int64_t(x.shape(0)));
-        return out;
-    }, nb::arg("y"), nb::arg("a"), nb::arg("x"), nb::arg("isa") = nb::none(), "y + a * x (a new array)");
-    m.def("axpy_f16", [](Arr1<const float> y, float a, Arr1<const uint16_t> x, std::optional<std::string> isa) {
-        if (y.shape(0) != x.shape(0)) throw nb::value_error("axpy_f16: lengths differ");
-        auto out = owned<float>({y.shape(0)});
-        std::memcpy(out.data(), y.data(), y.shape(0) * 4);
-        table(isa).axpy_f16(out.data(), a, x.data(), int64_t(x.shape(0)));
-        return out;
-    }, nb::arg("y"), nb::arg("a"), nb::arg("x"), nb::arg("isa") = nb::none());
+    bind_dot<float>(m, "dot", &KernelTable::dot_f32);
+    bind_dot<uint16_t>(m, "dot_f16", &KernelTable::dot_f16);
+    bind_axpy<float>(m, "axpy", &KernelTable::axpy_f32);
+    bind_axpy<uint16_t>(m, "axpy_f16", &KernelTable::axpy_f16);
 
     m.def("quantize_act", [](Arr2<const float> x, std::optional<std::string> isa) {
         const KernelTable& t = table(isa);
