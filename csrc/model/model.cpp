@@ -32,10 +32,10 @@ Model::Model(const ModelParams& p, const KernelTable& table) : params(p), kt(tab
 
 Model::~Model() = default;
 
-size_t Model::kv_index(int64_t layer, int64_t seq, int64_t pos) const {
+size_t Model::kv_index(int64_t layer, int64_t seq, int64_t head, int64_t pos) const {
     const ModelParams& p = params;
-    return ((size_t(layer) * size_t(p.n_seq) + size_t(seq)) * size_t(p.n_ctx) + size_t(pos)) *
-           size_t(p.n_head_kv * p.head_dim);
+    const size_t slot = (size_t(layer) * size_t(p.n_seq) + size_t(seq)) * size_t(p.n_head_kv) + size_t(head);
+    return (slot * size_t(p.n_ctx) + size_t(pos)) * size_t(p.head_dim);
 }
 
 size_t Model::kv_bytes() const {
@@ -163,7 +163,7 @@ void Model::rope(float* q, float* k, const int32_t* pos, int64_t n) {
 // Per query head the arithmetic is the same as one head at a time.
 void Model::attention(int64_t layer, const int32_t* pos, const int32_t* seq, int64_t n) {
     const ModelParams& p = params;
-    const int64_t hd = p.head_dim, kvdim = p.n_head_kv * hd, group = p.n_head / p.n_head_kv;
+    const int64_t hd = p.head_dim, group = p.n_head / p.n_head_kv;
     const float inv_sqrt = 1.0f / std::sqrt(float(hd));
     const int nth = pool_->n_threads();
     int64_t gs = group;  // query heads per item, a divisor of group
@@ -185,10 +185,10 @@ void Model::attention(int64_t layer, const int32_t* pos, const int32_t* seq, int
             const int64_t hk = r / slices, h0 = hk * group + (r % slices) * gs;
             const float* qv = q_.data() + j * p.n_head * hd + h0 * hd;  // gs query heads
             const int64_t len = pos[j] + 1;
-            const size_t base = kv_index(layer, seq[j], 0) + size_t(hk * hd);
+            const size_t base = kv_index(layer, seq[j], hk, 0);  // its rows are contiguous
             // an f16 cache is read by the f16 kernels (widened on load, same results)
             for (int64_t t = 0; t < len; t++) {
-                const size_t at = base + size_t(t * kvdim);
+                const size_t at = base + size_t(t * hd);
                 for (int64_t g = 0; g < gs; g++)
                     scores[g * p.n_ctx + t] = (p.kv_f16 ? kt.dot_f16(qv + g * hd, k16_.data() + at, hd)
                                                         : kt.dot_f32(qv + g * hd, k32_.data() + at, hd)) *
@@ -207,7 +207,7 @@ void Model::attention(int64_t layer, const int32_t* pos, const int32_t* seq, int
             }
             std::fill(out, out + gs * hd, 0.0f);
             for (int64_t t = 0; t < len; t++) {
-                const size_t at = base + size_t(t * kvdim);
+                const size_t at = base + size_t(t * hd);
                 for (int64_t g = 0; g < gs; g++) {
                     if (p.kv_f16) kt.axpy_f16(out + g * hd, scores[g * p.n_ctx + t], v16_.data() + at, hd);
                     else kt.axpy_f32(out + g * hd, scores[g * p.n_ctx + t], v32_.data() + at, hd);
@@ -255,13 +255,16 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* se
         }
         rope(q_.data(), k_.data(), pos, n);
         for (int64_t j = 0; j < n; j++) {
-            size_t base = kv_index(l, seq[j], pos[j]);
-            if (p.kv_f16) {
-                kt.cvt_f32_f16(k16_.data() + base, k_.data() + j * kvdim, kvdim);
-                kt.cvt_f32_f16(v16_.data() + base, v_.data() + j * kvdim, kvdim);
-            } else {
-                std::memcpy(k32_.data() + base, k_.data() + j * kvdim, size_t(kvdim) * 4);
-                std::memcpy(v32_.data() + base, v_.data() + j * kvdim, size_t(kvdim) * 4);
+            for (int64_t hk = 0; hk < p.n_head_kv; hk++) {
+                const size_t at = kv_index(l, seq[j], hk, pos[j]);
+                const float *kj = k_.data() + j * kvdim + hk * hd, *vj = v_.data() + j * kvdim + hk * hd;
+                if (p.kv_f16) {
+                    kt.cvt_f32_f16(k16_.data() + at, kj, hd);
+                    kt.cvt_f32_f16(v16_.data() + at, vj, hd);
+                } else {
+                    std::memcpy(k32_.data() + at, kj, size_t(hd) * 4);
+                    std::memcpy(v32_.data() + at, vj, size_t(hd) * 4);
+                }
             }
         }
         attention(l, pos, seq, n);

@@ -53,7 +53,9 @@ public:
 private:
     std::unique_ptr<ThreadPool> pool_;
     std::vector<int64_t> n_past_;
-    // KV cache: [layer][seq][pos][n_head_kv * head_dim], f16 or f32
+    // KV cache: [layer][seq][kv head][pos][head_dim], f16 or f32: the rows one
+    // attention item reads (one kv head of one sequence) are contiguous, so they
+    // stream from DRAM instead of one 2-3-line row per kvdim stride
     std::vector<uint16_t> k16_, v16_;
     std::vector<float> k32_, v32_;
     // scratch, sized for the current batch
@@ -73,7 +75,7 @@ private:
     // rotates the n tokens' query and key heads in place
     void rope(float* q, float* k, const int32_t* pos, int64_t n);
     void attention(int64_t layer, const int32_t* pos, const int32_t* seq, int64_t n);
-    size_t kv_index(int64_t layer, int64_t seq, int64_t pos) const;
+    size_t kv_index(int64_t layer, int64_t seq, int64_t head, int64_t pos) const;
 };
 
 }  // namespace tribit
