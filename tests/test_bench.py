@@ -37,6 +37,25 @@ def test_bench_json(tiny, capsys):
     assert recs[0]["bytes_per_token"] > 300 * 256 * 4
 
 
+def test_bench_depth(tiny, capsys):
+    """-d: every test also runs after N tokens in the cache (llama-bench's depth)."""
+    argv = ["bench", "-m", str(tiny), "-p", "8", "-n", "4", "-d", "0,40", "-t", "1", "-r", "1",
+            "--json", "--no-probe"]
+    assert main(argv) == 0
+    recs = json.loads(capsys.readouterr().out)
+    assert [(r["test"], r["n_depth"]) for r in recs] == [
+        ("pp8", 0), ("pp8 @ d40", 40), ("tg4", 0), ("tg4 @ d40", 40)]
+    tg0, tg40 = recs[2], recs[3]
+    # 2 layers x K and V x n_head_kv * head_dim x 2 bytes (f16 cache) x mean positions read
+    c = bm._Runner(tiny, 1, 64, None, 0).model.config
+    per_pos = c.n_layer * 2 * c.n_head_kv * c.head_dim * 2
+    assert tg0["kv_bytes_per_token"] == per_pos * 2.5
+    assert tg40["kv_bytes_per_token"] == per_pos * 42.5
+    assert recs[0]["kv_bytes_per_token"] is None
+    with pytest.raises(ValueError, match="depths must be >= 0"):
+        bm.bench_model(tiny, depths=[-1], reps=1, probe=False)
+
+
 def test_bench_markdown_and_reps_alias(tiny, capsys):
     assert main(["bench", "-m", str(tiny), "-p", "8", "-n", "0", "--reps", "1", "--md",
                  "--no-probe", "-t", "1"]) == 0

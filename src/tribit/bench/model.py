@@ -35,6 +35,8 @@ Record = dict[str, Any]
 DEFAULT_PROMPTS = (128,)
 DEFAULT_GENS = (64,)
 DEFAULT_REPS = 5
+DEFAULT_DEPTHS = (0,)
+FILL_CHUNK = 512  # tokens per forward when filling the cache to a test's depth
 PROBE_BYTES = 256 << 20
 # load all thread-count copies at once only if they take at most this share of free memory
 INTERLEAVE_MEM_SHARE = 0.4
@@ -221,28 +223,41 @@ class _Runner:
     def tokens(self, n: int) -> list[int]:
         return self.rng.integers(0, self.n_vocab, size=n).tolist()
 
-    def pp(self, n: int) -> tuple[float, float]:
-        """(wall, CPU) seconds of an n-token prompt in one forward (last-token logits, like
-        llama-bench)."""
-        toks = self.tokens(n)
+    def fill(self, depth: int) -> None:
+        """Empty the cache, then fill it with `depth` random tokens (not timed)."""
         self.model.reset()
+        for b in range(0, depth, FILL_CHUNK):
+            self.model.forward(self.tokens(min(FILL_CHUNK, depth - b)), b, 0, logits="last")
+
+    def pp(self, n: int, depth: int = 0) -> tuple[float, float]:
+        """(wall, CPU) seconds of an n-token prompt in one forward after `depth` tokens
+        (last-token logits, like llama-bench)."""
+        toks = self.tokens(n)
+        self.fill(depth)
         c0, t0 = time.process_time(), time.perf_counter()
-        self.model.forward(toks, 0, 0, logits="last")
+        self.model.forward(toks, depth, 0, logits="last")
         return time.perf_counter() - t0, time.process_time() - c0
 
-    def tg(self, n: int) -> tuple[float, float]:
-        """(wall, CPU) seconds of n one-token forwards from an empty cache."""
+    def tg(self, n: int, depth: int = 0) -> tuple[float, float]:
+        """(wall, CPU) seconds of n one-token forwards after `depth` tokens."""
         toks = self.tokens(n)
-        self.model.reset()
+        self.fill(depth)
         fwd = self.model.forward
         c0, t0 = time.process_time(), time.perf_counter()
         for i, t in enumerate(toks):
-            fwd([t], i, 0, logits="last")
+            fwd([t], depth + i, 0, logits="last")
         return time.perf_counter() - t0, time.process_time() - c0
 
-    def run(self, test: tuple[str, int]) -> tuple[float, float]:
-        kind, n = test
-        return self.pp(n) if kind == "pp" else self.tg(n)
+    def run(self, test: tuple[str, int, int]) -> tuple[float, float]:
+        kind, n, depth = test
+        return self.pp(n, depth) if kind == "pp" else self.tg(n, depth)
+
+    def kv_bytes_per_token(self, n: int, depth: int) -> float:
+        """Mean KV-cache bytes a token of a tg test reads: keys and values of every layer
+        at the depth + (n + 1) / 2 positions it attends to on average."""
+        c = self.model.config
+        elem = 2 if self.model.kv_type == "f16" else 4
+        return c.n_layer * 2 * c.n_head_kv * c.head_dim * elem * (depth + (n + 1) / 2)
 
     def warm_up(self, prompts: Sequence[int]) -> None:
         """Page the weights in and start the pool (a short prompt only if pp is timed)."""
@@ -256,6 +271,7 @@ def bench_model(
     path: str | os.PathLike,
     prompts: Sequence[int] = DEFAULT_PROMPTS,
     gens: Sequence[int] = DEFAULT_GENS,
+    depths: Sequence[int] = DEFAULT_DEPTHS,
     threads: Sequence[int] = (1,),
     reps: int = DEFAULT_REPS,
     seed: int = 0,
@@ -267,25 +283,34 @@ def bench_model(
 ) -> list[Record]:
     """Times pp and tg tests of one model file; one record per (test, thread count).
 
-    Record keys: test, n_prompt, n_gen, threads, tokens_per_s (median), min, max, reps,
-    median_s, cpu_tokens_per_s (tokens per CPU-second of the whole process), cpu_share
+    Every test runs at every depth (llama-bench's `-d`): the cache is first filled with
+    `depth` tokens, not timed, and the test's tokens follow them; its name gets " @ dN".
+
+    Record keys: test, n_prompt, n_gen, n_depth, threads, tokens_per_s (median), min, max,
+    reps, median_s, cpu_tokens_per_s (tokens per CPU-second of the whole process), cpu_share
     (CPU seconds / wall seconds: below `threads` when the machine is shared), gbps (tg:
-    weight bytes per token / median time per token), bw_gbps (probed read bandwidth), ratio
-    (tg: gbps / bw_gbps), bytes_per_token, peak_rss (bytes; high-water mark while this thread
-    group was loaded and run, without the probe buffer), rss, rss_anon, rss_file, model,
-    path, qtype, head_qtype, isa, cpu, version, commit, load_s, models_loaded.
+    weight and KV-cache bytes per token / median time per token), bw_gbps (probed read
+    bandwidth), ratio (tg: gbps / bw_gbps), bytes_per_token (weights), kv_bytes_per_token
+    (tg: mean KV-cache bytes read per token; None for pp), peak_rss (bytes; high-water mark
+    while this thread group was loaded and run, without the probe buffer), rss, rss_anon,
+    rss_file, model, path, qtype, head_qtype, isa, cpu, version, commit, load_s,
+    models_loaded.
     `interleave`: load every thread count at once and alternate them (None: if it fits).
     """
     path = Path(path)
     if reps < 1:
         raise ValueError(f"reps must be >= 1, got {reps}")
-    tests = [("pp", int(n)) for n in prompts if n > 0] + [("tg", int(n)) for n in gens if n > 0]
-    if not tests:
+    depths = list(dict.fromkeys(int(d) for d in depths)) or [0]
+    if min(depths) < 0:
+        raise ValueError(f"depths must be >= 0, got {depths}")
+    sizes = [("pp", int(n)) for n in prompts if n > 0] + [("tg", int(n)) for n in gens if n > 0]
+    if not sizes:
         raise ValueError("nothing to run: give at least one -p or -n size > 0")
+    tests = [(kind, n, d) for kind, n in sizes for d in depths]
     threads = list(dict.fromkeys(int(t) for t in threads))
     if not threads or min(threads) < 1:
         raise ValueError(f"thread counts must be >= 1, got {threads}")
-    n_ctx = max(n for _, n in tests) + 8
+    n_ctx = max(n + d for _, n, d in tests) + 8
     info = system_info()
     say = progress or (lambda s: None)
 
@@ -316,7 +341,7 @@ def bench_model(
         cpu: dict[tuple[int, tuple[str, int]], list[float]] = {}
         probes: dict[int, list[float]] = {t: [] for t in group}
         for t, r in runners.items():
-            r.warm_up([n for k, n in tests if k == "pp"])
+            r.warm_up([n for k, n, _ in tests if k == "pp"])
             if probe:
                 probes[t].append(probe_bw(t))
         for rep in range(reps):
@@ -352,13 +377,14 @@ def bench_model(
                 "models_loaded": len(group),
             }
             for test in tests:
-                kind, n = test
+                kind, n, depth = test
                 ts = times[(t, test)]
                 med = statistics.median(ts)
                 rec: Record = {
-                    "test": f"{kind}{n}",
+                    "test": _test_name(test),
                     "n_prompt": n if kind == "pp" else 0,
                     "n_gen": n if kind == "tg" else 0,
+                    "n_depth": depth,
                     "threads": t,
                     "tokens_per_s": n / med,
                     "min": n / max(ts),
@@ -367,21 +393,28 @@ def bench_model(
                     "median_s": med,
                     "gbps": None,
                     "ratio": None,
+                    "kv_bytes_per_token": None,
                     # CPU seconds of all the process's threads: on a shared machine,
                     # tokens per CPU-second at 1 thread estimates the speed of an idle core
                     "cpu_tokens_per_s": n / max(statistics.median(cpu[(t, test)]), 1e-9),
                     "cpu_share": statistics.median(cpu[(t, test)]) / med,
                 }
                 if kind == "tg":
-                    rec["gbps"] = bpt * n / med / 1e9
+                    rec["kv_bytes_per_token"] = r.kv_bytes_per_token(n, depth)
+                    rec["gbps"] = (bpt + rec["kv_bytes_per_token"]) * n / med / 1e9
                     rec["ratio"] = rec["gbps"] / bw if bw else None
                 rec.update(base)
                 records.append(rec)
         del runners
     order = {t: i for i, t in enumerate(threads)}
-    test_order = {f"{k}{n}": i for i, (k, n) in enumerate(tests)}
+    test_order = {_test_name(test): i for i, test in enumerate(tests)}
     records.sort(key=lambda r: (test_order[r["test"]], order[r["threads"]]))
     return records
+
+
+def _test_name(test: tuple[str, int, int]) -> str:
+    kind, n, depth = test
+    return f"{kind}{n}" + (f" @ d{depth}" if depth else "")
 
 
 # -- output ----------------------------------------------------------------------------------
@@ -439,6 +472,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="prompt sizes for pp tests, comma-separated (default 128; 0: none)")
     p.add_argument("-n", "--n-gen", type=_int_list, default=list(DEFAULT_GENS),
                    help="token counts for tg tests, comma-separated (default 64; 0: none)")
+    p.add_argument("-d", "--n-depth", type=_int_list, default=list(DEFAULT_DEPTHS),
+                   help="context depths: every test also runs after this many tokens in the "
+                        "cache, comma-separated (default 0)")
     p.add_argument("-r", "--repetitions", type=int, default=None,
                    help=f"model: repetitions per test (default {DEFAULT_REPS}; --reps also works)")
     p.add_argument("--md", action="store_true", help="print a markdown table")
@@ -453,7 +489,7 @@ def run(args: argparse.Namespace) -> int:
     from tribit.errors import TribitError
 
     if not (args.model or args.layout):
-        print("usage: tribit bench (-m MODEL | --layout NAME) [-p 128,512] [-n 64,128] "
+        print("usage: tribit bench (-m MODEL | --layout NAME) [-p 128,512] [-n 64,128] [-d 0,4096] "
               "[-t 1,2] [-r 5] [--json | --md]\n       tribit bench kernels ...")
         return 0
     reps = args.repetitions
@@ -473,7 +509,8 @@ def run(args: argparse.Namespace) -> int:
     threads = args.threads or [_default_threads()]
     try:
         records = bench_model(
-            path, prompts=args.n_prompt, gens=args.n_gen, threads=threads, reps=reps,
+            path, prompts=args.n_prompt, gens=args.n_gen, depths=args.n_depth, threads=threads,
+            reps=reps,
             seed=args.seed, isa=args.isa, probe=not args.no_probe,
             interleave=False if args.no_interleave else None, model_name=name, progress=say,
         )
@@ -487,8 +524,8 @@ def run(args: argparse.Namespace) -> int:
           f"model: {r0['path']} ({r0['bytes_per_token'] / 1e9:.3f} GB read per token)")
     bws = {r["threads"]: r["bw_gbps"] for r in records}
     print("probed read bandwidth: " + ", ".join(f"{t} thr {b:.1f} GB/s" for t, b in bws.items()))
-    print(f"median of {reps} reps; GB/s = weight bytes per token / time per token (tg); "
-          "ratio = GB/s / probed bandwidth")
+    print(f"median of {reps} reps; GB/s = weight + KV-cache bytes per token / time per token "
+          "(tg); ratio = GB/s / probed bandwidth")
     print(format_table(records, markdown=args.md))
     return 0
 
