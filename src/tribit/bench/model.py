@@ -521,9 +521,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     r0 = records[0]
     print(f"cpu: {r0['cpu']}  isa: {r0['isa']}  tribit {r0['version']} ({r0['commit']})  "
-          f"model: {r0['path']} ({r0['bytes_per_token'] / 1e9:.3f} GB read per token)")
+          f"model: {r0['path']} ({r0['bytes_per_token'] / 1e9:.3f} GB of weights read per token)")
     bws = {r["threads"]: r["bw_gbps"] for r in records}
-    print("probed read bandwidth: " + ", ".join(f"{t} thr {b:.1f} GB/s" for t, b in bws.items()))
+    if any(bws.values()):
+        probed = ", ".join(f"{t} thr {b:.1f} GB/s" for t, b in bws.items())
+        print(f"probed read bandwidth: {probed}")
+    else:
+        print("read bandwidth not probed (--no-probe)")
     print(f"median of {reps} reps; GB/s = weight + KV-cache bytes per token / time per token "
           "(tg); ratio = GB/s / probed bandwidth")
     print(format_table(records, markdown=args.md))
