@@ -71,7 +71,6 @@ using float_matmul_fn = void (*)(float* y, int64_t ldy, const FloatMatrix& w, co
 using float_row_fn = void (*)(float* out, const FloatMatrix& w, int64_t row);
 
 // Vector helpers for attention and the KV cache.
-using cvt_f16_f32_fn = void (*)(float* out, const uint16_t* in, int64_t n);
 using cvt_f32_f16_fn = void (*)(uint16_t* out, const float* in, int64_t n);
 using dot_f32_fn = float (*)(const float* a, const float* b, int64_t n);
 using axpy_f32_fn = void (*)(float* y, float a, const float* x, int64_t n);  // y += a * x
@@ -93,7 +92,6 @@ struct KernelTable {
     ternary_matmul_fn ternary_gemm = nullptr;  // tuned for large n (prefill); any n correct
     float_matmul_fn float_matmul[kNumFloatTypes] = {};
     float_row_fn float_row = nullptr;
-    cvt_f16_f32_fn cvt_f16_f32 = nullptr;
     cvt_f32_f16_fn cvt_f32_f16 = nullptr;
     dot_f32_fn dot_f32 = nullptr;
     axpy_f32_fn axpy_f32 = nullptr;

@@ -158,10 +158,6 @@ void ternary_gemv_avx2(float* y, int64_t ldy, const TernaryMatrix& w, const int8
     }
 }
 
-// One row tile x T tokens (T = 1..4): each row's codes are unpacked once per
-// block and reused for the T tokens. The next rows are prefetched, so a small
-// batch (decode of 2-3 sequences) streams the weights from DRAM once, as the
-// GEMV does, instead of once per token.
 // The 4 int32 sums of 4 accumulators (lanes 0..3 of the result; integer adds
 // in another order give the same sums).
 inline __m128i hsum4_i32(__m256i a0, __m256i a1, __m256i a2, __m256i a3) {
@@ -335,11 +331,6 @@ void matmul_q8_0_avx2(float* y, int64_t ldy, const FloatMatrix& w, const float* 
     }
 }
 
-void cvt_f16_f32_avx2(float* out, const uint16_t* in, int64_t n) {
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(in + i))));
-    for (; i < n; i++) out[i] = fp16_to_fp32(in[i]);
-}
 void cvt_f32_f16_avx2(uint16_t* out, const float* in, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -412,7 +403,6 @@ int64_t mac_probe_avx2(int64_t iters) {
 }  // namespace
 
 void fill_table_avx2(KernelTable& t) {
-    t.cvt_f16_f32 = cvt_f16_f32_avx2;
     t.cvt_f32_f16 = cvt_f32_f16_avx2;
     t.dot_f32 = dot_f32_avx2;
     t.axpy_f32 = axpy_f32_avx2;

@@ -220,9 +220,6 @@ static void float_row_generic(float* out, const FloatMatrix& w, int64_t r) {
     }
 }
 
-static void cvt_f16_f32_generic(float* out, const uint16_t* in, int64_t n) {
-    for (int64_t i = 0; i < n; i++) out[i] = fp16_to_fp32(in[i]);
-}
 static void cvt_f32_f16_generic(uint16_t* out, const float* in, int64_t n) {
     for (int64_t i = 0; i < n; i++) out[i] = fp32_to_fp16(in[i]);
 }
@@ -244,7 +241,6 @@ static void axpy_f16_generic(float* y, float a, const uint16_t* x, int64_t n) {
 }
 
 void fill_table_generic(KernelTable& t) {
-    t.cvt_f16_f32 = cvt_f16_f32_generic;
     t.cvt_f32_f16 = cvt_f32_f16_generic;
     t.dot_f32 = dot_f32_generic;
     t.axpy_f32 = axpy_f32_generic;

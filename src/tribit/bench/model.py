@@ -337,8 +337,8 @@ def bench_model(
             say(f"loading {path.name} with {t} thread(s)")
             runners[t] = _Runner(path, t, n_ctx, isa, seed)
         mem_loaded = memory_status()
-        times: dict[tuple[int, tuple[str, int]], list[float]] = {}
-        cpu: dict[tuple[int, tuple[str, int]], list[float]] = {}
+        times: dict[tuple[int, tuple[str, int, int]], list[float]] = {}
+        cpu: dict[tuple[int, tuple[str, int, int]], list[float]] = {}
         probes: dict[int, list[float]] = {t: [] for t in group}
         for t, r in runners.items():
             r.warm_up([n for k, n, _ in tests if k == "pp"])
