@@ -145,6 +145,26 @@ def test_story_questions_share_the_story_and_can_defeat_recency():
     assert 0.35 < recency[0] < 0.65 and recency[1] < 0.2, recency
 
 
+@pytest.mark.parametrize("split", babi.SPLITS)
+def test_supporting_place_is_the_asked_persons_last_move(split):
+    exs = babi.generate(300, split, seed=11) + [babi.SEED]
+    for ex in exs:
+        span = babi.supporting_place(ex)
+        if ex.task not in (1, 6):
+            assert span is None
+            continue
+        who = re.search(r"(?:Where is|Is) (\w+)", ex.prompt).group(1)
+        story = ex.prompt[: ex.prompt.rindex(". ") + 1]
+        start = story.rfind(". ", 0, span[0]) + 2 if ". " in story[: span[0]] else 0
+        sentence = story[start : span[1] + 1]
+        assert MOVE_RE.match(sentence.rstrip(".")).groups() == (who, ex.prompt[span[0] : span[1]])
+        assert not any(s.startswith(who + " ") for s in story[span[1] + 2 :].split(". ")), ex
+        if ex.task == 1:  # the place the independent reader answers with
+            assert solve(ex.prompt).endswith(f" the {ex.prompt[span[0] : span[1]]}.")
+    with pytest.raises(ValueError, match="not a task-1"):
+        babi.supporting_place(babi.Example(1, "Mary went to the garden. Who?\nAnswer:", ""))
+
+
 def test_evaluate_counts_and_agreement():
     exs = babi.generate(12, "heldout", seed=4)
     oracle = {e.prompt: e.answer for e in exs}

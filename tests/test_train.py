@@ -14,15 +14,17 @@ from tribit.formats import GGMLType, GGUFReader  # noqa: E402
 from tribit.quant import quantize_activations, ternary_matmul_ref, unpack_tq2_0  # noqa: E402
 from tribit.train.bitlinear import BitLinear, act_quant, weight_quant  # noqa: E402
 from tribit.train.export import export_gguf, ternary_weights  # noqa: E402
-from tribit.train.model import BitNetConfig, BitNetLM  # noqa: E402
+from tribit.train.model import BitNetConfig, BitNetLM, attention_logits  # noqa: E402
 from tribit.train.tokenizer import Encoder, build_tokenizer  # noqa: E402
 from tribit.train.trainer import (  # noqa: E402
     TrainSettings,
     collate_packed,
     encode_example,
+    fact_rows,
     load_checkpoint,
     lr_at,
     pack_story,
+    packed_loss,
     train,
 )
 
@@ -99,6 +101,8 @@ def test_few_steps_reduce_loss_and_checkpoint_resumes(tmp_path, monkeypatch):
     assert ck["step"] == 12 and "opt" in ck and ck["config"]["n_layer"] == 1
     losses = [r["loss"] for r in ck["log"]]
     assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.5
+    # the supporting-fact loss is on by default, logged, and part of the total
+    assert all(r["loss"] == pytest.approx(r["lm"] + r["fact"], abs=2e-5) for r in ck["log"])
     # determinism: the same seed gives the same first losses
     st2 = TrainSettings(**{**st.__dict__, "steps": 2})
     ck2 = torch.load(train(tmp_path / "again", cfg, st2, progress=False), weights_only=False)
@@ -118,7 +122,7 @@ def test_packed_story_branches_equal_separate_sequences(tok_md):
     exs = babi.story_questions("train", seed=5, k=3)
     assert len(exs) >= 2 and len({e.prompt for e in exs}) == len(exs)
     packs = [pack_story(enc, exs), pack_story(enc, babi.generate(1, "train", 9, (3,)))]
-    x, pos, mask, tgt, w = collate_packed(packs, enc.eos, 0.25)
+    x, pos, mask, tgt, w, facts = collate_packed(packs, enc.eos, 0.25)
     with torch.no_grad():
         h = model.hidden(x, positions=pos, mask=mask)
     for i, ex in enumerate(exs, 1):
@@ -135,9 +139,67 @@ def test_packed_story_branches_equal_separate_sequences(tok_md):
         assert tgt[0, own].tolist() == toks[first + 1 :] and tgt[0, idx[-1]] == -1
         want = [1.0 if j >= a - 1 else 0.25 for j in range(first, len(toks) - 1)]
         assert w[0, own].tolist() == want and w[0, idx[-1]] == 0
+        # the supporting-fact rows moved with their branch
+        own_facts = [(idx[q], idx[k]) for q, k in fact_rows(enc, ex)]
+        assert own_facts and set(own_facts) <= set(map(tuple, facts[facts[:, 0] == 0, 1:].tolist()))
     # the single example is an ordinary causal sequence
     n = len(packs[1].tokens)
     assert mask[1, :n, :n].equal(torch.ones(n, n, dtype=torch.bool).tril())
+    assert not (facts[:, 0] == 1).any()  # task 3: no single supporting fact
+
+
+def test_fact_rows_point_from_each_answer_piece_to_the_supporting_place(tok_md):
+    """Task 1: the position predicting piece m of the answer's place looks at piece m of
+    the place in the asked person's last move; task 6: the answer position at the
+    place's first piece. Held-out words come in several pieces."""
+    enc = Encoder(tok_md)
+    n_pieces = []
+    for ex in babi.generate(60, "heldout", seed=2, tasks=(1, 6)) + [babi.SEED]:
+        toks, a = encode_example(enc, ex)
+        rows = fact_rows(enc, ex)
+        span = babi.supporting_place(ex)
+        ids, offs = enc.encode_offsets(ex.prompt)
+        place = [1 + j for j, (s, e) in enumerate(offs) if e >= span[0] and s < span[1]]
+        assert [k for _, k in rows] == (place if ex.task == 1 else place[:1])
+        if ex.task == 1:
+            assert [toks[q + 1] for q, _ in rows] == [toks[k] for _, k in rows]
+            # "... is in the" predicts the place; then its pieces, ".", eos
+            assert rows[0][0] == len(toks) - 3 - len(rows)
+            assert enc.decode([toks[rows[0][0]]]) == " the"
+            n_pieces.append(len(rows))
+        else:
+            assert rows == [(a - 1, place[0])]
+    assert max(n_pieces) >= 3
+
+
+def test_attention_logits_are_the_heads_attention():
+    """The supporting-fact loss reads head 0's attention as SDPA computes it (scale,
+    GQA sharing, mask), and its gradient reaches the earlier layers."""
+    torch.manual_seed(3)
+    cfg = BitNetConfig(n_vocab=64, n_embd=256, n_ff=256, n_layer=2, n_head=4, n_head_kv=2)
+    model = BitNetLM(cfg)
+    x = torch.randint(0, 64, (2, 9))
+    pos = torch.arange(9).repeat(2, 1)
+    mask = torch.ones(9, 9, dtype=torch.bool).tril().repeat(2, 1, 1)
+    mask[1, 6:, 2:4] = False  # a branch that does not see part of the story
+    model.hidden(x, positions=pos, mask=mask, keep_qkv=1)
+    q, k, v = model.blocks[1].qkv
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask[:, None], enable_gqa=True)
+    for head in (0, 1, 3):
+        rows = torch.tensor([[0, 0], [0, 8], [1, 7], [1, 3]])
+        p = attention_logits(model.blocks[1], head, rows, mask).exp()
+        out = torch.einsum("rn,rnd->rd", p, v[rows[:, 0], head // 2])
+        torch.testing.assert_close(out, ref[rows[:, 0], head, rows[:, 1]], atol=1e-5, rtol=1e-5)
+        assert (p[3, 4:] == 0).all() and (p[2, 2:4] == 0).all()
+    tgt = torch.full((2, 9), -1)
+    tgt[:, :-1] = x[:, 1:]
+    facts = torch.tensor([[0, 8, 2], [1, 7, 5]])
+    model.zero_grad()
+    loss, parts = packed_loss(model, x, pos, mask, tgt, (tgt >= 0).float(), facts, 1.0, 1)
+    loss.backward()
+    assert parts["fact"] > 0 and loss.item() == pytest.approx(parts["lm"] + parts["fact"], rel=1e-5)
+    assert model.blocks[0].q.weight.grad.abs().sum() > 0 and model.blocks[1].qkv is None
 
 
 def test_export_writes_exact_ternary_tq2_0(tmp_path, tok_md):
@@ -222,7 +284,7 @@ def test_train_cli_rejects_bad_settings(tmp_path, capsys):
 
     out = str(tmp_path / "m.gguf")
     for bad in (["--tasks", "1,4"], ["--tasks", "one"], ["--n-embd", "300"], ["--steps", "0"],
-                ["--not-last", "1.5"]):
+                ["--not-last", "1.5"], ["--fact-layer", "4"], ["--fact-weight", "-1"]):
         assert main(["train", "babi", "--out", out, *bad]) == 1, bad
         assert "error" in capsys.readouterr().err.lower(), bad
     assert not (tmp_path / "m.gguf").exists()

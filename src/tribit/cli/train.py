@@ -33,6 +33,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--not-last", type=float, default=0.0,
                    help="share of task-1/6 stories whose questions skip the people in the "
                         "place named last, so that recency alone cannot answer (default 0)")
+    p.add_argument("--fact-weight", type=float, default=1.0,
+                   help="weight of the supporting-fact loss, which teaches one attention head "
+                        "to look at the asked person's last move (0: off; default 1)")
+    p.add_argument("--fact-layer", type=int, default=None,
+                   help="layer of that head (head 0; default n_layer // 2)")
     p.add_argument("--prompt-weight-from", type=int, default=0,
                    help="first step that uses --prompt-weight (before it: answers only)")
     p.add_argument("--ckpt-dir", type=Path, default=None,
@@ -61,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
         raise TribitError(str(e)) from e
     if not 0.0 <= args.not_last <= 1.0:
         raise TribitError(f"--not-last must be in [0, 1], got {args.not_last}")
+    if args.fact_weight < 0:
+        raise TribitError(f"--fact-weight must be >= 0, got {args.fact_weight}")
+    if args.fact_layer is not None and not 0 <= args.fact_layer < args.n_layer:
+        raise TribitError(f"--fact-layer must be in [0, {args.n_layer - 1}], got {args.fact_layer}")
     if min(args.steps, args.batch, args.threads, args.questions) <= 0:
         raise TribitError("--steps, --batch, --threads and --questions must be positive")
     try:
@@ -70,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     st = TrainSettings(steps=args.steps, tasks=tasks, batch=args.batch, lr=args.lr, seed=args.seed,
                        threads=args.threads, vocab_size=args.vocab,
                        prompt_weight=args.prompt_weight, prompt_weight_from=args.prompt_weight_from,
-                       questions=args.questions, p_not_last=args.not_last)
+                       questions=args.questions, p_not_last=args.not_last,
+                       fact_weight=args.fact_weight, fact_layer=args.fact_layer)
     ckpt_dir = args.ckpt_dir or args.out.with_suffix(".ckpt")
     ckpt = train(ckpt_dir, cfg, st, progress=not args.no_progress, resume=args.resume,
                  log_file=ckpt_dir / "log.jsonl")

@@ -24,6 +24,7 @@ words it has never seen. Pure Python and deterministic for a seed.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -310,6 +311,26 @@ def story_questions(split: str, seed: int, k: int, p_where: float = 0.75,
         people = rng.sample(sorted(where), min(k, len(where)))
     return [_where(where, who, story) if rng.random() < p_where
             else _yes_no(rng, v, where, who, story) for who in people]
+
+
+_MOVE_RE = re.compile(r"(?:^|(?<= ))([A-Z][a-z]+) (?:{}) (?:the )+([a-z]+)\."
+                      .format("|".join(MOVES)))
+_PERSON_RE = re.compile(r"(?:Where is|Is) ([A-Z][a-z]+)(?:\?| in the [a-z]+\?)\nAnswer:$")
+
+
+def supporting_place(ex: Example) -> tuple[int, int] | None:
+    """The supporting fact of a task-1 or task-6 question, as bAbI labels it: the
+    character span `[start, end)` in `ex.prompt` of the place in the asked person's
+    last move. None for the other tasks (their answers need several facts)."""
+    if ex.task not in (1, 6):
+        return None
+    m = _PERSON_RE.search(ex.prompt)
+    if m is None:
+        raise ValueError(f"not a task-{ex.task} question: {ex.prompt[-60:]!r}")
+    moves = [f for f in _MOVE_RE.finditer(ex.prompt, 0, m.start()) if f[1] == m[1]]
+    if not moves:
+        raise ValueError(f"{m[1]} never moves in the story")
+    return moves[-1].span(2)
 
 
 def is_correct(generated: str, ex: Example) -> bool:

@@ -4,6 +4,7 @@ training-time forward that tribit's runtime reproduces."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -93,13 +94,17 @@ class Block(nn.Module):
         self.up = BitLinear(cfg.n_embd, cfg.n_ff)
         self.ffn_sub_norm = RMSNorm(cfg.n_ff, cfg.norm_eps)
         self.down = BitLinear(cfg.n_ff, cfg.n_embd)
+        self.qkv: tuple[torch.Tensor, ...] | None = None  # see forward's keep_qkv
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: dict | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+                cache: dict | None = None, mask: torch.Tensor | None = None,
+                keep_qkv: bool = False) -> torch.Tensor:
         """x (b, n, n_embd) at the positions of `cos`/`sin`. `cache` (greedy decoding):
         keys/values of earlier positions, extended in place; with earlier positions
         present, x must be one token. `mask` (b, n, n), True where a token may attend,
-        replaces the causal mask (training on packed, branching sequences)."""
+        replaces the causal mask (training on packed, branching sequences).
+        `keep_qkv`: keep the rotated queries, keys and values (b, heads, n, head_dim) in
+        `self.qkv`, for losses on the attention pattern (`attention_logits`)."""
         c = self.cfg
         b, n, _ = x.shape
         h = self.attn_norm(x)
@@ -107,6 +112,7 @@ class Block(nn.Module):
         k = self.k(h).view(b, n, c.n_head_kv, c.head_dim).transpose(1, 2)
         v = self.v(h).view(b, n, c.n_head_kv, c.head_dim).transpose(1, 2)
         q, k = rope(q, cos, sin), rope(k, cos, sin)
+        self.qkv = (q, k, v) if keep_qkv else None
         causal = True
         if cache is not None:
             if "k" in cache:
@@ -123,6 +129,18 @@ class Block(nn.Module):
         h = self.ffn_norm(x)
         f = F.relu(self.gate(h)).square() * self.up(h)
         return x + self.down(self.ffn_sub_norm(f))
+
+
+def attention_logits(blk: Block, head: int, rows: torch.Tensor,
+                     mask: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities of one head's attention in the last forward of `blk` (run
+    with `keep_qkv`), for query rows `rows` ((r, 2): batch, position), over all key
+    positions (r, n); `mask` (b, n, n) is the attention mask of that forward."""
+    q, k, _ = blk.qkv
+    kv_head = head // (q.shape[1] // k.shape[1])  # GQA: consecutive query heads share one
+    b, i = rows[:, 0], rows[:, 1]
+    s = (q[b, head, i, None, :] * k[b, kv_head]).sum(-1) / math.sqrt(q.shape[-1])
+    return torch.log_softmax(s.masked_fill(~mask[b, i], float("-inf")), dim=-1)
 
 
 class BitNetLM(nn.Module):
@@ -149,11 +167,12 @@ class BitNetLM(nn.Module):
 
     def hidden(self, tokens: torch.Tensor, caches: list[dict] | None = None,
                pos: int = 0, positions: torch.Tensor | None = None,
-               mask: torch.Tensor | None = None) -> torch.Tensor:
+               mask: torch.Tensor | None = None, keep_qkv: int | None = None) -> torch.Tensor:
         """Final hidden states after output_norm, (batch, seq, n_embd), of `tokens`
         at positions pos, pos+1, ... (`caches`: one dict per layer, for decoding).
         Packed training batches give each token's position (`positions`, (b, n)) and
-        the attention `mask` (b, n, n) instead."""
+        the attention `mask` (b, n, n) instead. `keep_qkv`: a layer whose queries,
+        keys and values are kept (`Block.forward`)."""
         n = tokens.shape[1]
         if positions is not None:
             cos, sin = self._tables(int(positions.max()) + 1)
@@ -163,7 +182,7 @@ class BitNetLM(nn.Module):
             cos, sin = cos[pos:], sin[pos:]
         x = self.embed(tokens)
         for i, blk in enumerate(self.blocks):
-            x = blk(x, cos, sin, None if caches is None else caches[i], mask)
+            x = blk(x, cos, sin, None if caches is None else caches[i], mask, i == keep_qkv)
         return self.norm(x)
 
     def head(self, h: torch.Tensor) -> torch.Tensor:

@@ -38,6 +38,11 @@ class Encoder:
         """Token ids of `text` (no bos)."""
         return self.tok.encode(text, add_special_tokens=False).ids
 
+    def encode_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids of `text` and each token's character span `[start, end)` in it."""
+        e = self.tok.encode(text, add_special_tokens=False)
+        return e.ids, e.offsets
+
     def decode(self, ids: list[int]) -> str:
         """Text of `ids`."""
         return self.tok.decode(ids)

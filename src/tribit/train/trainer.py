@@ -1,6 +1,7 @@
 """Training loop for the bAbI default model: AdamW with warm-up and cosine decay,
-loss on answer tokens (and, weighted down, story tokens), stories packed with several
-questions, checkpoints, a tqdm progress bar, seeded.
+loss on answer tokens (and, weighted down, story tokens) plus supporting-fact
+supervision of one attention head, stories packed with several questions,
+checkpoints, a tqdm progress bar, seeded.
 
 Determinism: the batch of step `s` is generated from (seed, s) alone in one thread
 (pure Python), and torch is seeded once, so a run is reproducible on one machine
@@ -13,14 +14,14 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from ..data import babi
-from .model import BitNetConfig, BitNetLM
+from .model import BitNetConfig, BitNetLM, attention_logits
 from .tokenizer import Encoder, build_tokenizer
 
 
@@ -49,6 +50,12 @@ class TrainSettings:
     # share of packed stories whose questions skip the people in the place named
     # last (`babi.story_questions`), so that recency alone does not answer
     p_not_last: float = 0.0
+    # supporting-fact supervision (the strongly supervised setting of the bAbI paper):
+    # head 0 of layer `fact_layer` (None: n_layer // 2) is taught, with this loss weight,
+    # to look from each position that predicts a piece of a task-1 answer's place (or a
+    # task-6 answer) at that piece in the asked person's last move (`fact_rows`)
+    fact_weight: float = 1.0
+    fact_layer: int | None = None
     pool: int = 8  # batches generated together and bucketed by length
     log_every: int = 25
     eval_every: int = 250
@@ -97,6 +104,30 @@ class Packed:
     seg: list[int]  # 0: the story (and bos); i: branch i
     target: list[int]
     answer: list[bool]
+    facts: list[tuple[int, int]] = field(default_factory=list)  # (query, key): `fact_rows`
+
+
+def fact_rows(enc: Encoder, ex: babi.Example) -> list[tuple[int, int]]:
+    """Supporting-fact targets of one example as (query, key) token indices into its
+    unpacked sequence `[bos] prompt answer eos`: the position that predicts piece m of
+    a task-1 answer's place should attend to piece m of that place in the supporting
+    sentence (`babi.supporting_place`); the position that predicts a task-6 answer
+    (Yes/No), to the place's first piece. Empty for the other tasks."""
+    span = babi.supporting_place(ex)
+    if span is None:
+        return []
+    ids, offs = enc.encode_offsets(ex.prompt)
+    # the place's pieces, with the blank before it (" garden" or " ", "ai", "r", ...)
+    key = [1 + j for j, (a, b) in enumerate(offs) if b >= span[0] and a < span[1]]
+    if ex.task == 6:
+        return [(len(ids), key[0])]
+    start = ex.answer.rindex(" ") + 1  # " Mary is in the garden."
+    aids, aoffs = enc.encode_offsets(ex.answer)
+    end = len(ex.answer) - 1  # before the "."
+    ans = [1 + len(ids) + j for j, (a, b) in enumerate(aoffs) if b >= start and a < end]
+    if [aids[j - 1 - len(ids)] for j in ans] != [ids[j - 1] for j in key]:
+        raise ValueError(f"the answer's place is not the supporting fact's: {ex}")
+    return [(j - 1, k) for j, k in zip(ans, key, strict=True)]
 
 
 def pack_story(enc: Encoder, exs: list[babi.Example]) -> Packed:
@@ -113,8 +144,10 @@ def pack_story(enc: Encoder, exs: list[babi.Example]) -> Packed:
     p = Packed(list(base), list(range(len(base))), [0] * len(base), [], [])
     p.target = list(base[1:]) + [-1]  # the story's last token predicts each branch's start
     p.answer = [False] * len(base)
-    for i, (q, a) in enumerate(branches, 1):
+    for i, ((q, a), ex) in enumerate(zip(branches, exs, strict=True), 1):
         toks = q + a
+        at = len(p.tokens) - len(base)  # unpacked index -> packed: the branch follows the story
+        p.facts += [(j + at if j >= len(base) else j, k) for j, k in fact_rows(enc, ex)]
         p.tokens += toks
         p.pos += range(len(base), len(base) + len(toks))
         p.seg += [i] * len(toks)
@@ -137,12 +170,13 @@ def _single(enc: Encoder, ex: babi.Example) -> Packed:
     toks, a = encode_example(enc, ex)
     n = len(toks)
     return Packed(toks, list(range(n)), [0] * n, toks[1:] + [-1],
-                  [j >= a - 1 for j in range(n - 1)] + [False])
+                  [j >= a - 1 for j in range(n - 1)] + [False], fact_rows(enc, ex))
 
 
 def collate_packed(items: list[Packed], pad: int, prompt_weight: float):
     """Padded batch: tokens, positions (b, n), attention mask (b, n, n), targets
-    (b, n; -1 none) and loss weights (b, n: 1 for answers, `prompt_weight` else)."""
+    (b, n; -1 none), loss weights (b, n: 1 for answers, `prompt_weight` else) and
+    the supporting-fact rows (r, 3: sequence, query, key)."""
     b, n = len(items), max(len(p.tokens) for p in items)
     x = torch.full((b, n), pad, dtype=torch.long)
     pos = torch.zeros((b, n), dtype=torch.long)
@@ -159,15 +193,30 @@ def collate_packed(items: list[Packed], pad: int, prompt_weight: float):
     causal = torch.ones((n, n), dtype=torch.bool).tril()
     same = (seg[:, :, None] == seg[:, None, :]) | (seg[:, None, :] == 0)
     mask = (causal & same) | torch.eye(n, dtype=torch.bool)  # padding sees itself
-    return x, pos, mask, tgt, w
+    facts = torch.tensor([(i, q, k) for i, p in enumerate(items) for q, k in p.facts],
+                         dtype=torch.long).reshape(-1, 3)
+    return x, pos, mask, tgt, w, facts
 
 
-def packed_loss(model: BitNetLM, x, pos, mask, tgt, w) -> torch.Tensor:
-    """Weighted mean cross-entropy over the targets with weight > 0."""
-    h = model.hidden(x, positions=pos, mask=mask)
+def packed_loss(model: BitNetLM, x, pos, mask, tgt, w, facts=None, fact_weight: float = 0.0,
+                fact_layer: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted mean cross-entropy over the targets with weight > 0, plus `fact_weight`
+    times the supporting-fact loss: the mean negative log attention that head 0 of
+    `fact_layer` pays to each row's key. Returns the total and its parts (floats)."""
+    layer = model.cfg.n_layer // 2 if fact_layer is None else fact_layer
+    use_facts = fact_weight > 0 and facts is not None and len(facts) > 0
+    h = model.hidden(x, positions=pos, mask=mask, keep_qkv=layer if use_facts else None)
     sel = w > 0
     ce = F.cross_entropy(model.head(h[sel]), tgt[sel], reduction="none")
-    return (ce * w[sel]).sum() / w[sel].sum()
+    loss = (ce * w[sel]).sum() / w[sel].sum()
+    parts = {"lm": loss.item()}
+    if use_facts:
+        lp = attention_logits(model.blocks[layer], 0, facts[:, :2], mask)
+        fact = -lp.gather(1, facts[:, 2:]).mean()
+        model.blocks[layer].qkv = None
+        parts["fact"] = fact.item()
+        loss = loss + fact_weight * fact
+    return loss, parts
 
 
 def pool_batches(enc: Encoder, st: TrainSettings, pool_index: int) -> list[list[Packed]]:
@@ -249,14 +298,16 @@ def train(out_dir: Path, cfg: BitNetConfig, st: TrainSettings, progress: bool = 
         for g in opt.param_groups:
             g["lr"] = lr_at(st, step)
         model.train()
-        loss = packed_loss(model, *batch)
+        loss, parts = packed_loss(model, *batch, fact_weight=st.fact_weight,
+                                  fact_layer=st.fact_layer)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         last = step == st.steps - 1
         if step % st.log_every == 0 or last or (step + 1) % st.eval_every == 0:
-            rec = {"step": step, "loss": round(loss.item(), 5), "lr": lr_at(st, step),
+            rec = {"step": step, "loss": round(loss.item(), 5),
+                   **{k: round(v, 5) for k, v in parts.items()}, "lr": lr_at(st, step),
                    "s": round(time.time() - t0, 1)}
             if (step + 1) % st.eval_every == 0 or last:
                 model.eval()
