@@ -11,11 +11,11 @@ HELP = "train a small ternary model on bAbI-style stories (needs torch: tribit[t
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", choices=["babi"], help="what to train on")
     p.add_argument("--out", required=True, type=Path, help="output GGUF path")
-    p.add_argument("--steps", type=int, default=9000, help="optimizer steps (default 9000)")
+    p.add_argument("--steps", type=int, default=6000, help="optimizer steps (default 6000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     p.add_argument("--n-layer", type=int, default=4)
     p.add_argument("--n-embd", type=int, default=256, help="multiple of 256")
     p.add_argument("--n-ff", type=int, default=256, help="multiple of 256")
