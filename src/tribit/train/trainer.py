@@ -117,17 +117,22 @@ def fact_rows(enc: Encoder, ex: babi.Example) -> list[tuple[int, int]]:
     if span is None:
         return []
     ids, offs = enc.encode_offsets(ex.prompt)
-    # the place's pieces, with the blank before it (" garden" or " ", "ai", "r", ...)
-    key = [1 + j for j, (a, b) in enumerate(offs) if b >= span[0] and a < span[1]]
+    key = _word_pieces(offs, *span)
     if ex.task == 6:
-        return [(len(ids), key[0])]
-    start = ex.answer.rindex(" ") + 1  # " Mary is in the garden."
+        return [(len(ids), 1 + key[0])]
+    # " Mary is in the garden.": the place is the last word, before the "."
     aids, aoffs = enc.encode_offsets(ex.answer)
-    end = len(ex.answer) - 1  # before the "."
-    ans = [1 + len(ids) + j for j, (a, b) in enumerate(aoffs) if b >= start and a < end]
-    if [aids[j - 1 - len(ids)] for j in ans] != [ids[j - 1] for j in key]:
+    ans = _word_pieces(aoffs, ex.answer.rindex(" ") + 1, len(ex.answer) - 1)
+    if [aids[j] for j in ans] != [ids[k] for k in key]:
         raise ValueError(f"the answer's place is not the supporting fact's: {ex}")
-    return [(j - 1, k) for j, k in zip(ans, key, strict=True)]
+    # unpacked indices: bos, the prompt, the answer; position j predicts token j + 1
+    return [(len(ids) + j, 1 + k) for j, k in zip(ans, key, strict=True)]
+
+
+def _word_pieces(offs: list[tuple[int, int]], start: int, end: int) -> list[int]:
+    """Indices of the tokens that spell the word at characters [start, end), with the
+    blank before it (" garden", or " ", "ai", "r", ...)."""
+    return [j for j, (a, b) in enumerate(offs) if b >= start and a < end]
 
 
 def pack_story(enc: Encoder, exs: list[babi.Example]) -> Packed:
