@@ -160,13 +160,15 @@ def test_fact_rows_point_from_each_answer_piece_to_the_supporting_place(tok_md):
         span = babi.supporting_place(ex)
         ids, offs = enc.encode_offsets(ex.prompt)
         place = [1 + j for j, (s, e) in enumerate(offs) if e >= span[0] and s < span[1]]
-        assert [k for _, k in rows] == (place if ex.task == 1 else place[:1])
         if ex.task == 1:
+            # the place's pieces, then the "." that ends it
+            assert [k for _, k in rows] == place + [place[-1] + 1]
+            assert enc.decode([toks[place[-1] + 1]]) == "."
             assert [toks[q + 1] for q, _ in rows] == [toks[k] for _, k in rows]
             # "... is in the" predicts the place; then its pieces, ".", eos
-            assert rows[0][0] == len(toks) - 3 - len(rows)
+            assert rows[0][0] == len(toks) - 2 - len(rows)
             assert enc.decode([toks[rows[0][0]]]) == " the"
-            n_pieces.append(len(rows))
+            n_pieces.append(len(rows) - 1)
         else:
             assert rows == [(a - 1, place[0])]
     assert max(n_pieces) >= 3

@@ -11,7 +11,7 @@ HELP = "train a small ternary model on bAbI-style stories (needs torch: tribit[t
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", choices=["babi"], help="what to train on")
     p.add_argument("--out", required=True, type=Path, help="output GGUF path")
-    p.add_argument("--steps", type=int, default=6000, help="optimizer steps (default 6000)")
+    p.add_argument("--steps", type=int, default=5000, help="optimizer steps (default 5000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--batch", type=int, default=16)
@@ -24,9 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vocab", type=int, default=512, help="BPE vocabulary size")
     p.add_argument("--prompt-weight", type=float, default=0.25,
                    help="loss weight of story tokens (answer tokens weigh 1; default 0.25)")
-    p.add_argument("--tasks", default="1,1,1,6,2,3",
+    p.add_argument("--tasks", default="1,1,1,1,6,2,3",
                    help="bAbI tasks of the training sequences, round robin; a task listed "
-                        "twice comes twice as often (default 1,1,1,6,2,3)")
+                        "twice comes twice as often (default 1,1,1,1,6,2,3)")
     p.add_argument("--questions", type=int, default=3,
                    help="questions packed per task-1/6 story, each branching off the story "
                         "(default 3; 1: one question per sequence)")

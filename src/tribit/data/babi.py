@@ -16,9 +16,9 @@ answers are one sentence with a leading space: `` Mary is in the garden.``,
 The "train" and "heldout" splits use disjoint sets of names and places, so a
 held-out score measures reading, not memorization. The seed prompt's names and
 places (Daniel, Mary, Sandra, John; garden, kitchen, hallway, bedroom) are in the
-train split. Besides its word lists, the train split also makes up names and places
-from syllables (never one of the held-out words), which teaches a model to copy
-words it has never seen. Pure Python and deterministic for a seed.
+train split. Besides its word lists, the train split mostly makes up names and
+places, from syllables or random letters (never a held-out word), which teaches a
+model to copy words it has never seen. Pure Python and deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ _ONSETS = ("b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "qu", "r"
            "v", "w", "y", "z", "br", "dr", "st", "tr", "sh", "ch", "th", "pl", "gr", "wh", "sc")
 _VOWELS = ("a", "e", "i", "o", "u", "y", "ai", "ou", "ea", "oo")
 _CODAS = ("", "", "", "n", "l", "r", "s", "m", "x", "ck", "rd", "th", "nd", "t")
-_MADE_UP_RATE = 0.5  # share of train-split names/places made up from syllables
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+_MADE_UP_RATE = 0.7  # share of train-split names/places made up (syllables or letters)
 
 
 @dataclass(frozen=True)
@@ -98,16 +99,27 @@ SEED = Example(1, SEED_PROMPT, SEED_ANSWER)
 
 
 def _made_up(rng: random.Random, capital: bool, exclude: set[str]) -> str:
-    """A pronounceable word that is none of `exclude` (the held-out words)."""
+    """A made-up word that is none of `exclude` (held-out and story words): half the time
+    syllables (sometimes vowel-first, like "airport" or "Omar"), half the time 3-8
+    random letters, so that the model learns to copy any sequence of pieces, not
+    only the pieces and pairs of pieces that the word lists and syllables have."""
     while True:
-        w = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(rng.randint(1, 2)))
-        w += rng.choice(_CODAS)
+        if rng.random() < 0.5:
+            w = rng.choice(_VOWELS) if rng.random() < 0.25 else ""
+            w += "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS)
+                         for _ in range(rng.randint(1, 2)))
+            w += rng.choice(_CODAS)
+        else:
+            w = "".join(rng.choice(_LETTERS) for _ in range(rng.randint(3, 8)))
         w = w.capitalize() if capital else w
         if len(w) >= 3 and w.lower() not in exclude:
             return w
 
 
-_HELDOUT_WORDS = {w.lower() for w in HELDOUT_NAMES + HELDOUT_PLACES}
+# made-up words are never held-out words, nor words of the stories' sentences
+_NOT_MADE_UP = ({w.lower() for w in HELDOUT_NAMES + HELDOUT_PLACES + OBJECTS}
+                | {w for phrase in MOVES + GRABS + DROPS for w in phrase.split()}
+                | {"the", "where", "was", "before", "answer", "yes", "and"})
 
 
 class _Vocab:
@@ -122,14 +134,14 @@ class _Vocab:
         if self.train and self.rng.random() < _MADE_UP_RATE:
             out: set[str] = set()
             while len(out) < k:
-                out.add(_made_up(self.rng, True, _HELDOUT_WORDS))
+                out.add(_made_up(self.rng, True, _NOT_MADE_UP))
             return sorted(out)
         return self.rng.sample(self.names, k)
 
     def place_set(self) -> Sequence[str]:
         """The places one story draws from."""
         if self.train and self.rng.random() < _MADE_UP_RATE:
-            return sorted({_made_up(self.rng, False, _HELDOUT_WORDS) for _ in range(6)})
+            return sorted({_made_up(self.rng, False, _NOT_MADE_UP) for _ in range(6)})
         return self.places
 
 
