@@ -149,9 +149,10 @@ def test_packed_story_branches_equal_separate_sequences(tok_md):
 
 
 def test_fact_rows_point_from_each_answer_piece_to_the_supporting_place(tok_md):
-    """Task 1: the position predicting piece m of the answer's place looks at piece m of
-    the place in the asked person's last move; task 6: the answer position at the
-    place's first piece. Held-out words come in several pieces."""
+    """Task 1: the position predicting piece m of the answer's place (and then its ".")
+    looks at piece m of the place in the asked person's last move (then the "." after
+    it); task 6: the answer position at the place's first piece. Held-out words come in
+    several pieces."""
     enc = Encoder(tok_md)
     n_pieces = []
     for ex in babi.generate(60, "heldout", seed=2, tasks=(1, 6)) + [babi.SEED]:

@@ -52,8 +52,8 @@ class TrainSettings:
     p_not_last: float = 0.0
     # supporting-fact supervision (the strongly supervised setting of the bAbI paper):
     # head 0 of layer `fact_layer` (None: n_layer // 2) is taught, with this loss weight,
-    # to look from each position that predicts a piece of a task-1 answer's place (or a
-    # task-6 answer) at that piece in the asked person's last move (`fact_rows`)
+    # to look from each position that predicts a piece of a task-1 answer's place or its
+    # "." (or a task-6 answer) at that piece in the asked person's last move (`fact_rows`)
     fact_weight: float = 1.0
     fact_layer: int | None = None
     pool: int = 8  # batches generated together and bucketed by length
@@ -118,18 +118,16 @@ def fact_rows(enc: Encoder, ex: babi.Example) -> list[tuple[int, int]]:
     if span is None:
         return []
     ids, offs = enc.encode_offsets(ex.prompt)
-    key = _word_pieces(offs, *span)
+    # the place with the "." that closes its sentence: the "." tells where the word
+    # ends (without it the model guessed: "shed" -> "shedow", "laundry" -> "laund")
+    key = _word_pieces(offs, span[0], span[1] + 1)
     if ex.task == 6:
         return [(len(ids), 1 + key[0])]
-    # " Mary is in the garden.": the place is the last word, before the "."
+    # " Mary is in the garden.": the place is the last word, then the "."
     aids, aoffs = enc.encode_offsets(ex.answer)
-    ans = _word_pieces(aoffs, ex.answer.rindex(" ") + 1, len(ex.answer) - 1)
+    ans = _word_pieces(aoffs, ex.answer.rindex(" ") + 1, len(ex.answer))
     if [aids[j] for j in ans] != [ids[k] for k in key]:
         raise ValueError(f"the answer's place is not the supporting fact's: {ex}")
-    # the "." after the place ends the word: without this row the model guessed where
-    # held-out places end ("shed" -> "shedow", "laundry" -> "laund")
-    if ans[-1] + 1 < len(aids) and key[-1] + 1 < len(ids) and aids[ans[-1] + 1] == ids[key[-1] + 1]:
-        ans, key = ans + [ans[-1] + 1], key + [key[-1] + 1]
     # unpacked indices: bos, the prompt, the answer; position j predicts token j + 1
     return [(len(ids) + j, 1 + k) for j, k in zip(ans, key, strict=True)]
 
