@@ -203,6 +203,12 @@ def test_attention_logits_are_the_heads_attention():
     loss.backward()
     assert parts["fact"] > 0 and loss.item() == pytest.approx(parts["lm"] + parts["fact"], rel=1e-5)
     assert model.blocks[0].q.weight.grad.abs().sum() > 0 and model.blocks[1].qkv is None
+    # several supervised heads: the fact loss is the mean of the heads' own losses
+    per_head = [packed_loss(model, x, pos, mask, tgt, (tgt >= 0).float(), facts, 1.0, 1, (h,))[1]
+                for h in (0, 2)]
+    _, both = packed_loss(model, x, pos, mask, tgt, (tgt >= 0).float(), facts, 1.0, 1, (0, 2))
+    assert per_head[0]["fact"] != pytest.approx(per_head[1]["fact"], rel=1e-3)
+    assert both["fact"] == pytest.approx((per_head[0]["fact"] + per_head[1]["fact"]) / 2, rel=1e-5)
 
 
 def test_export_writes_exact_ternary_tq2_0(tmp_path, tok_md):
@@ -287,7 +293,8 @@ def test_train_cli_rejects_bad_settings(tmp_path, capsys):
 
     out = str(tmp_path / "m.gguf")
     for bad in (["--tasks", "1,4"], ["--tasks", "one"], ["--n-embd", "300"], ["--steps", "0"],
-                ["--not-last", "1.5"], ["--fact-layer", "4"], ["--fact-weight", "-1"]):
+                ["--not-last", "1.5"], ["--fact-layer", "4"], ["--fact-weight", "-1"],
+                ["--fact-heads", "4"], ["--fact-heads", "0,0"], ["--fact-heads", "a"]):
         assert main(["train", "babi", "--out", out, *bad]) == 1, bad
         assert "error" in capsys.readouterr().err.lower(), bad
     assert not (tmp_path / "m.gguf").exists()
@@ -301,9 +308,12 @@ def test_train_cli_trains_and_exports_a_loadable_model(tmp_path, capsys):
 
     out = tmp_path / "m.gguf"
     args = ["train", "babi", "--out", str(out), "--steps", "3", "--batch", "2", "--threads", "1",
-            "--n-layer", "1", "--vocab", "300", "--tasks", "1,6", "--no-progress"]
+            "--n-layer", "1", "--vocab", "300", "--tasks", "1,6", "--fact-heads", "1,2",
+            "--fact-layer", "0", "--no-progress"]
     assert main(args) == 0
     assert "after 3 steps" in capsys.readouterr().out
+    ck = torch.load(tmp_path / "m.ckpt" / "model.pt", weights_only=False)
+    assert ck["settings"]["fact_heads"] == (1, 2) and ck["log"][0]["fact"] > 0
     md = GGUFReader(out).metadata
     assert md["tribit.train.steps"] == 3 and md["bitnet-b1.58.block_count"] == 1
     m = tribit.load(out, n_threads=1)

@@ -37,7 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="weight of the supporting-fact loss, which teaches one attention head "
                         "to look at the asked person's last move (0: off; default 1)")
     p.add_argument("--fact-layer", type=int, default=None,
-                   help="layer of that head (head 0; default n_layer // 2)")
+                   help="layer of those heads (default n_layer // 2)")
+    p.add_argument("--fact-heads", default="0",
+                   help="the supervised heads of that layer, comma-separated (default 0)")
     p.add_argument("--prompt-weight-from", type=int, default=0,
                    help="first step that uses --prompt-weight (before it: answers only)")
     p.add_argument("--ckpt-dir", type=Path, default=None,
@@ -70,6 +72,13 @@ def run(args: argparse.Namespace) -> int:
         raise TribitError(f"--fact-weight must be >= 0, got {args.fact_weight}")
     if args.fact_layer is not None and not 0 <= args.fact_layer < args.n_layer:
         raise TribitError(f"--fact-layer must be in [0, {args.n_layer - 1}], got {args.fact_layer}")
+    try:
+        fact_heads = tuple(int(h) for h in args.fact_heads.split(","))
+    except ValueError as e:
+        raise TribitError(f"bad --fact-heads {args.fact_heads!r}: {e}") from e
+    if len(set(fact_heads)) != len(fact_heads) or not all(0 <= h < args.n_head for h in fact_heads):
+        raise TribitError(f"--fact-heads must be distinct heads in [0, {args.n_head - 1}], "
+                          f"got {args.fact_heads!r}")
     if min(args.steps, args.batch, args.threads, args.questions) <= 0:
         raise TribitError("--steps, --batch, --threads and --questions must be positive")
     try:
@@ -80,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
                        threads=args.threads, vocab_size=args.vocab,
                        prompt_weight=args.prompt_weight, prompt_weight_from=args.prompt_weight_from,
                        questions=args.questions, p_not_last=args.not_last,
-                       fact_weight=args.fact_weight, fact_layer=args.fact_layer)
+                       fact_weight=args.fact_weight, fact_layer=args.fact_layer,
+                       fact_heads=fact_heads)
     ckpt_dir = args.ckpt_dir or args.out.with_suffix(".ckpt")
     ckpt = train(ckpt_dir, cfg, st, progress=not args.no_progress, resume=args.resume,
                  log_file=ckpt_dir / "log.jsonl")

@@ -51,11 +51,13 @@ class TrainSettings:
     # last (`babi.story_questions`), so that recency alone does not answer
     p_not_last: float = 0.0
     # supporting-fact supervision (the strongly supervised setting of the bAbI paper):
-    # head 0 of layer `fact_layer` (None: n_layer // 2) is taught, with this loss weight,
-    # to look from each position that predicts a piece of a task-1 answer's place or its
-    # "." (or a task-6 answer) at that piece in the asked person's last move (`fact_rows`)
+    # the heads `fact_heads` of layer `fact_layer` (None: n_layer // 2) are taught, with
+    # this loss weight, to look from each position that predicts a piece of a task-1
+    # answer's place or its "." (or a task-6 answer) at that piece in the asked person's
+    # last move (`fact_rows`)
     fact_weight: float = 1.0
     fact_layer: int | None = None
+    fact_heads: tuple[int, ...] = (0,)
     pool: int = 8  # batches generated together and bucketed by length
     log_every: int = 25
     eval_every: int = 250
@@ -207,10 +209,12 @@ def collate_packed(items: list[Packed], pad: int, prompt_weight: float):
 
 
 def packed_loss(model: BitNetLM, x, pos, mask, tgt, w, facts=None, fact_weight: float = 0.0,
-                fact_layer: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                fact_layer: int | None = None, fact_heads: tuple[int, ...] = (0,),
+                ) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted mean cross-entropy over the targets with weight > 0, plus `fact_weight`
-    times the supporting-fact loss: the mean negative log attention that head 0 of
-    `fact_layer` pays to each row's key. Returns the total and its parts (floats)."""
+    times the supporting-fact loss: the mean negative log attention that the heads
+    `fact_heads` of `fact_layer` pay to each row's key. Returns the total and its
+    parts (floats)."""
     layer = model.cfg.n_layer // 2 if fact_layer is None else fact_layer
     use_facts = fact_weight > 0 and facts is not None and len(facts) > 0
     h = model.hidden(x, positions=pos, mask=mask, keep_qkv=layer if use_facts else None)
@@ -219,8 +223,9 @@ def packed_loss(model: BitNetLM, x, pos, mask, tgt, w, facts=None, fact_weight: 
     loss = (ce * w[sel]).sum() / w[sel].sum()
     parts = {"lm": loss.item()}
     if use_facts:
-        lp = attention_logits(model.blocks[layer], 0, facts[:, :2], mask)
-        fact = -lp.gather(1, facts[:, 2:]).mean()
+        fact = -torch.stack([
+            attention_logits(model.blocks[layer], hd, facts[:, :2], mask).gather(1, facts[:, 2:])
+            for hd in fact_heads]).mean()
         model.blocks[layer].qkv = None
         parts["fact"] = fact.item()
         loss = loss + fact_weight * fact
@@ -307,7 +312,7 @@ def train(out_dir: Path, cfg: BitNetConfig, st: TrainSettings, progress: bool = 
             g["lr"] = lr_at(st, step)
         model.train()
         loss, parts = packed_loss(model, *batch, fact_weight=st.fact_weight,
-                                  fact_layer=st.fact_layer)
+                                  fact_layer=st.fact_layer, fact_heads=st.fact_heads)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
