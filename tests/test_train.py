@@ -285,7 +285,9 @@ def test_cached_greedy_decoding_equals_full_forward():
     toks = list(ids)
     for _ in range(5):
         toks.append(int(model(torch.tensor([toks]))[0, -1].argmax()))
-    assert out == toks[len(ids):]
+    assert out == toks[len(ids):] == model.greedy(ids, 5, stop=set(), cache=False)
+    gen = toks[len(ids):]
+    assert model.greedy(ids, 5, stop={gen[2]}, cache=False) == gen[: gen.index(gen[2])]
 
 
 def test_train_cli_rejects_bad_settings(tmp_path, capsys):

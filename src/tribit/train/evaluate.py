@@ -11,8 +11,10 @@ from .trainer import load_checkpoint
 
 
 def torch_answerer(ckpt: str | Path, max_tokens: int = 24, threads: int | None = None) -> Answerer:
-    """Greedy answerer (`prompt -> text`) running the checkpoint's PyTorch model;
-    stops at eos or a newline, like `babi_eval.tribit_answerer`."""
+    """Greedy answerer (`prompt -> text`) running the checkpoint's PyTorch model with
+    the training-time forward over the whole sequence for every token (no KV cache:
+    the cached path's float rounding differs and flipped a near-tie once in 1000
+    questions); stops at eos or a newline, like `babi_eval.tribit_answerer`."""
     import torch
 
     if threads:
@@ -24,7 +26,7 @@ def torch_answerer(ckpt: str | Path, max_tokens: int = 24, threads: int | None =
 
     def answer(prompt: str) -> str:
         out: list[int] = []
-        for tok in model.greedy([enc.bos] + enc.encode(prompt), max_tokens, stop):
+        for tok in model.greedy([enc.bos] + enc.encode(prompt), max_tokens, stop, cache=False):
             out.append(tok)
             if "\n" in enc.decode([tok]):
                 break

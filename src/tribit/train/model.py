@@ -193,12 +193,26 @@ class BitNetLM(nn.Module):
         return self.head(self.hidden(tokens))
 
     @torch.no_grad()
-    def greedy(self, prompt: list[int], max_tokens: int, stop: set[int]) -> list[int]:
-        """Greedy continuation of `prompt` with the training-time forward (no cache)."""
+    def greedy(self, prompt: list[int], max_tokens: int, stop: set[int],
+               cache: bool = True) -> list[int]:
+        """Greedy continuation of `prompt`. With `cache`, earlier keys and values are
+        kept and each new token is one forward step; without, every token runs the
+        training-time forward over the whole sequence. The two agree to float
+        rounding, which can still move an int8 activation code by one and so break a
+        near-tie between the two best tokens differently."""
+        if not cache:
+            toks, out = list(prompt), []
+            for _ in range(max_tokens):
+                nxt = int(self(torch.tensor([toks]))[0, -1].argmax())
+                if nxt in stop:
+                    break
+                out.append(nxt)
+                toks.append(nxt)
+            return out
         caches: list[dict] = [{} for _ in self.blocks]
         h = self.hidden(torch.tensor([list(prompt)]), caches)[:, -1]
         pos = len(prompt)
-        out: list[int] = []
+        out = []
         for _ in range(max_tokens):
             nxt = int(self.head(h)[0].argmax())
             if nxt in stop:
