@@ -116,6 +116,8 @@ def test_made_up_words_are_varied_and_never_held_out_or_story_words():
     # vowel-first words (like "airport", "Omar") and letter strings no syllable makes
     assert sum(w[0] in "aeiou" for w in made) > 100
     assert sum(bool(re.search(r"[^aeiouy]{4}", w)) for w in made) > 100
+    # and words that begin like a word of the sentences (" is" + ..., like "island")
+    assert sum(w.startswith(("is", "in", "the", "tra")) for w in made) > 200  # 90 without
     story_words = {w.lower() for s in (babi.MOVES + babi.GRABS + babi.DROPS + babi.OBJECTS)
                    for w in s.split()} | {"the", "where", "is", "in", "was", "before", "answer"}
     assert not made & story_words
@@ -207,14 +209,16 @@ def test_embedded_model_answers_the_seed_prompt():
     assert _embedded_answerer()(babi.SEED_PROMPT) == " Mary is in the garden."
 
 
-def test_embedded_model_answers_some_held_out_questions():
-    """Names and places it never saw: the shipped model gets ~91 % of task 1 right
-    (94 of these 100; docs/TRAINING.md); a broken runtime or an untrained file gets (close
-    to) none, the previous model 77."""
+def test_embedded_model_meets_the_task_1_target():
+    """The issue's target, >= 95 % of held-out task-1 questions (names and places it
+    never saw), on 1000 of them: the shipped file gets 954 (95.5-96.0 % on other draws
+    of 2000, docs/TRAINING.md); the file before got 930, a broken runtime or an
+    untrained file (close to) none."""
     answer = _embedded_answerer()
-    exs = babi_eval.held_out_questions(100, seed=7, tasks=(1,))
+    exs = babi_eval.held_out_questions(1000, seed=7, tasks=(1,))
     res = babi_eval.evaluate(answer, exs)
-    assert res.total().correct >= 85, [(e.answer, a) for e, a, _ in res.rows]
+    wrong = [(e.answer, a) for e, a, _ in res.rows if not babi.is_correct(a, e)]
+    assert res.total().correct >= 950, wrong
 
 
 def test_embedded_model_answers_held_out_questions():

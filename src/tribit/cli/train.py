@@ -11,7 +11,7 @@ HELP = "train a small ternary model on bAbI-style stories (needs torch: tribit[t
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", choices=["babi"], help="what to train on")
     p.add_argument("--out", required=True, type=Path, help="output GGUF path")
-    p.add_argument("--steps", type=int, default=5000, help="optimizer steps (default 5000)")
+    p.add_argument("--steps", type=int, default=6000, help="optimizer steps (default 6000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--batch", type=int, default=16)

@@ -102,8 +102,13 @@ def _made_up(rng: random.Random, capital: bool, exclude: set[str]) -> str:
     """A made-up word that is none of `exclude` (held-out and story words): half the time
     syllables (sometimes vowel-first, like "airport" or "Omar"), half the time 3-8
     random letters, so that the model learns to copy any sequence of pieces, not
-    only the pieces and pairs of pieces that the word lists and syllables have."""
+    only the pieces and pairs of pieces that the word lists and syllables have;
+    some begin like a word of the sentences (`_WORD_START_RATE`)."""
     while True:
+        start = ""
+        if rng.random() < _WORD_START_RATE:
+            word = rng.choice(_SENTENCE_WORDS)
+            start = word[: rng.randint(2, min(4, len(word)))]
         if rng.random() < 0.5:
             w = rng.choice(_VOWELS) if rng.random() < 0.25 else ""
             w += "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS)
@@ -111,15 +116,21 @@ def _made_up(rng: random.Random, capital: bool, exclude: set[str]) -> str:
             w += rng.choice(_CODAS)
         else:
             w = "".join(rng.choice(_LETTERS) for _ in range(rng.randint(3, 8)))
+        w = start + w
         w = w.capitalize() if capital else w
         if len(w) >= 3 and w.lower() not in exclude:
             return w
 
 
+_SENTENCE_WORDS = tuple(sorted(
+    {w for phrase in MOVES + GRABS + DROPS for w in phrase.split()}
+    | {"the", "where", "is", "in", "was", "before", "answer", "yes", "no", "and"}))
 # made-up words are never held-out words, nor words of the stories' sentences
-_NOT_MADE_UP = ({w.lower() for w in HELDOUT_NAMES + HELDOUT_PLACES + OBJECTS}
-                | {w for phrase in MOVES + GRABS + DROPS for w in phrase.split()}
-                | {"the", "where", "was", "before", "answer", "yes", "and"})
+_NOT_MADE_UP = {w.lower() for w in HELDOUT_NAMES + HELDOUT_PLACES + OBJECTS} | set(_SENTENCE_WORDS)
+# a share of made-up words begin like a word of the sentences (" is", " in", " the",
+# " tra", ...), so the model learns to copy them rather than continue the familiar
+# word: without them "island" (" is" + "l" + "and") came out as "ishand" or "ishel"
+_WORD_START_RATE = 0.15
 
 
 class _Vocab:

@@ -29,7 +29,7 @@ from .tokenizer import Encoder, build_tokenizer
 class TrainSettings:
     """Optimization and data settings (defaults: the shipped babi-tiny model)."""
 
-    steps: int = 5000
+    steps: int = 6000
     batch: int = 16
     lr: float = 1e-3  # 3e-3 kept the supervised head from learning the lookup
     warmup: int = 100
