@@ -68,21 +68,22 @@ nb::ndarray<nb::numpy, T> owned(std::vector<size_t> shape) {
 
 // dot(a, b) and y + a * x through one ISA's kernel; B / X: float, or uint16 (f16 bits)
 template <typename B>
-void bind_dot(nb::module_& m, const char* name, float (*KernelTable::*fn)(const float*, const B*, int64_t)) {
+void bind_dot(nb::module_& m, const char* name, double (*KernelTable::*fn)(const double*, const B*, int64_t)) {
     const std::string msg = std::string(name) + ": lengths differ";
     m.def(name, [fn, msg](Arr1<const float> a, Arr1<const B> b, std::optional<std::string> isa) {
         if (a.shape(0) != b.shape(0)) throw nb::value_error(msg.c_str());
-        return (table(isa).*fn)(a.data(), b.data(), int64_t(a.shape(0)));
+        std::vector<double> wide(a.data(), a.data() + a.shape(0));  // as attention widens q
+        return (table(isa).*fn)(wide.data(), b.data(), int64_t(a.shape(0)));
     }, nb::arg("a"), nb::arg("b"), nb::arg("isa") = nb::none());
 }
 
 template <typename X>
-void bind_axpy(nb::module_& m, const char* name, void (*KernelTable::*fn)(float*, float, const X*, int64_t)) {
+void bind_axpy(nb::module_& m, const char* name, void (*KernelTable::*fn)(double*, double, const X*, int64_t)) {
     const std::string msg = std::string(name) + ": lengths differ";
-    m.def(name, [fn, msg](Arr1<const float> y, float a, Arr1<const X> x, std::optional<std::string> isa) {
+    m.def(name, [fn, msg](Arr1<const double> y, double a, Arr1<const X> x, std::optional<std::string> isa) {
         if (y.shape(0) != x.shape(0)) throw nb::value_error(msg.c_str());
-        auto out = owned<float>({y.shape(0)});
-        std::memcpy(out.data(), y.data(), y.shape(0) * 4);
+        auto out = owned<double>({y.shape(0)});
+        std::memcpy(out.data(), y.data(), y.shape(0) * 8);
         (table(isa).*fn)(out.data(), a, x.data(), int64_t(x.shape(0)));
         return out;
     }, nb::arg("y"), nb::arg("a"), nb::arg("x"), nb::arg("isa") = nb::none(), "y + a * x (a new array)");

@@ -70,15 +70,25 @@ using float_matmul_fn = void (*)(float* y, int64_t ldy, const FloatMatrix& w, co
 // One row of a float matrix to float32 (embedding lookup).
 using float_row_fn = void (*)(float* out, const FloatMatrix& w, int64_t row);
 
-// Vector helpers for attention and the KV cache.
+// Vector helpers for attention and the KV cache. Attention runs in double and is
+// rounded to float32 once, at its output: the products of two floats are exact
+// in double and the sums' order changes them by double ulps only, so every ISA
+// (and PyTorch's float64 attention, tribit.train) rounds to the same float32
+// outputs except in cases ~1e-8 rare, where float32 sums would differ in the
+// last bits on every row.
 using cvt_f32_f16_fn = void (*)(uint16_t* out, const float* in, int64_t n);
-using dot_f32_fn = float (*)(const float* a, const float* b, int64_t n);
-using axpy_f32_fn = void (*)(float* y, float a, const float* x, int64_t n);  // y += a * x
+// sum_i a[i] * double(b[i]) in one fixed order for every ISA (a: a float32 query
+// widened once, so every product is exact): eight
+// partial sums p_j over elements i = j (mod 8) of the whole 8-blocks, then
+// ((p0 + p4) + (p2 + p6)) + ((p1 + p5) + (p3 + p7)), then the tail in order.
+using dot_f32_fn = double (*)(const double* a, const float* b, int64_t n);
+// y[i] = y[i] + a * double(x[i]), the product rounded before the sum (no FMA).
+using axpy_f32_fn = void (*)(double* y, double a, const float* x, int64_t n);
 // The same two over an f16 cache row, widened as it is loaded: the operations
 // and their order are those of dot_f32 / axpy_f32 on the converted row, so the
 // results are identical, without writing and re-reading a converted copy.
-using dot_f16_fn = float (*)(const float* a, const uint16_t* b, int64_t n);
-using axpy_f16_fn = void (*)(float* y, float a, const uint16_t* x, int64_t n);
+using dot_f16_fn = double (*)(const double* a, const uint16_t* b, int64_t n);
+using axpy_f16_fn = void (*)(double* y, double a, const uint16_t* x, int64_t n);
 
 // Compute roof of the ternary GEMM: `iters` rounds of the multiply-accumulate
 // instructions it needs per 32 weights and token, from registers only, in

@@ -276,22 +276,36 @@ def test_float_matrix_checks_sizes():
         _core.FloatMatrix(np.zeros((4, 10), np.float32), "f8", 4, 10)
 
 
+def _dot_in_fixed_order(a: np.ndarray, b: np.ndarray) -> float:
+    """kernels.h's order: eight partial sums over the whole 8-blocks, paired
+    ((p0+p4)+(p2+p6))+((p1+p5)+(p3+p7)), then the tail one by one."""
+    prod = a.astype(np.float64) * b.astype(np.float64)  # exact
+    n8 = len(a) // 8 * 8
+    p = np.zeros(8)
+    for row in prod[:n8].reshape(-1, 8):
+        p = p + row
+    s = ((p[0] + p[4]) + (p[2] + p[6])) + ((p[1] + p[5]) + (p[3] + p[7]))
+    for v in prod[n8:]:
+        s += v
+    return float(s)
+
+
 @pytest.mark.parametrize("isa", ISAS)
-def test_attention_f16_kernels_equal_f32_on_the_converted_row(isa):
-    """dot/axpy over an f16 cache row widen it on load: bit-identical to converting
-    the row first (the attention's results do not depend on the cache path)."""
+def test_attention_kernels_are_exact_double_in_one_order(isa):
+    """Attention's dot/axpy run in double in the order kernels.h fixes, on every ISA
+    (bit-identical to a numpy model of it), and over an f16 cache row widened on
+    load exactly as over the converted f32 row."""
     rng = np.random.default_rng(5)
     for n in (1, 7, 8, 15, 16, 17, 64, 96, 128, 131):
         a = rng.standard_normal(n).astype(np.float32)
         h = (rng.standard_normal(n) * 3).astype(np.float16)
         bits, wide = h.view(np.uint16), h.astype(np.float32)
         d16, d32 = _core.dot_f16(a, bits, isa=isa), _core.dot(a, wide, isa=isa)
-        assert np.float32(d16).tobytes() == np.float32(d32).tobytes(), n
-        assert d32 == pytest.approx(float(a.astype(np.float64) @ wide), rel=1e-4, abs=1e-4)
-        y = rng.standard_normal(n).astype(np.float32)
+        assert d16 == d32 == _dot_in_fixed_order(a, wide), n
+        y = rng.standard_normal(n)
         y16, y32 = _core.axpy_f16(y, 0.37, bits, isa=isa), _core.axpy(y, 0.37, wide, isa=isa)
-        np.testing.assert_array_equal(y16.view(np.uint32), y32.view(np.uint32))
-        np.testing.assert_allclose(y32, y + np.float32(0.37) * wide, rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(y16.view(np.uint64), y32.view(np.uint64))
+        np.testing.assert_array_equal(y32, y + 0.37 * wide.astype(np.float64))
     with pytest.raises(ValueError, match="lengths differ"):
         _core.dot_f16(np.zeros(3, np.float32), np.zeros(4, np.uint16), isa=isa)
 

@@ -337,39 +337,52 @@ void cvt_f32_f16_avx2(uint16_t* out, const float* in, int64_t n) {
         _mm_storeu_si128((__m128i*)(out + i), _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT));
     for (; i < n; i++) out[i] = fp32_to_fp16(in[i]);
 }
-// dot and axpy over an f32 or an f16 operand (widened on load, F16C): one body,
-// so both do the same operations in the same order.
+// dot and axpy in double over an f32 or an f16 operand (widened on load, F16C):
+// one body, so both do the same operations in the same order, which is the
+// generic kernels' (kernels.h): lanes 0-3 and 4-7 of each 8-block in two
+// accumulators, products exact in double, axpy without FMA.
 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
 inline __m256 load8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p)); }
-inline float value(const float* p, int64_t i) { return p[i]; }
-inline float value(const uint16_t* p, int64_t i) { return fp16_to_fp32(p[i]); }
+inline double value(const float* p, int64_t i) { return double(p[i]); }
+inline double value(const uint16_t* p, int64_t i) { return double(fp16_to_fp32(p[i])); }
 
 template <typename B>
-float dot_avx2(const float* a, const B* b, int64_t n) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+double dot_avx2(const double* a, const B* b, int64_t n) {
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0;
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8(b + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), load8(b + i + 8), s1);
+    for (; i + 8 <= n; i += 8) {
+        const __m256 vb = load8(b + i);
+        s0 = _mm256_fmadd_pd(_mm256_loadu_pd(a + i), _mm256_cvtps_pd(_mm256_castps256_ps128(vb)), s0);
+        s1 = _mm256_fmadd_pd(_mm256_loadu_pd(a + i + 4), _mm256_cvtps_pd(_mm256_extractf128_ps(vb, 1)), s1);
     }
-    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8(b + i), s0);
-    float s = hsum_f32(_mm256_add_ps(s0, s1));
-    for (; i < n; i++) s = std::fma(a[i], value(b, i), s);
+    const __m256d t = _mm256_add_pd(s0, s1);  // p_j + p_{j+4}
+    const __m128d u = _mm_add_pd(_mm256_castpd256_pd128(t), _mm256_extractf128_pd(t, 1));
+    double s = _mm_cvtsd_f64(u) + _mm_cvtsd_f64(_mm_unpackhi_pd(u, u));
+    for (; i < n; i++) s += a[i] * value(b, i);
     return s;
 }
 
 template <typename X>
-void axpy_avx2(float* y, float a, const X* x, int64_t n) {
-    const __m256 va = _mm256_set1_ps(a);
+void axpy_avx2(double* y, double a, const X* x, int64_t n) {
+    const __m256d va = _mm256_set1_pd(a);
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, load8(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] = std::fma(a, value(x, i), y[i]);
+    for (; i + 8 <= n; i += 8) {
+        const __m256 vx = load8(x + i);
+        const __m256d x0 = _mm256_cvtps_pd(_mm256_castps256_ps128(vx));
+        const __m256d x1 = _mm256_cvtps_pd(_mm256_extractf128_ps(vx, 1));
+        _mm256_storeu_pd(y + i, _mm256_add_pd(_mm256_loadu_pd(y + i), _mm256_mul_pd(va, x0)));
+        _mm256_storeu_pd(y + i + 4, _mm256_add_pd(_mm256_loadu_pd(y + i + 4), _mm256_mul_pd(va, x1)));
+    }
+    for (; i < n; i++) {
+        const double ax = a * value(x, i);
+        y[i] = y[i] + ax;
+    }
 }
 
-float dot_f32_avx2(const float* a, const float* b, int64_t n) { return dot_avx2(a, b, n); }
-float dot_f16_avx2(const float* a, const uint16_t* b, int64_t n) { return dot_avx2(a, b, n); }
-void axpy_f32_avx2(float* y, float a, const float* x, int64_t n) { axpy_avx2(y, a, x, n); }
-void axpy_f16_avx2(float* y, float a, const uint16_t* x, int64_t n) { axpy_avx2(y, a, x, n); }
+double dot_f32_avx2(const double* a, const float* b, int64_t n) { return dot_avx2(a, b, n); }
+double dot_f16_avx2(const double* a, const uint16_t* b, int64_t n) { return dot_avx2(a, b, n); }
+void axpy_f32_avx2(double* y, double a, const float* x, int64_t n) { axpy_avx2(y, a, x, n); }
+void axpy_f16_avx2(double* y, double a, const uint16_t* x, int64_t n) { axpy_avx2(y, a, x, n); }
 
 // The GEMM's inner loop costs one vpmaddubsw + one vpaddw per 32 weights and
 // token (plus the code unpacking, shared by the token tile); this runs that

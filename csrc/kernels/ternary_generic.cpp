@@ -223,22 +223,31 @@ static void float_row_generic(float* out, const FloatMatrix& w, int64_t r) {
 static void cvt_f32_f16_generic(uint16_t* out, const float* in, int64_t n) {
     for (int64_t i = 0; i < n; i++) out[i] = fp32_to_fp16(in[i]);
 }
-static float dot_f32_generic(const float* a, const float* b, int64_t n) {
-    float s = 0.0f;
-    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+static inline float widen(float v) { return v; }
+static inline float widen(uint16_t h) { return fp16_to_fp32(h); }
+
+// The fixed order of dot_f32_fn (kernels.h); the products are exact in double.
+template <typename B>
+static double dot_generic(const double* a, const B* b, int64_t n) {
+    double p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) p[j] += a[i + j] * double(widen(b[i + j]));
+    double s = ((p[0] + p[4]) + (p[2] + p[6])) + ((p[1] + p[5]) + (p[3] + p[7]));
+    for (; i < n; i++) s += a[i] * double(widen(b[i]));
     return s;
 }
-static void axpy_f32_generic(float* y, float a, const float* x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+template <typename X>
+static void axpy_generic(double* y, double a, const X* x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const double ax = a * double(widen(x[i]));
+        y[i] = y[i] + ax;
+    }
 }
-static float dot_f16_generic(const float* a, const uint16_t* b, int64_t n) {
-    float s = 0.0f;
-    for (int64_t i = 0; i < n; i++) s += a[i] * fp16_to_fp32(b[i]);
-    return s;
-}
-static void axpy_f16_generic(float* y, float a, const uint16_t* x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] += a * fp16_to_fp32(x[i]);
-}
+static double dot_f32_generic(const double* a, const float* b, int64_t n) { return dot_generic(a, b, n); }
+static double dot_f16_generic(const double* a, const uint16_t* b, int64_t n) { return dot_generic(a, b, n); }
+static void axpy_f32_generic(double* y, double a, const float* x, int64_t n) { axpy_generic(y, a, x, n); }
+static void axpy_f16_generic(double* y, double a, const uint16_t* x, int64_t n) { axpy_generic(y, a, x, n); }
 
 void fill_table_generic(KernelTable& t) {
     t.cvt_f32_f16 = cvt_f32_f16_generic;

@@ -19,7 +19,7 @@ Model::Model(const ModelParams& p, const KernelTable& table) : params(p), kt(tab
     layers.resize(size_t(p.n_layer));
     n_past_.assign(size_t(p.n_seq), 0);
     for (int64_t i = 0; i < p.n_rot / 2; i++)
-        rope_freq_.push_back(std::pow(p.rope_theta, -2.0f * float(i) / float(p.n_rot)));
+        rope_freq_.push_back(std::pow(double(p.rope_theta), -2.0 * double(i) / double(p.n_rot)));
     size_t kv = size_t(p.n_layer) * size_t(p.n_seq) * size_t(p.n_ctx) * size_t(p.n_head_kv * p.head_dim);
     if (p.kv_f16) {
         k16_.assign(kv, 0);
@@ -137,9 +137,10 @@ void Model::rope(float* q, float* k, const int32_t* pos, int64_t n) {
     const int64_t hd = p.head_dim, half = p.n_rot / 2;
     for (int64_t j = 0; j < n; j++) {
         for (int64_t i = 0; i < half; i++) {
-            // theta as ggml computes it: pos * base^(-2i/n_rot) in float
-            const float theta = float(pos[j]) * rope_freq_[size_t(i)];
-            const float c = std::cos(theta), s = std::sin(theta);
+            // the angle pos * base^(-2i/n_rot) and its cosine and sine in double,
+            // rounded to float once (as tribit.train's tables: same floats)
+            const double theta = double(pos[j]) * rope_freq_[size_t(i)];
+            const float c = float(std::cos(theta)), s = float(std::sin(theta));
             const int64_t a = p.rope_neox ? i : 2 * i, b = p.rope_neox ? i + half : 2 * i + 1;
             auto rotate = [&](float* x, int64_t n_heads) {
                 for (int64_t h = 0; h < n_heads; h++) {
@@ -160,11 +161,13 @@ void Model::rope(float* q, float* k, const int32_t* pos, int64_t n) {
 // K/V row is read once per item and used by all the query heads of the slice
 // while it is in L1, so a GQA group does not re-read the cache from memory. Slices
 // shrink only when there are fewer items than threads (decode of one token).
-// Per query head the arithmetic is the same as one head at a time.
+// Per query head the arithmetic is the same as one head at a time. Scores,
+// softmax and the weighted sum of values run in double, rounded to float once at
+// the output (kernels.h: the same floats on every ISA and in tribit.train).
 void Model::attention(int64_t layer, const int32_t* pos, const int32_t* seq, int64_t n) {
     const ModelParams& p = params;
     const int64_t hd = p.head_dim, group = p.n_head / p.n_head_kv;
-    const float inv_sqrt = 1.0f / std::sqrt(float(hd));
+    const double inv_sqrt = 1.0 / std::sqrt(double(hd));
     const int nth = pool_->n_threads();
     int64_t gs = group;  // query heads per item, a divisor of group
     while (gs > 1 && n * p.n_head_kv * (group / gs) < nth) {
@@ -173,39 +176,41 @@ void Model::attention(int64_t layer, const int32_t* pos, const int32_t* seq, int
         gs = d;
     }
     const int64_t slices = group / gs, items = n * p.n_head_kv * slices;
-    const size_t per_thread = size_t(gs * p.n_ctx + gs * hd);
+    const size_t per_thread = size_t(gs * p.n_ctx + 2 * gs * hd);
     if (att_scratch_.size() < per_thread * size_t(nth)) att_scratch_.assign(per_thread * size_t(nth), 0);
     // items are taken from a shared counter: their cost grows with the sequence's length
     std::atomic<int64_t> next{0};
     pool_->run([&](int ith, int) {
-        float* scores = att_scratch_.data() + per_thread * size_t(ith);  // gs x n_ctx
-        float* out = scores + gs * p.n_ctx;                               // gs x hd
+        double* scores = att_scratch_.data() + per_thread * size_t(ith);  // gs x n_ctx
+        double* out = scores + gs * p.n_ctx;                               // gs x hd
+        double* qd = out + gs * hd;  // the gs query rows, widened once (exact)
         for (int64_t idx; (idx = next.fetch_add(1, std::memory_order_relaxed)) < items;) {
             const int64_t j = idx / (p.n_head_kv * slices), r = idx % (p.n_head_kv * slices);
             const int64_t hk = r / slices, h0 = hk * group + (r % slices) * gs;
             const float* qv = q_.data() + j * p.n_head * hd + h0 * hd;  // gs query heads
+            for (int64_t i = 0; i < gs * hd; i++) qd[i] = double(qv[i]);
             const int64_t len = pos[j] + 1;
             const size_t base = kv_index(layer, seq[j], hk, 0);  // its rows are contiguous
             // an f16 cache is read by the f16 kernels (widened on load, same results)
             for (int64_t t = 0; t < len; t++) {
                 const size_t at = base + size_t(t * hd);
                 for (int64_t g = 0; g < gs; g++)
-                    scores[g * p.n_ctx + t] = (p.kv_f16 ? kt.dot_f16(qv + g * hd, k16_.data() + at, hd)
-                                                        : kt.dot_f32(qv + g * hd, k32_.data() + at, hd)) *
+                    scores[g * p.n_ctx + t] = (p.kv_f16 ? kt.dot_f16(qd + g * hd, k16_.data() + at, hd)
+                                                        : kt.dot_f32(qd + g * hd, k32_.data() + at, hd)) *
                                               inv_sqrt;
             }
             for (int64_t g = 0; g < gs; g++) {
-                float* sc = scores + g * p.n_ctx;
-                float mx = -INFINITY;
+                double* sc = scores + g * p.n_ctx;
+                double mx = -INFINITY;
                 for (int64_t t = 0; t < len; t++) mx = std::max(mx, sc[t]);
-                float sum = 0.0f;
+                double sum = 0.0;
                 for (int64_t t = 0; t < len; t++) {
                     sc[t] = std::exp(sc[t] - mx);
                     sum += sc[t];
                 }
                 for (int64_t t = 0; t < len; t++) sc[t] = sc[t] / sum;
             }
-            std::fill(out, out + gs * hd, 0.0f);
+            std::fill(out, out + gs * hd, 0.0);
             for (int64_t t = 0; t < len; t++) {
                 const size_t at = base + size_t(t * hd);
                 for (int64_t g = 0; g < gs; g++) {
@@ -213,7 +218,8 @@ void Model::attention(int64_t layer, const int32_t* pos, const int32_t* seq, int
                     else kt.axpy_f32(out + g * hd, scores[g * p.n_ctx + t], v32_.data() + at, hd);
                 }
             }
-            std::memcpy(att_.data() + j * p.n_head * hd + h0 * hd, out, size_t(gs * hd) * 4);
+            float* dst = att_.data() + j * p.n_head * hd + h0 * hd;
+            for (int64_t i = 0; i < gs * hd; i++) dst[i] = float(out[i]);
         }
     });
 }

@@ -64,8 +64,8 @@ private:
     std::vector<int8_t> qa_;
     std::vector<float> qs_;
     std::vector<int32_t> qsum_;
-    std::vector<float> att_scratch_;  // per thread: scores + output rows
-    std::vector<float> rope_freq_;    // base^(-2i/n_rot), i < n_rot/2
+    std::vector<double> att_scratch_;  // per thread: scores + output rows
+    std::vector<double> rope_freq_;    // base^(-2i/n_rot), i < n_rot/2
 
     void reserve(int64_t n);
     void rmsnorm(float* out, const float* x, const float* w, int64_t n, int64_t d);
