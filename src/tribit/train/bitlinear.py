@@ -18,13 +18,17 @@ ACT_MAX = 127.0
 FLOOR = 1e-5
 
 
-def weight_quant(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def weight_quant(w: torch.Tensor, f64_mean: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """`(t, gamma)`: absmean ternarization, one scale per tensor (FORMATS.md 1.1).
 
     `gamma = mean|w|` clamped at 1e-5 (float32 scalar tensor), `t` in {-1, 0, 1}
-    (float tensor, same shape as `w`), rounded half to even.
+    (float tensor, same shape as `w`), rounded half to even. `f64_mean` (export and
+    the runtime-math forward): the mean summed in float64 and rounded once, the same
+    float32 with any thread count; a float32 sum's last bits depend on torch's
+    threads, and a gamma one ulp off the exported one moves int8 codes downstream.
     """
-    gamma = w.abs().mean().clamp(min=FLOOR)
+    mean = w.abs().double().mean().float() if f64_mean else w.abs().mean()
+    gamma = mean.clamp(min=FLOOR)
     t = (w * (1.0 / gamma)).round().clamp(-1, 1)
     return t, gamma
 
@@ -56,8 +60,9 @@ class _BitLinearFn(torch.autograd.Function):
     dx = dy @ (gamma t), dw = dy.T @ (q / scale)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        t, gamma = weight_quant(w)
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor,  # type: ignore[override]
+                f64_mean: bool = False) -> torch.Tensor:
+        t, gamma = weight_quant(w, f64_mean)
         q, scale = act_quant(x)
         ctx.save_for_backward(q, scale, t, gamma)
         return (q @ t.T) * (gamma / scale)
@@ -67,18 +72,20 @@ class _BitLinearFn(torch.autograd.Function):
         q, scale, t, gamma = ctx.saved_tensors
         dx = (dy @ t) * gamma
         dw = dy.reshape(-1, dy.shape[-1]).T @ (q / scale).reshape(-1, q.shape[-1])
-        return dx, dw
+        return dx, dw, None
 
 
 class BitLinear(nn.Linear):
     """A bias-free nn.Linear whose forward uses ternary weights (per-tensor absmean
-    scale) and int8 per-token activations, trained with straight-through gradients."""
+    scale) and int8 per-token activations, trained with straight-through gradients.
+    `runtime_math`: gamma's mean in float64, as exported (`weight_quant`)."""
 
     def __init__(self, in_features: int, out_features: int):
         super().__init__(in_features, out_features, bias=False)
+        self.runtime_math = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _BitLinearFn.apply(x, self.weight)
+        return _BitLinearFn.apply(x, self.weight, self.runtime_math)
 
     def forward_ste(self, x: torch.Tensor) -> torch.Tensor:
         """The textbook formulation (same values up to float rounding; for tests)."""

@@ -12,15 +12,16 @@ from .trainer import load_checkpoint
 
 def torch_answerer(ckpt: str | Path, max_tokens: int = 24, threads: int | None = None) -> Answerer:
     """Greedy answerer (`prompt -> text`) running the checkpoint's PyTorch model with
-    the training-time forward over the whole sequence for every token (no KV cache:
-    the cached path rounds differently and breaks some near-ties the other way; on the
-    shipped file both paths disagree with tribit on 3 of 1000 questions, not the same 3);
-    stops at eos or a newline, like `babi_eval.tribit_answerer`."""
+    the training-time forward over the whole sequence for every token, in the
+    runtime's arithmetic (`BitNetLM.runtime_math`: float64 attention and norm sums,
+    the exported gamma; with float32 SDPA the shipped file disagreed with tribit on 3
+    of 1000 near-ties); stops at eos or a newline, like `babi_eval.tribit_answerer`."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
     model, ck = load_checkpoint(Path(ckpt))
+    model.runtime_math = True  # the runtime's arithmetic, the exported gamma (BitNetLM)
     enc = Encoder(ck["tokenizer"])
     md = ck["tokenizer"]
     stop = {enc.eos, int(md.get("tokenizer.ggml.eot_token_id", enc.eos))}

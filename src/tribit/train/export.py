@@ -28,7 +28,7 @@ def ternary_weights(model: BitNetLM) -> dict[str, tuple[np.ndarray, np.float32]]
     out = {}
     for i, blk in enumerate(model.blocks):
         for attr, gname in PROJ.items():
-            t, gamma = weight_quant(getattr(blk, attr).weight.detach().float())
+            t, gamma = weight_quant(getattr(blk, attr).weight.detach().float(), f64_mean=True)
             out[f"blk.{i}.{gname}.weight"] = (t.numpy().astype(np.int8), np.float32(gamma.item()))
     return out
 

@@ -49,15 +49,48 @@ class BitNetConfig:
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm with a learned weight: x / sqrt(mean(x²) + eps) * w."""
+    """RMSNorm with a learned weight: x / sqrt(mean(x²) + eps) * w. `runtime_math`:
+    the runtime's arithmetic, the sum of squares in float64, its mean rounded to
+    float32, then (x * (1 / sqrt(mean + eps))) * w in float32."""
 
     def __init__(self, d: int, eps: float):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(d))
         self.eps = eps
+        self.runtime_math = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        if not self.runtime_math:
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        mean = (x.double().square().sum(-1, keepdim=True) / x.shape[-1]).float()
+        return x * torch.rsqrt(mean + self.eps) * self.weight
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+              mask: torch.Tensor | None, f64: bool = False) -> torch.Tensor:
+    """Softmax attention of q (b, n_head, n, head_dim) over k, v (b, n_head_kv, m,
+    head_dim), query head h reading kv head h // (n_head / n_head_kv), where `mask`
+    (b, n, m) is True, or causally (the last n of m positions) when None.
+
+    `f64`: computed in float64 and rounded to float32 once, as the runtime does
+    (csrc/kernels.h), so that the outputs are the runtime's float32 values (up to
+    ~1e-8-rare roundings; `BitNetLM.runtime_math`). Otherwise float32 SDPA (training:
+    1.4x faster steps), whose sums in another order differ from the runtime's in the
+    last bits, enough to move an int8 code now and then."""
+    if not f64:
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=None if mask is None else mask[:, None],
+            is_causal=mask is None and q.shape[2] > 1, enable_gqa=q.shape[1] != k.shape[1])
+    group = q.shape[1] // k.shape[1]
+    kd = k.double().repeat_interleave(group, dim=1)
+    vd = v.double().repeat_interleave(group, dim=1)
+    s = (q.double() @ kd.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
+    if mask is None:
+        n, m = q.shape[2], k.shape[2]
+        mask = torch.ones(n, m, dtype=torch.bool).tril(m - n)
+    else:
+        mask = mask[:, None]
+    return (torch.softmax(s.masked_fill(~mask, float("-inf")), dim=-1) @ vd).float()
 
 
 def rope_tables(n: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,6 +128,7 @@ class Block(nn.Module):
         self.ffn_sub_norm = RMSNorm(cfg.n_ff, cfg.norm_eps)
         self.down = BitLinear(cfg.n_ff, cfg.n_embd)
         self.qkv: tuple[torch.Tensor, ...] | None = None  # see forward's keep_qkv
+        self.runtime_math = False
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 cache: dict | None = None, mask: torch.Tensor | None = None,
@@ -104,7 +138,8 @@ class Block(nn.Module):
         present, x must be one token. `mask` (b, n, n), True where a token may attend,
         replaces the causal mask (training on packed, branching sequences).
         `keep_qkv`: keep the rotated queries, keys and values (b, heads, n, head_dim) in
-        `self.qkv`, for losses on the attention pattern (`attention_logits`)."""
+        `self.qkv`, for losses on the attention pattern (`attention_logits`).
+        `runtime_math`: attention in float64 (`attention`)."""
         c = self.cfg
         b, n, _ = x.shape
         h = self.attn_norm(x)
@@ -113,17 +148,13 @@ class Block(nn.Module):
         v = self.v(h).view(b, n, c.n_head_kv, c.head_dim).transpose(1, 2)
         q, k = rope(q, cos, sin), rope(k, cos, sin)
         self.qkv = (q, k, v) if keep_qkv else None
-        causal = True
         if cache is not None:
             if "k" in cache:
                 if n != 1:
                     raise ValueError("decoding with a cache takes one token at a time")
                 k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
-                causal = False  # the one new token sees every cached position
             cache["k"], cache["v"] = k, v
-        a = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=None if mask is None else mask[:, None],
-            is_causal=causal and mask is None, enable_gqa=c.n_head != c.n_head_kv)
+        a = attention(q, k, v, mask, self.runtime_math)
         a = a.transpose(1, 2).reshape(b, n, c.n_head * c.head_dim)
         x = x + self.o(self.attn_sub_norm(a))
         h = self.ffn_norm(x)
@@ -144,7 +175,13 @@ def attention_logits(blk: Block, head: int, rows: torch.Tensor,
 
 
 class BitNetLM(nn.Module):
-    """The whole decoder; `forward(tokens) -> logits (batch, seq, n_vocab)`."""
+    """The whole decoder; `forward(tokens) -> logits (batch, seq, n_vocab)`.
+
+    `runtime_math` (False while training): compute what the runtime computes, the
+    way it does, to compare answers with tribit's question by question: attention in
+    float64 (`attention`), RMSNorm's sum of squares in float64, BitLinear's gamma
+    from a float64 mean, as `export_gguf` writes it. The training forward rounds
+    these three differently in the last bits (and is 1.4x faster for the attention)."""
 
     def __init__(self, cfg: BitNetConfig):
         super().__init__()
@@ -158,6 +195,16 @@ class BitNetLM(nn.Module):
             if isinstance(m, BitLinear):
                 nn.init.normal_(m.weight, std=0.02)
         self._rope: tuple[int, torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def runtime_math(self) -> bool:
+        return self.norm.runtime_math
+
+    @runtime_math.setter
+    def runtime_math(self, on: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, (RMSNorm, BitLinear, Block)):
+                m.runtime_math = on
 
     def _tables(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self._rope is None or self._rope[0] < n:
@@ -199,7 +246,8 @@ class BitNetLM(nn.Module):
         kept and each new token is one forward step; without, every token runs the
         training-time forward over the whole sequence. The two agree to float
         rounding, which can still move an int8 activation code by one and so break a
-        near-tie between the two best tokens differently."""
+        near-tie between the two best tokens differently (with `runtime_math`, float64
+        attention, they round to the same float32 values)."""
         if not cache:
             toks, out = list(prompt), []
             for _ in range(max_tokens):
