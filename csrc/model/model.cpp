@@ -132,15 +132,27 @@ void Model::bitlinear(float* const* ys, const int64_t* ldys, const TernaryMatrix
     });
 }
 
-void Model::rope(float* q, float* k, const int32_t* pos, int64_t n) {
+// The cosine and sine of each batch token's angles pos * base^(-2i/n_rot), once
+// per forward for all layers: in double, rounded to float once (as tribit.train's
+// tables: the same floats).
+void Model::rope_angles(const int32_t* pos, int64_t n) {
+    const int64_t half = params.n_rot / 2;
+    rope_cs_.resize(size_t(n * half * 2));
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t i = 0; i < half; i++) {
+            const double theta = double(pos[j]) * rope_freq_[size_t(i)];
+            rope_cs_[size_t((j * half + i) * 2)] = float(std::cos(theta));
+            rope_cs_[size_t((j * half + i) * 2 + 1)] = float(std::sin(theta));
+        }
+}
+
+void Model::rope(float* q, float* k, int64_t n) {
     const ModelParams& p = params;
     const int64_t hd = p.head_dim, half = p.n_rot / 2;
     for (int64_t j = 0; j < n; j++) {
         for (int64_t i = 0; i < half; i++) {
-            // the angle pos * base^(-2i/n_rot) and its cosine and sine in double,
-            // rounded to float once (as tribit.train's tables: same floats)
-            const double theta = double(pos[j]) * rope_freq_[size_t(i)];
-            const float c = float(std::cos(theta)), s = float(std::sin(theta));
+            const float* cs = rope_cs_.data() + (j * half + i) * 2;
+            const float c = cs[0], s = cs[1];
             const int64_t a = p.rope_neox ? i : 2 * i, b = p.rope_neox ? i + half : 2 * i + 1;
             auto rotate = [&](float* x, int64_t n_heads) {
                 for (int64_t h = 0; h < n_heads; h++) {
@@ -248,6 +260,7 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* se
     const int64_t d = p.n_embd, hd = p.head_dim, qdim = p.n_head * hd, kvdim = p.n_head_kv * hd;
     float* x = x_.data();
     for (int64_t j = 0; j < n; j++) kt.float_row(x + j * d, tok_embd, tokens[j]);
+    rope_angles(pos, n);
 
     for (int64_t l = 0; l < p.n_layer; l++) {
         const Layer& L = layers[size_t(l)];
@@ -259,7 +272,7 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* se
             const int64_t ld[3] = {qdim, kvdim, kvdim};
             bitlinear(ys, ld, ws, 3, h, d, n);
         }
-        rope(q_.data(), k_.data(), pos, n);
+        rope(q_.data(), k_.data(), n);
         for (int64_t j = 0; j < n; j++) {
             for (int64_t hk = 0; hk < p.n_head_kv; hk++) {
                 const size_t at = kv_index(l, seq[j], hk, pos[j]);

@@ -66,6 +66,7 @@ private:
     std::vector<int32_t> qsum_;
     std::vector<double> att_scratch_;  // per thread: scores + output rows
     std::vector<double> rope_freq_;    // base^(-2i/n_rot), i < n_rot/2
+    std::vector<float> rope_cs_;       // per batch token: cos, sin of each pair (rope_angles)
 
     void reserve(int64_t n);
     void rmsnorm(float* out, const float* x, const float* w, int64_t n, int64_t d);
@@ -73,7 +74,8 @@ private:
     void bitlinear(float* const* ys, const int64_t* ldys, const TernaryMatrix* const* ws,
                    int n_mats, const float* x, int64_t ldx, int64_t n);
     // rotates the n tokens' query and key heads in place
-    void rope(float* q, float* k, const int32_t* pos, int64_t n);
+    void rope_angles(const int32_t* pos, int64_t n);
+    void rope(float* q, float* k, int64_t n);
     void attention(int64_t layer, const int32_t* pos, const int32_t* seq, int64_t n);
     size_t kv_index(int64_t layer, int64_t seq, int64_t head, int64_t pos) const;
 };

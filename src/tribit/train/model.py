@@ -60,9 +60,10 @@ class RMSNorm(nn.Module):
         self.runtime_math = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.runtime_math:
-            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
-        mean = (x.double().square().sum(-1, keepdim=True) / x.shape[-1]).float()
+        if self.runtime_math:
+            mean = (x.double().square().sum(-1, keepdim=True) / x.shape[-1]).float()
+        else:
+            mean = x.pow(2).mean(-1, keepdim=True)
         return x * torch.rsqrt(mean + self.eps) * self.weight
 
 
