@@ -1,10 +1,7 @@
-// AVX-512 VNNI ternary kernels (with AVX512VL: 256-bit vpdpbusd). Same loop
-// structure as the AVX2 kernels, but code * q products accumulate directly in
-// int32 (no int16 stage). Quantization and float kernels come from AVX2.
-//
-// This machine class could not be tested where tribit was written (AMD Zen,
-// AVX2 only), so the dispatcher only picks it by default after the tests have
-// run on such a CPU (see dispatch.cpp); TRIBIT_ISA=avx512 forces it.
+// AVX-512 VNNI ternary kernels: code * q products accumulate directly in int32
+// with vpdpbusd (no int16 stage); 256-bit in the GEMV, 512-bit in the GEMM's
+// register tile. Quantization and float kernels come from AVX2.
+// The dispatcher picks it by default where cpuid + xgetbv say it runs.
 #include <immintrin.h>
 
 #include "kernels.h"
@@ -62,45 +59,121 @@ void ternary_gemv_avx512(float* y, int64_t ldy, const TernaryMatrix& w, const in
     }
 }
 
-void ternary_gemm_avx512(float* y, int64_t ldy, const TernaryMatrix& w, const int8_t* q,
-                         int64_t ldq, const float* scale, const int32_t* sum_q, int64_t n,
-                         int64_t row_begin, int64_t row_end) {
-    constexpr int kTok = 4;
-    constexpr int64_t kRowTile = 16;
+// The 4 int32 sums of 4 accumulators, in lanes 0..3 (integer adds: any order).
+inline __m128i hsum4_i32(__m256i a0, __m256i a1, __m256i a2, __m256i a3) {
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
+// One row x T tokens in ymm registers: the odd last row of a range.
+template <int T>
+inline void vnni_row(float* y, int64_t ldy, const TernaryMatrix& w, const int8_t* q, int64_t ldq,
+                     const float* scale, const int32_t* sum_q, int64_t j0, int64_t r) {
     const __m256i m3 = _mm256_set1_epi8(3);
     const int64_t nblk = w.k_pad / kTernaryBlock;
-    const int64_t n_full = n / kTok * kTok;
-    for (int64_t r0 = row_begin; r0 < row_end; r0 += kRowTile) {
-        const int64_t r1 = r0 + kRowTile < row_end ? r0 + kRowTile : row_end;
-        for (int64_t j0 = 0; j0 < n_full; j0 += kTok) {
-            for (int64_t r = r0; r < r1; r++) {
-                const uint8_t* row = w.data + r * w.row_bytes;
-                __m256i acc[kTok];
-                for (int t = 0; t < kTok; t++) acc[t] = _mm256_setzero_si256();
-                for (int64_t b = 0; b < nblk; b++) {
-                    __m256i v = _mm256_load_si256((const __m256i*)(row + b * 32));
-                    __m256i c0 = _mm256_and_si256(v, m3);
-                    __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(v, 2), m3);
-                    __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(v, 4), m3);
-                    __m256i c3 = _mm256_and_si256(_mm256_srli_epi16(v, 6), m3);
-                    for (int t = 0; t < kTok; t++) {
-                        const int8_t* qb = q + (j0 + t) * ldq + b * kTernaryBlock;
-                        acc[t] = _mm256_dpbusd_epi32(acc[t], c0, _mm256_loadu_si256((const __m256i*)(qb)));
-                        acc[t] = _mm256_dpbusd_epi32(acc[t], c1, _mm256_loadu_si256((const __m256i*)(qb + 32)));
-                        acc[t] = _mm256_dpbusd_epi32(acc[t], c2, _mm256_loadu_si256((const __m256i*)(qb + 64)));
-                        acc[t] = _mm256_dpbusd_epi32(acc[t], c3, _mm256_loadu_si256((const __m256i*)(qb + 96)));
-                    }
-                }
-                for (int t = 0; t < kTok; t++) {
-                    const int64_t j = j0 + t;
-                    y[j * ldy + r] = float(hsum_i32(acc[t]) - sum_q[j]) * (w.gamma / scale[j]);
-                }
+    const uint8_t* row = w.data + r * w.row_bytes;
+    __m256i acc[T];
+    for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_si256();
+    for (int64_t b = 0; b < nblk; b++) {
+        const __m256i v = _mm256_load_si256((const __m256i*)(row + b * 32));
+        for (int t = 0; t < T; t++) acc[t] = block_dot_vnni(acc[t], v, q + (j0 + t) * ldq + b * kTernaryBlock, m3);
+    }
+    for (int t = 0; t < T; t++) {
+        const int64_t j = j0 + t;
+        y[j * ldy + r] = float(hsum_i32(acc[t]) - sum_q[j]) * (w.gamma / scale[j]);
+    }
+}
+
+// The GEMM's register tile: 2P rows x T tokens with 512-bit vpdpbusd. One zmm
+// holds a block of two rows (row 2i in the low half, 2i + 1 in the high half) and
+// each 32-byte activation plane is broadcast to both halves, so every activation
+// load feeds 2P rows and every unpacked code vector T tokens. P * T independent
+// accumulator chains hide vpdpbusd's latency (the former 1-row x 4-token ymm tile
+// had 4 chains of 4 dependent vpdpbusd per block: ~0.45 of the multiply roof).
+// Measured on Zen 4 (BENCHMARKS.md): ymm 4 rows x 4 tokens ~0.78 of the roof,
+// zmm 4 x 4 ~0.79, zmm 8 x 4 (P = 4, 25 live registers) ~0.9.
+// `stream`: prefetch the next 2P rows; the first token tile over a row tile
+// reads its weights from DRAM in a small batch, later ones find them in L1.
+template <int P, int T>
+inline void vnni_tile(float* y, int64_t ldy, const TernaryMatrix& w, const int8_t* q, int64_t ldq,
+                      const float* scale, const int32_t* sum_q, int64_t j0, int64_t r0, bool stream) {
+    const __m512i m3 = _mm512_set1_epi8(3);
+    const int64_t nblk = w.k_pad / kTernaryBlock;
+    const uint8_t* rows[2 * P];
+    for (int i = 0; i < 2 * P; i++) rows[i] = w.data + (r0 + i) * w.row_bytes;
+    const int8_t* qt[T];
+    for (int t = 0; t < T; t++) qt[t] = q + (j0 + t) * ldq;
+    __m512i acc[P][T];
+    for (int i = 0; i < P; i++)
+        for (int t = 0; t < T; t++) acc[i][t] = _mm512_setzero_si512();
+    for (int64_t b = 0; b < nblk; b++) {
+        __m512i v[P];
+        for (int i = 0; i < P; i++) {
+            const __m256i lo = _mm256_load_si256((const __m256i*)(rows[2 * i] + b * 32));
+            const __m256i hi = _mm256_load_si256((const __m256i*)(rows[2 * i + 1] + b * 32));
+            v[i] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+            if (stream && (b & 1) == 0) {
+                _mm_prefetch((const char*)(rows[2 * i] + 2 * P * w.row_bytes + b * 32), _MM_HINT_T0);
+                _mm_prefetch((const char*)(rows[2 * i + 1] + 2 * P * w.row_bytes + b * 32), _MM_HINT_T0);
+            }
+        }
+        for (int p = 0; p < 4; p++) {  // plane p: weights p*32 .. p*32+31 of the block
+            __m512i c[P];
+            for (int i = 0; i < P; i++) {
+                c[i] = _mm512_and_si512(v[i], m3);
+                v[i] = _mm512_srli_epi16(v[i], 2);
+            }
+            for (int t = 0; t < T; t++) {
+                const __m512i a = _mm512_broadcast_i64x4(
+                    _mm256_loadu_si256((const __m256i*)(qt[t] + b * kTernaryBlock + p * 32)));
+                for (int i = 0; i < P; i++) acc[i][t] = _mm512_dpbusd_epi32(acc[i][t], c[i], a);
             }
         }
     }
-    if (n_full < n)
-        ternary_gemv_avx512(y + n_full * ldy, ldy, w, q + n_full * ldq, ldq, scale + n_full,
-                            sum_q + n_full, n - n_full, row_begin, row_end);
+    // y = float(S - sum_q) * (gamma / scale): the scalar formula, 4 rows per store
+    static_assert(P % 2 == 0, "rows are reduced 4 at a time");
+    for (int t = 0; t < T; t++) {
+        const int64_t j = j0 + t;
+        const __m128 post = _mm_set1_ps(w.gamma / scale[j]);
+        const __m128i sq = _mm_set1_epi32(sum_q[j]);
+        for (int i = 0; i < P; i += 2) {
+            const __m128i s = hsum4_i32(_mm512_castsi512_si256(acc[i][t]), _mm512_extracti64x4_epi64(acc[i][t], 1),
+                                        _mm512_castsi512_si256(acc[i + 1][t]), _mm512_extracti64x4_epi64(acc[i + 1][t], 1));
+            _mm_storeu_ps(y + j * ldy + r0 + 2 * i, _mm_mul_ps(_mm_cvtepi32_ps(_mm_sub_epi32(s, sq)), post));
+        }
+    }
+}
+
+constexpr int kTilePairs = 4;  // 8 rows
+constexpr int kTileTokens = 4;
+
+// Rows [r0, r1) for the T tokens from j0: full tiles, then row by row.
+template <int T>
+inline void vnni_rows(float* y, int64_t ldy, const TernaryMatrix& w, const int8_t* q, int64_t ldq,
+                      const float* scale, const int32_t* sum_q, int64_t j0, int64_t r0, int64_t r1) {
+    int64_t r = r0;
+    for (; r + 2 * kTilePairs <= r1; r += 2 * kTilePairs)
+        vnni_tile<kTilePairs, T>(y, ldy, w, q, ldq, scale, sum_q, j0, r, j0 == 0);
+    for (; r < r1; r++) vnni_row<T>(y, ldy, w, q, ldq, scale, sum_q, j0, r);
+}
+
+// Prefill and small batches: a tile of kRowTile rows stays in L1 while every
+// token tile passes over it.
+void ternary_gemm_avx512(float* y, int64_t ldy, const TernaryMatrix& w, const int8_t* q,
+                         int64_t ldq, const float* scale, const int32_t* sum_q, int64_t n,
+                         int64_t row_begin, int64_t row_end) {
+    constexpr int64_t kRowTile = 16;
+    for (int64_t r0 = row_begin; r0 < row_end; r0 += kRowTile) {
+        const int64_t r1 = r0 + kRowTile < row_end ? r0 + kRowTile : row_end;
+        for (int64_t j0 = 0; j0 < n; j0 += kTileTokens) {
+            switch (n - j0 < kTileTokens ? n - j0 : kTileTokens) {
+                case 1: vnni_rows<1>(y, ldy, w, q, ldq, scale, sum_q, j0, r0, r1); break;
+                case 2: vnni_rows<2>(y, ldy, w, q, ldq, scale, sum_q, j0, r0, r1); break;
+                case 3: vnni_rows<3>(y, ldy, w, q, ldq, scale, sum_q, j0, r0, r1); break;
+                default: vnni_rows<4>(y, ldy, w, q, ldq, scale, sum_q, j0, r0, r1); break;
+            }
+        }
+    }
 }
 
 // With VNNI the GEMM needs one vpdpbusd per 32 weights and token (it adds into
