@@ -2,11 +2,15 @@
 // loader (tribit.model.loader), then run with llama.cpp-style batches.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
+#include <nanobind/stl/map.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
 #include <cstring>
+#include <map>
+#include <tuple>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -168,5 +172,14 @@ void bind_model(nb::module_& m) {
         .def("n_past", [](PyModel& s, int64_t seq) { return s.model->n_past(seq); })
         .def_prop_ro("kv_bytes", [](PyModel& s) { return s.model->kv_bytes(); })
         .def_prop_ro("weight_bytes", [](PyModel& s) { return s.model->weight_bytes(); })
-        .def_prop_ro("isa", [](PyModel& s) { return std::string(isa_name(s.model->kt.isa)); });
+        .def_prop_ro("isa", [](PyModel& s) { return std::string(isa_name(s.model->kt.isa)); })
+        .def("profile", [](PyModel& s) {
+            // op -> (seconds, calls), wall time since the last reset_profile()
+            std::map<std::string, std::tuple<double, int64_t>> out;
+            const OpProfile& p = s.model->profile();
+            for (int i = 0; i < int(Op::count); i++)
+                out[op_name(Op(i))] = {p.seconds[i], p.calls[i]};
+            return out;
+        })
+        .def("reset_profile", [](PyModel& s) { s.model->reset_profile(); });
 }

@@ -63,6 +63,23 @@ def test_bench_markdown_and_reps_alias(tiny, capsys):
     assert "| model |" in out and "| pp8 |" in out and "tg" not in out.split("| model |")[1]
 
 
+def test_bench_profile(tiny, capsys):
+    """--profile: each test's time per op (Model.profile), the rest shown as 'python'."""
+    assert main(["bench", "-m", str(tiny), "-p", "8", "-n", "3", "-r", "2", "--no-probe",
+                 "-t", "1", "--profile"]) == 0
+    out = capsys.readouterr().out.split("share of each test's median time per op:")[1]
+    lines = out.strip().splitlines()
+    assert [ln.split(" (")[0] for ln in lines] == ["pp8 t1", "tg3 t1"]
+    for ln in lines:
+        assert "matmul_gate_up" in ln and "python" in ln
+    recs = bm.bench_model(tiny, prompts=[8], gens=[3], reps=2, probe=False)
+    for r in recs:
+        ops = r["op_seconds"]
+        assert {"matmul_qkv", "attention", "head", "norm"} <= set(ops)
+        assert all(v >= 0 for v in ops.values())
+        assert 0 < sum(ops.values()) <= r["median_s"] * 1.5  # medians of parts, roughly the whole
+
+
 def test_bench_bad_input(tiny, tmp_path, capsys):
     assert main(["bench", "-m", str(tmp_path / "missing.gguf")]) == 1
     assert "model file not found" in capsys.readouterr().err

@@ -151,6 +151,27 @@ def test_describe(tmp_path):
         assert isinstance(d["resident_bytes_after_load"], int)
 
 
+def test_profile_counts_every_op(tmp_path):
+    m = tribit.load(tiny_model(tmp_path / "m.gguf"), n_threads=2)  # 2 layers, sub-norms
+    m.profile(reset=True)
+    m.forward(list(range(1, 9)), logits="last")  # prefill of 8
+    m.forward([9], pos=8, logits="last")  # one decode step
+    prof = m.profile(reset=True)
+    per_layer = {"matmul_qkv", "kv_store", "attention", "matmul_out", "matmul_gate_up",
+                 "activation", "matmul_down"}
+    assert set(prof) == per_layer | {"embed", "norm", "quantize", "rope", "residual", "head"}
+    for op, (seconds, calls) in prof.items():
+        assert seconds >= 0.0, op
+        if op in per_layer:
+            assert calls == 2 * 2, op  # 2 layers x 2 forwards
+    assert prof["head"][1] == 2 and prof["embed"][1] == 2
+    assert prof["rope"][1] == 2 * 2 + 2  # per layer, and the angles once per forward
+    assert prof["residual"][1] == 2 * 2 * 2
+    assert prof["quantize"][1] == 4 * 2 * 2  # one per bitlinear: qkv, o, gate/up, down
+    assert prof["norm"][1] == 4 * 2 * 2 + 2  # 2 norms + 2 sub-norms a layer, the final one
+    assert all(c == 0 for _, c in m.profile().values())  # reset
+
+
 def test_unknown_arch_and_bad_tensors(tmp_path):
     from tribit.formats import GGMLType, GGUFReader, GGUFWriter
 

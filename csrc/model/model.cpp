@@ -2,12 +2,37 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
 #include <string>
 
 namespace tribit {
+
+const char* op_name(Op op) {
+    static const char* const names[] = {
+        "embed", "norm", "quantize", "matmul_qkv", "rope", "kv_store", "attention",
+        "matmul_out", "matmul_gate_up", "activation", "matmul_down", "residual", "head"};
+    static_assert(sizeof(names) / sizeof(names[0]) == size_t(Op::count), "one name per op");
+    return names[int(op)];
+}
+
+namespace {
+// Adds the wall time of its scope to one op of a profile (~20 ns a scope).
+class OpTimer {
+public:
+    OpTimer(OpProfile& p, Op op) : p_(p), op_(int(op)), t0_(std::chrono::steady_clock::now()) {}
+    ~OpTimer() {
+        p_.seconds[op_] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+        p_.calls[op_]++;
+    }
+private:
+    OpProfile& p_;
+    int op_;
+    std::chrono::steady_clock::time_point t0_;
+};
+}  // namespace
 
 Model::Model(const ModelParams& p, const KernelTable& table) : params(p), kt(table) {
     if (p.n_head <= 0 || p.n_head_kv <= 0 || p.n_head % p.n_head_kv)
@@ -86,6 +111,7 @@ void Model::reserve(int64_t n) {
 // RMSNorm as ggml does it: sum of squares in double, mean narrowed to float,
 // scale = 1/sqrtf(mean + eps), y = (x * scale) * w.
 void Model::rmsnorm(float* out, const float* x, const float* w, int64_t n, int64_t d) {
+    OpTimer timer(prof_, Op::norm);
     const float eps = params.norm_eps;
     auto body = [&](int64_t b, int64_t e) {
         for (int64_t j = b; j < e; j++) {
@@ -104,7 +130,7 @@ void Model::rmsnorm(float* out, const float* x, const float* w, int64_t n, int64
 
 // Quantize x (n tokens) once, then run one or several matrices that share the
 // input (Q/K/V; gate/up) in a single parallel pass over their stacked rows.
-void Model::bitlinear(float* const* ys, const int64_t* ldys, const TernaryMatrix* const* ws,
+void Model::bitlinear(Op op, float* const* ys, const int64_t* ldys, const TernaryMatrix* const* ws,
                       int n_mats, const float* x, int64_t ldx, int64_t n) {
     const int64_t k = ws[0]->k, k_pad = ws[0]->k_pad;
     int8_t* q = qa_.data();
@@ -112,8 +138,12 @@ void Model::bitlinear(float* const* ys, const int64_t* ldys, const TernaryMatrix
         kt.quantize_act(q + b * k_pad, k_pad, qs_.data() + b, qsum_.data() + b, x + b * ldx, ldx,
                         e - b, k);
     };
-    if (n >= 8) pool_->parallel_for(n, 1, quant);
-    else quant(0, n);
+    {
+        OpTimer timer(prof_, Op::quantize);
+        if (n >= 8) pool_->parallel_for(n, 1, quant);
+        else quant(0, n);
+    }
+    OpTimer timer(prof_, op);
     ternary_matmul_fn fn = n == 1 ? kt.ternary_gemv : kt.ternary_gemm;
     int64_t total = 0;
     int64_t starts[3];
@@ -147,6 +177,7 @@ void Model::rope_angles(const int32_t* pos, int64_t n) {
 }
 
 void Model::rope(float* q, float* k, int64_t n) {
+    OpTimer timer(prof_, Op::rope);
     const ModelParams& p = params;
     const int64_t hd = p.head_dim, half = p.n_rot / 2;
     for (int64_t j = 0; j < n; j++) {
@@ -168,6 +199,45 @@ void Model::rope(float* q, float* k, int64_t n) {
     }
 }
 
+// g = act(g) * u over n values: ReLU^2 (a > 0 ? a * a : 0, NaN -> 0) or SiLU.
+// One loop per activation, so the ReLU^2 one vectorizes (a select, not a
+// branch: random signs made it ~25 cycles a value), split over the threads.
+void Model::activation(float* g, const float* u, int64_t n) {
+    OpTimer timer(prof_, Op::activation);
+    auto body = [&](int64_t b, int64_t e) {
+        if (params.act_relu2) {
+            for (int64_t i = b; i < e; i++) {
+                const float a = g[i];
+                g[i] = (a > 0.0f ? a * a : 0.0f) * u[i];
+            }
+        } else {
+            for (int64_t i = b; i < e; i++) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+        }
+    };
+    if (n >= 65536) pool_->parallel_for(n, 16384, body);  // prefill; decode is too short to split
+    else body(0, n);
+}
+
+// The batch's K and V rows into the cache (f16: rounded to nearest even).
+void Model::store_kv(int64_t layer, const int32_t* pos, const int32_t* seq, int64_t n) {
+    OpTimer timer(prof_, Op::kv_store);
+    const ModelParams& p = params;
+    const int64_t hd = p.head_dim, kvdim = p.n_head_kv * hd;
+    for (int64_t j = 0; j < n; j++) {
+        for (int64_t hk = 0; hk < p.n_head_kv; hk++) {
+            const size_t at = kv_index(layer, seq[j], hk, pos[j]);
+            const float *kj = k_.data() + j * kvdim + hk * hd, *vj = v_.data() + j * kvdim + hk * hd;
+            if (p.kv_f16) {
+                kt.cvt_f32_f16(k16_.data() + at, kj, hd);
+                kt.cvt_f32_f16(v16_.data() + at, vj, hd);
+            } else {
+                std::memcpy(k32_.data() + at, kj, size_t(hd) * 4);
+                std::memcpy(v32_.data() + at, vj, size_t(hd) * 4);
+            }
+        }
+    }
+}
+
 // Causal GQA attention of each batch token over its sequence's cache entries
 // 0..pos[i]. Work items are (token, kv head, slice of its query heads): every
 // K/V row is read once per item and used by all the query heads of the slice
@@ -177,6 +247,7 @@ void Model::rope(float* q, float* k, int64_t n) {
 // softmax and the weighted sum of values run in double, rounded to float once at
 // the output (kernels.h: the same floats on every ISA and in tribit.train).
 void Model::attention(int64_t layer, const int32_t* pos, const int32_t* seq, int64_t n) {
+    OpTimer timer(prof_, Op::attention);
     const ModelParams& p = params;
     const int64_t hd = p.head_dim, group = p.n_head / p.n_head_kv;
     const double inv_sqrt = 1.0 / std::sqrt(double(hd));
@@ -259,8 +330,14 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* se
     reserve(n);
     const int64_t d = p.n_embd, hd = p.head_dim, qdim = p.n_head * hd, kvdim = p.n_head_kv * hd;
     float* x = x_.data();
-    for (int64_t j = 0; j < n; j++) kt.float_row(x + j * d, tok_embd, tokens[j]);
-    rope_angles(pos, n);
+    {
+        OpTimer timer(prof_, Op::embed);
+        for (int64_t j = 0; j < n; j++) kt.float_row(x + j * d, tok_embd, tokens[j]);
+    }
+    {
+        OpTimer timer(prof_, Op::rope);
+        rope_angles(pos, n);
+    }
 
     for (int64_t l = 0; l < p.n_layer; l++) {
         const Layer& L = layers[size_t(l)];
@@ -270,22 +347,10 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* se
             const TernaryMatrix* ws[3] = {&L.wq, &L.wk, &L.wv};
             float* ys[3] = {q_.data(), k_.data(), v_.data()};
             const int64_t ld[3] = {qdim, kvdim, kvdim};
-            bitlinear(ys, ld, ws, 3, h, d, n);
+            bitlinear(Op::matmul_qkv, ys, ld, ws, 3, h, d, n);
         }
         rope(q_.data(), k_.data(), n);
-        for (int64_t j = 0; j < n; j++) {
-            for (int64_t hk = 0; hk < p.n_head_kv; hk++) {
-                const size_t at = kv_index(l, seq[j], hk, pos[j]);
-                const float *kj = k_.data() + j * kvdim + hk * hd, *vj = v_.data() + j * kvdim + hk * hd;
-                if (p.kv_f16) {
-                    kt.cvt_f32_f16(k16_.data() + at, kj, hd);
-                    kt.cvt_f32_f16(v16_.data() + at, vj, hd);
-                } else {
-                    std::memcpy(k32_.data() + at, kj, size_t(hd) * 4);
-                    std::memcpy(v32_.data() + at, vj, size_t(hd) * 4);
-                }
-            }
-        }
+        store_kv(l, pos, seq, n);
         attention(l, pos, seq, n);
         const float* ain = att_.data();
         if (!L.attn_sub_norm.empty()) {
@@ -296,24 +361,22 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* se
             const TernaryMatrix* ws[1] = {&L.wo};
             float* ys[1] = {tmp_.data()};
             const int64_t ld[1] = {d};
-            bitlinear(ys, ld, ws, 1, ain, qdim, n);
+            bitlinear(Op::matmul_out, ys, ld, ws, 1, ain, qdim, n);
         }
-        for (int64_t i = 0; i < n * d; i++) x[i] += tmp_[size_t(i)];
+        {
+            OpTimer timer(prof_, Op::residual);
+            for (int64_t i = 0; i < n * d; i++) x[i] += tmp_[size_t(i)];
+        }
 
         rmsnorm(h, x, L.ffn_norm.data(), n, d);
         {
             const TernaryMatrix* ws[2] = {&L.wgate, &L.wup};
             float* ys[2] = {gate_.data(), up_.data()};
             const int64_t ld[2] = {p.n_ff, p.n_ff};
-            bitlinear(ys, ld, ws, 2, h, d, n);
+            bitlinear(Op::matmul_gate_up, ys, ld, ws, 2, h, d, n);
         }
         float* g = gate_.data();
-        const float* u = up_.data();
-        for (int64_t i = 0; i < n * p.n_ff; i++) {
-            float a = g[i];
-            a = p.act_relu2 ? (a > 0.0f ? a * a : 0.0f) : a / (1.0f + std::exp(-a));
-            g[i] = a * u[i];
-        }
+        activation(g, up_.data(), n * p.n_ff);
         const float* fin = g;
         if (!L.ffn_sub_norm.empty()) {
             rmsnorm(tmp_.data(), g, L.ffn_sub_norm.data(), n, p.n_ff);
@@ -323,9 +386,12 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* se
             const TernaryMatrix* ws[1] = {&L.wdown};
             float* ys[1] = {h};
             const int64_t ld[1] = {d};
-            bitlinear(ys, ld, ws, 1, fin, p.n_ff, n);
+            bitlinear(Op::matmul_down, ys, ld, ws, 1, fin, p.n_ff, n);
         }
-        for (int64_t i = 0; i < n * d; i++) x[i] += h[i];
+        {
+            OpTimer timer(prof_, Op::residual);
+            for (int64_t i = 0; i < n * d; i++) x[i] += h[i];
+        }
     }
     for (int64_t j = 0; j < n; j++) n_past_[seq[j]] = std::max<int64_t>(n_past_[seq[j]], pos[j] + 1);
 
@@ -338,6 +404,7 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* se
     std::vector<float> sel(size_t(nw * d)), normed(size_t(nw * d));
     for (int64_t i = 0; i < nw; i++) std::memcpy(&sel[size_t(i * d)], x + rows[size_t(i)] * d, size_t(d) * 4);
     rmsnorm(normed.data(), sel.data(), output_norm.data(), nw, d);
+    OpTimer timer(prof_, Op::head);
     float_matmul_fn fn = kt.float_matmul[int(output.type)];
     pool_->parallel_for(output.m, 64, [&](int64_t b, int64_t e) {
         fn(logits, output.m, output, normed.data(), d, nw, b, e);

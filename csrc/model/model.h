@@ -27,6 +27,20 @@ struct Layer {
     TernaryMatrix wq, wk, wv, wo, wgate, wup, wdown;
 };
 
+// Where a forward pass spends its wall time (Model::profile): each op's time is
+// measured on the calling thread around the whole parallel section, so waits
+// for the slowest thread count too.
+enum class Op : int {
+    embed, norm, quantize, matmul_qkv, rope, kv_store, attention, matmul_out,
+    matmul_gate_up, activation, matmul_down, residual, head, count
+};
+const char* op_name(Op op);
+
+struct OpProfile {
+    double seconds[int(Op::count)] = {};
+    int64_t calls[int(Op::count)] = {};
+};
+
 class Model {
 public:
     Model(const ModelParams& p, const KernelTable& kt);
@@ -49,9 +63,13 @@ public:
     void trim(int64_t seq, int64_t n);
     size_t kv_bytes() const;
     size_t weight_bytes() const;
+    // Wall time per op since construction or the last reset_profile().
+    const OpProfile& profile() const { return prof_; }
+    void reset_profile() { prof_ = OpProfile(); }
 
 private:
     std::unique_ptr<ThreadPool> pool_;
+    OpProfile prof_;
     std::vector<int64_t> n_past_;
     // KV cache: [layer][seq][kv head][pos][head_dim], f16 or f32: the rows one
     // attention item reads (one kv head of one sequence) are contiguous, so they
@@ -71,11 +89,13 @@ private:
     void reserve(int64_t n);
     void rmsnorm(float* out, const float* x, const float* w, int64_t n, int64_t d);
     // y_i (n x ldy_i) = BitLinear_i(x) for up to 3 matrices sharing the input x
-    void bitlinear(float* const* ys, const int64_t* ldys, const TernaryMatrix* const* ws,
+    void bitlinear(Op op, float* const* ys, const int64_t* ldys, const TernaryMatrix* const* ws,
                    int n_mats, const float* x, int64_t ldx, int64_t n);
     // rotates the n tokens' query and key heads in place
     void rope_angles(const int32_t* pos, int64_t n);
     void rope(float* q, float* k, int64_t n);
+    void activation(float* g, const float* u, int64_t n);
+    void store_kv(int64_t layer, const int32_t* pos, const int32_t* seq, int64_t n);
     void attention(int64_t layer, const int32_t* pos, const int32_t* seq, int64_t n);
     size_t kv_index(int64_t layer, int64_t seq, int64_t head, int64_t pos) const;
 };

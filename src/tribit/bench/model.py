@@ -219,6 +219,7 @@ class _Runner:
         self.threads = n_threads
         self.rng = np.random.default_rng(seed)
         self.n_vocab = self.model.config.n_vocab
+        self.last_profile: dict[str, float] = {}  # op -> wall seconds of the last test
 
     def tokens(self, n: int) -> list[int]:
         return self.rng.integers(0, self.n_vocab, size=n).tolist()
@@ -234,19 +235,28 @@ class _Runner:
         (last-token logits, like llama-bench)."""
         toks = self.tokens(n)
         self.fill(depth)
+        self.model.profile(reset=True)
         c0, t0 = time.process_time(), time.perf_counter()
         self.model.forward(toks, depth, 0, logits="last")
-        return time.perf_counter() - t0, time.process_time() - c0
+        out = time.perf_counter() - t0, time.process_time() - c0
+        self._keep_profile()
+        return out
 
     def tg(self, n: int, depth: int = 0) -> tuple[float, float]:
         """(wall, CPU) seconds of n one-token forwards after `depth` tokens."""
         toks = self.tokens(n)
         self.fill(depth)
         fwd = self.model.forward
+        self.model.profile(reset=True)
         c0, t0 = time.process_time(), time.perf_counter()
         for i, t in enumerate(toks):
             fwd([t], depth + i, 0, logits="last")
-        return time.perf_counter() - t0, time.process_time() - c0
+        out = time.perf_counter() - t0, time.process_time() - c0
+        self._keep_profile()
+        return out
+
+    def _keep_profile(self) -> None:
+        self.last_profile = {op: s for op, (s, _) in self.model.profile(reset=True).items()}
 
     def run(self, test: tuple[str, int, int]) -> tuple[float, float]:
         kind, n, depth = test
@@ -294,7 +304,8 @@ def bench_model(
     (tg: mean KV-cache bytes read per token; None for pp), peak_rss (bytes; high-water mark
     while this thread group was loaded and run, without the probe buffer), rss, rss_anon,
     rss_file, model, path, qtype, head_qtype, isa, cpu, version, commit, load_s,
-    models_loaded.
+    models_loaded, op_seconds (op -> median wall seconds of the test spent in it:
+    `Model.profile`).
     `interleave`: load every thread count at once and alternate them (None: if it fits).
     """
     path = Path(path)
@@ -339,6 +350,7 @@ def bench_model(
         mem_loaded = memory_status()
         times: dict[tuple[int, tuple[str, int, int]], list[float]] = {}
         cpu: dict[tuple[int, tuple[str, int, int]], list[float]] = {}
+        ops: dict[tuple[int, tuple[str, int, int]], list[dict[str, float]]] = {}
         probes: dict[int, list[float]] = {t: [] for t in group}
         for t, r in runners.items():
             r.warm_up([n for k, n, _ in tests if k == "pp"])
@@ -351,6 +363,7 @@ def bench_model(
                     wall, cpu_s = r.run(test)
                     times.setdefault((t, test), []).append(wall)
                     cpu.setdefault((t, test), []).append(cpu_s)
+                    ops.setdefault((t, test), []).append(r.last_profile)
             if probe and rep % 2 == 1:
                 for t in group:
                     probes[t].append(probe_bw(t))
@@ -398,6 +411,10 @@ def bench_model(
                     # tokens per CPU-second at 1 thread estimates the speed of an idle core
                     "cpu_tokens_per_s": n / max(statistics.median(cpu[(t, test)]), 1e-9),
                     "cpu_share": statistics.median(cpu[(t, test)]) / med,
+                    # wall seconds per op (median over reps) of the native forward;
+                    # the rest of median_s is Python and the binding
+                    "op_seconds": {op: statistics.median(p[op] for p in ops[(t, test)])
+                                   for op in ops[(t, test)][0]},
                 }
                 if kind == "tg":
                     rec["kv_bytes_per_token"] = r.kv_bytes_per_token(n, depth)
@@ -449,6 +466,20 @@ def format_table(records: Sequence[Record], markdown: bool = False) -> str:
     return "\n".join(lines)
 
 
+def format_profile(records: Sequence[Record]) -> str:
+    """Where each test's time goes: the share of its median time per op, largest first;
+    'python' is the part outside the native forward (binding, loop, sampling)."""
+    lines = []
+    for r in records:
+        total = r["median_s"]
+        shares = sorted(r["op_seconds"].items(), key=lambda kv: -kv[1])
+        parts = [f"{op} {sec / total:.1%}" for op, sec in shares if sec / total >= 0.001]
+        rest = total - sum(r["op_seconds"].values())
+        parts.append(f"python {max(rest, 0.0) / total:.1%}")
+        lines.append(f"{r['test']} t{r['threads']} ({total * 1e3:.1f} ms): " + ", ".join(parts))
+    return "\n".join(lines)
+
+
 def _int_list(s: str) -> list[int]:
     try:
         vals = [int(v) for v in s.split(",") if v.strip()]
@@ -480,6 +511,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--md", action="store_true", help="print a markdown table")
     p.add_argument("--seed", type=int, default=0, help="seed of the random prompt tokens")
     p.add_argument("--no-probe", action="store_true", help="skip the read-bandwidth probe")
+    p.add_argument("--profile", action="store_true",
+                   help="also print where each test's time goes, op by op")
     p.add_argument("--no-interleave", action="store_true",
                    help="load one thread count at a time (less memory)")
 
@@ -531,6 +564,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"median of {reps} reps; GB/s = weight + KV-cache bytes per token / time per token "
           "(tg); ratio = GB/s / probed bandwidth")
     print(format_table(records, markdown=args.md))
+    if args.profile:
+        print("\nshare of each test's median time per op:")
+        print(format_profile(records))
     return 0
 
 

@@ -274,6 +274,16 @@ class Model:
     def n_past(self, seq: int = 0) -> int:
         return self._native.n_past(self._check_seq(seq))
 
+    def profile(self, reset: bool = False) -> dict[str, tuple[float, int]]:
+        """Wall seconds and calls per op of the forward passes so far (since the
+        last `reset=True`): embed, norm, quantize, matmul_qkv, rope, kv_store,
+        attention, matmul_out, matmul_gate_up, activation, matmul_down, residual,
+        head. Each op is timed around its whole parallel section."""
+        out = {op: (float(s), int(c)) for op, (s, c) in self._native.profile().items()}
+        if reset:
+            self._native.reset_profile()
+        return out
+
     def _check_seq(self, seq: int) -> int:
         if not 0 <= seq < self.n_seq:
             raise ModelError(f"sequence {seq} out of range [0, {self.n_seq})")
