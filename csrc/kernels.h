@@ -89,6 +89,19 @@ using axpy_f32_fn = void (*)(double* y, double a, const float* x, int64_t n);
 // results are identical, without writing and re-reading a converted copy.
 using dot_f16_fn = double (*)(const double* a, const uint16_t* b, int64_t n);
 using axpy_f16_fn = void (*)(double* y, double a, const uint16_t* x, int64_t n);
+// The same for the rows of a GQA group against one cache row: out[g] =
+// dot(a + g * lda, b, n) and y[g * ldy ...] += coef[g * ldc] * x for g < rows,
+// each row's operations and order exactly those of dot/axpy above (so the
+// results are identical), the cache row loaded and widened once for all rows,
+// and the rows' sums independent chains (one dot alone is latency-bound).
+using dot_rows_f32_fn = void (*)(double* out, const double* a, int64_t lda, int64_t rows,
+                                 const float* b, int64_t n);
+using dot_rows_f16_fn = void (*)(double* out, const double* a, int64_t lda, int64_t rows,
+                                 const uint16_t* b, int64_t n);
+using axpy_rows_f32_fn = void (*)(double* y, int64_t ldy, const double* coef, int64_t ldc,
+                                  int64_t rows, const float* x, int64_t n);
+using axpy_rows_f16_fn = void (*)(double* y, int64_t ldy, const double* coef, int64_t ldc,
+                                  int64_t rows, const uint16_t* x, int64_t n);
 
 // Compute roof of the ternary GEMM: `iters` rounds of the multiply-accumulate
 // instructions it needs per 32 weights and token, from registers only, in
@@ -107,6 +120,10 @@ struct KernelTable {
     axpy_f32_fn axpy_f32 = nullptr;
     dot_f16_fn dot_f16 = nullptr;
     axpy_f16_fn axpy_f16 = nullptr;
+    dot_rows_f32_fn dot_rows_f32 = nullptr;
+    dot_rows_f16_fn dot_rows_f16 = nullptr;
+    axpy_rows_f32_fn axpy_rows_f32 = nullptr;
+    axpy_rows_f16_fn axpy_rows_f16 = nullptr;
     mac_probe_fn mac_probe = nullptr;  // SIMD variants only
     // names for `tribit info`
     const char* quantize_act_name = "";

@@ -246,13 +246,18 @@ void Model::store_kv(int64_t layer, const int32_t* pos, const int32_t* seq, int6
 // Per query head the arithmetic is the same as one head at a time. Scores,
 // softmax and the weighted sum of values run in double, rounded to float once at
 // the output (kernels.h: the same floats on every ISA and in tribit.train).
+// Query heads one attention item serves at most (GQA groups are 1-8 in every
+// known model; a larger group is split into slices).
+constexpr int64_t kMaxGroup = 16;
+
 void Model::attention(int64_t layer, const int32_t* pos, const int32_t* seq, int64_t n) {
     OpTimer timer(prof_, Op::attention);
     const ModelParams& p = params;
     const int64_t hd = p.head_dim, group = p.n_head / p.n_head_kv;
     const double inv_sqrt = 1.0 / std::sqrt(double(hd));
     const int nth = pool_->n_threads();
-    int64_t gs = group;  // query heads per item, a divisor of group
+    int64_t gs = std::min<int64_t>(group, kMaxGroup);  // query heads per item, a divisor of group
+    while (group % gs) gs--;
     while (gs > 1 && n * p.n_head_kv * (group / gs) < nth) {
         int64_t d = gs - 1;
         while (group % d) d--;
@@ -274,13 +279,14 @@ void Model::attention(int64_t layer, const int32_t* pos, const int32_t* seq, int
             for (int64_t i = 0; i < gs * hd; i++) qd[i] = double(qv[i]);
             const int64_t len = pos[j] + 1;
             const size_t base = kv_index(layer, seq[j], hk, 0);  // its rows are contiguous
-            // an f16 cache is read by the f16 kernels (widened on load, same results)
+            // an f16 cache is read by the f16 kernels (widened on load, same results);
+            // one call per cache row serves the gs query heads
+            double dots[kMaxGroup];
             for (int64_t t = 0; t < len; t++) {
                 const size_t at = base + size_t(t * hd);
-                for (int64_t g = 0; g < gs; g++)
-                    scores[g * p.n_ctx + t] = (p.kv_f16 ? kt.dot_f16(qd + g * hd, k16_.data() + at, hd)
-                                                        : kt.dot_f32(qd + g * hd, k32_.data() + at, hd)) *
-                                              inv_sqrt;
+                if (p.kv_f16) kt.dot_rows_f16(dots, qd, hd, gs, k16_.data() + at, hd);
+                else kt.dot_rows_f32(dots, qd, hd, gs, k32_.data() + at, hd);
+                for (int64_t g = 0; g < gs; g++) scores[g * p.n_ctx + t] = dots[g] * inv_sqrt;
             }
             for (int64_t g = 0; g < gs; g++) {
                 double* sc = scores + g * p.n_ctx;
@@ -296,10 +302,8 @@ void Model::attention(int64_t layer, const int32_t* pos, const int32_t* seq, int
             std::fill(out, out + gs * hd, 0.0);
             for (int64_t t = 0; t < len; t++) {
                 const size_t at = base + size_t(t * hd);
-                for (int64_t g = 0; g < gs; g++) {
-                    if (p.kv_f16) kt.axpy_f16(out + g * hd, scores[g * p.n_ctx + t], v16_.data() + at, hd);
-                    else kt.axpy_f32(out + g * hd, scores[g * p.n_ctx + t], v32_.data() + at, hd);
-                }
+                if (p.kv_f16) kt.axpy_rows_f16(out, hd, scores + t, p.n_ctx, gs, v16_.data() + at, hd);
+                else kt.axpy_rows_f32(out, hd, scores + t, p.n_ctx, gs, v32_.data() + at, hd);
             }
             float* dst = att_.data() + j * p.n_head * hd + h0 * hd;
             for (int64_t i = 0; i < gs * hd; i++) dst[i] = float(out[i]);
