@@ -16,6 +16,12 @@ inline int32_t hsum_i32(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
+// The 4 int32 sums of 4 accumulators, in lanes 0..3 (integer adds: any order).
+inline __m128i hsum4_i32(__m256i a0, __m256i a1, __m256i a2, __m256i a3) {
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
 inline __m256i block_dot_vnni(__m256i acc, __m256i v, const int8_t* qb, __m256i m3) {
     acc = _mm256_dpbusd_epi32(acc, _mm256_and_si256(v, m3), _mm256_loadu_si256((const __m256i*)(qb)));
     acc = _mm256_dpbusd_epi32(acc, _mm256_and_si256(_mm256_srli_epi16(v, 2), m3), _mm256_loadu_si256((const __m256i*)(qb + 32)));
@@ -24,6 +30,10 @@ inline __m256i block_dot_vnni(__m256i acc, __m256i v, const int8_t* qb, __m256i 
     return acc;
 }
 
+// Decode: 4 rows at a time share each activation load. One accumulator per row
+// and plane (16 chains): with one per row, its 4 dependent vpdpbusd per block
+// (~16 cycles) capped the kernel at ~8 bytes of weights a cycle, about the read
+// bandwidth of one core, so at 1 thread the compute leaked into decode.
 void ternary_gemv_avx512(float* y, int64_t ldy, const TernaryMatrix& w, const int8_t* q,
                          int64_t ldq, const float* scale, const int32_t* sum_q, int64_t n,
                          int64_t row_begin, int64_t row_end) {
@@ -34,20 +44,34 @@ void ternary_gemv_avx512(float* y, int64_t ldy, const TernaryMatrix& w, const in
         const float post = w.gamma / scale[j];
         int64_t r = row_begin;
         for (; r + 4 <= row_end; r += 4) {
-            __m256i acc[4];
+            __m256i acc[4][4];
             const uint8_t* rows[4];
             for (int i = 0; i < 4; i++) {
-                acc[i] = _mm256_setzero_si256();
+                for (int p = 0; p < 4; p++) acc[i][p] = _mm256_setzero_si256();
                 rows[i] = w.data + (r + i) * w.row_bytes;
             }
             for (int64_t b = 0; b < nblk; b++) {
                 // stream the next (contiguous) group of 4 rows in, as in the AVX2 GEMV
                 _mm_prefetch((const char*)(rows[0] + 4 * w.row_bytes + b * 128), _MM_HINT_T0);
                 _mm_prefetch((const char*)(rows[0] + 4 * w.row_bytes + b * 128 + 64), _MM_HINT_T0);
-                for (int i = 0; i < 4; i++)
-                    acc[i] = block_dot_vnni(acc[i], _mm256_load_si256((const __m256i*)(rows[i] + b * 32)), qj + b * kTernaryBlock, m3);
+                const int8_t* qb = qj + b * kTernaryBlock;
+                __m256i a[4];
+                for (int p = 0; p < 4; p++) a[p] = _mm256_loadu_si256((const __m256i*)(qb + 32 * p));
+                for (int i = 0; i < 4; i++) {
+                    __m256i v = _mm256_load_si256((const __m256i*)(rows[i] + b * 32));
+                    for (int p = 0; p < 4; p++) {
+                        acc[i][p] = _mm256_dpbusd_epi32(acc[i][p], _mm256_and_si256(v, m3), a[p]);
+                        v = _mm256_srli_epi16(v, 2);
+                    }
+                }
             }
-            for (int i = 0; i < 4; i++) y[j * ldy + r + i] = float(hsum_i32(acc[i]) - sum_q[j]) * post;
+            const __m128i s = hsum4_i32(
+                _mm256_add_epi32(_mm256_add_epi32(acc[0][0], acc[0][1]), _mm256_add_epi32(acc[0][2], acc[0][3])),
+                _mm256_add_epi32(_mm256_add_epi32(acc[1][0], acc[1][1]), _mm256_add_epi32(acc[1][2], acc[1][3])),
+                _mm256_add_epi32(_mm256_add_epi32(acc[2][0], acc[2][1]), _mm256_add_epi32(acc[2][2], acc[2][3])),
+                _mm256_add_epi32(_mm256_add_epi32(acc[3][0], acc[3][1]), _mm256_add_epi32(acc[3][2], acc[3][3])));
+            _mm_storeu_ps(y + j * ldy + r,
+                          _mm_mul_ps(_mm_cvtepi32_ps(_mm_sub_epi32(s, _mm_set1_epi32(sum_q[j]))), _mm_set1_ps(post)));
         }
         for (; r < row_end; r++) {
             const uint8_t* row = w.data + r * w.row_bytes;
@@ -57,12 +81,6 @@ void ternary_gemv_avx512(float* y, int64_t ldy, const TernaryMatrix& w, const in
             y[j * ldy + r] = float(hsum_i32(acc) - sum_q[j]) * post;
         }
     }
-}
-
-// The 4 int32 sums of 4 accumulators, in lanes 0..3 (integer adds: any order).
-inline __m128i hsum4_i32(__m256i a0, __m256i a1, __m256i a2, __m256i a3) {
-    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
-    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
 }
 
 // One row x T tokens in ymm registers: the odd last row of a range.
