@@ -108,8 +108,22 @@ void Model::reserve(int64_t n) {
     cap_ = n;
 }
 
-// RMSNorm as ggml does it: sum of squares in double, mean narrowed to float,
-// scale = 1/sqrtf(mean + eps), y = (x * scale) * w.
+// sum of x[i]^2 in double: eight partial sums over i = j (mod 8), then
+// ((s0 + s4) + (s2 + s6)) + ((s1 + s5) + (s3 + s7)), then the tail in order.
+// Portable code in one fixed order, so the same doubles on every ISA; the eight
+// chains vectorize (one running sum was latency-bound: ~4 % of a prefill).
+static double sum_squares(const float* x, int64_t d) {
+    double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 8 <= d; i += 8)
+        for (int j = 0; j < 8; j++) s[j] += double(x[i + j]) * double(x[i + j]);
+    double ss = ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+    for (; i < d; i++) ss += double(x[i]) * double(x[i]);
+    return ss;
+}
+
+// RMSNorm as ggml does it: sum of squares in double (sum_squares), mean narrowed
+// to float, scale = 1/sqrtf(mean + eps), y = (x * scale) * w.
 void Model::rmsnorm(float* out, const float* x, const float* w, int64_t n, int64_t d) {
     OpTimer timer(prof_, Op::norm);
     const float eps = params.norm_eps;
@@ -117,9 +131,7 @@ void Model::rmsnorm(float* out, const float* x, const float* w, int64_t n, int64
         for (int64_t j = b; j < e; j++) {
             const float* xr = x + j * d;
             float* yr = out + j * d;
-            double ss = 0.0;
-            for (int64_t i = 0; i < d; i++) ss += double(xr[i]) * double(xr[i]);
-            const float mean = float(ss / double(d));
+            const float mean = float(sum_squares(xr, d) / double(d));
             const float scale = 1.0f / std::sqrt(mean + eps);
             for (int64_t i = 0; i < d; i++) yr[i] = (xr[i] * scale) * w[i];
         }
