@@ -121,6 +121,22 @@ void bind_axpy_rows(nb::module_& m, const char* name,
        "y[g] + coef[g] * x for each row g (a new array)");
 }
 
+template <typename X>
+void bind_wsum_rows(nb::module_& m, const char* name,
+                    void (*KernelTable::*fn)(double*, int64_t, const double*, int64_t, int64_t,
+                                             const X*, int64_t, int64_t, int64_t)) {
+    const std::string msg = std::string(name) + ": shapes differ";
+    m.def(name, [fn, msg](Arr2<const double> coef, Arr2<const X> x, std::optional<std::string> isa) {
+        // coef (rows, len), x (len, n) -> (rows, n)
+        if (coef.shape(1) != x.shape(0)) throw nb::value_error(msg.c_str());
+        const int64_t rows = int64_t(coef.shape(0)), len = int64_t(x.shape(0)), n = int64_t(x.shape(1));
+        auto out = owned<double>({size_t(rows), size_t(n)});
+        (table(isa).*fn)(out.data(), n, coef.data(), len, rows, x.data(), n, len, n);
+        return out;
+    }, nb::arg("coef"), nb::arg("x"), nb::arg("isa") = nb::none(),
+       "sum over t of coef[g, t] * x[t] for each row g, in t order");
+}
+
 // A float matrix plus the Python object that owns its bytes.
 struct PyFloatMatrix {
     FloatMatrix w;
@@ -180,6 +196,8 @@ void bind_kernels(nb::module_& m) {
     bind_dot_rows<uint16_t>(m, "dot_rows_f16", &KernelTable::dot_rows_f16);
     bind_axpy_rows<float>(m, "axpy_rows", &KernelTable::axpy_rows_f32);
     bind_axpy_rows<uint16_t>(m, "axpy_rows_f16", &KernelTable::axpy_rows_f16);
+    bind_wsum_rows<float>(m, "wsum_rows", &KernelTable::wsum_rows_f32);
+    bind_wsum_rows<uint16_t>(m, "wsum_rows_f16", &KernelTable::wsum_rows_f16);
 
     m.def("quantize_act", [](Arr2<const float> x, std::optional<std::string> isa) {
         const KernelTable& t = table(isa);

@@ -102,6 +102,16 @@ using axpy_rows_f32_fn = void (*)(double* y, int64_t ldy, const double* coef, in
                                   int64_t rows, const float* x, int64_t n);
 using axpy_rows_f16_fn = void (*)(double* y, int64_t ldy, const double* coef, int64_t ldc,
                                   int64_t rows, const uint16_t* x, int64_t n);
+// Attention's weighted sum of values for a GQA group: y[g * ldy + i] (g < rows,
+// i < n) = zero, then + coef[g * ldc + t] * x[t * ldx + i] for t = 0 .. len-1 in
+// order, each product rounded before its sum: exactly `len` axpy_rows calls on
+// zeroed rows, with the sums kept in registers across t instead of stored and
+// reloaded per cache row.
+using wsum_rows_f32_fn = void (*)(double* y, int64_t ldy, const double* coef, int64_t ldc,
+                                  int64_t rows, const float* x, int64_t ldx, int64_t len, int64_t n);
+using wsum_rows_f16_fn = void (*)(double* y, int64_t ldy, const double* coef, int64_t ldc,
+                                  int64_t rows, const uint16_t* x, int64_t ldx, int64_t len,
+                                  int64_t n);
 
 // Compute roof of the ternary GEMM: `iters` rounds of the multiply-accumulate
 // instructions it needs per 32 weights and token, from registers only, in
@@ -124,6 +134,8 @@ struct KernelTable {
     dot_rows_f16_fn dot_rows_f16 = nullptr;
     axpy_rows_f32_fn axpy_rows_f32 = nullptr;
     axpy_rows_f16_fn axpy_rows_f16 = nullptr;
+    wsum_rows_f32_fn wsum_rows_f32 = nullptr;
+    wsum_rows_f16_fn wsum_rows_f16 = nullptr;
     mac_probe_fn mac_probe = nullptr;  // SIMD variants only
     // names for `tribit info`
     const char* quantize_act_name = "";

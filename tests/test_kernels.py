@@ -333,6 +333,26 @@ def test_attention_row_kernels_equal_one_row_at_a_time(isa):
         _core.dot_rows(np.zeros((2, 3), np.float32), np.zeros(4, np.float32), isa=isa)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_weighted_sum_equals_axpy_per_cache_row(isa):
+    """wsum_rows (attention's weighted values) is exactly `len` axpy calls in t order on
+    zeroed rows, f32 and f16 cache rows alike, for odd group sizes and widths."""
+    rng = np.random.default_rng(7)
+    for rows in (1, 3, 4, 5, 8):
+        for n in (1, 7, 8, 17, 128, 131):
+            for length in (1, 2, 9, 40):
+                coef = rng.random((rows, length))
+                h = (rng.standard_normal((length, n)) * 3).astype(np.float16)
+                bits, wide = h.view(np.uint16), h.astype(np.float32)
+                want = np.zeros((rows, n))
+                for t in range(length):
+                    want = np.stack([_core.axpy(want[g], coef[g, t], wide[t], isa=isa)
+                                     for g in range(rows)])
+                for got in (_core.wsum_rows(coef, wide, isa=isa),
+                            _core.wsum_rows_f16(coef, bits, isa=isa)):
+                    np.testing.assert_array_equal(got.view(np.uint64), want.view(np.uint64))
+
+
 def test_probe_read_bandwidth_is_positive():
     assert _core.probe_read_bandwidth(nbytes=1 << 20, n_threads=2, reps=1) > 0
 

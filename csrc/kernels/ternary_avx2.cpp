@@ -433,6 +433,46 @@ void axpy_rows_avx2(double* y, int64_t ldy, const double* coef, int64_t ldc, int
     }
 }
 
+// 8 columns of up to 4 rows in registers (8 sums) while t runs over the cache
+// rows; the tail columns one by one, each in the same t order.
+template <typename X>
+void wsum_rows_avx2(double* y, int64_t ldy, const double* coef, int64_t ldc, int64_t rows,
+                    const X* x, int64_t ldx, int64_t len, int64_t n) {
+    for (int64_t g0 = 0; g0 < rows; g0 += 4) {
+        const int64_t nr = rows - g0 < 4 ? rows - g0 : 4;
+        const double* cg = coef + g0 * ldc;
+        int64_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            __m256d s0[4], s1[4];
+            for (int r = 0; r < 4; r++) s0[r] = s1[r] = _mm256_setzero_pd();
+            for (int64_t t = 0; t < len; t++) {
+                const __m256 vx = load8(x + t * ldx + i);
+                const __m256d x0 = _mm256_cvtps_pd(_mm256_castps256_ps128(vx));
+                const __m256d x1 = _mm256_cvtps_pd(_mm256_extractf128_ps(vx, 1));
+                for (int r = 0; r < 4; r++) {
+                    if (r >= nr) break;
+                    const __m256d va = _mm256_set1_pd(cg[r * ldc + t]);
+                    s0[r] = _mm256_add_pd(s0[r], _mm256_mul_pd(va, x0));
+                    s1[r] = _mm256_add_pd(s1[r], _mm256_mul_pd(va, x1));
+                }
+            }
+            for (int r = 0; r < nr; r++) {
+                _mm256_storeu_pd(y + (g0 + r) * ldy + i, s0[r]);
+                _mm256_storeu_pd(y + (g0 + r) * ldy + i + 4, s1[r]);
+            }
+        }
+        for (; i < n; i++)
+            for (int64_t r = 0; r < nr; r++) {
+                double s = 0.0;
+                for (int64_t t = 0; t < len; t++) {
+                    const double ax = cg[r * ldc + t] * value(x + t * ldx, i);
+                    s = s + ax;
+                }
+                y[(g0 + r) * ldy + i] = s;
+            }
+    }
+}
+
 double dot_f32_avx2(const double* a, const float* b, int64_t n) { return dot_avx2(a, b, n); }
 double dot_f16_avx2(const double* a, const uint16_t* b, int64_t n) { return dot_avx2(a, b, n); }
 void axpy_f32_avx2(double* y, double a, const float* x, int64_t n) { axpy_avx2(y, a, x, n); }
@@ -479,6 +519,8 @@ void fill_table_avx2(KernelTable& t) {
     t.dot_rows_f16 = dot_rows_avx2<uint16_t>;
     t.axpy_rows_f32 = axpy_rows_avx2<float>;
     t.axpy_rows_f16 = axpy_rows_avx2<uint16_t>;
+    t.wsum_rows_f32 = wsum_rows_avx2<float>;
+    t.wsum_rows_f16 = wsum_rows_avx2<uint16_t>;
     t.quantize_act = quantize_act_avx2;
     t.quantize_act_name = "quantize_act_i8_avx2";
     t.ternary_gemv = ternary_gemv_avx2;

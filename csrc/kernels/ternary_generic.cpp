@@ -248,6 +248,14 @@ static double dot_f32_generic(const double* a, const float* b, int64_t n) { retu
 static double dot_f16_generic(const double* a, const uint16_t* b, int64_t n) { return dot_generic(a, b, n); }
 static void axpy_f32_generic(double* y, double a, const float* x, int64_t n) { axpy_generic(y, a, x, n); }
 static void axpy_f16_generic(double* y, double a, const uint16_t* x, int64_t n) { axpy_generic(y, a, x, n); }
+template <typename X>
+static void wsum_rows_generic(double* y, int64_t ldy, const double* coef, int64_t ldc, int64_t rows,
+                              const X* x, int64_t ldx, int64_t len, int64_t n) {
+    for (int64_t g = 0; g < rows; g++)
+        for (int64_t i = 0; i < n; i++) y[g * ldy + i] = 0.0;
+    for (int64_t t = 0; t < len; t++)
+        for (int64_t g = 0; g < rows; g++) axpy_generic(y + g * ldy, coef[g * ldc + t], x + t * ldx, n);
+}
 template <typename B>
 static void dot_rows_generic(double* out, const double* a, int64_t lda, int64_t rows, const B* b, int64_t n) {
     for (int64_t g = 0; g < rows; g++) out[g] = dot_generic(a + g * lda, b, n);
@@ -268,6 +276,8 @@ void fill_table_generic(KernelTable& t) {
     t.dot_rows_f16 = dot_rows_generic<uint16_t>;
     t.axpy_rows_f32 = axpy_rows_generic<float>;
     t.axpy_rows_f16 = axpy_rows_generic<uint16_t>;
+    t.wsum_rows_f32 = wsum_rows_generic<float>;
+    t.wsum_rows_f16 = wsum_rows_generic<uint16_t>;
     t.quantize_act = quantize_act_generic;
     t.quantize_act_name = "quantize_act_i8_generic";
     t.ternary_gemv = ternary_matmul_generic;

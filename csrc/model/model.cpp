@@ -311,12 +311,8 @@ void Model::attention(int64_t layer, const int32_t* pos, const int32_t* seq, int
                 }
                 for (int64_t t = 0; t < len; t++) sc[t] = sc[t] / sum;
             }
-            std::fill(out, out + gs * hd, 0.0);
-            for (int64_t t = 0; t < len; t++) {
-                const size_t at = base + size_t(t * hd);
-                if (p.kv_f16) kt.axpy_rows_f16(out, hd, scores + t, p.n_ctx, gs, v16_.data() + at, hd);
-                else kt.axpy_rows_f32(out, hd, scores + t, p.n_ctx, gs, v32_.data() + at, hd);
-            }
+            if (p.kv_f16) kt.wsum_rows_f16(out, hd, scores, p.n_ctx, gs, v16_.data() + base, hd, len, hd);
+            else kt.wsum_rows_f32(out, hd, scores, p.n_ctx, gs, v32_.data() + base, hd, len, hd);
             float* dst = att_.data() + j * p.n_head * hd + h0 * hd;
             for (int64_t i = 0; i < gs * hd; i++) dst[i] = float(out[i]);
         }
