@@ -331,6 +331,84 @@ void matmul_q8_0_avx2(float* y, int64_t ldy, const FloatMatrix& w, const float* 
     }
 }
 
+// Q6_K head (kernels.h). Per super-block the 256 codes are unpacked once to
+// int8 (q - 32) and reused by a tile of NT tokens: each 16-value sub-block's
+// dot(q, x) in float32, times d * scale[s], is added to one of C chains.
+// Another summation order than matmul_q6_k_generic: equal to float32 rounding.
+// Decode (NT = 1) streams the rows: prefetch 1 KiB ahead, as the f16 kernel.
+inline void unpack_q6_k(int8_t* q, const uint8_t* blk) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30), off = _mm256_set1_epi8(32);
+    for (int h = 0; h < 2; h++) {
+        const __m256i la = _mm256_loadu_si256((const __m256i*)(blk + 64 * h));
+        const __m256i lb = _mm256_loadu_si256((const __m256i*)(blk + 64 * h + 32));
+        const __m256i hb = _mm256_loadu_si256((const __m256i*)(blk + 128 + 32 * h));
+        // values l, l+32, l+64, l+96 of the half: low nibbles of la, lb, high of la, lb;
+        // high bits from hb bits 0-1, 2-3, 4-5, 6-7 moved to bits 4-5
+        const __m256i v0 = _mm256_or_si256(_mm256_and_si256(la, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m2));
+        const __m256i v1 = _mm256_or_si256(_mm256_and_si256(lb, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m2));
+        const __m256i v2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), m4), _mm256_and_si256(hb, m2));
+        const __m256i v3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), m4),
+                                           _mm256_and_si256(_mm256_srli_epi16(hb, 2), m2));
+        _mm256_store_si256((__m256i*)(q + 128 * h), _mm256_sub_epi8(v0, off));
+        _mm256_store_si256((__m256i*)(q + 128 * h + 32), _mm256_sub_epi8(v1, off));
+        _mm256_store_si256((__m256i*)(q + 128 * h + 64), _mm256_sub_epi8(v2, off));
+        _mm256_store_si256((__m256i*)(q + 128 * h + 96), _mm256_sub_epi8(v3, off));
+    }
+}
+
+inline __m256 load8_i8(const int8_t* p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)p)));
+}
+
+template <int NT>
+void q6_k_tile(float* y, int64_t ldy, const FloatMatrix& w, const float* x, int64_t ldx,
+               int64_t j0, int64_t r) {
+    constexpr int C = NT == 1 ? 4 : 2;
+    const int64_t nb = w.k / kQ6KBlock;
+    const uint8_t* row = w.data + r * w.row_bytes;
+    __m256 acc[NT][C];
+    for (int t = 0; t < NT; t++)
+        for (int c = 0; c < C; c++) acc[t][c] = _mm256_setzero_ps();
+    alignas(32) int8_t q[kQ6KBlock];
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t* blk = row + b * kQ6KBlockBytes;
+        for (int o = 1024; o < 1024 + 256; o += 64) _mm_prefetch((const char*)(blk + o), _MM_HINT_T0);
+        unpack_q6_k(q, blk);
+        uint16_t dh;
+        std::memcpy(&dh, blk + 208, 2);
+        const float d = _cvtsh_ss(dh);
+        const int8_t* sc = (const int8_t*)(blk + 192);
+        for (int s = 0; s < 16; s++) {
+            const __m256 w0 = load8_i8(q + 16 * s), w1 = load8_i8(q + 16 * s + 8);
+            const __m256 ds = _mm256_set1_ps(d * float(sc[s]));
+            for (int t = 0; t < NT; t++) {
+                const float* xt = x + (j0 + t) * ldx + b * kQ6KBlock + 16 * s;
+                __m256 p = _mm256_mul_ps(w0, _mm256_loadu_ps(xt));
+                p = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xt + 8), p);
+                acc[t][s % C] = _mm256_fmadd_ps(ds, p, acc[t][s % C]);
+            }
+        }
+    }
+    for (int t = 0; t < NT; t++) {
+        __m256 a = acc[t][0];
+        for (int c = 1; c < C; c++) a = _mm256_add_ps(a, acc[t][c]);
+        y[(j0 + t) * ldy + r] = hsum_f32(a);
+    }
+}
+
+void matmul_q6_k_avx2(float* y, int64_t ldy, const FloatMatrix& w, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t j = 0;
+        for (; j + 4 <= n; j += 4) q6_k_tile<4>(y, ldy, w, x, ldx, j, r);
+        switch (n - j) {
+            case 3: q6_k_tile<3>(y, ldy, w, x, ldx, j, r); break;
+            case 2: q6_k_tile<2>(y, ldy, w, x, ldx, j, r); break;
+            case 1: q6_k_tile<1>(y, ldy, w, x, ldx, j, r); break;
+            default: break;
+        }
+    }
+}
+
 void cvt_f32_f16_avx2(uint16_t* out, const float* in, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -436,6 +514,8 @@ void fill_table_avx2(KernelTable& t) {
     t.float_matmul_name[1] = "matmul_f16_avx2";
     t.float_matmul_name[2] = "matmul_bf16_avx2";
     t.float_matmul_name[3] = "matmul_q8_0_avx2";
+    t.float_matmul[int(FloatType::q6_k)] = matmul_q6_k_avx2;
+    t.float_matmul_name[int(FloatType::q6_k)] = "matmul_q6_k_avx2";
 }
 
 }  // namespace tribit
