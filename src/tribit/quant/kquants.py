@@ -139,10 +139,11 @@ def dequantize_q6_k(raw: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Q6_K bytes -> float32 (m, k): (d * scale) * (q - 32), in float32."""
     m, k = shape
     nb = m * k // QK_K
-    b = np.asarray(raw, np.uint8).reshape(-1)[: nb * Q6_K_BLOCK_BYTES].reshape(nb, Q6_K_BLOCK_BYTES)
-    if m * q6_k_row_bytes(k) != np.asarray(raw).size:
-        raise ValueError(f"Q6_K data has {np.asarray(raw).size} bytes, shape {shape} needs "
+    raw = np.asarray(raw, np.uint8)
+    if m * q6_k_row_bytes(k) != raw.size:
+        raise ValueError(f"Q6_K data has {raw.size} bytes, shape {shape} needs "
                          f"{m * q6_k_row_bytes(k)}")
+    b = raw.reshape(nb, Q6_K_BLOCK_BYTES)
     ql = b[:, :128].reshape(nb, 2, 64)
     qh = b[:, 128:192].reshape(nb, 2, 32)
     sc = b[:, 192:208].view(np.int8).astype(np.float32)
