@@ -324,7 +324,7 @@ void matmul_q8_0_avx2(float* y, int64_t ldy, const FloatMatrix& w, const float* 
                     __m256 qv = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(blk + 2 + 8 * u))));
                     s = _mm256_fmadd_ps(qv, _mm256_loadu_ps(xj + b * 32 + 8 * u), s);
                 }
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16_to_fp32(dh)), s, acc);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(dh)), s, acc);  // F16C: exact, no branches
             }
             y[j * ldy + r] = hsum_f32(acc);
         }
