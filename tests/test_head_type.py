@@ -144,3 +144,17 @@ def test_cli_head_type(tmp_path, capsys):
     capsys.readouterr()
     with pytest.raises(SystemExit):
         main(["run", "-m", str(path), "-p", "Mary", "--head-type", "q4_0"])
+
+
+def test_serve_head_type(tmp_path):
+    """`tribit serve --head-type q6_k`: the server loads the repacked head and answers."""
+    import httpx
+
+    from server_process import serving
+
+    path = tiny_model(tmp_path / "m.gguf", emb_type="f16", seed=16)
+    with serving(path, "--parallel", "1", "-c", "64", "-t", "1", "--head-type", "q6_k") as base:
+        r = httpx.post(base + "/v1/completions", json={"prompt": "ab", "max_tokens": 3,
+                                                       "temperature": 0}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] >= 1

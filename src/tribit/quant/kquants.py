@@ -41,31 +41,35 @@ def _nearest_int(v: np.ndarray) -> np.ndarray:
 def _make_qx_quants_q6(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """make_qx_quants(n=16, nmax=32, rmse_type=1, qw=NULL) on every row of x (B, 16) float32.
 
-    Returns (scale (B,) float32, L (B, 16) int32 codes in 0..63)."""
+    Returns (scale (B,) float32, L (B, 16) int32 codes in 0..63). Works on the transpose
+    (16, B), so that the 16 sequential steps of each float32 sum read contiguous rows."""
     f32 = np.float32
     nb = x.shape[0]
-    ax = np.abs(x)
-    imax = np.argmax(ax, axis=1)  # first of equal maxima, like the C loop's strict '>'
-    amax = ax[np.arange(nb), imax]
-    vmax = x[np.arange(nb), imax]
+    xt = np.ascontiguousarray(x.T)  # (16, B)
+    ax = np.abs(xt)
+    imax = np.argmax(ax, axis=0)  # first of equal maxima, like the C loop's strict '>'
+    amax = ax[imax, np.arange(nb)]
+    vmax = xt[imax, np.arange(nb)]
     zero = amax < GROUP_MAX_EPS
     safe_max = np.where(zero, f32(1), vmax).astype(f32)
-    w = x * x  # rmse_type 1: weights x^2
+    wx = (xt * xt) * xt  # rmse_type 1: weights x^2; the C code's w * x[i], before * l
 
     def sums(iscale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        l = np.clip(_nearest_int(iscale[:, None] * x), -32, 31)
-        lf = l.astype(f32)
+        lf = np.clip(np.rint(iscale * xt), -32, 31).astype(f32)  # exact small integers
+        w = xt * xt
+        wl = (w * lf) * lf
+        pl = wx * lf
         sumlx = np.zeros(nb, f32)
         suml2 = np.zeros(nb, f32)
         for i in range(16):  # sequential float32 sums, as in C
-            sumlx = sumlx + (w[:, i] * x[:, i]) * lf[:, i]
-            suml2 = suml2 + (w[:, i] * lf[:, i]) * lf[:, i]
-        return l, sumlx, suml2
+            sumlx += pl[i]
+            suml2 += wl[i]
+        return lf, sumlx, suml2
 
     with np.errstate(divide="ignore", invalid="ignore"):
         iscale = (f32(-32) / safe_max).astype(f32)
-        l, sumlx, suml2 = sums(iscale)
-        big_l = l + 32
+        lf, sumlx, suml2 = sums(iscale)
+        best_l = lf
         scale = np.where(suml2 != 0, sumlx / suml2, f32(0)).astype(f32)
         best = (scale * sumlx).astype(f32)
         for step in range(-9, 10):
@@ -73,16 +77,16 @@ def _make_qx_quants_q6(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 continue
             cand = f32(f32(32) + f32(0.1) * f32(step))
             iscale = (-cand / safe_max).astype(f32)
-            l, sumlx, suml2 = sums(iscale)
+            lf, sumlx, suml2 = sums(iscale)
             better = (suml2 > 0) & ((sumlx * sumlx) > (best * suml2))
             if better.any():
-                big_l = np.where(better[:, None], l + 32, big_l)
+                best_l = np.where(better, lf, best_l)
                 new_scale = np.where(better, sumlx / np.where(better, suml2, f32(1)), scale)
                 scale = new_scale.astype(f32)
                 best = np.where(better, scale * sumlx, best).astype(f32)
     scale = np.where(zero, f32(0), scale).astype(f32)
-    big_l = np.where(zero[:, None], 0, big_l)
-    return scale, big_l
+    big_l = np.where(zero, 0, best_l.astype(np.int32) + 32)
+    return scale, np.ascontiguousarray(big_l.T)
 
 
 def _quantize_blocks(x: np.ndarray) -> np.ndarray:
