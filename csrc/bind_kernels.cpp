@@ -148,7 +148,8 @@ FloatType parse_float_type(const std::string& s) {
     if (s == "f16") return FloatType::f16;
     if (s == "bf16") return FloatType::bf16;
     if (s == "q8_0") return FloatType::q8_0;
-    throw nb::value_error(("unknown float type '" + s + "' (f32, f16, bf16, q8_0)").c_str());
+    if (s == "q6_k") return FloatType::q6_k;
+    throw nb::value_error(("unknown float type '" + s + "' (f32, f16, bf16, q8_0, q6_k)").c_str());
 }
 
 }  // namespace
@@ -183,6 +184,7 @@ void bind_kernels(nb::module_& m) {
         d["matmul_f16"] = t.float_matmul_name[1];
         d["matmul_bf16"] = t.float_matmul_name[2];
         d["matmul_q8_0"] = t.float_matmul_name[3];
+        d["matmul_q6_k"] = t.float_matmul_name[int(FloatType::q6_k)];
         return d;
     }, nb::arg("isa") = nb::none());
 
@@ -294,6 +296,31 @@ void bind_kernels(nb::module_& m) {
         }
         return y;
     }, nb::arg("w"), nb::arg("x"), nb::arg("isa") = nb::none(), nb::arg("n_threads") = 1);
+
+    m.def("float_rows", [](const PyFloatMatrix& fw, Arr1<const int64_t> rows, std::optional<std::string> isa) {
+        // the embedding lookup: rows of a float matrix as float32
+        const KernelTable& t = table(isa);
+        const FloatMatrix& w = fw.w;
+        const int64_t n = int64_t(rows.shape(0));
+        for (int64_t j = 0; j < n; j++)
+            if (rows.data()[j] < 0 || rows.data()[j] >= w.m) throw nb::value_error("float_rows: row out of range");
+        auto out = owned<float>({size_t(n), size_t(w.k)});
+        nb::gil_scoped_release rel;
+        for (int64_t j = 0; j < n; j++) t.float_row(out.data() + j * w.k, w, rows.data()[j]);
+        return out;
+    }, nb::arg("w"), nb::arg("rows"), nb::arg("isa") = nb::none());
+
+    m.def("quantize_q6_k", [](Arr2<const float> x, int n_threads) {
+        const int64_t rows = int64_t(x.shape(0)), k = int64_t(x.shape(1));
+        const int64_t rb = float_row_bytes(FloatType::q6_k, k);
+        if (rb < 0) throw nb::value_error(("quantize_q6_k: k must be a multiple of 256, got " + std::to_string(k)).c_str());
+        auto out = owned<uint8_t>({size_t(rows), size_t(rb)});
+        nb::gil_scoped_release rel;
+        uint8_t* o = out.data();
+        pool(n_threads).parallel_for(rows, 16, [&](int64_t b, int64_t e) { quantize_q6_k_rows(o, x.data(), k, b, e); });
+        return out;
+    }, nb::arg("x"), nb::arg("n_threads") = 1,
+       "float32 (m, k) -> Q6_K bytes (m, k / 256 * 210), llama.cpp's reference quantizer.");
 
     m.def("probe_read_bandwidth", [](int64_t nbytes, int n_threads, int reps) {
         // Sum a buffer much larger than the last-level cache; the median of reps.

@@ -60,6 +60,7 @@ FloatMatrix make_float(nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu> a, con
     else if (qtype == "f16") w.type = FloatType::f16;
     else if (qtype == "bf16") w.type = FloatType::bf16;
     else if (qtype == "q8_0") w.type = FloatType::q8_0;
+    else if (qtype == "q6_k") w.type = FloatType::q6_k;
     else throw nb::value_error(("unsupported float weight type " + qtype).c_str());
     w.m = m;
     w.k = k;

@@ -39,8 +39,11 @@ struct TernaryMatrix {
 
 // Float weights for the head / embeddings, row-major (m, k). Zero-copy: `data`
 // points into the mapped file or a buffer its owner keeps alive.
-enum class FloatType : int { f32 = 0, f16 = 1, bf16 = 2, q8_0 = 3 };
-constexpr int kNumFloatTypes = 4;
+// q6_k: ggml's Q6_K (type 14), 256-value super-blocks of 210 bytes (FORMATS.md,
+// tribit/quant/kquants.py): value = (d * scales[i / 16]) * (q6 - 32).
+enum class FloatType : int { f32 = 0, f16 = 1, bf16 = 2, q8_0 = 3, q6_k = 4 };
+constexpr int kNumFloatTypes = 5;
+constexpr int64_t kQ6KBlock = 256, kQ6KBlockBytes = 210;
 struct FloatMatrix {
     int64_t m = 0, k = 0;
     FloatType type = FloatType::f32;
@@ -143,6 +146,11 @@ struct KernelTable {
     const char* ternary_gemm_name = "";
     const char* float_matmul_name[kNumFloatTypes] = {};
 };
+
+// llama.cpp's quantize_row_q6_K_ref on rows [row_begin, row_end) of x (m, k),
+// k % 256 == 0: out row r at out + r * (k / 256 * 210). The same float32
+// operations in the same order as tribit.quant.quantize_q6_k (bit-identical bytes).
+void quantize_q6_k_rows(uint8_t* out, const float* x, int64_t k, int64_t row_begin, int64_t row_end);
 
 // Pack ternary t (m, k) in {-1, 0, 1} (row-major int8) into the common layout.
 TernaryMatrix pack_ternary(const int8_t* t, int64_t m, int64_t k, float gamma);

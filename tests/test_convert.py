@@ -238,7 +238,8 @@ def test_fallback_f16(tmp_path):
     assert kl <= KL_MAX and top1 >= TOP1_MIN
 
 
-@pytest.mark.parametrize("head,gtype", [("q8_0", GGMLType.Q8_0), ("bf16", GGMLType.BF16),
+@pytest.mark.parametrize("head,gtype", [("q8_0", GGMLType.Q8_0), ("q6_k", GGMLType.Q6_K),
+                                        ("bf16", GGMLType.BF16),
                                         ("f32", GGMLType.F32), ("f16", GGMLType.F16)])
 def test_head_types(ckpt, tmp_path, head, gtype):
     from tribit.formats.gguf import GGUFReader

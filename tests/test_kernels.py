@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 
 from tribit.quant import (
+    dequantize_q6_k,
     dequantize_q8_0,
     f32_to_bf16,
     quantize_activations,
+    quantize_q6_k,
     quantize_q8_0,
     ternary_matmul_ref,
 )
@@ -238,12 +240,15 @@ def _float_matrix(rng, qtype, m, k):
     if qtype == "bf16":
         b = f32_to_bf16(w)
         return _core.FloatMatrix(b, "bf16", m, k), (b.astype(np.uint32) << 16).view(np.float32)
+    if qtype == "q6_k":
+        raw = quantize_q6_k(w)
+        return _core.FloatMatrix(raw, "q6_k", m, k), dequantize_q6_k(raw, (m, k))
     raw = quantize_q8_0(w)
     return _core.FloatMatrix(raw, "q8_0", m, k), dequantize_q8_0(raw, (m, k))
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("qtype", ["f32", "f16", "bf16", "q8_0"])
+@pytest.mark.parametrize("qtype", ["f32", "f16", "bf16", "q8_0", "q6_k"])
 def test_float_matmul(isa, qtype):
     rng = np.random.default_rng(5)
     for m, k, n in [
@@ -254,8 +259,11 @@ def test_float_matmul(isa, qtype):
         (33, 2560, 1),
         (5, 1, 3),
         (9, 37, 7),
+        (3, 256, 1),
+        (70, 512, 4),
+        (11, 768, 9),
     ]:
-        if qtype == "q8_0" and k % 32:
+        if (qtype == "q8_0" and k % 32) or (qtype == "q6_k" and k % 256):
             continue
         fm, dense = _float_matrix(rng, qtype, m, k)
         x = rng.standard_normal((n, k)).astype(np.float32)
@@ -267,11 +275,47 @@ def test_float_matmul(isa, qtype):
             assert np.all(np.abs(y - want) <= bound), (qtype, m, k, n, nt)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("qtype", ["f32", "f16", "bf16", "q8_0", "q6_k"])
+def test_float_rows_are_the_dequantized_rows(isa, qtype):
+    """The embedding lookup: bit-identical to the numpy dequantization (for Q6_K also
+    gguf-py's, tests/test_kquants.py), on every ISA."""
+    rng = np.random.default_rng(6)
+    fm, dense = _float_matrix(rng, qtype, 13, 512)
+    rows = np.array([0, 12, 5, 5, 7], np.int64)
+    got = _core.float_rows(fm, rows, isa=isa)
+    assert got.dtype == np.float32 and np.array_equal(got, dense[rows])
+    with pytest.raises(ValueError, match="out of range"):
+        _core.float_rows(fm, np.array([13], np.int64), isa=isa)
+
+
+@pytest.mark.parametrize("isa", SIMD)
+def test_q6_k_simd_agrees_with_generic(isa):
+    """Q6_K head on real-model widths and token counts: a SIMD kernel against the
+    generic one (the defining arithmetic), to float32 rounding, 1 and 2 threads."""
+    rng = np.random.default_rng(7)
+    for m, k in [(97, 2560), (40, 6912), (300, 256)]:
+        w = (rng.standard_normal((m, k)) * 0.05).astype(np.float32)
+        w[3, :256] = 0  # an all-zero super-block
+        fm = _core.FloatMatrix(quantize_q6_k(w), "q6_k", m, k)
+        for n in (1, 2, 3, 4, 5, 8):
+            x = rng.standard_normal((n, k)).astype(np.float32)
+            ref = _core.float_matmul(fm, x, isa="generic")
+            scale = np.abs(x).astype(np.float64) @ np.abs(w).astype(np.float64).T
+            for nt in (1, 2):
+                y = _core.float_matmul(fm, x, isa=isa, n_threads=nt)
+                assert np.all(np.abs(y - ref) <= 1e-5 * scale + 1e-30), (m, k, n, nt)
+
+
 def test_float_matrix_checks_sizes():
     with pytest.raises(ValueError, match="size"):
         _core.FloatMatrix(np.zeros((4, 10), np.float32), "f32", 4, 11)
     with pytest.raises(ValueError, match="k is invalid"):
         _core.FloatMatrix(np.zeros((4, 34), np.uint8), "q8_0", 4, 33)
+    with pytest.raises(ValueError, match="k is invalid"):
+        _core.FloatMatrix(np.zeros((4, 210), np.uint8), "q6_k", 4, 128)
+    with pytest.raises(ValueError, match="size"):
+        _core.FloatMatrix(np.zeros((4, 209), np.uint8), "q6_k", 4, 256)
     with pytest.raises(ValueError, match="float type"):
         _core.FloatMatrix(np.zeros((4, 10), np.float32), "f8", 4, 10)
 
@@ -379,7 +423,7 @@ def test_bench_kernels_records(capsys):
         reps=1,
         isas=ISAS,
         shapes=[(64, 200)],
-        head=(48, 64),
+        head=(48, 256),
         gemm_n=5,
         stack_bytes=1 << 13,
         probe_bytes=1 << 20,
@@ -402,7 +446,8 @@ def test_bench_kernels_records(capsys):
     ops = {(r["op"], r["isa"], r["threads"]) for r in recs}
     for isa in ISAS:
         for t in (1, 2):
-            for op in ("ternary_gemv", "ternary_gemm", "matmul_f16"):
+            for op in ("ternary_gemv", "ternary_gemm", "matmul_f16", "matmul_q8_0",
+                       "matmul_q6_k"):
                 assert (op, isa, t) in ops
     gemv = next(r for r in recs if r["op"] == "ternary_gemv")
     assert gemv["copies"] == 2 and gemv["m"] == 64 and gemv["median_s"] > 0
@@ -416,7 +461,10 @@ def test_bench_kernels_records(capsys):
             assert r["mac_ratio"] == pytest.approx(r["gmacs"] / peak["gmacs"])
         else:
             assert r["mac_peak_gmacs"] is None and r["mac_ratio"] is None
-    assert all(r["mac_ratio"] is None for r in recs if r["op"] == "matmul_f16")
+    assert all(r["mac_ratio"] is None for r in recs if r["op"].startswith("matmul_"))
+    q6 = next(r for r in recs if r["op"] == "matmul_q6_k")
+    assert q6["kernel"].startswith("matmul_q6_k_") and q6["qtype"] == "q6_k"
+    assert q6["m"] == 48 and q6["k"] == 256 and q6["gbps"] > 0
     table = format_table(recs)
     assert "ternary_gemm" in table and "roof" in table
     if set(ISAS) & {"avx2", "avx512"}:

@@ -172,7 +172,7 @@ def test_bitnet_projection_scale_tensors_multiply_the_output(tmp_path):
         tribit.load(bad)
 
 
-@pytest.mark.parametrize("emb_type", ["f16", "bf16", "q8_0"])
+@pytest.mark.parametrize("emb_type", ["f16", "bf16", "q8_0", "q6_k"])
 def test_embedding_and_head_types(tmp_path, emb_type):
     path = tiny_model(tmp_path / "m.gguf", emb_type=emb_type, seed=8)
     toks = _tokens()

@@ -16,6 +16,7 @@ from tribit.quant import (
     pack_i2s,
     pack_tq1_0,
     pack_tq2_0,
+    quantize_q6_k,
     quantize_q8_0,
 )
 
@@ -170,6 +171,8 @@ def _add_float(w, name, arr, kind):
         w.add_tensor(name, arr.shape, GGMLType.BF16, f32_to_bf16(arr))
     elif kind == "q8_0":
         w.add_tensor(name, arr.shape, GGMLType.Q8_0, quantize_q8_0(arr))
+    elif kind == "q6_k":  # as bitnet.cpp's --quant-embd writes it
+        w.add_tensor(name, arr.shape, GGMLType.Q6_K, quantize_q6_k(arr))
     else:
         raise ValueError(kind)
 

@@ -61,6 +61,7 @@ int64_t float_row_bytes(FloatType type, int64_t k) {
         case FloatType::f16:
         case FloatType::bf16: return 2 * k;
         case FloatType::q8_0: return k % 32 ? -1 : k / 32 * 34;
+        case FloatType::q6_k: return k % kQ6KBlock ? -1 : k / kQ6KBlock * kQ6KBlockBytes;
     }
     return -1;
 }
@@ -198,6 +199,29 @@ static void float_matmul_q8_0_generic(float* y, int64_t ldy, const FloatMatrix& 
     float_matmul_rows(y, ldy, w, x, ldx, n, r0, r1, q8_0_value);
 }
 
+// Q6_K value i of a row: (d * scale) * (q - 32) in float32, the order of ggml's
+// dequantize_row_q6_K and of tribit.quant.dequantize_q6_k (so the embedding
+// lookup is bit-identical to them). Within a 128-value half, value
+// j = 32 * p + l has its low nibble in ql[l + 32 * (p & 1)] (high nibble for
+// p >= 2) and its two high bits in qh[l] bits 2p, 2p + 1.
+static float q6_k_value(const uint8_t* row, int64_t i) {
+    const uint8_t* blk = row + (i / kQ6KBlock) * kQ6KBlockBytes;
+    const int j = int(i % kQ6KBlock), half = j / 128, p = (j % 128) / 32, l = j % 32;
+    const uint8_t lo = blk[half * 64 + l + 32 * (p & 1)];
+    const int q = ((p >= 2 ? lo >> 4 : lo & 0xF) | (((blk[128 + half * 32 + l] >> (2 * p)) & 3) << 4)) - 32;
+    uint16_t dh;
+    std::memcpy(&dh, blk + 208, 2);
+    const float ds = fp16_to_fp32(dh) * float(int8_t(blk[192 + j / 16]));
+    return ds * float(q);
+}
+
+// The q6_k head's defining arithmetic: every weight dequantized as above, then
+// the float32 dot with x summed in index order (float_matmul_rows).
+static void matmul_q6_k_generic(float* y, int64_t ldy, const FloatMatrix& w, const float* x,
+                                int64_t ldx, int64_t n, int64_t r0, int64_t r1) {
+    float_matmul_rows(y, ldy, w, x, ldx, n, r0, r1, q6_k_value);
+}
+
 static void float_row_generic(float* out, const FloatMatrix& w, int64_t r) {
     const uint8_t* row = w.data + r * w.row_bytes;
     for (int64_t i = 0; i < w.k; i++) {
@@ -216,6 +240,7 @@ static void float_row_generic(float* out, const FloatMatrix& w, int64_t r) {
                 break;
             }
             case FloatType::q8_0: out[i] = q8_0_value(row, i); break;
+            case FloatType::q6_k: out[i] = q6_k_value(row, i); break;
         }
     }
 }
@@ -292,6 +317,8 @@ void fill_table_generic(KernelTable& t) {
     t.float_matmul_name[1] = "matmul_f16_generic";
     t.float_matmul_name[2] = "matmul_bf16_generic";
     t.float_matmul_name[3] = "matmul_q8_0_generic";
+    t.float_matmul[int(FloatType::q6_k)] = matmul_q6_k_generic;
+    t.float_matmul_name[int(FloatType::q6_k)] = "matmul_q6_k_generic";
     t.float_row = float_row_generic;
 }
 

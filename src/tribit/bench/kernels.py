@@ -1,4 +1,4 @@
-"""Kernel benchmark: ternary GEMV/GEMM and the f16 head GEMV on BitNet b1.58 2B-4T shapes.
+"""Kernel benchmark: ternary GEMV/GEMM and the head GEMV (f16, q8_0, q6_k) on 2B-4T shapes.
 
 Each op is timed per ISA and thread count, the variants interleaved back to back so that
 a noisy (shared) machine hits them alike; the median of the repetitions is reported next
@@ -131,6 +131,25 @@ def _head_case(rng: np.random.Generator, m: int, k: int) -> _Case:
     return _Case("matmul_f16", "f16", m, k, 1, 1, m * k * 2, call)
 
 
+# bytes per block and where its f16 d sits, of the quantized head types
+_QUANT_HEADS = {"q8_0": (32, 34, 0), "q6_k": (256, 210, 208)}
+
+
+def _quant_head_case(rng: np.random.Generator, qtype: str, m: int, k: int) -> _Case:
+    # random blocks (codes and scales: any bytes) with a small finite f16 d: the timing
+    # does not depend on the values, and quantizing a real 2B-4T head takes a while
+    qk, nbytes, d_at = _QUANT_HEADS[qtype]
+    raw = rng.integers(0, 256, (m * (k // qk), nbytes), dtype=np.uint8)
+    raw[:, d_at:d_at + 2] = np.frombuffer(np.float16(1e-3).tobytes(), np.uint8)
+    fm = _core.FloatMatrix(raw.reshape(m, -1), qtype, m, k)
+    x = rng.standard_normal((1, k)).astype(np.float32)
+
+    def call(isa: str, threads: int) -> object:
+        return _core.float_matmul(fm, x, isa=isa, n_threads=threads)
+
+    return _Case(f"matmul_{qtype}", qtype, m, k, 1, 1, raw.nbytes, call)
+
+
 def _cases(
     ops: Iterable[str],
     rng: np.random.Generator,
@@ -146,8 +165,11 @@ def _cases(
         elif op == "gemm":
             for m, k in shapes:
                 yield _ternary_case(rng, "gemm", m, k, gemm_n, stack_bytes)
-        elif op == "head":
+        elif op == "head":  # the f16 head and the smaller ones load(head_type=) makes
             yield _head_case(rng, *head)
+            for qtype, (qk, _, _) in _QUANT_HEADS.items():
+                if head[1] % qk == 0:
+                    yield _quant_head_case(rng, qtype, *head)
         else:
             raise ValueError(f"unknown op {op!r} (gemv, gemm, head)")
 

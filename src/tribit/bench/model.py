@@ -181,8 +181,11 @@ def bytes_per_token(model) -> int:
     d = model.describe()
     total = int(d["weight_bytes"])  # projections + token_embd (+ output when untied)
     if not model.config.tied_head:  # the embedding is only gathered (one row), not streamed
-        with GGUFReader(model.path) as r:
-            total -= int(r.tensors["token_embd.weight"].nbytes)
+        embd = getattr(model, "embd_bytes", 0)
+        if not embd:
+            with GGUFReader(model.path) as r:
+                embd = int(r.tensors["token_embd.weight"].nbytes)
+        total -= embd
     return total
 
 
@@ -192,6 +195,8 @@ def _ternary_qtype(model) -> str:
 
 
 def _head_qtype(model) -> str:
+    if getattr(model, "head_type", ""):  # the type in memory (load(head_type=) may repack)
+        return model.head_type
     from tribit.formats import GGUFReader
     from tribit.formats.constants import GGMLType
 
@@ -207,13 +212,15 @@ def _head_qtype(model) -> str:
 class _Runner:
     """A loaded model at one thread count and the timed tests on it."""
 
-    def __init__(self, path: Path, n_threads: int, n_ctx: int, isa: str | None, seed: int):
+    def __init__(self, path: Path, n_threads: int, n_ctx: int, isa: str | None, seed: int,
+                 head_type: str | None = None):
         import numpy as np
 
         import tribit
 
         before = memory_status()
-        self.model = tribit.load(path, n_threads=n_threads, n_ctx=n_ctx, isa=isa)
+        self.model = tribit.load(path, n_threads=n_threads, n_ctx=n_ctx, isa=isa,
+                                 head_type=head_type)
         self.mem_after_load = memory_status()
         self.mem_before_load = before
         self.threads = n_threads
@@ -290,6 +297,7 @@ def bench_model(
     interleave: bool | None = None,
     model_name: str | None = None,
     progress: Callable[[str], None] | None = None,
+    head_type: str | None = None,
 ) -> list[Record]:
     """Times pp and tg tests of one model file; one record per (test, thread count).
 
@@ -307,6 +315,7 @@ def bench_model(
     models_loaded, op_seconds (op -> median wall seconds of the test spent in it:
     `Model.profile`).
     `interleave`: load every thread count at once and alternate them (None: if it fits).
+    `head_type`: tribit.load's (repack the head at load; head_qtype says what ran).
     """
     path = Path(path)
     if reps < 1:
@@ -346,7 +355,7 @@ def bench_model(
         runners: dict[int, _Runner] = {}
         for t in group:
             say(f"loading {path.name} with {t} thread(s)")
-            runners[t] = _Runner(path, t, n_ctx, isa, seed)
+            runners[t] = _Runner(path, t, n_ctx, isa, seed, head_type)
         mem_loaded = memory_status()
         times: dict[tuple[int, tuple[str, int, int]], list[float]] = {}
         cpu: dict[tuple[int, tuple[str, int, int]], list[float]] = {}
@@ -497,8 +506,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--layout", default=None,
                      help="benchmark a cached dummy model of this layout (see `tribit dummy`)")
     p.add_argument("--qtype", default="tq2_0", help="--layout: ternary storage type (tq2_0)")
-    p.add_argument("--head", default="f16", dest="head_type",
-                   help="--layout: storage type of the embedding/head (f16, q8_0, bf16, f32)")
+    p.add_argument("--head", default="f16", dest="head",
+                   help="--layout: storage type of the embedding/head in the dummy file (f16, "
+                        "q8_0, q6_k, bf16, f32)")
+    p.add_argument("--head-type", default=None, choices=("q8_0", "q6_k"),
+                   help="repack an F32/F16/BF16 embedding/head at load into this type (smaller "
+                        "and faster, slightly lossy; default: the file's type)")
     p.add_argument("-p", "--n-prompt", type=_int_list, default=list(DEFAULT_PROMPTS),
                    help="prompt sizes for pp tests, comma-separated (default 128; 0: none)")
     p.add_argument("-n", "--n-gen", type=_int_list, default=list(DEFAULT_GENS),
@@ -531,7 +544,7 @@ def run(args: argparse.Namespace) -> int:
     quiet = args.json
     say = None if quiet else (lambda s: print(f"  {s}", file=sys.stderr, flush=True))
     if args.layout:
-        path = ensure_dummy(args.layout, qtype=args.qtype, head=args.head_type,
+        path = ensure_dummy(args.layout, qtype=args.qtype, head=args.head,
                             progress=not quiet)
         name = f"dummy-{args.layout}"
     else:
@@ -546,6 +559,7 @@ def run(args: argparse.Namespace) -> int:
             reps=reps,
             seed=args.seed, isa=args.isa, probe=not args.no_probe,
             interleave=False if args.no_interleave else None, model_name=name, progress=say,
+            head_type=args.head_type,
         )
     except ValueError as e:
         raise TribitError(str(e)) from e

@@ -8,7 +8,7 @@ HELP = "Convert a Hugging Face BitNet checkpoint (safetensors) to GGUF."
 
 # kept in sync with tribit.convert.writer (not imported here to keep `tribit --help` fast)
 QTYPES = ("tq2_0", "tq1_0", "i2_s", "f16")
-HEAD_TYPES = ("f16", "bf16", "f32", "q8_0")
+HEAD_TYPES = ("f16", "bf16", "f32", "q8_0", "q6_k")
 
 
 def add_qtype_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +17,9 @@ def add_qtype_arguments(parser: argparse.ArgumentParser) -> None:
                         help="storage of the ternary projections (default: tq2_0; tensors whose "
                              "row length is not a multiple of 256 fall back to i2_s, then f16)")
     parser.add_argument("--head", choices=HEAD_TYPES, default="f16",
-                        help="storage of token_embd / output (default: f16)")
+                        help="storage of token_embd / output (default: f16, lossless; q8_0 and "
+                             "q6_k are smaller and faster, slightly lossy; q6_k needs n_embd % 256 "
+                             "== 0, else q8_0)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

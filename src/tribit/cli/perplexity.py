@@ -22,6 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="tokens per forward call within a chunk (default: the whole chunk)")
     p.add_argument("--chunks", type=int, default=None, help="score at most this many chunks")
     p.add_argument("-t", "--threads", type=int, default=None, help="threads (default: all CPUs)")
+    p.add_argument("--head-type", choices=("q8_0", "q6_k"), default=None,
+                   help="repack an F32/F16/BF16 embedding/head at load into this type: smaller and "
+                        "faster, slightly lossy (default: the file's type, lossless)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -40,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ctx_size is not None and args.ctx_size < 4:
         raise TribitError(f"-c must be >= 4, got {args.ctx_size}")
     n_ctx = args.ctx_size or 512
-    model = tribit.load(args.model, n_threads=args.threads, n_ctx=n_ctx)
+    model = tribit.load(args.model, n_threads=args.threads, n_ctx=n_ctx, head_type=args.head_type)
     bar = None
     progress = None
     if not args.no_progress:

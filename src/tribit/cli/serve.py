@@ -18,6 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("-c", "--ctx-size", type=int, default=None, help="context per slot")
     p.add_argument("-t", "--threads", type=int, default=None)
+    p.add_argument("--head-type", choices=("q8_0", "q6_k"), default=None,
+                   help="repack an F32/F16/BF16 embedding/head at load into this type: smaller and "
+                        "faster, slightly lossy (default: the file's type, lossless)")
     key = p.add_mutually_exclusive_group()
     key.add_argument("--api-key", default=None)
     key.add_argument("--api-key-file", type=Path, default=None)
@@ -53,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         max_body_bytes=args.max_body,
         model_name=args.alias,
+        head_type=args.head_type,
     )
     app = create_app(settings)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=30)

@@ -22,14 +22,21 @@ import numpy as np
 from tribit.errors import FormatError
 from tribit.formats.constants import GGMLType, tensor_nbytes
 from tribit.formats.gguf import GGUFWriter
-from tribit.quant import f32_to_bf16, pack_i2s, pack_tq1_0, pack_tq2_0, quantize_q8_0
+from tribit.quant import (
+    f32_to_bf16,
+    pack_i2s,
+    pack_tq1_0,
+    pack_tq2_0,
+    quantize_q6_k,
+    quantize_q8_0,
+)
 
 log = logging.getLogger("tribit.convert")
 
 #: Default storage type of ternary tensors (one place to change it after benchmarks).
 DEFAULT_QTYPE = "tq2_0"
 QTYPES = ("tq2_0", "tq1_0", "i2_s", "f16")
-HEAD_TYPES = ("f16", "bf16", "f32", "q8_0")
+HEAD_TYPES = ("f16", "bf16", "f32", "q8_0", "q6_k")
 
 _TERNARY_TYPES = {
     "tq2_0": GGMLType.TQ2_0,
@@ -38,7 +45,7 @@ _TERNARY_TYPES = {
     "f16": GGMLType.F16,
 }
 _HEAD_GGML = {"f16": GGMLType.F16, "bf16": GGMLType.BF16, "f32": GGMLType.F32,
-              "q8_0": GGMLType.Q8_0}
+              "q8_0": GGMLType.Q8_0, "q6_k": GGMLType.Q6_K}
 # general.file_type: mainline llama_ftype values (TQ1_0 36, TQ2_0 37, F16 1); I2_S: the fork's 40.
 FILE_TYPES = {"tq1_0": 36, "tq2_0": 37, "f16": 1, "i2_s": 40}
 
@@ -100,9 +107,12 @@ def ternary_storage(qtype: str, k: int) -> GGMLType:
 
 
 def head_storage(head: str, k: int) -> GGMLType:
-    """GGML type for token_embd / output under `--head`; q8_0 needs K % 32 == 0 (else F16)."""
+    """GGML type for token_embd / output under `--head`; q8_0 needs K % 32 == 0 (else F16),
+    q6_k K % 256 == 0 (else Q8_0, else F16: llama.cpp's fallback for k-quants)."""
     if head not in _HEAD_GGML:
         raise FormatError(f"unknown head type {head!r}; choose one of {', '.join(HEAD_TYPES)}")
+    if head == "q6_k" and k % 256:
+        head = "q8_0"
     if head == "q8_0" and k % 32:
         return GGMLType.F16
     return _HEAD_GGML[head]
@@ -126,6 +136,8 @@ def _encode_float(gtype: GGMLType, x: np.ndarray) -> np.ndarray:
         return x.astype(np.float16)
     if gtype == GGMLType.BF16:
         return f32_to_bf16(x)
+    if gtype == GGMLType.Q6_K:
+        return quantize_q6_k(x)
     return quantize_q8_0(x)
 
 

@@ -16,11 +16,13 @@ from ..formats import GGUFReader
 from .config import ModelConfig, config_from_metadata
 from .weights import (
     PROJECTIONS,
+    check_head_type,
     expected_shape,
     layer_names,
     read_f32,
     read_float_matrix,
     read_ternary,
+    repack_float_matrix,
 )
 
 KV_TYPES = ("f16", "f32")
@@ -40,6 +42,7 @@ def load(
     kv_type: str = "f16",
     n_seq: int = 1,
     isa: str | None = None,
+    head_type: str | None = None,
 ) -> Model:
     """Load a GGUF model; with no path, the embedded default model.
 
@@ -47,6 +50,9 @@ def load(
     n_ctx: context length per sequence (default: the trained one, at most 4096).
     kv_type: "f16" (default) or "f32" KV cache. n_seq: sequence slots (batched serving).
     isa: force a kernel variant ("generic", "avx2", ...); default: the best for this CPU.
+    head_type: "q8_0" or "q6_k" repacks an F32/F16/BF16 token_embd/output once, here, into
+    that smaller type (a faster, slightly lossy head; tied heads keep one copy); None
+    (default) keeps the file's type, lossless. Q6_K needs n_embd % 256 == 0, Q8_0 % 32.
     """
     if path is None:
         from ..data import default_model_path
@@ -58,6 +64,7 @@ def load(
         raise ModelError(f"kv_type must be one of {KV_TYPES}, got {kv_type!r}")
     if n_seq < 1:
         raise ModelError(f"n_seq must be >= 1, got {n_seq}")
+    check_head_type(head_type)
     if isa is not None and isa not in _core.runnable_isas():
         raise ModelError(f"ISA {isa!r} cannot run on this CPU; available: "
                          f"{', '.join(_core.runnable_isas())}")
@@ -110,14 +117,23 @@ def load(
             native.set_ternary(i, which, w.t, float(w.gamma))
             types[w.source_type] = types.get(w.source_type, 0) + 1
             del w  # one projection's int8 copy at a time
-    emb, emb_type = read_float_matrix(reader, "token_embd.weight", (cfg.n_vocab, cfg.n_embd))
+    head_shape = (cfg.n_vocab, cfg.n_embd)
+
+    def head_matrix(name: str) -> tuple[np.ndarray, str]:
+        raw, qtype = read_float_matrix(reader, name, head_shape)
+        return repack_float_matrix(raw, qtype, head_shape, head_type, name,
+                                   q6_k=lambda x: _core.quantize_q6_k(x, n_threads))
+
+    emb, emb_type = head_matrix("token_embd.weight")
     native.set_embedding(emb, emb_type, cfg.tied_head)
+    head_qtype, embd_bytes = emb_type, int(emb.nbytes)
     if not cfg.tied_head:
-        out, out_type = read_float_matrix(reader, "output.weight", (cfg.n_vocab, cfg.n_embd))
-        native.set_output(out, out_type)
+        out, head_qtype = head_matrix("output.weight")
+        native.set_output(out, head_qtype)
     native.set_output_norm(read_f32(reader, "output_norm.weight", (cfg.n_embd,)))
     load_s = time.perf_counter() - t0
     model = Model(native, cfg, reader, Path(path), load_s, n_seq, n_threads, kv_type, types)
+    model.head_type, model.embd_bytes = head_qtype, embd_bytes
     rss1 = _rss_bytes()
     model.resident_bytes = rss1 - rss0 if rss0 is not None and rss1 is not None else None
     return model
@@ -160,6 +176,10 @@ class Model:
         self._tokenizer = None
         # growth of the process's resident memory while loading (None where unknown)
         self.resident_bytes: int | None = None
+        # the head's type in memory (the file's, or what load(head_type=) made of it) and
+        # the embedding's bytes in memory (gathered a row per token, not streamed)
+        self.head_type: str = ""
+        self.embd_bytes: int = 0
 
     # -- tokens ------------------------------------------------------------
     @property
@@ -298,6 +318,7 @@ class Model:
             "name": c.name,
             "hparams": {k: v for k, v in c.as_dict().items() if k not in ("arch", "name")},
             "weight_types": dict(self._weight_types),
+            "head_type": self.head_type,
             "file_bytes": self.path.stat().st_size,
             "weight_bytes": int(self._native.weight_bytes),
             "kv_bytes": int(self._native.kv_bytes),

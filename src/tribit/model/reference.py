@@ -23,6 +23,7 @@ from .weights import (
     read_f32,
     read_float_matrix,
     read_ternary,
+    repack_float_matrix,
 )
 
 
@@ -35,17 +36,27 @@ class ReferenceWeights:
     layers: list[dict]  # norms (float64 or None) and projections (t, gamma)
 
 
-def load_reference(path, n_ctx: int | None = None) -> ReferenceWeights:
-    """Read a GGUF file into the oracle's weights (every tensor in memory)."""
+def load_reference(
+    path, n_ctx: int | None = None, head_type: str | None = None
+) -> ReferenceWeights:
+    """Read a GGUF file into the oracle's weights (every tensor in memory).
+
+    head_type: as tribit.load's, with the numpy quantizers (the spec): the oracle then
+    runs on the dequantized head the runtime repacked."""
     r = GGUFReader(path)
     n_vocab, n_embd = r.tensors["token_embd.weight"].shape
     cfg = config_from_metadata(r.metadata, n_vocab, "output.weight" in r.tensors, n_ctx)
-    raw, qt = read_float_matrix(r, "token_embd.weight", (n_vocab, n_embd))
-    emb = float_matrix_f32(raw, qt, (n_vocab, n_embd)).astype(np.float64)
+    shape = (n_vocab, n_embd)
+
+    def head(name: str) -> np.ndarray:
+        raw, qt = read_float_matrix(r, name, shape)
+        raw, qt = repack_float_matrix(raw, qt, shape, head_type, name)
+        return float_matrix_f32(raw, qt, shape).astype(np.float64)
+
+    emb = head("token_embd.weight")
     out = emb
     if not cfg.tied_head:
-        raw, qt = read_float_matrix(r, "output.weight", (n_vocab, n_embd))
-        out = float_matrix_f32(raw, qt, (n_vocab, n_embd)).astype(np.float64)
+        out = head("output.weight")
     layers = []
     for i in range(cfg.n_layer):
         names = layer_names(i)

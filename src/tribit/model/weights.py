@@ -7,6 +7,7 @@ that the native core and the numpy oracle see identical weights.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,8 +18,11 @@ from ..quant import (
     absmean_ternarize,
     as_ternary,
     bf16_to_f32,
+    dequantize_q6_k,
     dequantize_q8_0,
     f32_to_bf16,
+    quantize_q6_k,
+    quantize_q8_0,
     unpack_i2s,
     unpack_tq1_0,
     unpack_tq2_0,
@@ -40,7 +44,13 @@ FLOAT_TYPES = {
     GGMLType.F16: "f16",
     GGMLType.BF16: "bf16",
     GGMLType.Q8_0: "q8_0",
+    GGMLType.Q6_K: "q6_k",
 }
+# what tribit.load(head_type=...) can repack an F32/F16/BF16 embedding/head into,
+# with the block length its rows must be a multiple of
+HEAD_TYPES = {"q8_0": 32, "q6_k": 256}
+_ROW_BYTES = {"f32": lambda k: 4 * k, "f16": lambda k: 2 * k, "bf16": lambda k: 2 * k,
+              "q8_0": lambda k: k // 32 * 34, "q6_k": lambda k: k // 256 * 210}
 
 
 def expected_shape(cfg: ModelConfig, which: str) -> tuple[int, int]:
@@ -89,7 +99,7 @@ def read_float_matrix(reader: GGUFReader, name: str, shape: tuple[int, int]):
     ti = require(reader, name, shape)
     if ti.ggml_type not in FLOAT_TYPES:
         raise ModelError(
-            f"tensor {name!r} is {ti.type_name}; tribit reads F32, F16, BF16 or Q8_0 for it"
+            f"tensor {name!r} is {ti.type_name}; tribit reads F32, F16, BF16, Q8_0 or Q6_K for it"
         )
     return reader.raw(name), FLOAT_TYPES[ti.ggml_type]
 
@@ -102,7 +112,54 @@ def float_matrix_f32(raw: np.ndarray, qtype: str, shape: tuple[int, int]) -> np.
         return raw.view("<f2").reshape(shape).astype(np.float32)
     if qtype == "bf16":
         return bf16_to_f32(raw.view("<u2")).reshape(shape)
+    if qtype == "q6_k":
+        return dequantize_q6_k(raw, shape)
     return dequantize_q8_0(raw, shape)
+
+
+def check_head_type(head_type: str | None) -> None:
+    """Raise ModelError unless head_type is None or one of HEAD_TYPES."""
+    if head_type is not None and head_type not in HEAD_TYPES:
+        raise ModelError(f"head_type must be one of {', '.join(HEAD_TYPES)} (or None: the "
+                         f"file's type), got {head_type!r}")
+
+
+def repack_float_matrix(
+    raw: np.ndarray,
+    qtype: str,
+    shape: tuple[int, int],
+    head_type: str | None,
+    name: str,
+    q6_k: Callable[[np.ndarray], np.ndarray] = quantize_q6_k,
+) -> tuple[np.ndarray, str]:
+    """An embedding/head matrix in `head_type` (None: unchanged), quantized once.
+
+    Only F32/F16/BF16 matrices are repacked (a quantized one would be rounded twice;
+    asking for its own type is a no-op). The rows are converted to float32 a chunk at a
+    time, so memory stays near the quantized copy. `q6_k` quantizes float32 rows (the
+    numpy spec by default; the runtime passes the native one, bit-identical and faster).
+    """
+    check_head_type(head_type)
+    if head_type is None or head_type == qtype:
+        return raw, qtype
+    if qtype not in ("f32", "f16", "bf16"):
+        raise ModelError(f"head_type={head_type!r}: tensor {name!r} is stored as "
+                         f"{qtype.upper()}; only F32, F16 and BF16 embeddings/heads are repacked")
+    m, k = shape
+    block = HEAD_TYPES[head_type]
+    if k % block:
+        raise ModelError(f"head_type={head_type!r} needs rows whose length is a multiple of "
+                         f"{block}; tensor {name!r} has {k} columns (n_embd)")
+    src_rb, dst_rb = _ROW_BYTES[qtype](k), _ROW_BYTES[head_type](k)
+    quant = q6_k if head_type == "q6_k" else quantize_q8_0
+    out = np.empty((m, dst_rb), np.uint8)
+    flat = np.asarray(raw, np.uint8).reshape(-1)
+    step = max(1, (4 << 20) // k)  # rows per chunk: 16 MiB of float32
+    for r0 in range(0, m, step):
+        r1 = min(m, r0 + step)
+        x = float_matrix_f32(flat[r0 * src_rb:r1 * src_rb], qtype, (r1 - r0, k))
+        out[r0:r1] = quant(np.ascontiguousarray(x, np.float32))
+    return out, head_type
 
 
 def read_ternary(reader: GGUFReader, name: str, shape: tuple[int, int]) -> TernaryWeight:

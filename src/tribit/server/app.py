@@ -43,6 +43,7 @@ class ServerSettings:
     max_queue: int = 64
     max_body_bytes: int = 4 << 20
     model_name: str | None = None
+    head_type: str | None = None  # tribit.load's: repack the head at load
 
 
 def error(
@@ -73,7 +74,8 @@ class State:
 
             s = self.settings
             self.model = tribit.load(
-                s.model_path, n_threads=s.n_threads, n_ctx=s.n_ctx, n_seq=s.n_parallel
+                s.model_path, n_threads=s.n_threads, n_ctx=s.n_ctx, n_seq=s.n_parallel,
+                head_type=s.head_type,
             )
             self.model.tokenizer  # noqa: B018 - build it before serving
             self.engine = Engine(self.model, max_queue=s.max_queue)
