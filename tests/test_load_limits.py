@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import tribit
-from tiny_models import tiny_model
+from tiny_models import rewrite, tiny_model
 from tribit import ModelError, TribitError
 from tribit.formats import GGUFReader
 from tribit.formats.gguf_writer import GGUFWriter
@@ -23,29 +23,6 @@ from tribit.model.config import ContextWarning
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return tiny_model(tmp_path_factory.mktemp("limits") / "tiny.gguf")
-
-
-def rewrite(src, dst, set_md=None, drop_md=(), drop_tensors=(), md_types=None):
-    """Copy a GGUF file with metadata changed and tensors dropped (a hostile variant)."""
-    r = GGUFReader(src)
-    w = GGUFWriter(dst)
-    set_md = dict(set_md or {})
-    for k, v in r.metadata.items():
-        if k in drop_md:
-            continue
-        if k in set_md:
-            w.add_metadata(k, set_md.pop(k), (md_types or {}).get(k))
-        elif isinstance(v, (list, tuple, np.ndarray)):
-            w.add_metadata(k, v)
-        else:
-            w.add_metadata(k, v, r.metadata_types[k])
-    for k, v in set_md.items():
-        w.add_metadata(k, v, (md_types or {}).get(k))
-    for name, ti in r.tensors.items():
-        if name not in drop_tensors:
-            w.add_tensor(name, ti.shape, ti.ggml_type, np.array(r.raw(name)))
-    w.write()
-    return dst
 
 
 # -- item 1: sizes that overflow ------------------------------------------------------------
