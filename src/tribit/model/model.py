@@ -354,7 +354,7 @@ class Model:
             rows_order = None
         try:
             out = self._native.forward(tok, pos_a, seq_a, want)
-        except ValueError as e:
+        except (ValueError, RuntimeError, MemoryError) as e:  # bad batch, out of memory
             raise ModelError(str(e)) from None
         return out[rows_order] if rows_order is not None else out
 
