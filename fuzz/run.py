@@ -44,7 +44,9 @@ def _use_source_tree() -> None:
     sys.meta_path[:] = [f for f in sys.meta_path if "Redirecting" not in type(f).__name__]
     sys.path.insert(0, str(ROOT / "src"))
     if "TRIBIT_CORE_DIR" not in os.environ:
-        cores = sorted((ROOT / "build").glob("*/_core*.so"), key=lambda p: p.stat().st_mtime)
+        cores = sorted((c for c in (ROOT / "build").glob("*/_core*.so")
+                        if c.parent.name != "asan"),  # scripts/sanitize.sh's: needs preload
+                       key=lambda p: p.stat().st_mtime)
         if cores:
             os.environ["TRIBIT_CORE_DIR"] = str(cores[-1].parent)
 

@@ -63,6 +63,16 @@ def test_render_chat_isolates_file_templates_and_keeps_builtins_in_process():
               "add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 
 
+def test_lexer_syntax_errors_are_tribit_errors():
+    # found by fuzz/run.py template: jinja2's lexer let ast's SyntaxError out for a float
+    # literal whose fraction is a non-ASCII digit
+    for src in ("{{ 2 ** 1.\u07c2 }}", "{{ 1.\u0663 }}"):
+        with pytest.raises(TribitError, match="invalid chat template: SyntaxError"):
+            render_chat(MSGS, src, isolated=False)
+        with pytest.raises(TribitError, match="SyntaxError"):
+            render_chat(MSGS, src)
+
+
 # -- item 9: chat turn injection ------------------------------------------------------------
 SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>", "<|start_header_id|>",
             "<|end_header_id|>", "<|im_start|>", "<|im_end|>", "<unk>"]

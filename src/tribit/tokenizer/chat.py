@@ -210,8 +210,9 @@ def _render_source(source: str, ctx: dict[str, Any]) -> str:
         compiled = _compile(source)
     except TemplateError as e:
         raise TribitError(f"invalid chat template: {e}") from None
-    except (RecursionError, MemoryError) as e:
-        raise TribitError(f"invalid chat template: {type(e).__name__}") from None
+    except Exception as e:  # jinja2's lexer lets ast's SyntaxError out (found by fuzzing:
+        # a float literal with a non-ASCII digit, `{{ 1.\u07c2 }}`); RecursionError, ...
+        raise TribitError(f"invalid chat template: {type(e).__name__}: {e}") from None
     parts: list[str] = []
     size = 0
     try:
