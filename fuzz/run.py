@@ -187,6 +187,9 @@ class TemplateTarget(Target):
     def __init__(self) -> None:
         import signal
 
+        import jinja2.ext  # noqa: F401 - imported here, inside atheris' instrumentation
+        import jinja2.sandbox  # noqa: F401
+
         from tribit.errors import TribitError
         from tribit.tokenizer.chat import _render_source
 
@@ -288,7 +291,16 @@ def run_atheris(target_cls, argv: list[str]) -> None:
     flags = [a for a in argv[1:] if a.startswith("-")]
     if not any(f.startswith("-max_len=") for f in flags):
         flags.append(f"-max_len={max(len(s) for s in target.seeds()) + 4096}")
-    atheris.Setup([argv[0], *flags, *(dirs or [corpus])], lambda data: target(data))
+    counts = [0, 0]  # inputs, accepted
+
+    def one(data: bytes) -> None:
+        counts[0] += 1
+        counts[1] += bool(target(data))
+        if counts[0] % 5000 == 0:  # libFuzzer does not know what "accepted" means
+            print(f"tribit-fuzz: target={target.name} inputs={counts[0]} accepted={counts[1]}",
+                  file=sys.stderr, flush=True)
+
+    atheris.Setup([argv[0], *flags, *(dirs or [corpus])], one)
     atheris.Fuzz()
 
 
