@@ -91,10 +91,11 @@ def _check_memory(cfg: ModelConfig, n_seq: int, kv_type: str, n_threads: int) ->
     avail = available_memory()
     if avail is not None and need > avail:
         raise ModelError(
-            f"the KV cache does not fit in memory: it needs {need:,} bytes ({_human(need)}: "
+            f"the KV cache does not fit in memory: it needs {kv:,} bytes ({_human(kv)}: "
             f"n_layer {cfg.n_layer} x n_seq {n_seq} x n_ctx {cfg.n_ctx} x "
-            f"{cfg.n_head_kv * cfg.head_dim} values x K and V x {kv_type}), and "
-            f"{avail:,} bytes ({_human(avail)}) are available; lower n_ctx or n_seq"
+            f"{cfg.n_head_kv * cfg.head_dim} values x K and V x {kv_type}) plus {scratch:,} "
+            f"bytes of attention scratch, and {avail:,} bytes ({_human(avail)}) are "
+            "available; lower n_ctx or n_seq"
         )
 
 
