@@ -8,9 +8,11 @@
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
+#include <cstdint>
 #include <cstring>
 #include <map>
 #include <tuple>
+#include <new>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -87,12 +89,16 @@ void bind_model(nb::module_& m) {
             p.rope_neox = rope_neox; p.act_relu2 = act_relu2; p.kv_f16 = kv_f16;
             p.n_threads = n_threads;
             const KernelTable& kt = pick(isa);
-            new (self) PyModel();
+            std::unique_ptr<Model> model;
             try {
-                self->model = std::make_unique<Model>(p, kt);
+                model = std::make_unique<Model>(p, kt);
             } catch (const std::invalid_argument& e) {
                 throw nb::value_error(e.what());
-            }
+            } catch (const std::length_error& e) {
+                throw nb::value_error(e.what());
+            }  // runtime_error (threads, memory) -> RuntimeError, bad_alloc -> MemoryError
+            new (self) PyModel();
+            self->model = std::move(model);
         }, nb::arg("n_embd"), nb::arg("n_ff"), nb::arg("n_layer"), nb::arg("n_head"),
            nb::arg("n_head_kv"), nb::arg("head_dim"), nb::arg("n_rot"), nb::arg("n_vocab"),
            nb::arg("n_ctx"), nb::arg("n_seq"), nb::arg("rope_theta"), nb::arg("norm_eps"),
@@ -158,13 +164,21 @@ void bind_model(nb::module_& m) {
             int64_t nw = 0;
             for (int64_t j = 0; j < n; j++) nw += want.data()[j] ? 1 : 0;
             size_t shape[2] = {size_t(nw), size_t(M.params.n_vocab)};
-            float* out = new float[std::max<size_t>(shape[0] * shape[1], 1)];
+            size_t n_out;
+            if (__builtin_mul_overflow(shape[0], shape[1], &n_out) || n_out > (SIZE_MAX >> 3))
+                throw nb::value_error("the logits of this batch do not fit in memory");
+            float* out = new (std::nothrow) float[std::max<size_t>(n_out, 1)];
+            if (!out)
+                throw std::runtime_error("cannot allocate the logits: " + std::to_string(n_out * 4) +
+                                         " bytes");
             nb::capsule owner(out, [](void* p) noexcept { delete[] static_cast<float*>(p); });
             try {
                 nb::gil_scoped_release rel;
                 M.forward(tokens.data(), pos.data(), seq.data(), want.data(), n, out);
             } catch (const std::invalid_argument& e) {
                 throw nb::value_error(e.what());
+            } catch (const std::bad_alloc&) {
+                throw std::runtime_error("out of memory for a batch of " + std::to_string(n) + " tokens");
             }
             return nb::ndarray<nb::numpy, float, nb::ndim<2>>(out, 2, shape, owner);
         })

@@ -6,6 +6,8 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -58,18 +60,36 @@ struct ThreadPool::Impl {
     }
 };
 
+// Stops and joins the workers started so far.
+static void stop_workers(ThreadPool::Impl* impl) {
+    {
+        std::lock_guard<std::mutex> lk(impl->mu);
+        impl->stop = true;
+    }
+    impl->cv_start.notify_all();
+    for (auto& t : impl->workers) t.join();
+}
+
+// Exception-safe: when the OS refuses a thread, the workers already started are
+// stopped and joined before the error leaves (they hold `impl_`; left running,
+// they outlived the pool and crashed the process).
 ThreadPool::ThreadPool(int n_threads) : impl_(new Impl) {
     impl_->n = std::max(1, n_threads);
-    for (int i = 1; i < impl_->n; i++) impl_->workers.emplace_back([this, i] { impl_->worker(i); });
+    try {
+        impl_->workers.reserve(size_t(impl_->n - 1));
+        for (int i = 1; i < impl_->n; i++) impl_->workers.emplace_back([this, i] { impl_->worker(i); });
+    } catch (const std::exception& e) {
+        const size_t started = impl_->workers.size();
+        stop_workers(impl_);
+        delete impl_;
+        throw std::runtime_error("could not start " + std::to_string(n_threads - 1) +
+                                 " worker threads (the system refused after " + std::to_string(started) +
+                                 "): " + e.what());
+    }
 }
 
 ThreadPool::~ThreadPool() {
-    {
-        std::lock_guard<std::mutex> lk(impl_->mu);
-        impl_->stop = true;
-    }
-    impl_->cv_start.notify_all();
-    for (auto& t : impl_->workers) t.join();
+    stop_workers(impl_);
     delete impl_;
 }
 

@@ -22,8 +22,9 @@ public:
     void parallel_for(int64_t n, int64_t grain,
                       const std::function<void(int64_t begin, int64_t end)>& fn);
 
-private:
     struct Impl;
+
+private:
     Impl* impl_;
 };
 

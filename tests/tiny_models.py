@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tribit.formats import GGMLType, GGUFWriter
+from tribit.formats import GGMLType, GGUFReader, GGUFWriter
 from tribit.quant import (
     absmean_ternarize,
     f32_to_bf16,
@@ -210,3 +210,26 @@ def kld_top1(ref_logits: np.ndarray, logits: np.ndarray) -> tuple[float, float]:
     kld = float(np.mean(np.sum(np.exp(lp) * (lp - lq), axis=-1)))
     top1 = float(np.mean(ref_logits.argmax(-1) == logits.argmax(-1)))
     return kld, top1
+
+
+def rewrite(src, dst, set_md=None, drop_md=(), drop_tensors=(), md_types=None):
+    """Copy a GGUF file with metadata changed and tensors dropped (a hostile variant)."""
+    r = GGUFReader(src)
+    w = GGUFWriter(dst)
+    set_md = dict(set_md or {})
+    for k, v in r.metadata.items():
+        if k in drop_md:
+            continue
+        if k in set_md:
+            w.add_metadata(k, set_md.pop(k), (md_types or {}).get(k))
+        elif isinstance(v, (list, tuple, np.ndarray)):
+            w.add_metadata(k, v)
+        else:
+            w.add_metadata(k, v, r.metadata_types[k])
+    for k, v in set_md.items():
+        w.add_metadata(k, v, (md_types or {}).get(k))
+    for name, ti in r.tensors.items():
+        if name not in drop_tensors:
+            w.add_tensor(name, ti.shape, ti.ggml_type, np.array(r.raw(name)))
+    w.write()
+    return dst

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <climits>
+#include <cstdint>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -34,24 +36,75 @@ private:
 };
 }  // namespace
 
+namespace {
+
+// a * b in size_t, or throw: every size computed from metadata or arguments goes
+// through here (a wrapped KV-cache size once became an empty vector that the
+// first forward wrote through)
+size_t checked_mul(size_t a, size_t b, const char* what) {
+    size_t r;
+    if (__builtin_mul_overflow(a, b, &r))
+        throw std::length_error(std::string(what) + " overflows the address space");
+    return r;
+}
+
+size_t checked_dim(int64_t v, const char* what) {
+    if (v <= 0) throw std::invalid_argument(std::string(what) + " must be positive");
+    return size_t(v);
+}
+
+}  // namespace
+
+size_t kv_cache_elements(const ModelParams& p) {
+    size_t kv = checked_mul(checked_dim(p.n_layer, "n_layer"), checked_dim(p.n_seq, "n_seq"), "KV cache size");
+    kv = checked_mul(kv, checked_dim(p.n_ctx, "n_ctx"), "KV cache size");
+    kv = checked_mul(kv, checked_mul(checked_dim(p.n_head_kv, "n_head_kv"), checked_dim(p.head_dim, "head_dim"),
+                                     "KV cache size"),
+                     "KV cache size");
+    // K and V, 2 or 4 bytes each: the byte count must fit too
+    checked_mul(kv, p.kv_f16 ? 4 : 8, "KV cache size");
+    return kv;
+}
+
 Model::Model(const ModelParams& p, const KernelTable& table) : params(p), kt(table) {
     if (p.n_head <= 0 || p.n_head_kv <= 0 || p.n_head % p.n_head_kv)
         throw std::invalid_argument("n_head must be a positive multiple of n_head_kv");
     if (p.n_seq <= 0 || p.n_ctx <= 0) throw std::invalid_argument("n_seq and n_ctx must be positive");
+    // positions and sequence ids cross the boundary as int32
+    if (p.n_ctx > INT32_MAX || p.n_seq > INT32_MAX)
+        throw std::invalid_argument("n_ctx and n_seq must be below 2^31");
+    for (int64_t v : {p.n_embd, p.n_ff, p.n_layer, p.head_dim, p.n_vocab})
+        if (v <= 0) throw std::invalid_argument("n_embd, n_ff, n_layer, head_dim and n_vocab must be positive");
     if (p.n_rot <= 0 || p.n_rot > p.head_dim || p.n_rot % 2)
         throw std::invalid_argument("rope dimension count must be even and <= head_dim");
+    if (p.n_threads < 1 || p.n_threads > kMaxThreads)
+        throw std::invalid_argument("n_threads must be in [1, " + std::to_string(kMaxThreads) + "]");
+    const size_t kv = kv_cache_elements(p);
+    // attention scratch per thread (attention()): gs x n_ctx scores + 2 gs x head_dim, gs <= group
+    const size_t group = size_t(p.n_head / p.n_head_kv);
+    const size_t per_thread = checked_mul(group, size_t(p.n_ctx) + 2 * size_t(p.head_dim), "attention scratch");
+    const size_t scratch = checked_mul(checked_mul(per_thread, size_t(p.n_threads), "attention scratch"),
+                                       sizeof(double), "attention scratch") / sizeof(double);
     pool_ = std::make_unique<ThreadPool>(p.n_threads);
     layers.resize(size_t(p.n_layer));
     n_past_.assign(size_t(p.n_seq), 0);
     for (int64_t i = 0; i < p.n_rot / 2; i++)
         rope_freq_.push_back(std::pow(double(p.rope_theta), -2.0 * double(i) / double(p.n_rot)));
-    size_t kv = size_t(p.n_layer) * size_t(p.n_seq) * size_t(p.n_ctx) * size_t(p.n_head_kv * p.head_dim);
-    if (p.kv_f16) {
-        k16_.assign(kv, 0);
-        v16_.assign(kv, 0);
-    } else {
-        k32_.assign(kv, 0.0f);
-        v32_.assign(kv, 0.0f);
+    try {
+        if (p.kv_f16) {
+            k16_.assign(kv, 0);
+            v16_.assign(kv, 0);
+        } else {
+            k32_.assign(kv, 0.0f);
+            v32_.assign(kv, 0.0f);
+        }
+        att_scratch_.assign(scratch, 0.0);
+    } catch (const std::bad_alloc&) {
+        throw std::runtime_error("cannot allocate the KV cache: it needs " +
+                                 std::to_string(kv * (p.kv_f16 ? 4 : 8)) + " bytes");
+    } catch (const std::length_error&) {
+        throw std::runtime_error("cannot allocate the KV cache: it needs " +
+                                 std::to_string(kv * (p.kv_f16 ? 4 : 8)) + " bytes");
     }
 }
 

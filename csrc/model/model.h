@@ -22,6 +22,14 @@ struct ModelParams {
     int n_threads = 1;
 };
 
+// Most worker threads a model may ask for (the Python API caps far lower,
+// with a message; this bound keeps a direct call from exhausting the OS).
+constexpr int kMaxThreads = 4096;
+
+// Elements of one of the K/V caches (n_layer * n_seq * n_ctx * n_head_kv * head_dim),
+// computed overflow-checked: throws std::length_error when it, or its byte count, wraps.
+size_t kv_cache_elements(const ModelParams& p);
+
 struct Layer {
     std::vector<float> attn_norm, attn_sub_norm, ffn_norm, ffn_sub_norm;  // sub-norms may be empty
     TernaryMatrix wq, wk, wv, wo, wgate, wup, wdown;

@@ -102,12 +102,20 @@ def render_messages(
 def chat_tokens(
     model, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True
 ) -> list[int]:
-    """Token ids of the rendered conversation (BOS added once, special tokens parsed)."""
-    text = render_messages(model, messages, add_generation_prompt)
+    """Token ids of the rendered conversation (BOS added once). Only the template's own
+    markers become control tokens; message contents are encoded as plain text, so a user
+    cannot fake a turn by writing `<|eot_id|>` (tokenizer.chat.encode_chat)."""
+    from .tokenizer.chat import encode_chat
+
     tok = model.tokenizer
-    bos = _token_text(model, tok.bos_id)
-    add_bos = bool(tok.add_bos) and not (bos and text.startswith(bos))
-    return list(tok.encode(text, add_bos=add_bos, special=True))
+    return encode_chat(
+        tok,
+        normalize_messages(messages),
+        template=chat_template(model),
+        add_generation_prompt=add_generation_prompt,
+        bos_token=_token_text(model, tok.bos_id),
+        eos_token=_token_text(model, tok.eos_id),
+    )
 
 
 # -- multi-turn sessions -----------------------------------------------------------------

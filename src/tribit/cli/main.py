@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from importlib import import_module
 
 # command name -> module under tribit.cli
@@ -58,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
+    with warnings.catch_warnings():  # restores showwarning for in-process callers
+        warnings.showwarning = _show_warning
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from tribit.errors import TribitError
 
     try:
@@ -65,8 +72,20 @@ def main(argv: list[str] | None = None) -> int:
     except TribitError as e:
         print(f"tribit {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a file or socket the user named: one line, no traceback
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"tribit {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print(f"tribit {args.command}: error: out of memory", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (e.g. a context above the trained one) as one `tribit: warning:` line."""
+    print(f"tribit: warning: {message}", file=file or sys.stderr)
 
 
 if __name__ == "__main__":

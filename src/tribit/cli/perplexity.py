@@ -33,13 +33,10 @@ def run(args: argparse.Namespace) -> int:
     """Load the model, tokenize the file, score it."""
     import tribit
     from tribit.bench.perplexity import model_perplexity
+    from tribit.cli.util import read_text_file
     from tribit.errors import TribitError
 
-    try:
-        with open(args.file, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise TribitError(f"cannot read {args.file}: {e.strerror}") from None
+    text = read_text_file(args.file, "text file")
     if args.ctx_size is not None and args.ctx_size < 4:
         raise TribitError(f"-c must be >= 4, got {args.ctx_size}")
     n_ctx = args.ctx_size or 512

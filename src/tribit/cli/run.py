@@ -8,7 +8,6 @@ to stderr. Without -m it runs the model embedded in tribit.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -168,8 +167,6 @@ def load_model(args: argparse.Namespace):
         print(
             "tribit: note: -b/--batch-size is ignored (prompts run in one batch)", file=sys.stderr
         )
-    if not os.path.isfile(path):
-        raise tribit.TribitError(f"model file not found: {path}")
     t0 = time.perf_counter()
     model = tribit.load(path, n_threads=args.threads, n_ctx=args.ctx_size, kv_type=args.kv_type,
                         head_type=getattr(args, "head_type", None))
@@ -275,8 +272,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _prompt(args: argparse.Namespace) -> str | None:
     if args.file is not None:
-        with open(args.file, encoding="utf-8") as f:
-            return f.read()
+        from tribit.cli.util import read_text_file
+
+        return read_text_file(args.file, "prompt file")
     if args.prompt is None:
         return None
     return args.prompt if args.no_escape else process_escapes(args.prompt)

@@ -6,13 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from tribit.cli.util import port
+
 HELP = "serve a model over an OpenAI-compatible HTTP API (and a chat page at /)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", default=None, help="GGUF model (default: the embedded model)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=port, default=8080)
     p.add_argument(
         "-np", "--parallel", type=int, default=4, help="sequence slots (concurrent requests)"
     )
@@ -37,12 +39,19 @@ def run(args: argparse.Namespace) -> int:
     from tribit.server.app import ServerSettings, create_app
 
     api_key = args.api_key
+    if api_key is not None and not api_key.strip():
+        # an empty key used to switch authentication off without a word
+        raise TribitError("--api-key is empty: give a non-empty key, or leave the option out "
+                          "to serve without authentication")
     if args.api_key_file is not None:
-        api_key = args.api_key_file.read_text().strip()
+        from tribit.cli.util import read_text_file
+
+        api_key = read_text_file(args.api_key_file, "API key file").strip()
         if not api_key:
-            raise TribitError(f"{args.api_key_file} is empty")
+            raise TribitError(f"API key file {args.api_key_file} is empty")
     if args.parallel < 1 or args.max_queue < 1 or args.max_body < 1:
         raise TribitError("--parallel, --max-queue and --max-body must be >= 1")
+    _check_model_arguments(args)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         print(f"tribit serve: warning: listening on {args.host} without --api-key: anyone who "
               "can reach this port can use the model", file=sys.stderr)
@@ -61,3 +70,22 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(settings)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=30)
     return 0
+
+
+def _check_model_arguments(args: argparse.Namespace) -> None:
+    """What `tribit.load` would refuse, refused before the server starts listening (the
+    model loads in the background, where an error only shows in /health)."""
+    from tribit.errors import ModelError
+    from tribit.formats.gguf_reader import open_regular_file
+    from tribit.model.config import MAX_CTX
+    from tribit.model.model import MAX_SEQ, check_threads
+
+    check_threads(args.threads)
+    if not 1 <= args.parallel <= MAX_SEQ:
+        raise ModelError(f"--parallel must be between 1 and {MAX_SEQ}, got {args.parallel}")
+    if args.ctx_size is not None and not 1 <= args.ctx_size <= MAX_CTX:
+        raise ModelError(f"-c must be between 1 and {MAX_CTX}, got {args.ctx_size}")
+    if args.model is not None:
+        import os
+
+        os.close(open_regular_file(args.model))

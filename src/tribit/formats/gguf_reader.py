@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,41 @@ MAX_DIMS = 4
 MAX_ELEMENTS = 1 << 62
 MAX_ALIGNMENT = 1 << 20
 _FIXED_SIZES = {t: np.dtype(d).itemsize for t, d in VALUE_DTYPES.items()}
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def open_regular_file(path: str | Path) -> int:
+    """A read-only descriptor of `path`, which must be a regular file.
+
+    A directory, FIFO, device or socket is refused by name (FormatError), without blocking
+    on a FIFO that has no writer; a missing or unreadable file is a FormatError too.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FormatError(f"{path}: model file not found") from None
+    except OSError as e:
+        raise FormatError(f"{path}: cannot read the file: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
+        raise FormatError(f"{path} is {kind}, not a model file")
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        raise FormatError(f"{path}: cannot open the file: {e.strerror or e}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced between stat and open
+        os.close(fd)
+        raise FormatError(f"{path} is not a regular file, not a model file")
+    return fd
 
 
 @dataclass(frozen=True)
@@ -138,12 +174,18 @@ class GGUFReader:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        with open(self.path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+        fd = open_regular_file(self.path)
+        try:
+            size = os.fstat(fd).st_size
             if size == 0:
                 raise FormatError(f"{self.path}: empty file, not GGUF")
             # the map keeps its own handle; slicing an mmap is far cheaper than a np.memmap
-            self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            try:
+                self._mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError) as e:
+                raise FormatError(f"{self.path}: cannot map the file: {e}") from None
+        finally:
+            os.close(fd)
         self._buf = np.frombuffer(self._mm, dtype=np.uint8)  # read-only, zero-copy
         self.file_size = size
         self.metadata: dict[str, Any] = {}

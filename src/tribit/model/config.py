@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -14,6 +15,20 @@ ARCHS: dict[str, tuple[str, str, bool, bool]] = {
     "bitnet-b1.58": ("relu2", "neox", True, True),  # current 2B-4T GGUF, tribit's own
     "llama": ("silu", "normal", False, False),  # Llama3-8B-1.58, Falcon3/Falcon-E
 }
+
+
+# Hard limits on hyper-parameters from metadata (far above any real model, low enough that
+# every size computed from them fits in 64 bits and the checks below are meaningful)
+MAX_EMBD = 1 << 20
+MAX_FF = 1 << 22
+MAX_LAYER = 1 << 12
+MAX_HEAD = 1 << 14
+# positions cross into the native core as int32
+MAX_CTX = (1 << 31) - 1
+
+
+class ContextWarning(UserWarning):
+    """n_ctx is above the context the model was trained with."""
 
 
 @dataclass(frozen=True)
@@ -72,15 +87,17 @@ def config_from_metadata(
     n_head_kv = _get(md, p + "attention.head_count_kv", int, n_head)
     n_layer = _get(md, p + "block_count", int)
     n_ff = _get(md, p + "feed_forward_length", int)
-    for key, v in [
-        ("embedding_length", n_embd),
-        ("attention.head_count", n_head),
-        ("attention.head_count_kv", n_head_kv),
-        ("block_count", n_layer),
-        ("feed_forward_length", n_ff),
+    for key, v, hi in [
+        ("embedding_length", n_embd, MAX_EMBD),
+        ("attention.head_count", n_head, MAX_HEAD),
+        ("attention.head_count_kv", n_head_kv, MAX_HEAD),
+        ("block_count", n_layer, MAX_LAYER),
+        ("feed_forward_length", n_ff, MAX_FF),
     ]:
         if v <= 0:
             raise ModelError(f"metadata {p + key!r} must be positive, got {v}")
+        if v > hi:
+            raise ModelError(f"metadata {p + key!r} = {v} is above tribit's limit of {hi}")
     if n_embd % n_head:
         raise ModelError(f"embedding_length {n_embd} is not a multiple of head_count {n_head}")
     if n_head % n_head_kv:
@@ -90,6 +107,8 @@ def config_from_metadata(
     if n_rot <= 0 or n_rot > head_dim or n_rot % 2:
         raise ModelError(f"rope.dimension_count {n_rot} must be even and <= head_dim {head_dim}")
     n_ctx_train = _get(md, p + "context_length", int, 2048)
+    if n_ctx_train <= 0:
+        raise ModelError(f"metadata {p + 'context_length'!r} must be positive, got {n_ctx_train}")
     eps = _get(md, p + "attention.layer_norm_rms_epsilon", float)
     if not 0 < eps < 1:
         raise ModelError(f"layer_norm_rms_epsilon {eps} is out of range")
@@ -99,9 +118,21 @@ def config_from_metadata(
     md_vocab = md.get(p + "vocab_size")
     if md_vocab is not None and md_vocab != n_vocab:
         raise ModelError(f"vocab_size {md_vocab} does not match token_embd's {n_vocab} rows")
+    if n_ctx is not None and (isinstance(n_ctx, bool) or not isinstance(n_ctx, int)):
+        raise ModelError(f"n_ctx must be an integer, got {n_ctx!r}")
     ctx = n_ctx if n_ctx is not None else min(n_ctx_train, 4096)
     if ctx <= 0:
         raise ModelError(f"n_ctx must be positive, got {ctx}")
+    if ctx > MAX_CTX:
+        raise ModelError(f"n_ctx {ctx} is above the largest context tribit supports ({MAX_CTX}: "
+                         "positions are 32-bit)")
+    if ctx > n_ctx_train:
+        warnings.warn(
+            f"n_ctx {ctx} is above the model's trained context ({n_ctx_train}): positions past "
+            "it were never trained and answers there may be poor",
+            ContextWarning,
+            stacklevel=4,
+        )
     return ModelConfig(
         arch=arch,
         name=str(md.get("general.name", "")),

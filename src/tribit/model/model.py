@@ -11,12 +11,13 @@ from typing import Any
 import numpy as np
 
 from .. import _core
-from ..errors import ModelError
+from ..errors import ModelError, TribitError
 from ..formats import GGUFReader
 from .config import ModelConfig, config_from_metadata
 from .weights import (
     PROJECTIONS,
     check_head_type,
+    check_tensors,
     expected_shape,
     layer_names,
     read_f32,
@@ -26,6 +27,7 @@ from .weights import (
 )
 
 KV_TYPES = ("f16", "f32")
+MAX_SEQ = 1 << 16
 
 
 def default_threads() -> int:
@@ -33,6 +35,78 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - non-Linux
         return max(1, os.cpu_count() or 1)
+
+
+def max_threads() -> int:
+    """The most worker threads `load` accepts: a few per CPU. More never helps (the forward
+    pass is memory-bound) and an OS that cannot create them would fail mid-way."""
+    return max(4, 4 * (os.cpu_count() or 1))
+
+
+def check_threads(n_threads: int | None) -> int:
+    """`n_threads` validated (None: `default_threads()`); ModelError with the reason."""
+    if n_threads is None:
+        return default_threads()
+    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
+        raise ModelError(f"n_threads must be an integer, got {n_threads!r}")
+    cap = max_threads()
+    if not 1 <= n_threads <= cap:
+        raise ModelError(
+            f"n_threads must be between 1 and {cap} (4 per CPU on this machine, which has "
+            f"{os.cpu_count()}), got {n_threads}: more threads than cores only slow the "
+            "forward pass down"
+        )
+    return int(n_threads)
+
+
+def kv_cache_bytes(cfg: ModelConfig, n_seq: int, kv_type: str) -> int:
+    """Bytes of the KV cache: K and V, n_layer x n_seq x n_ctx x (n_head_kv x head_dim)
+    values of 2 (f16) or 4 (f32) bytes. Exact (Python integers never wrap)."""
+    per = 2 if kv_type == "f16" else 4
+    return 2 * cfg.n_layer * n_seq * cfg.n_ctx * cfg.n_head_kv * cfg.head_dim * per
+
+
+def available_memory() -> int | None:
+    """Memory this process could still get: MemAvailable + SwapFree (Linux), else the
+    physical memory; None where unknown."""
+    try:
+        info = {}
+        with open("/proc/meminfo") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                info[key] = int(rest.split()[0]) * 1024
+        if "MemAvailable" in info:
+            return info["MemAvailable"] + info.get("SwapFree", 0)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _check_memory(cfg: ModelConfig, n_seq: int, kv_type: str, n_threads: int) -> None:
+    kv = kv_cache_bytes(cfg, n_seq, kv_type)
+    # attention scratch: per thread, group x (n_ctx + 2 head_dim) doubles (model.cpp)
+    scratch = n_threads * (cfg.n_head // cfg.n_head_kv) * (cfg.n_ctx + 2 * cfg.head_dim) * 8
+    need = kv + scratch
+    avail = available_memory()
+    if avail is not None and need > avail:
+        raise ModelError(
+            f"the KV cache does not fit in memory: it needs {kv:,} bytes ({_human(kv)}: "
+            f"n_layer {cfg.n_layer} x n_seq {n_seq} x n_ctx {cfg.n_ctx} x "
+            f"{cfg.n_head_kv * cfg.head_dim} values x K and V x {kv_type}) plus {scratch:,} "
+            f"bytes of attention scratch, and {avail:,} bytes ({_human(avail)}) are "
+            "available; lower n_ctx or n_seq"
+        )
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return str(n)  # pragma: no cover
 
 
 def load(
@@ -62,15 +136,29 @@ def load(
             raise ModelError("no model path given and no embedded default model is installed")
     if kv_type not in KV_TYPES:
         raise ModelError(f"kv_type must be one of {KV_TYPES}, got {kv_type!r}")
-    if n_seq < 1:
-        raise ModelError(f"n_seq must be >= 1, got {n_seq}")
+    if isinstance(n_seq, bool) or not isinstance(n_seq, (int, np.integer)):
+        raise ModelError(f"n_seq must be an integer, got {n_seq!r}")
+    if not 1 <= n_seq <= MAX_SEQ:
+        raise ModelError(f"n_seq must be between 1 and {MAX_SEQ}, got {n_seq}")
     check_head_type(head_type)
     if isa is not None and isa not in _core.runnable_isas():
         raise ModelError(f"ISA {isa!r} cannot run on this CPU; available: "
                          f"{', '.join(_core.runnable_isas())}")
-    n_threads = n_threads or default_threads()
+    n_threads = check_threads(n_threads)
     t0, rss0 = time.perf_counter(), _rss_bytes()
     reader = GGUFReader(path)
+    try:
+        return _build(reader, path, n_threads, n_ctx, kv_type, int(n_seq), isa, head_type, t0, rss0)
+    except TribitError:
+        raise
+    except (MemoryError, ValueError, TypeError, RuntimeError, OverflowError, IndexError) as e:
+        # what the native core or numpy raised about this file or these arguments: a
+        # ModelError naming it, never a bare MemoryError or nanobind TypeError
+        raise ModelError(f"{Path(path).name}: cannot load the model: {type(e).__name__}: "
+                         f"{e}") from None
+
+
+def _build(reader, path, n_threads, n_ctx, kv_type, n_seq, isa, head_type, t0, rss0) -> Model:
     md = reader.metadata
     if "token_embd.weight" not in reader.tensors:
         raise ModelError("missing tensor 'token_embd.weight'")
@@ -82,6 +170,10 @@ def load(
     cfg = config_from_metadata(md, n_vocab, has_output, n_ctx)
     if n_embd_file != cfg.n_embd:
         raise ModelError(f"token_embd has {n_embd_file} columns, embedding_length is {cfg.n_embd}")
+    check_vocab(md, cfg.n_vocab)
+    # every tensor against the config, then the memory: before anything large is allocated
+    check_tensors(reader, cfg)
+    _check_memory(cfg, n_seq, kv_type, n_threads)
     native = _core.NativeModel(
         n_embd=cfg.n_embd,
         n_ff=cfg.n_ff,
@@ -137,6 +229,18 @@ def load(
     rss1 = _rss_bytes()
     model.resident_bytes = rss1 - rss0 if rss0 is not None and rss1 is not None else None
     return model
+
+
+def check_vocab(md: dict[str, Any], n_vocab: int) -> None:
+    """The tokenizer must name exactly one token per row of `token_embd`: a tokenizer with
+    more tokens yields ids the model cannot embed, one with fewer leaves rows that the model
+    can generate and the tokenizer cannot print (llama.cpp refuses both as well)."""
+    tokens = md.get("tokenizer.ggml.tokens")
+    if isinstance(tokens, (list, tuple)) and len(tokens) != n_vocab:
+        raise ModelError(
+            f"the tokenizer has {len(tokens)} tokens but token_embd has {n_vocab} rows; "
+            "they must match"
+        )
 
 
 def _rss_bytes() -> int | None:
@@ -271,7 +375,7 @@ class Model:
             rows_order = None
         try:
             out = self._native.forward(tok, pos_a, seq_a, want)
-        except ValueError as e:
+        except (ValueError, RuntimeError, MemoryError) as e:  # bad batch, out of memory
             raise ModelError(str(e)) from None
         return out[rows_order] if rows_order is not None else out
 

@@ -170,7 +170,7 @@ def read_ternary(reader: GGUFReader, name: str, shape: tuple[int, int]) -> Terna
     if qt in (GGMLType.TQ1_0, GGMLType.TQ2_0):
         unpack = unpack_tq2_0 if qt == GGMLType.TQ2_0 else unpack_tq1_0
         t, d = unpack(reader.raw(name), shape)
-        exact = md.get(SCALE_KEY + name)
+        exact = scale_value(md, name)
         nonzero = np.unique(d[d != 0])
         if nonzero.size > 1:
             raise ModelError(
@@ -193,7 +193,7 @@ def read_ternary(reader: GGUFReader, name: str, shape: tuple[int, int]) -> Terna
         tern = as_ternary(w)
         if tern is not None:
             t, gamma = tern
-            exact = md.get(SCALE_KEY + name)
+            exact = scale_value(md, name)
             if exact is not None and _stored(np.float32(exact), qt) == gamma:
                 gamma = np.float32(exact)  # the f16 file rounded it; metadata keeps it exact
         else:
@@ -211,6 +211,64 @@ def read_ternary(reader: GGUFReader, name: str, shape: tuple[int, int]) -> Terna
             raise ModelError(f"tensor {scale_name!r} must hold one value")
         gamma = np.float32(gamma * s[0])
     return TernaryWeight(t, np.float32(gamma), ti.type_name)
+
+
+NORM_TYPES = (GGMLType.F32, GGMLType.F16, GGMLType.BF16)
+TERNARY_TYPES = (GGMLType.TQ1_0, GGMLType.TQ2_0, GGMLType.I2_S, GGMLType.F32, GGMLType.F16,
+                 GGMLType.BF16)
+
+
+def check_tensors(reader: GGUFReader, cfg: ModelConfig) -> None:
+    """Check every tensor the model will read against the configuration (presence, shape,
+    type, and the `tribit.scale.*` metadata) before anything large is allocated: a file
+    whose `block_count` promises more layers than it holds fails here, in milliseconds,
+    with a ModelError naming the first missing or wrong tensor."""
+
+    def need(name: str, shape: tuple[int, ...], types: tuple[int, ...], what: str) -> None:
+        ti = require(reader, name, shape)
+        if ti.ggml_type not in types:
+            raise ModelError(f"tensor {name!r} is {ti.type_name}; {what}")
+
+    norm_msg = "norms must be F32, F16 or BF16"
+    tern_msg = "ternary projections must be TQ1_0, TQ2_0, I2_S, F32, F16 or BF16"
+    qdim = cfg.n_head * cfg.head_dim
+    for i in range(cfg.n_layer):
+        names = layer_names(i)
+        need(names["attn_norm"], (cfg.n_embd,), NORM_TYPES, norm_msg)
+        need(names["ffn_norm"], (cfg.n_embd,), NORM_TYPES, norm_msg)
+        if cfg.sub_norms:
+            need(names["attn_sub_norm"], (qdim,), NORM_TYPES, norm_msg)
+            need(names["ffn_sub_norm"], (cfg.n_ff,), NORM_TYPES, norm_msg)
+        for which in PROJECTIONS:
+            name = names[which]
+            need(name, expected_shape(cfg, which), TERNARY_TYPES, tern_msg)
+            scale_value(reader.metadata, name)
+            scale_name = name.removesuffix(".weight") + ".scale"
+            if scale_name in reader.tensors:
+                ti = reader.tensors[scale_name]
+                if ti.ggml_type not in NORM_TYPES or int(np.prod(ti.shape)) != 1:
+                    raise ModelError(f"tensor {scale_name!r} must hold one F32/F16/BF16 value")
+    float_msg = "tribit reads F32, F16, BF16 or Q8_0 for it"
+    need("token_embd.weight", (cfg.n_vocab, cfg.n_embd), tuple(FLOAT_TYPES), float_msg)
+    if not cfg.tied_head:
+        need("output.weight", (cfg.n_vocab, cfg.n_embd), tuple(FLOAT_TYPES), float_msg)
+    need("output_norm.weight", (cfg.n_embd,), NORM_TYPES, norm_msg)
+
+
+def scale_value(md: dict, name: str) -> np.float32 | None:
+    """The exact per-tensor scale `tribit.scale.<name>` (None when absent); ModelError when it
+    is not a finite number."""
+    v = md.get(SCALE_KEY + name)
+    if v is None:
+        return None
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise ModelError(f"metadata {SCALE_KEY + name!r} must be a number, got "
+                         f"{type(v).__name__}")
+    with np.errstate(over="ignore"):
+        f = np.float32(v)
+    if not np.isfinite(f):
+        raise ModelError(f"metadata {SCALE_KEY + name!r} = {v!r} is not a finite float32")
+    return f
 
 
 def layer_names(i: int) -> dict[str, str]:

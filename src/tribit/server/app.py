@@ -22,8 +22,10 @@ from fastapi.responses import (
     Response,
     StreamingResponse,
 )
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..errors import TribitError
 from ..generate import make_sampling
 from .engine import Engine, Job, QueueFullError
 from .schemas import ChatRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
@@ -66,6 +68,7 @@ class State:
         self.model = None
         self.engine: Engine | None = None
         self.load_error: str | None = None
+        self.template_error: str | None = None
         self.t_start = time.time()
 
     def load(self) -> None:
@@ -78,12 +81,33 @@ class State:
                 head_type=s.head_type,
             )
             self.model.tokenizer  # noqa: B018 - build it before serving
+            self.check_template()
             self.engine = Engine(self.model, max_queue=s.max_queue)
             self.engine.start()
         except Exception as e:  # reported by /health, and on the console
             self.load_error = f"{type(e).__name__}: {e}"
             print(f"tribit serve: error: the model failed to load: {self.load_error}",
                   file=sys.stderr, flush=True)
+
+    def check_template(self) -> None:
+        """Render the model's chat template once on a sample conversation, in its budget.
+        A template that runs past the budget is disabled (chat requests get a 500 saying
+        so, at once); one that merely raises is reported and still used."""
+        from ..chat import chat_template
+        from ..tokenizer.template_worker import TemplateBudgetError
+
+        if chat_template(self.model) is None:
+            return
+        sample = [{"role": "system", "content": "You are helpful."},
+                  {"role": "user", "content": "Hello!"}]
+        try:
+            chat_prompt_tokens(self.model, sample)
+        except TemplateBudgetError as e:
+            self.template_error = f"the model's chat template is disabled: {e}"
+            print(f"tribit serve: error: {self.template_error}", file=sys.stderr, flush=True)
+        except TribitError as e:
+            print(f"tribit serve: warning: the model's chat template fails on a sample "
+                  f"conversation: {e}", file=sys.stderr, flush=True)
 
     @property
     def model_id(self) -> str:
@@ -188,6 +212,16 @@ def create_app(settings: ServerSettings, load_in_background: bool = True) -> Fas
             msg = "the request body is not valid JSON (or not UTF-8)"
         return error(400, f"{loc + ': ' if loc else ''}{msg}", "invalid_request", param=loc or None)
 
+    @app.exception_handler(TribitError)
+    async def _tribit(request: Request, exc: TribitError):
+        # bad input found below the routes (text that is not valid Unicode, ...)
+        return error(400, str(exc), "invalid_request")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        return error(500, f"internal error: {type(exc).__name__}: {exc}", "internal_error",
+                     etype="server_error")
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         if exc.status_code == 400:
@@ -252,10 +286,13 @@ def create_app(settings: ServerSettings, load_in_background: bool = True) -> Fas
     async def tokenize(body: TokenizeRequest):
         if (r := ready()) is not None:
             return r
-        toks = state.model.tokenizer.encode(
-            body.content, add_bos=body.add_special, special=body.parse_special
-        )
-        return {"tokens": toks}
+        def work() -> JSONResponse:  # encoding and serialising MBs: not on the event loop
+            toks = state.model.tokenizer.encode(
+                body.content, add_bos=body.add_special, special=body.parse_special
+            )
+            return _ids_response("tokens", toks)
+
+        return await run_in_threadpool(work)
 
     @app.post("/detokenize")
     async def detokenize(body: DetokenizeRequest):
@@ -265,7 +302,9 @@ def create_app(settings: ServerSettings, load_in_background: bool = True) -> Fas
         bad = [t for t in body.tokens if not 0 <= t < n_vocab]
         if bad:
             return error(400, f"token id {bad[0]} out of range [0, {n_vocab})", "invalid_token")
-        return {"content": state.model.tokenizer.decode(body.tokens)}
+        return await run_in_threadpool(
+            lambda: JSONResponse({"content": state.model.tokenizer.decode(body.tokens)})
+        )
 
     @app.get("/metrics")
     async def metrics():
@@ -477,43 +516,67 @@ def create_app(settings: ServerSettings, load_in_background: bool = True) -> Fas
         if (r := ready()) is not None:
             return r
         m = state.model
+        if not body.prompt:  # "" or []: SERVER.md
+            return error(400, "the prompt is empty", "empty_prompt", param="prompt")
         if isinstance(body.prompt, list):
             toks = body.prompt
             if any(not 0 <= t < m.config.n_vocab for t in toks):
                 return error(400, "prompt token id out of range", "invalid_token", param="prompt")
-        else:
-            toks = m.tokenizer.encode(body.prompt, add_bos=bool(m.tokenizer.add_bos), special=True)
+        else:  # CPU work: never on the event loop
+            toks = await run_in_threadpool(
+                m.tokenizer.encode, body.prompt, add_bos=bool(m.tokenizer.add_bos), special=True
+            )
         return await run_job(request, body, toks, chat=False)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request, body: ChatRequest):
         if (r := ready()) is not None:
             return r
-        from ..tokenizer.chat import render_chat
+        from ..tokenizer.template_worker import TemplateBudgetError
 
         m = state.model
         try:
             messages = [{"role": msg.role, "content": msg.text()} for msg in body.messages]
         except ValueError as e:
             return error(400, str(e), "invalid_content", param="messages")
-        tok = m.tokenizer
-        try:
-            text = render_chat(
-                messages,
-                tok.chat_template,
-                add_generation_prompt=True,
-                bos_token=_token_text(tok, tok.bos_id),
-                eos_token=_token_text(tok, tok.eos_id),
-            )
-        except Exception as e:
-            return error(400, f"the chat template failed: {e}", "template_error", param="messages")
-        toks = tok.encode(text, add_bos=bool(tok.add_bos), special=True)
-        # a template that already writes the BOS text must not get a second one
-        if tok.bos_id is not None and len(toks) > 1 and toks[0] == toks[1] == tok.bos_id:
-            toks = toks[1:]
+        if state.template_error:
+            return error(500, state.template_error, "template_error", etype="server_error")
+        try:  # rendering and tokenizing run in a worker thread (the template in its budget)
+            toks = await run_in_threadpool(chat_prompt_tokens, m, messages)
+        except TemplateBudgetError as e:
+            return error(500, str(e), "template_budget_exceeded", etype="server_error")
+        except TribitError as e:
+            return error(400, f"the chat template failed: {e}", "template_error",
+                         param="messages")
         return await run_job(request, body, toks, chat=True)
 
     return app
+
+
+def _ids_response(key: str, ids: list[int]) -> Response:
+    """{key: ids} as JSON, serialised in slices: one json.dumps of millions of ids holds the
+    GIL for half a second; slices let the event loop thread in between."""
+    step = 1 << 16
+    parts = [",".join(map(str, ids[i : i + step])) for i in range(0, len(ids), step)]
+    body = '{"' + key + '":[' + ",".join(parts) + "]}"
+    return Response(body, media_type="application/json")
+
+
+def chat_prompt_tokens(model, messages: list[dict]) -> list[int]:
+    """Prompt ids of a chat: the model's template (a file's template in its budgeted worker),
+    message contents encoded as plain text, BOS once (tokenizer.chat.encode_chat)."""
+    from ..chat import chat_template
+    from ..tokenizer.chat import encode_chat
+
+    tok = model.tokenizer
+    bos = _token_text(tok, tok.bos_id)
+    toks = encode_chat(tok, messages, chat_template(model), add_generation_prompt=True,
+                       bos_token=bos, eos_token=_token_text(tok, tok.eos_id),
+                       add_bos=bool(tok.add_bos))
+    # a template that already writes the BOS text must not get a second one
+    if tok.bos_id is not None and len(toks) > 1 and toks[0] == toks[1] == tok.bos_id:
+        toks = toks[1:]
+    return toks
 
 
 def _token_text(tok, tid) -> str:

@@ -120,10 +120,17 @@ class Engine:
             if self._active:
                 try:
                     self._step(free)
-                except Exception as e:  # a bad step must not kill the server
+                except Exception as e:  # a bug outside any one job: fail what is active
                     for job in list(self._active.values()):
-                        job.emit({"error": f"generation failed: {e}"})
-                        self._release(job, free)
+                        self._fail(job, e, free)
+
+    def _fail(self, job: Job, exc: BaseException, free: list[int]) -> None:
+        """End one job with an error event; the others are untouched."""
+        try:
+            job.emit({"error": f"generation failed: {type(exc).__name__}: {exc}"})
+        except Exception:  # the client side is gone: nothing to tell
+            pass
+        self._release(job, free)
 
     def _release(self, job: Job, free: list[int]) -> None:
         self._active.pop(job.slot, None)
@@ -132,47 +139,62 @@ class Engine:
         free.sort()
 
     def _step(self, free: list[int]) -> None:
-        toks: list[int] = []
-        pos: list[int] = []
-        seq: list[int] = []
-        want: list[bool] = []
-        owners: list[Job] = []
+        # per job: its tokens in this step (toks, pos, want) and whether it gets a row
+        parts: list[tuple[Job, list[int], list[int], list[bool]]] = []
         budget = self.batch_tokens
         # decoding requests first: one token each
         for job in self._active.values():
             if job.n_prefilled == len(job.tokens) and job.last >= 0:
-                toks.append(job.last)
-                pos.append(len(job.history) - 1)
-                seq.append(job.slot)
-                want.append(True)
-                owners.append(job)
+                parts.append((job, [job.last], [len(job.history) - 1], [True]))
                 budget -= 1
         # then chunks of pending prompts
-        for job in self._active.values():
+        for job in list(self._active.values()):
             if job.n_prefilled < len(job.tokens) and budget > 0:
-                if job.n_prefilled == 0:
-                    self.model.reset(job.slot)
-                    job.decoder = StreamDecoder(self.model.tokenizer)
-                    job.stopper = StopMatcher(job.stop)
-                    job.history = list(job.tokens)
+                try:
+                    if job.n_prefilled == 0:
+                        self.model.reset(job.slot)
+                        job.decoder = StreamDecoder(self.model.tokenizer)
+                        job.stopper = StopMatcher(job.stop)
+                        job.history = list(job.tokens)
+                except Exception as e:
+                    self._fail(job, e, free)
+                    continue
                 n = min(self.prefill_chunk, budget, len(job.tokens) - job.n_prefilled)
-                for i in range(n):
-                    p = job.n_prefilled + i
-                    toks.append(job.tokens[p])
-                    pos.append(p)
-                    seq.append(job.slot)
-                    done = p == len(job.tokens) - 1
-                    want.append(done)
-                    if done:
-                        owners.append(job)
+                p0, last = job.n_prefilled, len(job.tokens) - 1
+                parts.append((job, job.tokens[p0 : p0 + n], list(range(p0, p0 + n)),
+                              [p == last for p in range(p0, p0 + n)]))
                 job.n_prefilled += n
                 budget -= n
-        if not toks:
+        if not parts:
             return
-        logits = self.model.forward(toks, pos, seq, logits=want)
+        rows = self._forward(parts, free)
         self.steps_total += 1
-        for row, job in zip(logits, owners, strict=True):
-            self._advance(job, row, free)
+        for job, row in rows:
+            try:
+                self._advance(job, row, free)
+            except Exception as e:  # a sampler, processor or decoder error: this job only
+                self._fail(job, e, free)
+
+    def _forward(self, parts, free: list[int]) -> list[tuple[Job, np.ndarray]]:
+        """One forward for all parts; if it fails, each part alone, so that a request that
+        the model refuses (a bad token id, ...) fails alone. The cache rows a failed batch
+        may have written are those the retries write again (same positions)."""
+        toks = [t for _, tk, _, _ in parts for t in tk]
+        pos = [p for _, _, ps, _ in parts for p in ps]
+        seq = [job.slot for job, tk, _, _ in parts for _ in tk]
+        want = [w for _, _, _, ws in parts for w in ws]
+        owners = [job for job, _, _, ws in parts if ws[-1]]
+        try:
+            logits = self.model.forward(toks, pos, seq, logits=want)
+        except Exception as e:
+            if len(parts) == 1:
+                self._fail(parts[0][0], e, free)
+                return []
+            out = []
+            for part in parts:
+                out.extend(self._forward([part], free))
+            return out
+        return list(zip(owners, logits, strict=True))
 
     def _advance(self, job: Job, logits: np.ndarray, free: list[int]) -> None:
         now = time.perf_counter()

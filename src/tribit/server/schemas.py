@@ -2,32 +2,70 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 MAX_TOKENS_LIMIT = 1 << 20
 
 
-class SamplingFields(BaseModel):
+def find_lone_surrogate(value: Any) -> str | None:
+    """The path of the first string (or key) in a parsed JSON body that is not valid
+    Unicode (a lone surrogate such as "\ud800"), or None. Iterative: no recursion limit."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, v = stack.pop()
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return path or "body"
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                sub = f"{path}.{k}" if path else str(k)
+                if isinstance(k, str) and find_lone_surrogate(k) is not None:
+                    return path or "body"
+                stack.append((sub, x))
+        elif isinstance(v, list):
+            stack.extend((f"{path}.{i}", x) for i, x in enumerate(v))
+    return None
+
+
+class Body(BaseModel):
+    """A request body: unknown fields ignored; strings must be valid Unicode (a lone
+    surrogate escaped in JSON is a 400, not a 500 deep in the tokenizer)."""
+
     model_config = ConfigDict(extra="ignore")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _unicode(cls, data: Any) -> Any:
+        where = find_lone_surrogate(data)
+        if where is not None:
+            raise ValueError(f"{where} is not valid Unicode (a lone surrogate)")
+        return data
+
+
+# Numbers and flags are strict: "5" and true are not a max_tokens (pydantic's lax mode would
+# take them); an int is fine where a float is expected.
+class SamplingFields(Body):
     model: str | None = None
-    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
-    temperature: float = Field(default=1.0, ge=0.0, le=100.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    top_k: int = Field(default=0, ge=0, le=1 << 20)
-    min_p: float = Field(default=0.0, ge=0.0, le=1.0)
-    typical_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
-    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
-    repeat_penalty: float = Field(default=1.0, gt=0.0, le=10.0)
-    seed: int | None = Field(default=None, ge=0, lt=1 << 63)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT, strict=True)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT,
+                                              strict=True)
+    temperature: float = Field(default=1.0, ge=0.0, le=100.0, strict=True)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, strict=True)
+    top_k: int = Field(default=0, ge=0, le=1 << 20, strict=True)
+    min_p: float = Field(default=0.0, ge=0.0, le=1.0, strict=True)
+    typical_p: float = Field(default=1.0, gt=0.0, le=1.0, strict=True)
+    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0, strict=True)
+    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0, strict=True)
+    repeat_penalty: float = Field(default=1.0, gt=0.0, le=10.0, strict=True)
+    seed: int | None = Field(default=None, ge=0, lt=1 << 63, strict=True)
     stop: str | list[str] | None = None
-    stream: bool = False
+    stream: bool = Field(default=False, strict=True)
     stream_options: dict | None = None
-    n: int = Field(default=1, ge=1, le=1)
+    n: int = Field(default=1, ge=1, le=1, strict=True)
     logit_bias: dict[str, float] | None = None
 
     @field_validator("stop")
@@ -42,7 +80,8 @@ class SamplingFields(BaseModel):
     def _bias(cls, v):
         if v is not None:
             for k, b in v.items():
-                if not k.isdigit():
+                # ASCII digits only: "²".isdigit() is True and int("²") raises
+                if not (k.isascii() and k.isdigit() and len(k) <= 10):
                     raise ValueError(f"logit_bias keys must be token ids, got {k!r}")
                 if not -100 <= b <= 100:
                     raise ValueError("logit_bias values must be in [-100, 100]")
@@ -60,7 +99,7 @@ class SamplingFields(BaseModel):
 
 
 class CompletionRequest(SamplingFields):
-    prompt: str | list[int]
+    prompt: str | list[StrictInt]
 
 
 class ChatMessage(BaseModel):
@@ -86,11 +125,11 @@ class ChatRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1, max_length=4096)
 
 
-class TokenizeRequest(BaseModel):
+class TokenizeRequest(Body):
     content: str
-    add_special: bool = False
-    parse_special: bool = True
+    add_special: bool = Field(default=False, strict=True)
+    parse_special: bool = Field(default=True, strict=True)
 
 
-class DetokenizeRequest(BaseModel):
-    tokens: list[int] = Field(max_length=1 << 20)
+class DetokenizeRequest(Body):
+    tokens: list[StrictInt] = Field(max_length=1 << 20)

@@ -246,6 +246,12 @@ class Tokenizer:
         appends EOS. special: parse CONTROL token texts such as `<|eot_id|>` into their ids
         (USER_DEFINED tokens are always parsed).
         """
+        return self._encode(text, add_bos, special, add_eos)
+
+    def _encode(self, text: str, add_bos: bool | None, special: bool, add_eos: bool | None,
+                restore: Mapping[int, str] | None = None) -> list[int]:
+        """`encode`; `restore` (a str.translate table) is applied to the raw text fragments
+        after special tokens are split off (chat.encode_chat: placeholders back to text)."""
         if not isinstance(text, str):
             raise TribitError(f"text to encode must be a str, got {type(text).__name__}")
         try:
@@ -258,6 +264,8 @@ class Tokenizer:
         if add_bos and self.bos_id is not None:
             out.append(self.bos_id)
         frags = self._partition(text, special)
+        if restore:
+            frags = [f.translate(restore) if isinstance(f, str) else f for f in frags]
         if self.model == "gpt2":
             raw = [f for f in frags if isinstance(f, str)]
             encoded = iter(self._encoder.encode_batch(raw))
@@ -280,6 +288,12 @@ class Tokenizer:
         if add_eos and self.eos_id is not None:
             out.append(self.eos_id)
         return out
+
+    @property
+    def control_texts(self) -> list[str]:
+        """Texts that only `special=True` parses into ids (CONTROL and UNKNOWN tokens),
+        longest first: what user text must never turn into."""
+        return [t for t, i in self._specials_all if self._types[i] != USER_DEFINED]
 
     def _partition(self, text: str, special: bool) -> list[str | int]:
         """Split text into raw fragments and special-token ids (llama.cpp's partition)."""

@@ -164,10 +164,12 @@ class BpeEncoder:
                 bad = sorted({f"0x{b:02X}" for b in raw if b in self._missing})
                 raise TribitError(f"the vocabulary has no token for byte(s) {', '.join(bad)} "
                                   "of the text")
-        return self._hf.encode(text, add_special_tokens=False).ids
+        # encode_batch, even for one text: it releases the GIL while Rust works (encode holds
+        # it: a 4 MB prompt froze every other thread, the server's event loop included)
+        return self._hf.encode_batch([text], add_special_tokens=False)[0].ids
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        """`encode` for several texts (one call into the Rust side)."""
-        if self._missing or len(texts) < 2:
+        """`encode` for several texts (one call into the Rust side, without the GIL)."""
+        if self._missing:
             return [self.encode(t) for t in texts]
         return [e.ids for e in self._hf.encode_batch(list(texts), add_special_tokens=False)]

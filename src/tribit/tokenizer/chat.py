@@ -171,6 +171,7 @@ def render_chat(
     add_generation_prompt: bool = True,
     bos_token: str = "",
     eos_token: str = "",
+    isolated: bool | None = None,
     **extra: Any,
 ) -> str:
     """Render a conversation to prompt text with a chat template (see module doc).
@@ -178,18 +179,40 @@ def render_chat(
     template: None (built-in "bitnet-2b4t"), a built-in name, or Jinja source (e.g. the GGUF
     `tokenizer.chat_template`). bos_token/eos_token are the texts templates may print; keep
     bos_token "" when the tokenizer adds BOS itself. `extra` goes to the template (tools, ...).
-    Raises TribitError for bad messages or a template that fails or breaks the sandbox.
+    isolated: render in the budgeted worker process (template_worker: time and memory caps
+    that a template cannot escape); None (default): for every template but the built-ins.
+    Raises TribitError for bad messages or a template that fails, breaks the sandbox or runs
+    past its budget (TemplateBudgetError).
     """
-    from jinja2.exceptions import SecurityError, TemplateError
-
     source = resolve_template(template)
     plain = _plain_messages(messages)
+    ctx = dict(extra, messages=plain, add_generation_prompt=bool(add_generation_prompt),
+               bos_token=bos_token, eos_token=eos_token)
+    if isolated is None:
+        isolated = not is_builtin(source)
+    if isolated:
+        from .template_worker import default_runner
+
+        return default_runner().render(source, ctx)
+    return _render_source(source, ctx)
+
+
+def is_builtin(source: str) -> bool:
+    """True when `source` is one of tribit's own templates (trusted: rendered in-process)."""
+    return source in BUILTIN_TEMPLATES.values()
+
+
+def _render_source(source: str, ctx: dict[str, Any]) -> str:
+    """Compile (cached) and render in this process, with the sandbox and the output cap."""
+    from jinja2.exceptions import SecurityError, TemplateError
+
     try:
         compiled = _compile(source)
     except TemplateError as e:
         raise TribitError(f"invalid chat template: {e}") from None
-    ctx = dict(extra, messages=plain, add_generation_prompt=bool(add_generation_prompt),
-               bos_token=bos_token, eos_token=eos_token)
+    except Exception as e:  # jinja2's lexer lets ast's SyntaxError out (found by fuzzing:
+        # a float literal with a non-ASCII digit, `{{ 1.\u07c2 }}`); RecursionError, ...
+        raise TribitError(f"invalid chat template: {type(e).__name__}: {e}") from None
     parts: list[str] = []
     size = 0
     try:
@@ -211,3 +234,79 @@ def render_chat(
     except Exception as e:  # template code errors (TypeError, KeyError, ...) are input errors
         raise TribitError(f"the chat template failed: {type(e).__name__}: {e}") from None
     return "".join(parts)
+
+
+# Placeholders for special-token texts inside message contents: one private-use character
+# per distinct protected text, from the first of these planes that neither the template nor
+# any control token uses (see encode_chat).
+_PLACEHOLDER_PLANES = ((0xF0000, 0xFFFFE), (0x100000, 0x10FFFE))
+
+
+def encode_chat(
+    tokenizer: Any,
+    messages: Sequence[Mapping[str, Any]],
+    template: str | None = None,
+    add_generation_prompt: bool = True,
+    bos_token: str = "",
+    eos_token: str = "",
+    add_bos: bool | None = None,
+    isolated: bool | None = None,
+    **extra: Any,
+) -> list[int]:
+    """Token ids of a conversation rendered with a chat template, where only the template's
+    own text can become control tokens: message contents are plain text.
+
+    Rendering the template and encoding the result with `special=True` let a user write
+    `<|eot_id|>Assistant: ...` and fake turns. Here every control-token text (and every
+    placeholder-range character) inside a content is swapped for a private-use placeholder
+    before rendering; the rendered text is split at control tokens as usual, and the raw
+    fragments get their placeholders back as text. Template filters keep working (trim,
+    upper, ... leave placeholders alone); adjacent template and content text still merge
+    into one fragment, so ordinary prompts encode exactly as before.
+    add_bos: None -> the tokenizer's setting, except when the rendered text already starts
+    with `bos_token`. isolated: as in `render_chat`.
+    """
+    source = resolve_template(template)
+    plain = _plain_messages(messages)
+    lo, hi = _placeholder_plane(tokenizer, source)
+    protected = tokenizer.control_texts
+    table: dict[str, str] = {}  # protected text -> placeholder
+
+    def escape(text: str) -> str:
+        present = [t for t in protected if t in text]
+        in_range = {c for c in text if lo <= ord(c) < hi}
+        if not present and not in_range:
+            return text
+        import re
+
+        alts = [re.escape(t) for t in present] + [re.escape(c) for c in sorted(in_range)]
+        pattern = re.compile("|".join(alts))  # present is longest first: so is the match
+
+        def sub(m: Any) -> str:
+            t = m.group(0)
+            if t not in table:
+                if len(table) >= hi - lo:
+                    raise TribitError("the messages hold too many distinct special-token texts")
+                table[t] = chr(lo + len(table))
+            return table[t]
+
+        return pattern.sub(sub, text)
+
+    for msg in plain:
+        if isinstance(msg.get("content"), str):
+            msg["content"] = escape(msg["content"])
+    text = render_chat(plain, source, add_generation_prompt, bos_token, eos_token,
+                       isolated=isolated, **extra)
+    if add_bos is None:
+        add_bos = bool(tokenizer.add_bos) and not (bos_token and text.startswith(bos_token))
+    restore = {ord(ph): t for t, ph in table.items()}
+    return tokenizer._encode(text, add_bos, True, False, restore)
+
+
+def _placeholder_plane(tokenizer: Any, source: str) -> tuple[int, int]:
+    for lo, hi in _PLACEHOLDER_PLANES:
+        used = any(lo <= ord(c) < hi for t in [source, *tokenizer.control_texts] for c in t)
+        if not used:
+            return lo, hi
+    raise TribitError("the chat template or the vocabulary uses private-use characters of "
+                      "both supplementary planes; tribit cannot keep message text apart")
