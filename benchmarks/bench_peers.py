@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--macs-per-token", type=float, default=2.08e9,
                     help="ternary multiply-accumulates per token (2B-4T: 2.08e9)")
     ap.add_argument("--isa", default=None, help="TRIBIT_ISA for tribit's runs")
+    ap.add_argument("--head-types", default="",
+                    help="also run tribit with these load-time head types (e.g. q8_0,q6_k)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     threads = [int(v) for v in args.t.split(",") if v]
@@ -105,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     tribit_cmd = [sys.executable, "-m", "tribit", "bench", "-m", args.model]
     if args.isa:
         os.environ["TRIBIT_ISA"] = args.isa
-    engines = [Engine("tribit", tribit_cmd, "tribit"), *(parse_peer(s) for s in specs)]
+    engines = [Engine("tribit", tribit_cmd, "tribit"),
+               *(Engine(f"tribit {h} head", [*tribit_cmd, "--head-type", h], "tribit")
+                 for h in args.head_types.split(",") if h),
+               *(parse_peer(s) for s in specs)]
     roofs = probes(threads)
     runs: dict[str, list[dict]] = {e.name: [] for e in engines}
     for rnd in range(args.rounds):

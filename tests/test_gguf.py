@@ -313,3 +313,27 @@ def test_custom_alignment_round_trip(tmp_path):
     assert r.tensors["b"].offset % 64 == 0
     assert r.array("b").tolist() == [0, 1, 2, 3, 4]
     assert GGUFValueType.UINT32 == r.metadata_types["general.alignment"]
+
+
+def test_copy_is_the_tensor_bytes_and_refuses_a_truncated_file(tmp_path):
+    """GGUFReader.copy (the runtime's head: memory of its own) gives the same bytes as the
+    zero-copy view, writable and not the map; a file cut short after parsing is a
+    FormatError, not short data."""
+    path = tmp_path / "m.gguf"
+    w = GGUFWriter(path)
+    w.add_metadata("general.architecture", "bitnet")
+    data = np.arange(3 * 96, dtype=np.float32).reshape(3, 96)
+    w.add_tensor("a", data.shape, GGMLType.F32, data.tobytes())
+    w.add_tensor("b", (3, 32), GGMLType.F32, (data[:, :32] * 2).tobytes())
+    w.write()
+    r = GGUFReader(path)
+    for name in ("a", "b"):
+        c = r.copy(name)
+        assert c.dtype == np.uint8 and c.flags.writeable and c.flags.owndata
+        assert c.tobytes() == r.raw(name).tobytes()
+    np.testing.assert_array_equal(r.copy("b").view("<f4").reshape(3, 32), data[:, :32] * 2)
+    with open(path, "r+b") as f:
+        f.truncate(r.tensors["b"].offset + 8)
+    with pytest.raises(FormatError, match="truncated"):
+        r.copy("b")
+    r.close()

@@ -212,7 +212,9 @@ def _build(reader, path, n_threads, n_ctx, kv_type, n_seq, isa, head_type, t0, r
     head_shape = (cfg.n_vocab, cfg.n_embd)
 
     def head_matrix(name: str) -> tuple[np.ndarray, str]:
-        raw, qtype = read_float_matrix(reader, name, head_shape)
+        # the head is read in full for every token: a copy of its own in huge pages,
+        # unless it is repacked into one anyway
+        raw, qtype = read_float_matrix(reader, name, head_shape, copy=head_type is None)
         return repack_float_matrix(raw, qtype, head_shape, head_type, name,
                                    q6_k=lambda x: _core.quantize_q6_k(x, n_threads))
 
