@@ -89,8 +89,9 @@ void bind_axpy(nb::module_& m, const char* name, void (*KernelTable::*fn)(double
     }, nb::arg("y"), nb::arg("a"), nb::arg("x"), nb::arg("isa") = nb::none(), "y + a * x (a new array)");
 }
 
-// dot_rows / axpy_rows: the rows of `a` (or `y`) against one vector, as attention
-// calls them for a GQA group (a widened to double as attention widens q)
+// dot_rows: the rows of `a` against one vector, as attention calls it for a GQA
+// group (a widened to double as attention widens q); wsum_rows: attention's
+// weighted sum of value rows
 template <typename B>
 void bind_dot_rows(nb::module_& m, const char* name,
                    void (*KernelTable::*fn)(double*, const double*, int64_t, int64_t, const B*, int64_t)) {
@@ -103,22 +104,6 @@ void bind_dot_rows(nb::module_& m, const char* name,
         (table(isa).*fn)(out.data(), wide.data(), n, rows, b.data(), n);
         return out;
     }, nb::arg("a"), nb::arg("b"), nb::arg("isa") = nb::none(), "dot of each row of a with b");
-}
-
-template <typename X>
-void bind_axpy_rows(nb::module_& m, const char* name,
-                    void (*KernelTable::*fn)(double*, int64_t, const double*, int64_t, int64_t, const X*, int64_t)) {
-    const std::string msg = std::string(name) + ": shapes differ";
-    m.def(name, [fn, msg](Arr2<const double> y, Arr1<const double> coef, Arr1<const X> x,
-                          std::optional<std::string> isa) {
-        if (y.shape(1) != x.shape(0) || y.shape(0) != coef.shape(0)) throw nb::value_error(msg.c_str());
-        const int64_t rows = int64_t(y.shape(0)), n = int64_t(y.shape(1));
-        auto out = owned<double>({size_t(rows), size_t(n)});
-        std::memcpy(out.data(), y.data(), size_t(rows * n) * 8);
-        (table(isa).*fn)(out.data(), n, coef.data(), 1, rows, x.data(), n);
-        return out;
-    }, nb::arg("y"), nb::arg("coef"), nb::arg("x"), nb::arg("isa") = nb::none(),
-       "y[g] + coef[g] * x for each row g (a new array)");
 }
 
 template <typename X>
@@ -196,8 +181,6 @@ void bind_kernels(nb::module_& m) {
     bind_axpy<uint16_t>(m, "axpy_f16", &KernelTable::axpy_f16);
     bind_dot_rows<float>(m, "dot_rows", &KernelTable::dot_rows_f32);
     bind_dot_rows<uint16_t>(m, "dot_rows_f16", &KernelTable::dot_rows_f16);
-    bind_axpy_rows<float>(m, "axpy_rows", &KernelTable::axpy_rows_f32);
-    bind_axpy_rows<uint16_t>(m, "axpy_rows_f16", &KernelTable::axpy_rows_f16);
     bind_wsum_rows<float>(m, "wsum_rows", &KernelTable::wsum_rows_f32);
     bind_wsum_rows<uint16_t>(m, "wsum_rows_f16", &KernelTable::wsum_rows_f16);
 

@@ -93,22 +93,18 @@ using axpy_f32_fn = void (*)(double* y, double a, const float* x, int64_t n);
 using dot_f16_fn = double (*)(const double* a, const uint16_t* b, int64_t n);
 using axpy_f16_fn = void (*)(double* y, double a, const uint16_t* x, int64_t n);
 // The same for the rows of a GQA group against one cache row: out[g] =
-// dot(a + g * lda, b, n) and y[g * ldy ...] += coef[g * ldc] * x for g < rows,
-// each row's operations and order exactly those of dot/axpy above (so the
-// results are identical), the cache row loaded and widened once for all rows,
-// and the rows' sums independent chains (one dot alone is latency-bound).
+// dot(a + g * lda, b, n) for g < rows, each row's operations and order exactly
+// those of dot above (so the results are identical), the cache row loaded and
+// widened once for all rows, and the rows' sums independent chains (one dot
+// alone is latency-bound).
 using dot_rows_f32_fn = void (*)(double* out, const double* a, int64_t lda, int64_t rows,
                                  const float* b, int64_t n);
 using dot_rows_f16_fn = void (*)(double* out, const double* a, int64_t lda, int64_t rows,
                                  const uint16_t* b, int64_t n);
-using axpy_rows_f32_fn = void (*)(double* y, int64_t ldy, const double* coef, int64_t ldc,
-                                  int64_t rows, const float* x, int64_t n);
-using axpy_rows_f16_fn = void (*)(double* y, int64_t ldy, const double* coef, int64_t ldc,
-                                  int64_t rows, const uint16_t* x, int64_t n);
 // Attention's weighted sum of values for a GQA group: y[g * ldy + i] (g < rows,
 // i < n) = zero, then + coef[g * ldc + t] * x[t * ldx + i] for t = 0 .. len-1 in
-// order, each product rounded before its sum: exactly `len` axpy_rows calls on
-// zeroed rows, with the sums kept in registers across t instead of stored and
+// order, each product rounded before its sum: exactly `len` axpy calls per row
+// on zeroed rows, with the sums kept in registers across t instead of stored and
 // reloaded per cache row.
 using wsum_rows_f32_fn = void (*)(double* y, int64_t ldy, const double* coef, int64_t ldc,
                                   int64_t rows, const float* x, int64_t ldx, int64_t len, int64_t n);
@@ -135,8 +131,6 @@ struct KernelTable {
     axpy_f16_fn axpy_f16 = nullptr;
     dot_rows_f32_fn dot_rows_f32 = nullptr;
     dot_rows_f16_fn dot_rows_f16 = nullptr;
-    axpy_rows_f32_fn axpy_rows_f32 = nullptr;
-    axpy_rows_f16_fn axpy_rows_f16 = nullptr;
     wsum_rows_f32_fn wsum_rows_f32 = nullptr;
     wsum_rows_f16_fn wsum_rows_f16 = nullptr;
     mac_probe_fn mac_probe = nullptr;  // SIMD variants only

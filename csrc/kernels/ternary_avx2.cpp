@@ -496,30 +496,6 @@ void dot_rows_avx2(double* out, const double* a, int64_t lda, int64_t rows, cons
     for (; g < rows; g++) out[g] = dot_avx2(a + g * lda, b, n);
 }
 
-template <typename X>
-void axpy_rows_avx2(double* y, int64_t ldy, const double* coef, int64_t ldc, int64_t rows,
-                    const X* x, int64_t n) {
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256 vx = load8(x + i);
-        const __m256d x0 = _mm256_cvtps_pd(_mm256_castps256_ps128(vx));
-        const __m256d x1 = _mm256_cvtps_pd(_mm256_extractf128_ps(vx, 1));
-        for (int64_t g = 0; g < rows; g++) {
-            double* yg = y + g * ldy;
-            const __m256d va = _mm256_set1_pd(coef[g * ldc]);
-            _mm256_storeu_pd(yg + i, _mm256_add_pd(_mm256_loadu_pd(yg + i), _mm256_mul_pd(va, x0)));
-            _mm256_storeu_pd(yg + i + 4, _mm256_add_pd(_mm256_loadu_pd(yg + i + 4), _mm256_mul_pd(va, x1)));
-        }
-    }
-    for (; i < n; i++) {
-        const double xi = value(x, i);
-        for (int64_t g = 0; g < rows; g++) {
-            const double ax = coef[g * ldc] * xi;
-            y[g * ldy + i] = y[g * ldy + i] + ax;
-        }
-    }
-}
-
 // 8 columns of up to 4 rows in registers (8 sums) while t runs over the cache
 // rows; the tail columns one by one, each in the same t order.
 template <typename X>
@@ -604,8 +580,6 @@ void fill_table_avx2(KernelTable& t) {
     t.axpy_f16 = axpy_f16_avx2;
     t.dot_rows_f32 = dot_rows_avx2<float>;
     t.dot_rows_f16 = dot_rows_avx2<uint16_t>;
-    t.axpy_rows_f32 = axpy_rows_avx2<float>;
-    t.axpy_rows_f16 = axpy_rows_avx2<uint16_t>;
     t.wsum_rows_f32 = wsum_rows_avx2<float>;
     t.wsum_rows_f16 = wsum_rows_avx2<uint16_t>;
     t.quantize_act = quantize_act_avx2;

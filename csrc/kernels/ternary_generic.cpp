@@ -285,11 +285,6 @@ template <typename B>
 static void dot_rows_generic(double* out, const double* a, int64_t lda, int64_t rows, const B* b, int64_t n) {
     for (int64_t g = 0; g < rows; g++) out[g] = dot_generic(a + g * lda, b, n);
 }
-template <typename X>
-static void axpy_rows_generic(double* y, int64_t ldy, const double* coef, int64_t ldc, int64_t rows,
-                              const X* x, int64_t n) {
-    for (int64_t g = 0; g < rows; g++) axpy_generic(y + g * ldy, coef[g * ldc], x, n);
-}
 
 void fill_table_generic(KernelTable& t) {
     t.cvt_f32_f16 = cvt_f32_f16_generic;
@@ -299,8 +294,6 @@ void fill_table_generic(KernelTable& t) {
     t.axpy_f16 = axpy_f16_generic;
     t.dot_rows_f32 = dot_rows_generic<float>;
     t.dot_rows_f16 = dot_rows_generic<uint16_t>;
-    t.axpy_rows_f32 = axpy_rows_generic<float>;
-    t.axpy_rows_f16 = axpy_rows_generic<uint16_t>;
     t.wsum_rows_f32 = wsum_rows_generic<float>;
     t.wsum_rows_f16 = wsum_rows_generic<uint16_t>;
     t.quantize_act = quantize_act_generic;
