@@ -161,6 +161,12 @@ void Model::reserve(int64_t n) {
     cap_ = n;
 }
 
+// Row-wise ops (norms, quantization, the activation) are split over the threads
+// only from this many values on: below, one thread finishes in a few us, less
+// than waking the pool costs on a busy machine (8 decode streams' norms took more
+// time in barriers than in arithmetic there).
+constexpr int64_t kSplitMin = 1 << 16;
+
 // sum of x[i]^2 in double: eight partial sums over i = j (mod 8), then
 // ((s0 + s4) + (s2 + s6)) + ((s1 + s5) + (s3 + s7)), then the tail in order.
 // Portable code in one fixed order, so the same doubles on every ISA; the eight
@@ -189,7 +195,7 @@ void Model::rmsnorm(float* out, const float* x, const float* w, int64_t n, int64
             for (int64_t i = 0; i < d; i++) yr[i] = (xr[i] * scale) * w[i];
         }
     };
-    if (n >= 8) pool_->parallel_for(n, 1, body);
+    if (n * d >= kSplitMin) pool_->parallel_for(n, 1, body);
     else body(0, n);
 }
 
@@ -205,7 +211,7 @@ void Model::bitlinear(Op op, float* const* ys, const int64_t* ldys, const Ternar
     };
     {
         OpTimer timer(prof_, Op::quantize);
-        if (n >= 8) pool_->parallel_for(n, 1, quant);
+        if (n * k >= kSplitMin) pool_->parallel_for(n, 1, quant);
         else quant(0, n);
     }
     OpTimer timer(prof_, op);
@@ -279,7 +285,7 @@ void Model::activation(float* g, const float* u, int64_t n) {
             for (int64_t i = b; i < e; i++) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
         }
     };
-    if (n >= 65536) pool_->parallel_for(n, 16384, body);  // prefill; decode is too short to split
+    if (n >= kSplitMin) pool_->parallel_for(n, 16384, body);  // prefill; decode is too short to split
     else body(0, n);
 }
 
