@@ -34,9 +34,6 @@ private:
     int op_;
     std::chrono::steady_clock::time_point t0_;
 };
-}  // namespace
-
-namespace {
 
 // a * b in size_t, or throw: every size computed from metadata or arguments goes
 // through here (a wrapped KV-cache size once became an empty vector that the
@@ -54,6 +51,10 @@ size_t checked_dim(int64_t v, const char* what) {
 }
 
 }  // namespace
+
+// Query heads one attention item serves at most (GQA groups are 1-8 in every
+// known model; a larger group is split into slices): sizes attention()'s scratch.
+constexpr int64_t kMaxGroup = 16;
 
 size_t kv_cache_elements(const ModelParams& p) {
     size_t kv = checked_mul(checked_dim(p.n_layer, "n_layer"), checked_dim(p.n_seq, "n_seq"), "KV cache size");
@@ -80,8 +81,9 @@ Model::Model(const ModelParams& p, const KernelTable& table) : params(p), kt(tab
     if (p.n_threads < 1 || p.n_threads > kMaxThreads)
         throw std::invalid_argument("n_threads must be in [1, " + std::to_string(kMaxThreads) + "]");
     const size_t kv = kv_cache_elements(p);
-    // attention scratch per thread (attention()): gs x n_ctx scores + 2 gs x head_dim, gs <= group
-    const size_t group = size_t(p.n_head / p.n_head_kv);
+    // attention scratch per thread (attention()): gs x n_ctx scores + 2 gs x head_dim,
+    // gs <= min(group, kMaxGroup)
+    const size_t group = size_t(std::min<int64_t>(p.n_head / p.n_head_kv, kMaxGroup));
     const size_t per_thread = checked_mul(group, size_t(p.n_ctx) + 2 * size_t(p.head_dim), "attention scratch");
     const size_t scratch = checked_mul(checked_mul(per_thread, size_t(p.n_threads), "attention scratch"),
                                        sizeof(double), "attention scratch") / sizeof(double);
@@ -90,6 +92,10 @@ Model::Model(const ModelParams& p, const KernelTable& table) : params(p), kt(tab
     n_past_.assign(size_t(p.n_seq), 0);
     for (int64_t i = 0; i < p.n_rot / 2; i++)
         rope_freq_.push_back(std::pow(double(p.rope_theta), -2.0 * double(i) / double(p.n_rot)));
+    auto too_big = [&] {
+        return std::runtime_error("cannot allocate the KV cache: it needs " +
+                                  std::to_string(kv * (p.kv_f16 ? 4 : 8)) + " bytes");
+    };
     try {
         if (p.kv_f16) {
             k16_.assign(kv, 0);
@@ -100,11 +106,9 @@ Model::Model(const ModelParams& p, const KernelTable& table) : params(p), kt(tab
         }
         att_scratch_.assign(scratch, 0.0);
     } catch (const std::bad_alloc&) {
-        throw std::runtime_error("cannot allocate the KV cache: it needs " +
-                                 std::to_string(kv * (p.kv_f16 ? 4 : 8)) + " bytes");
-    } catch (const std::length_error&) {
-        throw std::runtime_error("cannot allocate the KV cache: it needs " +
-                                 std::to_string(kv * (p.kv_f16 ? 4 : 8)) + " bytes");
+        throw too_big();
+    } catch (const std::length_error&) {  // past the vector's max_size()
+        throw too_big();
     }
 }
 
@@ -237,6 +241,7 @@ void Model::bitlinear(Op op, float* const* ys, const int64_t* ldys, const Ternar
 // per forward for all layers: in double, rounded to float once (as tribit.train's
 // tables: the same floats).
 void Model::rope_angles(const int32_t* pos, int64_t n) {
+    OpTimer timer(prof_, Op::rope);
     const int64_t half = params.n_rot / 2;
     rope_cs_.resize(size_t(n * half * 2));
     for (int64_t j = 0; j < n; j++)
@@ -317,10 +322,6 @@ void Model::store_kv(int64_t layer, const int32_t* pos, const int32_t* seq, int6
 // Per query head the arithmetic is the same as one head at a time. Scores,
 // softmax and the weighted sum of values run in double, rounded to float once at
 // the output (kernels.h: the same floats on every ISA and in tribit.train).
-// Query heads one attention item serves at most (GQA groups are 1-8 in every
-// known model; a larger group is split into slices).
-constexpr int64_t kMaxGroup = 16;
-
 void Model::attention(int64_t layer, const int32_t* pos, const int32_t* seq, int64_t n) {
     OpTimer timer(prof_, Op::attention);
     const ModelParams& p = params;
@@ -405,10 +406,7 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* se
         OpTimer timer(prof_, Op::embed);
         for (int64_t j = 0; j < n; j++) kt.float_row(x + j * d, tok_embd, tokens[j]);
     }
-    {
-        OpTimer timer(prof_, Op::rope);
-        rope_angles(pos, n);
-    }
+    rope_angles(pos, n);
 
     for (int64_t l = 0; l < p.n_layer; l++) {
         const Layer& L = layers[size_t(l)];
