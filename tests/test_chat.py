@@ -14,15 +14,14 @@ import tribit  # noqa: E402
 from tiny_models import random_weights, write_model  # noqa: E402
 from tribit.chat import (  # noqa: E402
     ChatSession,
+    chat_prompt_tokens,
     chat_template,
-    chat_tokens,
-    create_chat_completion,
-    create_completion,
     normalize_messages,
     render_messages,
 )
+from tribit.completion import create_chat_completion, create_completion  # noqa: E402
 from tribit.errors import TribitError  # noqa: E402
-from tribit.generate import ContextLengthError, cached_tokens, generate  # noqa: E402
+from tribit.generation import ContextLengthError, generate  # noqa: E402
 
 BOS, EOS, EOT = 256, 257, 258
 TEMPLATE = (
@@ -81,7 +80,7 @@ def test_file_template_and_single_bos(templated):
     text = render_messages(templated, MESSAGES)
     assert text.startswith("<|begin_of_text|>[system]Answer briefly.<|eot_id|>[user]")
     assert text.endswith("[assistant]")
-    toks = chat_tokens(templated, MESSAGES)
+    toks = chat_prompt_tokens(templated, MESSAGES)
     assert toks[0] == BOS and toks.count(BOS) == 1  # the template's BOS, not a second one
     assert toks.count(EOT) == 2  # special-token text parsed as the special token
     assert templated.detokenize(toks[1:]).startswith("[system]")
@@ -106,7 +105,7 @@ def test_normalize_messages_errors():
 
 
 def _fresh_answer(model, messages, **kw):
-    return generate(model, chat_tokens(model, messages), reuse_cache=False, **kw)
+    return generate(model, chat_prompt_tokens(model, messages), reuse_cache=False, **kw)
 
 
 @pytest.mark.parametrize("which", ["model", "templated"])
@@ -127,7 +126,7 @@ def test_session_kv_reuse_equals_full_recompute(which, request):
             assert chunks[-1].prompt_cached_tokens >= n_prev
         n_prev = chunks[-1].prompt_tokens
     assert len(session.messages) == 1 + 2 * len(user_turns)
-    assert cached_tokens(m)[:n_prev] == chat_tokens(m, session.messages[:-1])[:n_prev]
+    assert m.cached_tokens()[:n_prev] == chat_prompt_tokens(m, session.messages[:-1])[:n_prev]
 
 
 def test_session_early_stop_keeps_partial_answer(model):
@@ -143,7 +142,8 @@ def test_session_early_stop_keeps_partial_answer(model):
 def test_session_interrupt_keeps_partial_answer_and_stays_usable(model):
     kw = dict(max_tokens=8, logits_processors=[ascii_only])
     session = ChatSession(model, system="S", **kw)
-    n_prompt = len(chat_tokens(model, [*session.messages, {"role": "user", "content": "Hi"}]))
+    turn = {"role": "user", "content": "Hi"}
+    n_prompt = len(chat_prompt_tokens(model, [*session.messages, turn]))
 
     def ctrl_c_at_4(tokens, logits):
         if len(tokens) == n_prompt + 3:
@@ -229,7 +229,7 @@ def test_create_chat_completion_shapes(model):
     assert choice["message"]["role"] == "assistant"
     assert isinstance(choice["message"]["content"], str)
     assert choice["finish_reason"] == "length"
-    _check_usage(r["usage"], len(chat_tokens(model, MESSAGES)), 8)
+    _check_usage(r["usage"], len(chat_prompt_tokens(model, MESSAGES)), 8)
     chunks = list(create_chat_completion(model, MESSAGES, stream=True, **kw))
     for c in chunks:
         _check_head(c, "chat.completion.chunk")
@@ -246,7 +246,7 @@ def test_create_chat_completion_shapes(model):
 
 
 def test_chat_completion_stops_at_end_of_turn(model):
-    n_prompt = len(chat_tokens(model, MESSAGES))
+    n_prompt = len(chat_prompt_tokens(model, MESSAGES))
 
     def eot_after_3(tokens, logits):
         out = ascii_only(tokens, logits)

@@ -20,7 +20,7 @@ from tiny_models import random_weights, write_model  # noqa: E402
 from tribit.chat import ChatSession  # noqa: E402
 from tribit.cli.main import build_parser  # noqa: E402
 from tribit.cli.run import process_escapes  # noqa: E402
-from tribit.generate import generate  # noqa: E402
+from tribit.generation import generate  # noqa: E402
 
 # the child process must import the tribit these tests import (installed, or src/ in a
 # development checkout), not whatever a relative path would find

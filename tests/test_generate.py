@@ -13,10 +13,9 @@ pytest.importorskip("tribit.sampling")
 import tribit  # noqa: E402
 from tiny_models import random_weights, write_model  # noqa: E402
 from tribit.errors import TribitError  # noqa: E402
-from tribit.generate import (  # noqa: E402
+from tribit.generation import (  # noqa: E402
     ContextLengthError,
     StopMatcher,
-    cached_tokens,
     generate,
     generate_step,
     stream_generate,
@@ -292,7 +291,7 @@ def test_prompt_cache_reuse_equals_recompute(model):
     assert "".join(c.text for c in chunks) == fresh
     # the record follows the slot: a reset behind our back is noticed
     model.reset()
-    assert cached_tokens(model) == []
+    assert model.cached_tokens() == []
     again = list(stream_generate(model, longer, **kw))
     assert again[-1].prompt_cached_tokens == 0
     assert "".join(c.text for c in again) == fresh

@@ -115,7 +115,7 @@ def test_q6_k_file_from_the_writer_loads_and_decodes(tmp_path, tied):
     assert got == want
     kld, top1 = kld_top1(reference.forward(ref, toks), m.logits(toks))
     assert kld <= KLD_MAX and top1 >= TOP1_MIN, (kld, top1)
-    from tribit.generate import generate
+    from tribit.generation import generate
 
     assert isinstance(generate(m, toks[:4], max_tokens=4, temperature=0.0), str)
 

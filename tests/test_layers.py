@@ -13,8 +13,11 @@ ALLOWED = {
     "tokenizer": {"errors", "tokenizer", "formats"},
     "sampling": {"errors"},
     "model": {"errors", "formats", "quant", "model", "_core", "tokenizer", "data"},
-    "generate": {"errors", "model", "sampling", "tokenizer", "generate"},
-    "chat": {"errors", "model", "sampling", "tokenizer", "generate", "chat"},
+    "generation": {"errors", "sampling", "tokenizer", "generation"},
+    "chat": {"errors", "sampling", "tokenizer", "generation", "chat"},
+    "protocol": {"errors"},
+    "completion": {"errors", "sampling", "generation", "chat", "protocol", "completion"},
+    "llm": {"errors", "model", "generation", "completion", "llm"},
     "cli": None,  # public API only: checked below
     "server": None,
     "convert": {"errors", "formats", "quant", "tokenizer", "convert", "data"},

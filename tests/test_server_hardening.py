@@ -2,7 +2,6 @@
 items 3, 5, 6, 7 and 9): OpenAI-shaped 4xx/5xx JSON errors, one request's failure never
 touching another's, CPU work off the event loop (so /health keeps answering)."""
 
-import json
 import threading
 import time
 
@@ -200,11 +199,12 @@ def test_engine_isolates_a_failing_job(tmp_path):
         done = [threading.Event() for _ in jobs_spec]
         try:
             for i, (toks, procs) in enumerate(jobs_spec):
-                def emit(ev, i=i):
-                    events[i].append(ev)
-                    if "error" in ev or ev.get("finish_reason"):
+                def emit(chunk, i=i):
+                    events[i].append(chunk)
+                    if chunk.finish_reason:
                         done[i].set()
-                eng.submit(Job(toks, 8, greedy, procs, [], emit))
+                opts = {"max_tokens": 8, "sampler": greedy, "logits_processors": procs}
+                eng.submit(Job(toks, opts, emit))
             for d in done:
                 assert d.wait(60)
         finally:
@@ -216,8 +216,8 @@ def test_engine_isolates_a_failing_job(tmp_path):
     # a token id the model refuses (as a tokenizer larger than token_embd produced) and a
     # processor that raises, batched with a good request
     mixed = run([(good, []), ([1, 2, N_VOCAB + 5], []), ([7, 8, 9], [boom])])
-    assert mixed[0] == alone or [e["token"] for e in mixed[0]] == [e["token"] for e in alone]
-    assert "error" in mixed[1][-1] and "out of range" in mixed[1][-1]["error"]
-    assert "error" in mixed[2][-1] and "processor failed" in mixed[2][-1]["error"]
-    assert all("error" not in e for e in mixed[0])
-    json.dumps(mixed[1])  # events stay JSON-able
+    assert [c.token for c in mixed[0]] == [c.token for c in alone]
+    assert [c.text for c in mixed[0]] == [c.text for c in alone]
+    assert mixed[1][-1].finish_reason == "error" and "out of range" in str(mixed[1][-1].error)
+    assert mixed[2][-1].finish_reason == "error" and "processor failed" in str(mixed[2][-1].error)
+    assert all(c.error is None for c in mixed[0]) and mixed[0][-1].finish_reason == "length"

@@ -1,7 +1,8 @@
 """tribit: fast, lossless 1.58-bit (ternary) LLM inference on CPUs.
 
 The top-level names are resolved lazily so that file tools (formats, quant,
-tokenizer) import without the compiled core.
+tokenizer) import without the compiled core. No top-level name is also the name of a
+submodule, so `tribit.generate` is the function whatever has been imported.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import os
 from importlib import import_module
 from typing import Any
 
-from .errors import FormatError, ModelError, TribitError
+from .errors import ContextLengthError, FormatError, ModelError, TribitError
 
 __version__ = "0.1.0"
 
@@ -20,40 +21,31 @@ if os.environ.get("TRIBIT_CORE_DIR"):
     __path__.insert(0, os.path.abspath(os.environ["TRIBIT_CORE_DIR"]))  # noqa: F821
 
 _LAZY = {
-    "load": ("tribit.model", "load"),
-    "Model": ("tribit.model", "Model"),
-    "ModelConfig": ("tribit.model", "ModelConfig"),
-    "generate": ("tribit.generate", "generate"),
-    "stream_generate": ("tribit.generate", "stream_generate"),
-    "generate_step": ("tribit.generate", "generate_step"),
-    "ChatSession": ("tribit.chat", "ChatSession"),
-    "create_completion": ("tribit.chat", "create_completion"),
-    "create_chat_completion": ("tribit.chat", "create_chat_completion"),
-    "ContextLengthError": ("tribit.generate", "ContextLengthError"),
+    "load": "tribit.llm",
+    "Model": "tribit.llm",
+    "ModelConfig": "tribit.model",
+    "SamplerParams": "tribit.sampling",
+    "generate": "tribit.generation",
+    "stream_generate": "tribit.generation",
+    "generate_step": "tribit.generation",
+    "BatchGenerator": "tribit.generation",
+    "GenerationChunk": "tribit.generation",
+    "ChatSession": "tribit.chat",
+    "create_completion": "tribit.completion",
+    "create_chat_completion": "tribit.completion",
 }
 
-__all__ = ["FormatError", "ModelError", "TribitError", "__version__", *_LAZY]
-
-
-def _wire_model_methods() -> None:
-    """Give Model the OpenAI-shaped methods llama-cpp-python users expect.
-
-    They live in tribit.chat, above the model in the layer tower; the package root
-    is the one place that may join the two.
-    """
-    from .chat import create_chat_completion, create_completion
-    from .model import Model
-
-    if not hasattr(Model, "create_completion"):
-        Model.create_completion = create_completion
-        Model.create_chat_completion = create_chat_completion
+__all__ = ["ContextLengthError", "FormatError", "ModelError", "TribitError", "__version__",
+           *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        module, attr = _LAZY[name]
-        value = getattr(import_module(module), attr)
-        if module == "tribit.model":
-            _wire_model_methods()
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value  # resolved once
         return value
     raise AttributeError(f"module 'tribit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,145 +1,117 @@
-"""Chat on top of `tribit.generate`: prompts from chat templates, multi-turn sessions that
-reuse the KV cache, and OpenAI-shaped completions (the dicts llama-cpp-python returns).
+"""Chat: prompts from chat templates and multi-turn sessions that reuse the KV cache.
+
+One place for what a chat prompt is: the messages are normalised once
+(`tokenizer.chat.normalize_messages`: roles system, developer, user, assistant, tool), the
+template is the file's own (sandboxed, budgeted) or a built-in one, only the template's own
+markers become control tokens, and BOS appears once. The library, the CLI and the server
+all build chat prompts with `chat_prompt_tokens`.
 
 Multi-turn reuse: every turn re-renders the whole conversation and tokenizes it; the
-prompt cache of `tribit.generate` finds the longest prefix already in the slot's KV cache
-(system prompt, earlier turns) and computes only the new tail.
+model's slot records (`Model.cached_tokens`) find the longest prefix already in a KV slot
+(system prompt, earlier turns) and only the new tail is computed.
 """
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from .errors import TribitError
-from .generate import (
-    ContextLengthError,
-    GenerationChunk,
-    LogitsProcessor,
-    make_sampling,
-    stream_generate,
-    tokenize_prompt,
-)
+from .errors import ContextLengthError
+from .generation import GenerationChunk, LogitsProcessor, Sampler, stream_generate
+from .sampling import SamplerParams, make_logits_processors, make_sampler
+from .tokenizer.chat import builtin_name, encode_chat, normalize_messages, render_chat
+from .tokenizer.template_worker import TemplateBudgetError
 
-ROLES = ("system", "user", "assistant", "tool")
+__all__ = [
+    "ChatSession",
+    "TemplateBudgetError",
+    "chat_prompt_tokens",
+    "chat_template",
+    "normalize_messages",
+    "render_messages",
+]
 
 
-# -- chat templates -----------------------------------------------------------------------
 def chat_template(model) -> str | None:
-    """The model's Jinja chat template, or None for the built-in BitNet 2B-4T format
-    (no template in the file, or the "BITNET" placeholder that bitnet.cpp's converter
-    writes and never renders)."""
+    """The model file's own Jinja chat template, or None where a built-in one applies (no
+    template in the file, or bitnet.cpp's "BITNET" placeholder)."""
     tmpl = model.metadata.get("tokenizer.chat_template")
-    if not isinstance(tmpl, str) or not tmpl.strip() or "BITNET" in tmpl:
+    if not isinstance(tmpl, str) or builtin_name(tmpl) is not None:
         return None
     return tmpl
 
 
-def normalize_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
-    """Check OpenAI-style messages and return plain {"role", "content"} dicts.
-
-    `content` may be a string, None (empty) or a list of {"type": "text", "text": ...}
-    parts, which are joined. Raises TribitError naming the bad message.
-    """
-    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
-        raise TribitError("messages must be a list of {'role': ..., 'content': ...} objects")
-    if not messages:
-        raise TribitError("messages is empty: give at least one message")
-    out = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, Mapping):
-            raise TribitError(f"messages[{i}] must be an object, got {type(m).__name__}")
-        role = m.get("role")
-        if role not in ROLES:
-            raise TribitError(f"messages[{i}].role must be one of {ROLES}, got {role!r}")
-        content = m.get("content")
-        if content is None:
-            content = ""
-        elif isinstance(content, list):
-            parts = []
-            for j, part in enumerate(content):
-                if not (
-                    isinstance(part, Mapping)
-                    and part.get("type") == "text"
-                    and isinstance(part.get("text"), str)
-                ):
-                    raise TribitError(
-                        f"messages[{i}].content[{j}] must be {{'type': 'text', 'text': str}}"
-                    )
-                parts.append(part["text"])
-            content = "".join(parts)
-        elif not isinstance(content, str):
-            raise TribitError(f"messages[{i}].content must be a string or a list of text parts")
-        out.append({"role": role, "content": content})
-    return out
-
-
-def _token_text(model, token_id: int | None) -> str:
+def _special_texts(model) -> dict[str, str]:
+    """The BOS and EOS texts a template may print."""
+    tok = model.tokenizer
     tokens = model.metadata.get("tokenizer.ggml.tokens")
-    if token_id is None or token_id < 0 or not tokens or token_id >= len(tokens):
-        return ""
-    return str(tokens[token_id])
+
+    def text(token_id: int | None) -> str:
+        if token_id is None or token_id < 0 or not tokens or token_id >= len(tokens):
+            return ""
+        return str(tokens[token_id])
+
+    return {"bos_token": text(tok.bos_id), "eos_token": text(tok.eos_id)}
 
 
 def render_messages(
     model, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True
 ) -> str:
     """The conversation as prompt text, with the model's chat template (sandboxed Jinja)."""
-    from .tokenizer.chat import render_chat
-
-    tok = model.tokenizer
-    return render_chat(
-        normalize_messages(messages),
-        template=chat_template(model),
-        add_generation_prompt=add_generation_prompt,
-        bos_token=_token_text(model, tok.bos_id),
-        eos_token=_token_text(model, tok.eos_id),
-    )
+    return render_chat(normalize_messages(messages), template=chat_template(model),
+                       add_generation_prompt=add_generation_prompt, **_special_texts(model))
 
 
-def chat_tokens(
+def chat_prompt_tokens(
     model, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True
 ) -> list[int]:
-    """Token ids of the rendered conversation (BOS added once). Only the template's own
-    markers become control tokens; message contents are encoded as plain text, so a user
-    cannot fake a turn by writing `<|eot_id|>` (tokenizer.chat.encode_chat)."""
-    from .tokenizer.chat import encode_chat
-
+    """Token ids of the rendered conversation. Only the template's own markers become
+    control tokens: message contents are encoded as plain text, so a user cannot fake a
+    turn by writing `<|eot_id|>` (tokenizer.chat.encode_chat). BOS once: the tokenizer
+    adds it unless the template already wrote it."""
     tok = model.tokenizer
-    return encode_chat(
-        tok,
-        normalize_messages(messages),
-        template=chat_template(model),
-        add_generation_prompt=add_generation_prompt,
-        bos_token=_token_text(model, tok.bos_id),
-        eos_token=_token_text(model, tok.eos_id),
-    )
+    ids = encode_chat(tok, normalize_messages(messages), template=chat_template(model),
+                      add_generation_prompt=add_generation_prompt, **_special_texts(model))
+    # a template that writes the BOS token under another spelling must not give a second one
+    if tok.bos_id is not None and len(ids) > 1 and ids[0] == ids[1] == tok.bos_id:
+        ids = ids[1:]
+    return ids
 
 
-# -- multi-turn sessions -----------------------------------------------------------------
 class ChatSession:
-    """A conversation with one model slot; each turn computes only the new tokens.
+    """A conversation with a model; each turn computes only the new tokens.
 
-    `sampling` holds stream_generate keyword arguments (temperature, top_k, max_tokens,
-    stop, seed, ...) used for every turn; a turn may override them. When the conversation
-    outgrows the context, the oldest turns (not the system prompt) are dropped if
-    `drop_old_turns`, else ContextLengthError is raised.
+    Sampling (a SamplerParams as `sampling`, or its fields as keywords; or an explicit
+    `sampler` / `logits_processors`) is built once for the whole session: a seeded session
+    draws one reproducible stream across turns. A turn may override max_tokens, stop or
+    sampling fields (that turn then samples with its own sampler). seq: the KV slot (None:
+    the free slot holding the longest prefix, which is this conversation's when nobody
+    else used it). When the conversation outgrows the context, the oldest turns (not the
+    system prompt) are dropped if `drop_old_turns`, else ContextLengthError is raised.
     """
 
     def __init__(
         self,
         model,
         system: str | None = None,
-        seq: int = 0,
+        seq: int | None = None,
         drop_old_turns: bool = True,
-        **sampling: Any,
+        max_tokens: int | None = None,
+        stop: Sequence[str] | str | None = None,
+        sampling: SamplerParams | None = None,
+        sampler: Sampler | None = None,
+        logits_processors: Sequence[LogitsProcessor] | None = None,
+        **params: Any,
     ):
         self.model = model
         self.seq = seq
         self.drop_old_turns = drop_old_turns
-        self.sampling = {"max_tokens": None, **sampling}
+        self.max_tokens = max_tokens
+        self.stop = stop
+        self.sampling = (sampling or SamplerParams()).replace(**params)
+        self._sampler = sampler or make_sampler(self.sampling)
+        self._processors = (list(logits_processors) if logits_processors is not None
+                            else make_logits_processors(self.sampling))
         self.messages: list[dict[str, str]] = []
         self.last: GenerationChunk | None = None  # final chunk (statistics) of the last turn
         self.reset(system)
@@ -152,10 +124,21 @@ class ChatSession:
         """Send a user message; yield the answer's chunks. The answer (as far as it got,
         also when the caller stops early or Ctrl-C interrupts it) joins the history."""
         self.messages.append({"role": "user", "content": content})
-        kwargs = {**self.sampling, **overrides}
+        max_tokens = overrides.pop("max_tokens", self.max_tokens)
+        stop = overrides.pop("stop", self.stop)
+        sampler = overrides.pop("sampler", None)
+        processors = overrides.pop("logits_processors", None)
+        if overrides:  # this turn samples differently
+            params = self.sampling.replace(**overrides)
+            sampler = sampler or make_sampler(params)
+            if processors is None:
+                processors = make_logits_processors(params)
+        sampler = sampler or self._sampler
+        processors = processors if processors is not None else self._processors
         try:
-            tokens = self._fit(kwargs.get("max_tokens"))
-            it = stream_generate(self.model, tokens, seq=self.seq, **kwargs)
+            tokens = self._fit(max_tokens)
+            it = stream_generate(self.model, tokens, max_tokens, sampler=sampler,
+                                 logits_processors=processors, stop=stop, seq=self.seq)
         except BaseException:
             self.messages.pop()
             raise
@@ -180,7 +163,7 @@ class ChatSession:
         n_ctx = int(self.model.n_ctx)
         room = min(n_ctx // 4, max_tokens if max_tokens and max_tokens > 0 else 256)
         while True:
-            tokens = chat_tokens(self.model, self.messages)
+            tokens = chat_prompt_tokens(self.model, self.messages)
             if len(tokens) + room <= n_ctx or not self.drop_old_turns:
                 break
             first = 1 if self.messages[0]["role"] == "system" else 0
@@ -192,200 +175,3 @@ class ChatSession:
         if len(tokens) > n_ctx:
             raise ContextLengthError(len(tokens), n_ctx)
         return tokens
-
-
-# -- OpenAI-shaped results ---------------------------------------------------------------
-def _model_name(model) -> str:
-    """The name reported in the `model` field: general.name, else the file name."""
-    name = getattr(getattr(model, "config", None), "name", None)
-    if name:
-        return str(name)
-    path = getattr(model, "path", None)
-    return path.name if path is not None else "tribit"
-
-
-def _usage(model, chunk: GenerationChunk | None, n_prompt: int) -> dict[str, int]:
-    n_gen = chunk.generation_tokens if chunk is not None else 0
-    if chunk is not None and chunk.token in model.tokenizer.eog_ids:
-        n_gen -= 1  # the end-of-generation token is not part of the completion
-    return {"prompt_tokens": n_prompt, "completion_tokens": n_gen, "total_tokens": n_prompt + n_gen}
-
-
-_SAMPLING = (
-    "temperature",
-    "top_k",
-    "top_p",
-    "min_p",
-    "typical_p",
-    "repeat_penalty",
-    "repeat_last_n",
-    "presence_penalty",
-    "frequency_penalty",
-    "logit_bias",
-    "seed",
-)
-
-
-def _start(model, tokens: list[int], args: dict[str, Any]) -> Iterator[GenerationChunk]:
-    """stream_generate with the sampling arguments of a create_* call; extra logits
-    processors run after the built ones (penalties, bias)."""
-    kw = {k: args[k] for k in _SAMPLING}
-    bias = kw["logit_bias"]
-    if bias:  # OpenAI sends token ids as strings
-        try:
-            kw["logit_bias"] = {int(k): float(v) for k, v in bias.items()}
-        except (TypeError, ValueError, AttributeError):
-            raise TribitError("logit_bias must map token ids to numbers") from None
-    sampler, processors = make_sampling(**kw)
-    processors += list(args["logits_processors"] or ())
-    return stream_generate(
-        model,
-        tokens,
-        args["max_tokens"],
-        stop=args["stop"],
-        seq=args["seq"],
-        sampler=sampler,
-        logits_processors=processors,
-    )
-
-
-def create_completion(
-    model,
-    prompt: str | Sequence[int],
-    stream: bool = False,
-    max_tokens: int | None = 16,
-    temperature: float = 0.8,
-    top_p: float = 0.95,
-    top_k: int = 40,
-    min_p: float = 0.05,
-    typical_p: float = 1.0,
-    repeat_penalty: float = 1.0,
-    repeat_last_n: int = 64,
-    presence_penalty: float = 0.0,
-    frequency_penalty: float = 0.0,
-    logit_bias: Mapping[Any, float] | None = None,
-    seed: int | None = None,
-    stop: Sequence[str] | str | None = None,
-    seq: int = 0,
-    logits_processors: Sequence[LogitsProcessor] | None = None,
-    include_usage: bool = False,
-    model_name: str | None = None,
-) -> dict[str, Any] | Iterator[dict[str, Any]]:
-    """A text completion shaped like OpenAI's (and llama-cpp-python's) `text_completion`.
-
-    Defaults are llama-cpp-python's. stream=True returns an iterator of chunk dicts; with
-    include_usage a last chunk with empty choices carries the usage (OpenAI's
-    stream_options.include_usage). Errors (bad prompt, ContextLengthError) are raised by
-    this call, before any chunk.
-    """
-    tokens = tokenize_prompt(model, prompt)
-    it = _start(model, tokens, locals())
-    head = {
-        "id": f"cmpl-{uuid.uuid4().hex}",
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": model_name or _model_name(model),
-    }
-    if stream:
-        return _completion_chunks(model, it, head, len(tokens), include_usage)
-    texts, last = [], None
-    for chunk in it:
-        texts.append(chunk.text)
-        last = chunk
-    choice = {
-        "text": "".join(texts),
-        "index": 0,
-        "logprobs": None,
-        "finish_reason": last.finish_reason if last else "length",
-    }
-    return {**head, "choices": [choice], "usage": _usage(model, last, len(tokens))}
-
-
-def _completion_chunks(model, it, head, n_prompt, include_usage) -> Iterator[dict[str, Any]]:
-    last = None
-    for chunk in it:
-        last = chunk
-        if chunk.text or chunk.finish_reason:
-            choice = {
-                "text": chunk.text,
-                "index": 0,
-                "logprobs": None,
-                "finish_reason": chunk.finish_reason,
-            }
-            yield {**head, "choices": [choice]}
-    if include_usage:
-        yield {**head, "choices": [], "usage": _usage(model, last, n_prompt)}
-
-
-def create_chat_completion(
-    model,
-    messages: Sequence[Mapping[str, Any]],
-    stream: bool = False,
-    max_tokens: int | None = None,
-    temperature: float = 0.2,
-    top_p: float = 0.95,
-    top_k: int = 40,
-    min_p: float = 0.05,
-    typical_p: float = 1.0,
-    repeat_penalty: float = 1.0,
-    repeat_last_n: int = 64,
-    presence_penalty: float = 0.0,
-    frequency_penalty: float = 0.0,
-    logit_bias: Mapping[Any, float] | None = None,
-    seed: int | None = None,
-    stop: Sequence[str] | str | None = None,
-    seq: int = 0,
-    logits_processors: Sequence[LogitsProcessor] | None = None,
-    include_usage: bool = False,
-    model_name: str | None = None,
-) -> dict[str, Any] | Iterator[dict[str, Any]]:
-    """A chat completion shaped like OpenAI's `chat.completion` (llama-cpp-python's
-    defaults). The conversation is rendered with the model's chat template; the prompt
-    cache makes a follow-up request that repeats the history compute only the new turn.
-    stream=True returns an iterator of `chat.completion.chunk` dicts: first the role,
-    then content deltas, then an empty delta with finish_reason (then usage if asked).
-    """
-    tokens = chat_tokens(model, messages)
-    it = _start(model, tokens, locals())
-    head = {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "created": int(time.time()),
-        "model": model_name or _model_name(model),
-    }
-    if stream:
-        return _chat_chunks(model, it, head, len(tokens), include_usage)
-    texts, last = [], None
-    for chunk in it:
-        texts.append(chunk.text)
-        last = chunk
-    choice = {
-        "index": 0,
-        "message": {"role": "assistant", "content": "".join(texts)},
-        "logprobs": None,
-        "finish_reason": last.finish_reason if last else "length",
-    }
-    return {
-        **head,
-        "object": "chat.completion",
-        "choices": [choice],
-        "usage": _usage(model, last, len(tokens)),
-    }
-
-
-def _chat_chunks(model, it, head, n_prompt, include_usage) -> Iterator[dict[str, Any]]:
-    head = {**head, "object": "chat.completion.chunk"}
-
-    def one(delta: dict, finish: str | None) -> dict[str, Any]:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return {**head, "choices": [choice]}
-
-    yield one({"role": "assistant", "content": ""}, None)
-    last = None
-    for chunk in it:
-        last = chunk
-        if chunk.text:
-            yield one({"content": chunk.text}, None)
-        if chunk.finish_reason:
-            yield one({}, chunk.finish_reason)
-    if include_usage:
-        yield {**head, "choices": [], "usage": _usage(model, last, n_prompt)}

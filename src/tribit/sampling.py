@@ -26,9 +26,11 @@ Semantics per step (candidates sorted by logit, ties by id):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +42,12 @@ Sampler = Callable[[np.ndarray], int]
 
 @dataclass
 class SamplerParams:
-    """llama.cpp-style sampling parameters (defaults: greedy, nothing else active)."""
+    """llama.cpp-style sampling parameters (defaults: greedy, nothing else active).
+
+    The one record of how to sample: the Python API, the CLI and the server each build it
+    once and hand it (or the sampler built from it) down. logit_bias keys may be token ids
+    as strings, as OpenAI clients send them.
+    """
 
     temperature: float = 0.0
     top_k: int = 0
@@ -54,6 +61,26 @@ class SamplerParams:
     logit_bias: Mapping[int, float] | None = field(default=None)
     seed: int | None = None
     min_keep: int = 1
+
+    def __post_init__(self) -> None:
+        if self.logit_bias:
+            try:
+                self.logit_bias = {_token_key(k): v for k, v in self.logit_bias.items()}
+            except AttributeError:
+                raise TribitError("logit_bias must map token ids to numbers") from None
+
+    @classmethod
+    def fields(cls) -> tuple[str, ...]:
+        """The parameter names, in declaration order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def replace(self, **changes: Any) -> SamplerParams:
+        """A copy with some parameters changed; an unknown name is a TypeError."""
+        unknown = set(changes) - set(self.fields())
+        if unknown:
+            raise TypeError(f"unknown sampling parameter(s): {', '.join(sorted(unknown))}; "
+                            f"known: {', '.join(self.fields())}")
+        return dataclasses.replace(self, **changes)
 
     def validate(self) -> None:
         """Raise TribitError naming the first bad parameter."""
@@ -81,6 +108,15 @@ class SamplerParams:
                 raise TribitError(f"logit_bias key {k!r} is not a token id")
             if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or math.isnan(v):
                 raise TribitError(f"logit_bias[{k}] must be a number, got {v!r}")
+
+
+def _token_key(k: Any) -> Any:
+    # "65" -> 65 (OpenAI's JSON keys); anything else is left for validate() to name
+    if isinstance(k, str):
+        if not (k.isascii() and k.strip().isdigit()):
+            raise TribitError(f"logit_bias key {k!r} is not a token id")
+        return int(k)
+    return k
 
 
 # -- logits processors -----------------------------------------------------------------------

@@ -66,12 +66,11 @@ def _read_message(interactive: bool) -> str | None:
 
 def run_repl(args: argparse.Namespace, system: str | None) -> int:
     """The chat loop shared by `tribit chat` and `tribit run -cnv`."""
-    from tribit.chat import ChatSession
-    from tribit.cli.run import CHAT_TEMP, load_model, print_perf, sampling_kwargs
-    from tribit.generate import ContextLengthError
+    from tribit import ChatSession, ContextLengthError
+    from tribit.cli.run import CHAT_TEMP, generation_options, load_model, print_perf
 
     model, load_s = load_model(args)
-    kwargs = sampling_kwargs(args, CHAT_TEMP, -1)
+    kwargs = generation_options(args, CHAT_TEMP, -1)
     session = ChatSession(model, system=system, **kwargs)
     interactive = sys.stdin.isatty()
     if interactive:

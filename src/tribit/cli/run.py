@@ -174,21 +174,27 @@ def load_model(args: argparse.Namespace):
     return model, time.perf_counter() - t0
 
 
-def sampling_kwargs(args: argparse.Namespace, temp_default: float, n_default: int) -> dict:
-    """stream_generate keyword arguments from the parsed flags."""
+def generation_options(args: argparse.Namespace, temp_default: float, n_default: int) -> dict:
+    """max_tokens, stop and the SamplerParams of the parsed flags (built once, here)."""
+    from tribit import SamplerParams
+
+    sampling = SamplerParams(
+        temperature=temp_default if args.temp is None else args.temp,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        min_p=args.min_p,
+        typical_p=args.typical_p,
+        repeat_penalty=args.repeat_penalty,
+        repeat_last_n=args.repeat_last_n,
+        presence_penalty=args.presence_penalty,
+        frequency_penalty=args.frequency_penalty,
+        seed=args.seed,
+    )
+    sampling.validate()
     return {
         "max_tokens": n_default if args.n_predict is None else args.n_predict,
-        "temperature": temp_default if args.temp is None else args.temp,
-        "top_k": args.top_k,
-        "top_p": args.top_p,
-        "min_p": args.min_p,
-        "typical_p": args.typical_p,
-        "repeat_penalty": args.repeat_penalty,
-        "repeat_last_n": args.repeat_last_n,
-        "presence_penalty": args.presence_penalty,
-        "frequency_penalty": args.frequency_penalty,
-        "seed": args.seed,
         "stop": [s if args.no_escape else process_escapes(s) for s in args.stop or []],
+        "sampling": sampling,
     }
 
 
@@ -250,15 +256,14 @@ def run(args: argparse.Namespace) -> int:
         from tribit.cli.chat import run_repl
 
         return run_repl(args, system=_prompt(args))
-    from tribit import TribitError
-    from tribit.generate import stream_generate
+    from tribit import TribitError, stream_generate
 
     prompt = _prompt(args)
     if prompt is None:
         raise TribitError("no prompt: give -p PROMPT (or -f FILE, or -cnv for a chat)")
     model, load_s = load_model(args)
     t0 = time.perf_counter()
-    chunks = stream_generate(model, prompt, **sampling_kwargs(args, RUN_TEMP, 128))
+    chunks = stream_generate(model, prompt, **generation_options(args, RUN_TEMP, 128))
     if args.echo:
         sys.stdout.write(prompt)
     last = stream_to_stdout(chunks)

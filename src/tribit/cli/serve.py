@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         model_name=args.alias,
         head_type=args.head_type,
     )
+    _log_to_console()
     app = create_app(settings)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=30)
     return 0
@@ -89,3 +90,19 @@ def _check_model_arguments(args: argparse.Namespace) -> None:
         import os
 
         os.close(open_regular_file(args.model))
+
+
+def _log_to_console() -> None:
+    """The server's messages on stderr as "tribit serve: error: ..." lines."""
+    import logging
+
+    class Format(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return f"tribit serve: {record.levelname.lower()}: {record.getMessage()}"
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(Format())
+    log = logging.getLogger("tribit.serve")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False

@@ -14,6 +14,7 @@ from .. import _core
 from ..errors import ModelError, TribitError
 from ..formats import GGUFReader
 from .config import ModelConfig, config_from_metadata
+from .slots import SlotTable
 from .weights import (
     PROJECTIONS,
     check_head_type,
@@ -117,6 +118,7 @@ def load(
     n_seq: int = 1,
     isa: str | None = None,
     head_type: str | None = None,
+    cls: type[Model] | None = None,
 ) -> Model:
     """Load a GGUF model; with no path, the embedded default model.
 
@@ -127,6 +129,8 @@ def load(
     head_type: "q8_0" or "q6_k" repacks an F32/F16/BF16 token_embd/output once, here, into
     that smaller type (a faster, slightly lossy head; tied heads keep one copy); None
     (default) keeps the file's type, lossless. Q6_K needs n_embd % 256 == 0, Q8_0 % 32.
+    cls: the class of the result, a subclass of Model (`tribit.load` passes the public
+    `tribit.Model`, which adds the generation methods).
     """
     if path is None:
         from ..data import default_model_path
@@ -148,7 +152,8 @@ def load(
     t0, rss0 = time.perf_counter(), _rss_bytes()
     reader = GGUFReader(path)
     try:
-        return _build(reader, path, n_threads, n_ctx, kv_type, int(n_seq), isa, head_type, t0, rss0)
+        return _build(reader, path, n_threads, n_ctx, kv_type, int(n_seq), isa, head_type, t0, rss0,
+                      cls or Model)
     except TribitError:
         raise
     except (MemoryError, ValueError, TypeError, RuntimeError, OverflowError, IndexError) as e:
@@ -158,7 +163,8 @@ def load(
                          f"{e}") from None
 
 
-def _build(reader, path, n_threads, n_ctx, kv_type, n_seq, isa, head_type, t0, rss0) -> Model:
+def _build(reader, path, n_threads, n_ctx, kv_type, n_seq, isa, head_type, t0, rss0,
+           cls: type[Model]) -> Model:
     md = reader.metadata
     if "token_embd.weight" not in reader.tensors:
         raise ModelError("missing tensor 'token_embd.weight'")
@@ -226,7 +232,9 @@ def _build(reader, path, n_threads, n_ctx, kv_type, n_seq, isa, head_type, t0, r
         native.set_output(out, head_qtype)
     native.set_output_norm(read_f32(reader, "output_norm.weight", (cfg.n_embd,)))
     load_s = time.perf_counter() - t0
-    model = Model(native, cfg, reader, Path(path), load_s, n_seq, n_threads, kv_type, types)
+    if not (isinstance(cls, type) and issubclass(cls, Model)):
+        raise ModelError(f"cls must be a subclass of Model, got {cls!r}")
+    model = cls(native, cfg, reader, Path(path), load_s, n_seq, n_threads, kv_type, types)
     model.head_type, model.embd_bytes = head_qtype, embd_bytes
     rss1 = _rss_bytes()
     model.resident_bytes = rss1 - rss0 if rss0 is not None and rss1 is not None else None
@@ -286,6 +294,8 @@ class Model:
         # the embedding's bytes in memory (gathered a row per token, not streamed)
         self.head_type: str = ""
         self.embd_bytes: int = 0
+        # which tokens each KV slot holds, and which slots generations have claimed
+        self.slots = SlotTable(n_seq)
 
     # -- tokens ------------------------------------------------------------
     @property
@@ -378,7 +388,9 @@ class Model:
         try:
             out = self._native.forward(tok, pos_a, seq_a, want)
         except (ValueError, RuntimeError, MemoryError) as e:  # bad batch, out of memory
+            self.slots.forget_from(pos_a.tolist(), seq_a.tolist())
             raise ModelError(str(e)) from None
+        self.slots.record(tok.tolist(), pos_a.tolist(), seq_a.tolist())
         return out[rows_order] if rows_order is not None else out
 
     def logits(self, tokens: Sequence[int]) -> np.ndarray:
@@ -392,13 +404,21 @@ class Model:
     def reset(self, seq: int | None = None) -> None:
         """Clear one sequence slot, or all with None."""
         self._native.reset(-1 if seq is None else self._check_seq(seq))
+        self.slots.clear(seq)
 
     def trim(self, seq: int, n: int) -> None:
         """Keep the first n positions of a sequence's cache."""
         self._native.trim(self._check_seq(seq), max(0, int(n)))
+        self.slots.trim(seq, int(n))
 
     def n_past(self, seq: int = 0) -> int:
+        """Positions written in slot `seq` (valid or not: see cached_tokens)."""
         return self._native.n_past(self._check_seq(seq))
+
+    def cached_tokens(self, seq: int = 0) -> list[int]:
+        """The token ids whose K/V rows slot `seq` holds as a valid prefix, in order: what
+        a new prompt starting with them does not need to recompute."""
+        return self.slots.tokens(self._check_seq(seq))
 
     def profile(self, reset: bool = False) -> dict[str, tuple[float, int]]:
         """Wall seconds and calls per op of the forward passes so far (since the

@@ -1,10 +1,11 @@
-"""The batching engine: one thread owns the model and runs continuous batching.
+"""The scheduler: one thread owns the model and drives the library's `BatchGenerator`.
 
-Each active request holds a sequence slot of the KV cache. Every step makes one
-`model.forward` call that carries the next token of every decoding request plus
-chunks of pending prompts, so one pass over the weights serves them all. A
-request joins and leaves the batch between steps; prompts are prefilled in
-chunks so running streams are never stalled for long.
+Requests wait in a bounded queue; whenever a KV slot is free the next one joins the batch
+(on the free slot holding the longest prefix of its prompt: a shared system prompt or a
+chat's earlier turns are not recomputed). Each step is one `BatchGenerator.step()`, one
+forward for every active request; each chunk it returns goes to its request's client.
+Cancelled requests (the client left) leave the batch between steps. All decoding logic
+(sampling, stop strings, detokenizing, finish reasons, usage) is the library's.
 """
 
 from __future__ import annotations
@@ -12,14 +13,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from ..generate import FINISH_LENGTH, FINISH_STOP, StopMatcher
-from ..tokenizer import StreamDecoder
+from ..generation import FINISH_ERROR, BatchGenerator, GenerationChunk
 
 
 class QueueFullError(Exception):
@@ -28,51 +26,45 @@ class QueueFullError(Exception):
 
 @dataclass
 class Job:
-    """One generation request as the engine sees it."""
+    """One generation request: the prompt, the `BatchGenerator.insert` arguments, and where
+    its chunks go (`emit` must be thread-safe: it hands a chunk to the client side)."""
 
-    tokens: list[int]
-    max_tokens: int | None
-    sampler: Callable[[np.ndarray], int]
-    processors: Sequence[Callable]
-    stop: Sequence[str]
-    emit: Callable[[dict[str, Any]], None]  # thread-safe: hands an event to the client side
+    prompt: list[int]
+    options: dict[str, Any]  # max_tokens, sampling, stop
+    emit: Callable[[GenerationChunk], None]
     cancelled: threading.Event = field(default_factory=threading.Event)
-    # engine state
-    slot: int = -1
-    n_prefilled: int = 0
-    history: list[int] = field(default_factory=list)
-    n_gen: int = 0
-    last: int = -1
-    t_submit: float = 0.0
-    t_first: float = 0.0
-    decoder: Any = None
-    stopper: Any = None
+    uid: int = -1
+
+
+@dataclass
+class Metrics:
+    """Counters for /metrics."""
+
+    requests_total: int = 0
+    prompt_tokens_total: int = 0  # prompt tokens of started requests
+    prompt_cached_tokens_total: int = 0  # of which reused from a slot (not computed)
+    generated_tokens_total: int = 0
+    gen_seconds_total: float = 0.0
+    steps_total: int = 0
 
 
 class Engine:
-    """Continuous batching over `model.n_seq` slots."""
+    """Continuous batching over the model's `n_seq` slots."""
 
-    def __init__(
-        self, model, max_queue: int = 64, batch_tokens: int = 256, prefill_chunk: int = 128
-    ):
+    def __init__(self, model, max_queue: int = 64, batch_tokens: int = 256,
+                 prefill_chunk: int = 128):
         self.model = model
         self.max_queue = max_queue
-        self.batch_tokens = batch_tokens
-        self.prefill_chunk = prefill_chunk
-        self.eog = set(model.tokenizer.eog_ids)
+        self.batch = BatchGenerator(model, prefill_chunk=prefill_chunk,
+                                    batch_tokens=batch_tokens)
+        self.metrics = Metrics()
         self._cv = threading.Condition()
         self._waiting: deque[Job] = deque()
-        self._active: dict[int, Job] = {}
+        self._active: dict[int, Job] = {}  # uid -> job
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="tribit-engine", daemon=True)
-        # metrics
-        self.requests_total = 0
-        self.prompt_tokens_total = 0
-        self.generated_tokens_total = 0
-        self.gen_seconds_total = 0.0
-        self.steps_total = 0
 
-    # -- client side ---------------------------------------------------------
+    # -- client side ---------------------------------------------------------------
     def start(self) -> None:
         self._thread.start()
 
@@ -86,9 +78,8 @@ class Engine:
         with self._cv:
             if len(self._waiting) >= self.max_queue:
                 raise QueueFullError(f"the request queue is full ({self.max_queue} waiting)")
-            job.t_submit = time.perf_counter()
             self._waiting.append(job)
-            self.requests_total += 1
+            self.metrics.requests_total += 1
             self._cv.notify()
 
     @property
@@ -99,144 +90,80 @@ class Engine:
     def busy_slots(self) -> int:
         return len(self._active)
 
-    # -- engine thread -------------------------------------------------------
+    # -- engine thread -------------------------------------------------------------
     def _run(self) -> None:
-        free = list(range(self.model.n_seq))
         while True:
             with self._cv:
                 while not self._stop and not self._waiting and not self._active:
                     self._cv.wait()
                 if self._stop:
+                    self.batch.close()
                     return
-                while self._waiting and free:
-                    job = self._waiting.popleft()
-                    if job.cancelled.is_set():
-                        continue
-                    job.slot = free.pop(0)
-                    self._active[job.slot] = job
+                admitted = self._admit()
+            for job in admitted:
+                self._insert(job)
             for job in list(self._active.values()):
                 if job.cancelled.is_set():
-                    self._release(job, free)
+                    self._end(job)
             if self._active:
-                try:
-                    self._step(free)
-                except Exception as e:  # a bug outside any one job: fail what is active
-                    for job in list(self._active.values()):
-                        self._fail(job, e, free)
+                self._step()
+            elif not admitted:
+                time.sleep(0.01)  # every slot held outside the server (a library user)
 
-    def _fail(self, job: Job, exc: BaseException, free: list[int]) -> None:
-        """End one job with an error event; the others are untouched."""
+    def _admit(self) -> list[Job]:
+        """Waiting jobs for the free slots (under the lock)."""
+        jobs = []
+        free = self.model.slots.n_free()
+        while self._waiting and len(jobs) < free:
+            job = self._waiting.popleft()
+            if not job.cancelled.is_set():
+                jobs.append(job)
+        return jobs
+
+    def _insert(self, job: Job) -> None:
         try:
-            job.emit({"error": f"generation failed: {type(exc).__name__}: {exc}"})
-        except Exception:  # the client side is gone: nothing to tell
-            pass
-        self._release(job, free)
-
-    def _release(self, job: Job, free: list[int]) -> None:
-        self._active.pop(job.slot, None)
-        self.model.reset(job.slot)
-        free.append(job.slot)
-        free.sort()
-
-    def _step(self, free: list[int]) -> None:
-        # per job: its tokens in this step (toks, pos, want) and whether it gets a row
-        parts: list[tuple[Job, list[int], list[int], list[bool]]] = []
-        budget = self.batch_tokens
-        # decoding requests first: one token each
-        for job in self._active.values():
-            if job.n_prefilled == len(job.tokens) and job.last >= 0:
-                parts.append((job, [job.last], [len(job.history) - 1], [True]))
-                budget -= 1
-        # then chunks of pending prompts
-        for job in list(self._active.values()):
-            if job.n_prefilled < len(job.tokens) and budget > 0:
-                try:
-                    if job.n_prefilled == 0:
-                        self.model.reset(job.slot)
-                        job.decoder = StreamDecoder(self.model.tokenizer)
-                        job.stopper = StopMatcher(job.stop)
-                        job.history = list(job.tokens)
-                except Exception as e:
-                    self._fail(job, e, free)
-                    continue
-                n = min(self.prefill_chunk, budget, len(job.tokens) - job.n_prefilled)
-                p0, last = job.n_prefilled, len(job.tokens) - 1
-                parts.append((job, job.tokens[p0 : p0 + n], list(range(p0, p0 + n)),
-                              [p == last for p in range(p0, p0 + n)]))
-                job.n_prefilled += n
-                budget -= n
-        if not parts:
+            job.uid = self.batch.insert(job.prompt, **job.options)
+        except Exception as e:  # a request the generator refuses: its client hears why
+            self._emit(job, _error_chunk(e))
             return
-        rows = self._forward(parts, free)
-        self.steps_total += 1
-        for job, row in rows:
-            try:
-                self._advance(job, row, free)
-            except Exception as e:  # a sampler, processor or decoder error: this job only
-                self._fail(job, e, free)
+        self._active[job.uid] = job
 
-    def _forward(self, parts, free: list[int]) -> list[tuple[Job, np.ndarray]]:
-        """One forward for all parts; if it fails, each part alone, so that a request that
-        the model refuses (a bad token id, ...) fails alone. The cache rows a failed batch
-        may have written are those the retries write again (same positions)."""
-        toks = [t for _, tk, _, _ in parts for t in tk]
-        pos = [p for _, _, ps, _ in parts for p in ps]
-        seq = [job.slot for job, tk, _, _ in parts for _ in tk]
-        want = [w for _, _, _, ws in parts for w in ws]
-        owners = [job for job, _, _, ws in parts if ws[-1]]
+    def _end(self, job: Job) -> None:
+        self._active.pop(job.uid, None)
+        self.batch.remove(job.uid)
+
+    def _step(self) -> None:
         try:
-            logits = self.model.forward(toks, pos, seq, logits=want)
-        except Exception as e:
-            if len(parts) == 1:
-                self._fail(parts[0][0], e, free)
-                return []
-            out = []
-            for part in parts:
-                out.extend(self._forward([part], free))
-            return out
-        return list(zip(owners, logits, strict=True))
+            chunks = self.batch.step()
+        except Exception as e:  # a bug outside any one sequence: fail what is active
+            for job in list(self._active.values()):
+                self._emit(job, _error_chunk(e))
+                self._end(job)
+            return
+        m = self.metrics
+        m.steps_total += 1
+        for chunk in chunks:
+            job = self._active.get(chunk.uid)
+            if job is None:
+                continue
+            if chunk.generation_tokens == 1:
+                m.prompt_tokens_total += chunk.prompt_tokens
+                m.prompt_cached_tokens_total += chunk.prompt_cached_tokens
+            if chunk.finish_reason != FINISH_ERROR:
+                m.generated_tokens_total += 1
+            if chunk.finish_reason is not None:
+                m.gen_seconds_total += chunk.generation_time_s
+                self._active.pop(chunk.uid, None)
+            self._emit(job, chunk)
 
-    def _advance(self, job: Job, logits: np.ndarray, free: list[int]) -> None:
-        now = time.perf_counter()
-        if job.n_gen == 0:
-            job.t_first = now
-            self.prompt_tokens_total += len(job.tokens)
-        for proc in job.processors:
-            logits = proc(job.history, logits)
-        tok = int(job.sampler(logits))
-        job.history.append(tok)
-        job.last = tok
-        job.n_gen += 1
-        self.generated_tokens_total += 1
-        finish = None
-        if tok in self.eog:
-            text, stopped = job.stopper.push(job.decoder.flush())
-            text = text if stopped else text + job.stopper.flush()
-            finish = FINISH_STOP
-        else:
-            text, stopped = job.stopper.push(job.decoder.push(tok))
-            if stopped:
-                finish = FINISH_STOP
-            elif (job.max_tokens is not None and job.n_gen >= job.max_tokens) or len(
-                job.history
-            ) >= self.model.n_ctx:
-                rest, stopped = job.stopper.push(job.decoder.flush())
-                text += rest if stopped else rest + job.stopper.flush()
-                finish = FINISH_STOP if stopped else FINISH_LENGTH
-        event: dict[str, Any] = {"text": text, "token": tok, "finish_reason": finish}
-        if finish is not None:
-            gen_s = now - job.t_first
-            self.gen_seconds_total += gen_s
-            event["usage"] = {
-                "prompt_tokens": len(job.tokens),
-                "completion_tokens": job.n_gen,
-                "total_tokens": len(job.tokens) + job.n_gen,
-            }
-            event["timings"] = {
-                "prompt_ms": round((job.t_first - job.t_submit) * 1000, 2),
-                "predicted_per_second": round((job.n_gen - 1) / gen_s, 2) if gen_s > 0 else None,
-            }
-            job.emit(event)
-            self._release(job, free)
-        else:
-            job.emit(event)
+    def _emit(self, job: Job, chunk: GenerationChunk) -> None:
+        try:
+            job.emit(chunk)
+        except Exception:  # the client side is gone: nothing to tell
+            job.cancelled.set()
+
+
+def _error_chunk(e: BaseException) -> GenerationChunk:
+    chunk = GenerationChunk("", -1, FINISH_ERROR)
+    chunk.error = e
+    return chunk

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+
+from ..sampling import SamplerParams
 
 MAX_TOKENS_LIMIT = 1 << 20
 
@@ -61,6 +63,7 @@ class SamplingFields(Body):
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0, strict=True)
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0, strict=True)
     repeat_penalty: float = Field(default=1.0, gt=0.0, le=10.0, strict=True)
+    repeat_last_n: int = Field(default=64, ge=-1, le=1 << 20, strict=True)
     seed: int | None = Field(default=None, ge=0, lt=1 << 63, strict=True)
     stop: str | list[str] | None = None
     stream: bool = Field(default=False, strict=True)
@@ -94,35 +97,30 @@ class SamplingFields(Body):
             else self.max_tokens
         )
 
+    def sampling(self) -> SamplerParams:
+        """The request's sampling parameters (OpenAI's defaults: temperature 1, no top-k)."""
+        return SamplerParams(**{name: getattr(self, name) for name in SAMPLING_FIELDS})
+
+    def options(self) -> dict[str, Any]:
+        """The generation options of the request (`BatchGenerator.insert` keywords)."""
+        return {"max_tokens": self.limit(), "sampling": self.sampling(), "stop": self.stop}
+
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.get("include_usage"))
+
+
+SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "min_p", "typical_p", "repeat_penalty",
+                   "repeat_last_n", "presence_penalty", "frequency_penalty", "logit_bias",
+                   "seed")
 
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[StrictInt]
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[dict] | None = None
-
-    def text(self) -> str:
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        parts = []
-        for p in self.content:
-            if p.get("type") != "text" or not isinstance(p.get("text"), str):
-                raise ValueError("only text content parts are supported")
-            parts.append(p["text"])
-        return "".join(parts)
-
-
 class ChatRequest(SamplingFields):
-    messages: list[ChatMessage] = Field(min_length=1, max_length=4096)
+    # checked and normalised by the library (tribit.chat.normalize_messages: one role set)
+    messages: list[dict[str, Any]] = Field(min_length=1, max_length=4096)
 
 
 class TokenizeRequest(Body):

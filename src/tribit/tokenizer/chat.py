@@ -56,17 +56,22 @@ MAX_SEQUENCE_LEN = 1_000_000  # longest string/list `*` may build
 MAX_POWER_BITS = 4096  # largest integer `**` may build
 
 
-def resolve_template(template: str | None) -> str:
-    """The Jinja source for a template argument: None -> the default built-in; a built-in
-    name -> its source; a template containing "BITNET" -> "bitnet-2b4t"; else itself."""
+def builtin_name(template: str | None) -> str | None:
+    """The built-in template a template argument selects, or None for Jinja source: None or
+    blank -> the default; a built-in name or alias; a template containing "BITNET" (the
+    placeholder bitnet.cpp's converter writes and never renders) -> "bitnet-2b4t"."""
     if template is None or not template.strip():
-        return BUILTIN_TEMPLATES[DEFAULT_TEMPLATE]
+        return DEFAULT_TEMPLATE
     name = ALIASES.get(template.strip(), template.strip())
     if name in BUILTIN_TEMPLATES:
-        return BUILTIN_TEMPLATES[name]
-    if "BITNET" in template:
-        return BUILTIN_TEMPLATES[DEFAULT_TEMPLATE]
-    return template
+        return name
+    return DEFAULT_TEMPLATE if "BITNET" in template else None
+
+
+def resolve_template(template: str | None) -> str:
+    """The Jinja source for a template argument (see builtin_name)."""
+    name = builtin_name(template)
+    return BUILTIN_TEMPLATES[name] if name is not None else template
 
 
 def _raise_exception(message: object) -> None:
@@ -143,25 +148,44 @@ def _compile(source: str):
     return env.from_string(source)
 
 
-def _plain_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Messages as plain dicts; content None -> "", a list of text parts -> their text."""
+ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
+def normalize_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """Check OpenAI-style messages and return plain {"role", "content"} dicts: the one
+    message normaliser of the library, the CLI and the server.
+
+    role: one of ROLES; "developer" (OpenAI's newer name for the system turn) becomes
+    "system", the role every template knows. content: a string, None (empty) or a list of
+    {"type": "text", "text": ...} parts, which are joined. Raises TribitError naming the
+    bad message.
+    """
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
         raise TribitError("messages must be a list of {'role': ..., 'content': ...} objects")
+    if not messages:
+        raise TribitError("messages is empty: give at least one message")
     out = []
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping):
-            raise TribitError(f"messages[{i}] must be a mapping, got {type(m).__name__}")
-        if not isinstance(m.get("role"), str):
-            raise TribitError(f"messages[{i}] has no string 'role'")
-        msg = dict(m)
-        content = msg.get("content")
+            raise TribitError(f"messages[{i}] must be an object, got {type(m).__name__}")
+        role = m.get("role")
+        if role not in ROLES:
+            raise TribitError(f"messages[{i}].role must be one of {ROLES}, got {role!r}")
+        content = m.get("content")
         if content is None:
-            msg["content"] = ""
+            content = ""
         elif isinstance(content, list):
-            texts = [p.get("text", "") for p in content
-                     if isinstance(p, Mapping) and p.get("type") == "text"]
-            msg["content"] = "".join(str(t) for t in texts)
-        out.append(msg)
+            parts = []
+            for j, part in enumerate(content):
+                if not (isinstance(part, Mapping) and part.get("type") == "text"
+                        and isinstance(part.get("text"), str)):
+                    raise TribitError(
+                        f"messages[{i}].content[{j}] must be {{'type': 'text', 'text': str}}")
+                parts.append(part["text"])
+            content = "".join(parts)
+        elif not isinstance(content, str):
+            raise TribitError(f"messages[{i}].content must be a string or a list of text parts")
+        out.append({"role": "system" if role == "developer" else role, "content": content})
     return out
 
 
@@ -185,7 +209,7 @@ def render_chat(
     past its budget (TemplateBudgetError).
     """
     source = resolve_template(template)
-    plain = _plain_messages(messages)
+    plain = normalize_messages(messages)
     ctx = dict(extra, messages=plain, add_generation_prompt=bool(add_generation_prompt),
                bos_token=bos_token, eos_token=eos_token)
     if isolated is None:
@@ -267,7 +291,7 @@ def encode_chat(
     with `bos_token`. isolated: as in `render_chat`.
     """
     source = resolve_template(template)
-    plain = _plain_messages(messages)
+    plain = normalize_messages(messages)
     lo, hi = _placeholder_plane(tokenizer, source)
     protected = tokenizer.control_texts
     table: dict[str, str] = {}  # protected text -> placeholder
