@@ -27,7 +27,7 @@ from tribit.quant import (
     unpack_tq1_0,
     unpack_tq2_0,
 )
-from tribit.quant.torch_sum import torch_mean_f32, torch_sum_f32
+from tribit.quant.torch_sum import torch_mean_f32, torch_sum_f32, torch_sum_lanes
 
 gguf = pytest.importorskip("gguf")
 
@@ -42,8 +42,8 @@ def _ternary(rng, shape, p_zero=1 / 3):
 def torch_threads():
     """torch with a settable thread count, restored afterwards."""
     torch = pytest.importorskip("torch")
-    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "DEFAULT", "NO AVX"):
-        pytest.skip("torch_sum is checked here for 8-lane torch builds only")
+    if torch_sum_lanes() != 8:  # x86-64, any capability: AVX512 runs torch's AVX2 sum
+        pytest.skip("torch's summation order is measured on x86-64 only")
     saved = torch.get_num_threads()
     yield torch
     torch.set_num_threads(saved)
@@ -388,6 +388,11 @@ def test_absmean_ternarize_can_reproduce_torch_bit_exactly(torch_threads):
             ref_t = (tw * (1.0 / mean)).round().clamp_(-1, 1).numpy().astype(np.int8)
             t, gamma = absmean_ternarize(w, torch_threads=n_threads)
             assert gamma == np.float32(mean.item()) and np.array_equal(t, ref_t), shape
+
+
+def test_torch_sum_lanes_by_machine():
+    assert torch_sum_lanes("x86_64") == torch_sum_lanes("AMD64") == 8
+    assert torch_sum_lanes("aarch64") is None and torch_sum_lanes("arm64") is None
 
 
 def test_torch_sum_rejects_bad_arguments():
