@@ -1,5 +1,5 @@
 """More checks of the numpy spec (tribit.quant): element-by-element re-readings of
-FORMATS.md, hostile inputs, torch's summation order, and gguf-py on edge cases.
+docs/FORMATS.md, hostile inputs, torch's summation order, and gguf-py on edge cases.
 
 tests/test_quant.py holds the main comparisons; this file adds what it does not cover.
 """
@@ -49,7 +49,7 @@ def torch_threads():
     torch.set_num_threads(saved)
 
 
-# --- element-by-element re-readings of FORMATS.md (independent of the vectorised code) ---
+# --- element-by-element re-readings of docs/FORMATS.md (independent of the vectorised code) ---
 
 
 def _i2s_by_text(t: np.ndarray, scale: float) -> bytes:
@@ -434,7 +434,7 @@ def test_packers_reject_bad_shapes():
 
 
 def test_decoders_map_unused_code_3_to_zero():
-    """I2_S and TQ2_0 decoders read the never-written code 3 as 0 (FORMATS.md 2.1/3.4)."""
+    """I2_S and TQ2_0 decoders read the never-written code 3 as 0 (docs/FORMATS.md 2.1/3.4)."""
     raw = pack_i2s(np.zeros((1, 128), np.int8), 1.0)
     raw[0] = 0xFF  # values 0, 32, 64, 96 get code 3
     t, _ = unpack_i2s(raw, (1, 128))

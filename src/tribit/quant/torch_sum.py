@@ -1,7 +1,7 @@
 """float32 sums and means in the exact order PyTorch's CPU kernel adds them.
 
 BitNet's converters compute the absmean scale with ``w.abs().mean()`` in float32
-(FORMATS.md 1.1). A correctly rounded mean differs from torch's by one ulp on
+(docs/FORMATS.md 1.1). A correctly rounded mean differs from torch's by one ulp on
 roughly a third of all tensors, so a converter that wants the *same* scale
 (and hence the same ternary codes) as bitnet.cpp's or mainline's Python
 converters must add the numbers in torch's order. That order, read from
