@@ -1,5 +1,5 @@
 // Python bindings for the native model: built tensor by tensor by the Python
-// loader (tribit.model.loader), then run with llama.cpp-style batches.
+// loader (tribit.model.model's load), then run with llama.cpp-style batches.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/map.h>

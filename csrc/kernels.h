@@ -1,6 +1,6 @@
 // The kernel interface shared by every ISA variant and by the forward pass.
 //
-// Rules (DESIGN.md): kernels take the output first, never allocate, never
+// Rules (docs/DESIGN.md): kernels take the output first, never allocate, never
 // throw, never start threads. Parallelism is the caller's: it splits the
 // output rows [row_begin, row_end) across the thread pool.
 #pragma once
@@ -39,7 +39,7 @@ struct TernaryMatrix {
 
 // Float weights for the head / embeddings, row-major (m, k). Zero-copy: `data`
 // points into the mapped file or a buffer its owner keeps alive.
-// q6_k: ggml's Q6_K (type 14), 256-value super-blocks of 210 bytes (FORMATS.md,
+// q6_k: ggml's Q6_K (type 14), 256-value super-blocks of 210 bytes (docs/FORMATS.md 3.9,
 // tribit/quant/kquants.py): value = (d * scales[i / 16]) * (q6 - 32).
 enum class FloatType : int { f32 = 0, f16 = 1, bf16 = 2, q8_0 = 3, q6_k = 4 };
 constexpr int kNumFloatTypes = 5;

@@ -1,5 +1,6 @@
-// One small persistent thread pool for the whole process (DESIGN.md: no
-// OpenMP runtime). Workers spin briefly on a barrier, then sleep.
+// A small persistent thread pool (docs/DESIGN.md: no OpenMP runtime): each
+// Model owns one sized to its n_threads, and the per-kernel bindings keep one
+// per thread count. Workers spin briefly on a barrier, then sleep.
 #pragma once
 #include <cstdint>
 #include <functional>

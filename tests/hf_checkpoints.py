@@ -1,11 +1,11 @@
-"""Builders of tiny synthetic Hugging Face checkpoints (FORMATS.md §2, §6) and their references.
+"""Builders of tiny synthetic Hugging Face checkpoints (docs/FORMATS.md §2, §6) and references.
 
 Each builder writes a checkpoint directory in exactly the dtypes/layouts of one family and
 returns a `Synthetic` with the *effective* float32 weights (what the original model computes
 with: gamma*T after its own weight quantization and storage rounding) and a `reference(tokens)`
 function: a float32 transformers model (`BitNetForCausalLM` or `LlamaForCausalLM`) loaded with
 those effective weights, with a forward pre-hook on every projection that fake-quantizes its
-input per token (FORMATS.md 1.2, 2.6). The references never read our GGUF files.
+input per token (docs/FORMATS.md 1.2, 2.6). The references never read our GGUF files.
 
 Weights are well conditioned: masters std 0.02, embeddings std 0.1, norms 1 + 0.1*N(0, 1).
 """
@@ -147,7 +147,7 @@ def _round(x: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def weight_quant(w: np.ndarray) -> tuple[np.ndarray, np.float32]:
-    """FORMATS 1.1 as transformers/1bitLLM write it, in torch (independent of tribit.quant)."""
+    """docs/FORMATS.md 1.1 as transformers/1bitLLM write it, in torch (not via tribit.quant)."""
     import torch
 
     wt = torch.from_numpy(w)
@@ -219,7 +219,7 @@ def shard(d: Path, n: int = 2) -> None:
 
 
 def _act_quant_hook(module, args):
-    """Per-token absmax int8 fake quantization of a projection's input (FORMATS 1.2)."""
+    """Per-token absmax int8 fake quantization of a projection's input (docs/FORMATS.md 1.2)."""
     (x,) = args
     scale = 127.0 / x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-5)
     return ((x * scale).round().clamp(-128, 127) / scale,)
@@ -253,8 +253,8 @@ def torch_reference(model_cls, config, effective: dict[str, np.ndarray]) -> Call
 
 def make_bitnet(d: Path, variant: str = "master-f32", dims: Dims | None = None,
                 seed: int = 0) -> Synthetic:
-    """2B-4T style: `variant` "master-f32" / "master-bf16" (online, FORMATS 2.2) or "packed"
-    (uint8 + bf16 weight_scale, multiply, FORMATS 2.1)."""
+    """2B-4T style: `variant` "master-f32" / "master-bf16" (online, docs/FORMATS.md 2.2) or "packed"
+    (uint8 + bf16 weight_scale, multiply, docs/FORMATS.md 2.1)."""
     from transformers import BitNetConfig, BitNetForCausalLM
 
     dims = dims or Dims()
@@ -289,7 +289,7 @@ def make_bitnet(d: Path, variant: str = "master-f32", dims: Dims | None = None,
         save_safetensors(d / "model.safetensors", tensors, dtypes)
         cfg = config.to_dict()
         cfg.pop("attn_implementation", None)
-    else:  # masters: transformers writes the checkpoint itself (FORMATS 2.6)
+    else:  # masters: transformers writes the checkpoint itself (docs/FORMATS.md 2.6)
         import torch
 
         model = BitNetForCausalLM(config)
@@ -307,7 +307,7 @@ def make_bitnet(d: Path, variant: str = "master-f32", dims: Dims | None = None,
 
 def make_1bitllm(d: Path, dims: Dims | None = None, seed: int = 1,
                  dtype: str = "float32") -> Synthetic:
-    """1bitLLM style (FORMATS 2.3, 6.4): BitnetForCausalLM, model_type llama, SiLU, MHA,
+    """1bitLLM style (docs/FORMATS.md 2.3, 6.4): BitnetForCausalLM, model_type llama, SiLU, MHA,
     inner_attn_ln / ffn_layernorm, float masters, tied, SentencePiece tokenizer.model."""
     from transformers import BitNetConfig, BitNetForCausalLM
 
@@ -347,7 +347,7 @@ def make_1bitllm(d: Path, dims: Dims | None = None, seed: int = 1,
 
 
 def make_llama(d: Path, dims: Dims | None = None, seed: int = 2) -> Synthetic:
-    """Llama3-8B-1.58 / Falcon3 style (FORMATS 2.4, 6.3): LlamaForCausalLM + bitnet
+    """Llama3-8B-1.58 / Falcon3 style (docs/FORMATS.md 2.4, 6.3): LlamaForCausalLM + bitnet
     quantization_config, packed uint8 + bf16 weight_scale = 1/gamma (divide), bf16 float
     tensors, untied bf16 lm_head, GQA."""
     from transformers import LlamaConfig, LlamaForCausalLM

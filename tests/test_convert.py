@@ -193,7 +193,7 @@ def test_llama_qk_rows_are_permuted(ckpt, tmp_path):
 
 
 def _decode_i2s(raw: np.ndarray, shape) -> tuple[np.ndarray, np.float32]:
-    """FORMATS 3.4, written out independently of tribit.quant."""
+    """docs/FORMATS.md 3.4, written out independently of tribit.quant."""
     m, k = shape
     codes = raw[: m * k // 4].reshape(-1, 32)
     vals = np.stack([(codes >> 6) & 3, (codes >> 4) & 3, (codes >> 2) & 3, codes & 3], axis=1)

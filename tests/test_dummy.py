@@ -12,7 +12,7 @@ from tribit.convert.dummy import dummy_plan
 from tribit.convert.layouts import LAYOUTS, Layout, get_layout
 from tribit.errors import FormatError
 
-# bitnet.cpp utils/generate-dummy-bitnet-model.py (FORMATS.md 4.1): hidden, ffn, layers, heads
+# bitnet.cpp utils/generate-dummy-bitnet-model.py (docs/FORMATS.md 4.1): hidden, ffn, layers, heads
 BITNET_CPP = {
     "125M": (768, 3072, 11, 12), "350M": (1024, 3072, 24, 16), "1B": (2048, 3584, 24, 32),
     "1.5B": (1536, 9216, 28, 32), "2.7B": (3072, 7680, 24, 32), "3.8B": (3840, 8192, 24, 32),

@@ -4,7 +4,7 @@ The ternary path is bit-exact: integer sums checked with gamma = scale = 1 (so y
 then the float epilogue checked bit for bit against `ternary_matmul_ref`. Float matmuls
 (head, embeddings) are checked with a tolerance, their accumulation order being free.
 K may be any value >= 1: weights are padded to a multiple of 128 with zero codes and the
-binding pads activations with zeros (FORMATS.md 1.5, docs/KERNELS.md).
+binding pads activations with zeros (docs/FORMATS.md 1.5, docs/KERNELS.md).
 """
 
 from __future__ import annotations

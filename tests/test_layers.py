@@ -1,4 +1,4 @@
-"""The layer rules of DESIGN.md: imports only go down the tower."""
+"""The layer rules of docs/DESIGN.md: imports only go down the tower."""
 
 import ast
 from pathlib import Path

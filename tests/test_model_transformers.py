@@ -1,6 +1,6 @@
 """tribit against an independent reference: transformers' BitNet and Llama models.
 
-Recipe of FORMATS.md 2.6: a tiny float32 `BitNetForCausalLM` (or `LlamaForCausalLM`
+Recipe of docs/FORMATS.md 2.6: a tiny float32 `BitNetForCausalLM` (or `LlamaForCausalLM`
 for the ternary `llama` arch) whose projections are overwritten with gamma * T and
 whose projection inputs are fake-quantized (per-token absmax int8) by forward-pre-hooks.
 The same master weights go to GGUF through tribit's writer; tribit must agree by
@@ -51,7 +51,7 @@ def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
 
 
 def fake_quant_hook(module, args):
-    """FORMATS.md 1.2: per-token absmax int8, round half to even, back to float."""
+    """docs/FORMATS.md 1.2: per-token absmax int8, round half to even, back to float."""
     x = args[0]
     scale = 127.0 / x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-5)
     return ((x * scale).round().clamp(-128, 127) / scale,) + tuple(args[1:])

@@ -1,5 +1,5 @@
 """More checks of the numpy spec (tribit.quant): element-by-element re-readings of
-FORMATS.md, hostile inputs, torch's summation order, and gguf-py on edge cases.
+docs/FORMATS.md, hostile inputs, torch's summation order, and gguf-py on edge cases.
 
 tests/test_quant.py holds the main comparisons; this file adds what it does not cover.
 """
@@ -27,7 +27,7 @@ from tribit.quant import (
     unpack_tq1_0,
     unpack_tq2_0,
 )
-from tribit.quant.torch_sum import torch_mean_f32, torch_sum_f32
+from tribit.quant.torch_sum import torch_mean_f32, torch_sum_f32, torch_sum_lanes
 
 gguf = pytest.importorskip("gguf")
 
@@ -42,14 +42,14 @@ def _ternary(rng, shape, p_zero=1 / 3):
 def torch_threads():
     """torch with a settable thread count, restored afterwards."""
     torch = pytest.importorskip("torch")
-    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "DEFAULT", "NO AVX"):
-        pytest.skip("torch_sum is checked here for 8-lane torch builds only")
+    if torch_sum_lanes() != 8:  # x86-64, any capability: AVX512 runs torch's AVX2 sum
+        pytest.skip("torch's summation order is measured on x86-64 only")
     saved = torch.get_num_threads()
     yield torch
     torch.set_num_threads(saved)
 
 
-# --- element-by-element re-readings of FORMATS.md (independent of the vectorised code) ---
+# --- element-by-element re-readings of docs/FORMATS.md (independent of the vectorised code) ---
 
 
 def _i2s_by_text(t: np.ndarray, scale: float) -> bytes:
@@ -390,6 +390,11 @@ def test_absmean_ternarize_can_reproduce_torch_bit_exactly(torch_threads):
             assert gamma == np.float32(mean.item()) and np.array_equal(t, ref_t), shape
 
 
+def test_torch_sum_lanes_by_machine():
+    assert torch_sum_lanes("x86_64") == torch_sum_lanes("AMD64") == 8
+    assert torch_sum_lanes("aarch64") is None and torch_sum_lanes("arm64") is None
+
+
 def test_torch_sum_rejects_bad_arguments():
     with pytest.raises(ValueError):
         torch_sum_f32(np.ones(4, np.float32), lanes=0)
@@ -429,7 +434,7 @@ def test_packers_reject_bad_shapes():
 
 
 def test_decoders_map_unused_code_3_to_zero():
-    """I2_S and TQ2_0 decoders read the never-written code 3 as 0 (FORMATS.md 2.1/3.4)."""
+    """I2_S and TQ2_0 decoders read the never-written code 3 as 0 (docs/FORMATS.md 2.1/3.4)."""
     raw = pack_i2s(np.zeros((1, 128), np.int8), 1.0)
     raw[0] = 0xFF  # values 0, 32, 64, 96 get code 3
     t, _ = unpack_i2s(raw, (1, 128))

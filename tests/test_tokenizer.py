@@ -88,7 +88,7 @@ def llama3(llama3_md):
 
 
 def test_llama3_metadata_shape(llama3_md, llama3):
-    # the official 2B-4T GGUF has exactly these counts (FORMATS.md 3.8)
+    # the official 2B-4T GGUF has exactly these counts (docs/FORMATS.md 3.8)
     assert len(llama3_md["tokenizer.ggml.tokens"]) == 128256
     assert len(llama3_md["tokenizer.ggml.merges"]) == 280147
     assert llama3.pre == "llama3" and llama3.add_bos

@@ -65,7 +65,7 @@ public:
     // bad batch (position gaps, out-of-range ids).
     void forward(const int32_t* tokens, const int32_t* pos, const int32_t* seq, const uint8_t* want,
                  int64_t n, float* logits);
-    // Hidden state after the final norm for the wanted rows (tests).
+    // Tokens already in the KV cache of sequence slot `seq` (its next position).
     int64_t n_past(int64_t seq) const { return n_past_[seq]; }
     void reset(int64_t seq);  // -1: all
     void trim(int64_t seq, int64_t n);

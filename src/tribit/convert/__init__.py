@@ -75,7 +75,7 @@ def convert_hf(
 ) -> WriteReport:
     """Convert a Hugging Face checkpoint directory (safetensors, single or sharded) to GGUF.
 
-    The family is detected from config.json (FORMATS.md §2); unsupported models raise
+    The family is detected from config.json (docs/FORMATS.md §2); unsupported models raise
     FormatError listing what is supported. Tensors are read and written one at a time.
     """
     from tribit.tokenizer.hf import tokenizer_metadata_from_hf

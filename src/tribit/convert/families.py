@@ -1,6 +1,6 @@
 """Per-family mapping of Hugging Face checkpoints to GGUF tensors and hyper-parameters.
 
-Families (detected by `hf.detect_family`, FORMATS.md §2):
+Families (detected by `hf.detect_family`, docs/FORMATS.md §2):
 
 - `bitnet-b1.58`: microsoft/bitnet-b1.58-2B-4T (packed uint8 + `weight_scale`, multiply) and
   -bf16 (float masters) -> arch `bitnet-b1.58`, ReLU², sub-norms, NeoX RoPE, tied head.
@@ -10,11 +10,11 @@ Families (detected by `hf.detect_family`, FORMATS.md §2):
   -> arch `llama`, SiLU, no sub-norms, normal RoPE with Q/K rows permuted exactly as
   llama.cpp's `convert_hf_to_gguf.py` `LlamaModel.permute`, untied `output`.
 
-Every projection becomes (t int8, gamma f32). Packed weights are unpacked (FORMATS 2.1) with the
+Each projection becomes (t int8, gamma f32). Packed weights unpack (docs/FORMATS.md 2.1) with the
 scale convention of `quantization_config.linear_class`: autobitlinear multiplies, bitlinear
 divides; when absent, the family's bitnet.cpp convention (multiply for 2B-4T, divide for
 Llama). Float weights that already hold exactly {-g, 0, +g} keep t and g; other float masters
-are ternarized with absmean (FORMATS 1.1), as online BitLinear does.
+are ternarized with absmean (docs/FORMATS.md 1.1), as online BitLinear does.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def permute_qk(w: np.ndarray, n_head: int, n_head_kv: int | None = None) -> np.n
 
 
 def gguf_hparams(hp: HParams, n_vocab: int, arch: str) -> dict[str, object]:
-    """The `<arch>.*` metadata keys (without the prefix) of FORMATS.md 3.3."""
+    """The `<arch>.*` metadata keys (without the prefix) of docs/FORMATS.md 3.3."""
     out: dict[str, object] = {
         "vocab_size": n_vocab,
         "context_length": hp.n_ctx_train,

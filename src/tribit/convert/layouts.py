@@ -1,8 +1,8 @@
 """Model layouts for `tribit dummy`: bitnet.cpp's dummy size table and real model shapes.
 
-The bitnet.cpp rows mirror `utils/generate-dummy-bitnet-model.py` (FORMATS.md 4.1): arch
+The bitnet.cpp rows mirror `utils/generate-dummy-bitnet-model.py` (docs/FORMATS.md 4.1): arch
 `bitnet`, multi-head attention (KV heads = heads), 32002-token vocabulary. The real rows are the
-shapes of the published checkpoints (FORMATS.md §2).
+shapes of the published checkpoints (docs/FORMATS.md §2).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _bitnet_cpp(name: str, n_embd: int, n_ff: int, n_layer: int, n_head: int) ->
     return Layout(name, "bitnet", n_embd, n_ff, n_layer, n_head, n_head, 32002)
 
 
-_REAL = "published checkpoint shape (FORMATS.md §2)"
+_REAL = "published checkpoint shape (docs/FORMATS.md §2)"
 
 #: name -> Layout, in display order.
 LAYOUTS: dict[str, Layout] = {

@@ -4,7 +4,7 @@ A converter or the dummy generator describes a model as a `ModelPlan`: architect
 hyper-parameters, tokenizer metadata and a list of `TensorPlan`s whose data are produced by
 zero-argument callables. `write_gguf` picks each tensor's GGML type (ternary tensors: the
 requested `qtype`, falling back per tensor when the row length does not fit the block size),
-writes the mainline metadata keys (FORMATS.md 3.3) plus the exact f32 scale of every ternary
+writes the mainline metadata keys (docs/FORMATS.md 3.3) plus the exact f32 scale of every ternary
 tensor under `tribit.scale.<name>`, and streams the tensors through `GGUFWriter`, which calls one
 callable at a time, so memory stays bounded by the largest single tensor.
 """

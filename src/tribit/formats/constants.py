@@ -1,6 +1,6 @@
 """GGUF constants: value types, ggml tensor types and their true byte sizes.
 
-FORMATS.md 3.1-3.2. The table is ours; the facts come from ggml (mainline) and
+docs/FORMATS.md 3.1-3.2. The table is ours; the facts come from ggml (mainline) and
 bitnet.cpp's fork (I2_S, id 36, whose real size is special-cased).
 """
 
@@ -78,7 +78,7 @@ class GGMLType(IntEnum):
     TQ1_0 = 34
     TQ2_0 = 35
     I2_S = 36  # bitnet.cpp fork; reserved (unused) in mainline
-    MXFP4 = 39  # mainline; TL2 in bitnet.cpp's fork (dispatch on arch, FORMATS.md 7.1)
+    MXFP4 = 39  # mainline; TL2 in bitnet.cpp's fork (dispatch on arch, docs/FORMATS.md 7.1)
     NVFP4 = 40  # mainline (gguf 0.19)
     Q1_0 = 41  # mainline (gguf 0.19)
 

@@ -1,4 +1,4 @@
-"""GGUF v3 reader and writer (FORMATS.md 3.1), numpy only.
+"""GGUF v3 reader and writer (docs/FORMATS.md 3.1), numpy only.
 
 The reader (`gguf_reader`) is a security boundary: every count, length, offset and size is
 checked before anything is allocated or read; malformed input raises `FormatError`. The

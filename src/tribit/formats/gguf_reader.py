@@ -1,6 +1,6 @@
-"""GGUF v3 reader (FORMATS.md 3.1), numpy only.
+"""GGUF v3 reader (docs/FORMATS.md 3.1), numpy only.
 
-The reader is a security boundary (DESIGN.md): every count, length, offset and
+The reader is a security boundary (docs/DESIGN.md): every count, length, offset and
 size is checked against hard limits and the file size before anything is
 allocated or read, and any malformed input raises `FormatError` naming the
 problem. Tensor data is handed out as zero-copy views of a read-only mapping.

@@ -1,4 +1,4 @@
-"""GGUF v3 writer (FORMATS.md 3.1), numpy only.
+"""GGUF v3 writer (docs/FORMATS.md 3.1), numpy only.
 
 Metadata is validated and encoded when it is added, so a bad value fails at
 `add_metadata` with the key's name instead of half-way through `write()`. Tensor

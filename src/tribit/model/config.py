@@ -1,4 +1,4 @@
-"""Model configuration, read from GGUF metadata only (FORMATS.md 3.3)."""
+"""Model configuration, read from GGUF metadata only (docs/FORMATS.md 3.3)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The numpy specification of tribit's quantization math and packings.
 
 Native kernels and the model oracle are tested against these functions; they
-are written for clarity and exactness first (FORMATS.md sections 1, 2.1, 3.4, 3.7).
+are written for clarity and exactness first (docs/FORMATS.md sections 1, 2.1, 3.4, 3.7, 3.9).
 """
 
 from .activation import quantize_activations, ternary_matmul_ref

@@ -1,6 +1,6 @@
 """Per-token int8 activation quantization and the exact BitLinear epilogue.
 
-FORMATS.md 1.2 and 1.5. This is the contract every native kernel matches bit
+docs/FORMATS.md 1.2 and 1.5. This is the contract every native kernel matches bit
 for bit: the integer sum is exact and the float epilogue is fixed here.
 """
 

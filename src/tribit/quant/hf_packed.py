@@ -1,6 +1,6 @@
 """Hugging Face packed ternary weights (2B-4T, Llama3-8B-1.58, Falcon3-1.58bit).
 
-FORMATS.md 2.1: codes t + 1 packed along the output (row) dimension: with
+docs/FORMATS.md 2.1: codes t + 1 packed along the output (row) dimension: with
 R = ceil(m / 4), packed[r, k] holds rows r, R+r, 2R+r, 3R+r in bits 0-1, 2-3,
 4-5, 6-7.
 """

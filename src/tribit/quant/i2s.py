@@ -1,4 +1,4 @@
-"""bitnet.cpp I2_S (fork type 36), the canonical x86 layout (FORMATS.md 3.4).
+"""bitnet.cpp I2_S (fork type 36), the canonical x86 layout (docs/FORMATS.md 3.4).
 
 The row-major flattened tensor is split into blocks of 128 values; byte p of a
 block holds values p, 32+p, 64+p, 96+p in bits 7-6, 5-4, 3-2, 1-0 as codes

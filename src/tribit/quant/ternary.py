@@ -1,4 +1,4 @@
-"""Ternary weight quantization (FORMATS.md 1.1): absmean, one scale per tensor."""
+"""Ternary weight quantization (docs/FORMATS.md 1.1): absmean, one scale per tensor."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Mainline llama.cpp TQ2_0 (type 35) and TQ1_0 (type 34) block layouts.
 
-FORMATS.md 3.7. Blocks of 256 weights along a row; each block stores trits
+docs/FORMATS.md 3.7. Blocks of 256 weights along a row; each block stores trits
 t + 1 in {0, 1, 2} and an f16 scale d (the block's max |value|; 0 for an
 all-zero block). Byte-identical to gguf-py's quantizers for ternary input.
 """
@@ -53,7 +53,7 @@ def unpack_tq2_0(raw: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, n
     shifts = np.array([0, 2, 4, 6], np.uint8).reshape(1, 1, 1, 4, 1)
     codes = (qs >> shifts) & 3
     t = codes.reshape(m, k).astype(np.int8) - 1
-    # code 3 is never written; decoders treat it as 0 (FORMATS.md 2.1)
+    # code 3 is never written; decoders treat it as 0 (docs/FORMATS.md 2.1)
     t[t == 2] = 0
     d = b[:, :, 64:].copy().view("<f2").reshape(m, nb).astype(np.float32)
     return t, d

@@ -1,7 +1,7 @@
 """The Tokenizer: GGUF `tokenizer.ggml.*` metadata -> encode/decode, as llama.cpp does it.
 
 Two vocabulary kinds: "gpt2" (byte-level BPE, `bpe.py`) and "llama" (SentencePiece, `spm.py`).
-Token types (FORMATS.md 3.8): 1 NORMAL, 2 UNKNOWN, 3 CONTROL, 4 USER_DEFINED, 5 UNUSED, 6 BYTE.
+Token types (docs/FORMATS.md 3.8): 1 NORMAL, 2 UNKNOWN, 3 CONTROL, 4 USER_DEFINED, 5 UNUSED, 6 BYTE.
 
 Special tokens in text (llama.cpp `tokenizer_st_partition`): USER_DEFINED tokens are always
 matched as whole tokens (as in llama.cpp and HF, where they are ordinary added tokens); CONTROL

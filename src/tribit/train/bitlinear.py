@@ -1,5 +1,5 @@
 """BitLinear: ternary weights and int8 activations in the forward pass, with
-straight-through gradients (FORMATS.md 1.1-1.3).
+straight-through gradients (docs/FORMATS.md 1.1-1.3).
 
 `quantize_weights_ste` and `quantize_activations_ste` are the textbook
 formulation (`x + (q - x).detach()`). `BitLinear` computes the same function with
@@ -19,7 +19,7 @@ FLOOR = 1e-5
 
 
 def weight_quant(w: torch.Tensor, f64_mean: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(t, gamma)`: absmean ternarization, one scale per tensor (FORMATS.md 1.1).
+    """`(t, gamma)`: absmean ternarization, one scale per tensor (docs/FORMATS.md 1.1).
 
     `gamma = mean|w|` clamped at 1e-5 (float32 scalar tensor), `t` in {-1, 0, 1}
     (float tensor, same shape as `w`), rounded half to even. `f64_mean` (export and
@@ -35,7 +35,7 @@ def weight_quant(w: torch.Tensor, f64_mean: bool = False) -> tuple[torch.Tensor,
 
 def act_quant(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`(q, scale)`: per-token absmax int8 codes (as floats) and the multiplier
-    `scale = 127 / max(amax, 1e-5)` of shape (..., 1) (FORMATS.md 1.2)."""
+    `scale = 127 / max(amax, 1e-5)` of shape (..., 1) (docs/FORMATS.md 1.2)."""
     amax = x.abs().amax(dim=-1, keepdim=True).clamp(min=FLOOR)
     # a true division like numpy's (python_scalar / tensor would be 127 * (1 / amax))
     scale = torch.div(amax.new_tensor(ACT_MAX), amax)

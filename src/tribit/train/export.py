@@ -1,7 +1,7 @@
 """Export a trained BitNetLM to GGUF with tribit's own writer: arch `bitnet-b1.58`,
 TQ2_0 projections (mainline llama.cpp reads them) whose exact f32 per-tensor
 scales go under `tribit.scale.<tensor name>`, F32 norms, F32 (or F16) token
-embedding used as the tied head, and the tokenizer inside (FORMATS.md 3.3, 3.7, 3.8)."""
+embedding used as the tied head, and the tokenizer inside (docs/FORMATS.md 3.3, 3.7, 3.8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A 2B-4T-style decoder built from BitLinear (FORMATS.md 1.4): RMSNorm, attention
+"""A 2B-4T-style decoder built from BitLinear (docs/FORMATS.md 1.4): RMSNorm, attention
 and FFN sub-norms, ReLU², NeoX RoPE, GQA, tied embeddings, no biases — the
 training-time forward that tribit's runtime reproduces."""
 
