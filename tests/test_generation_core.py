@@ -277,6 +277,9 @@ def test_library_and_server_give_the_same_answers(path, model):
         r = httpx.post(base + "/v1/completions", json=long, timeout=60).json()
         after = _metric(httpx.get(base + "/metrics").text, "prompt_tokens_cached_total")
         assert after - before >= 39 and r["timings"]["cache_n"] >= 39
+        r2 = httpx.post(base + "/v1/completions", json={**long, "cache_prompt": False},
+                        timeout=60).json()
+        assert r2["timings"]["cache_n"] == 0 and r2["choices"] == r["choices"]
 
 
 def _metric(text: str, name: str) -> float:

@@ -70,6 +70,8 @@ class SamplingFields(Body):
     stream_options: dict | None = None
     n: int = Field(default=1, ge=1, le=1, strict=True)
     logit_bias: dict[str, float] | None = None
+    # llama-server's: reuse the KV rows a free slot already holds for the prompt's prefix
+    cache_prompt: bool = Field(default=True, strict=True)
 
     @field_validator("stop")
     @classmethod
@@ -103,7 +105,8 @@ class SamplingFields(Body):
 
     def options(self) -> dict[str, Any]:
         """The generation options of the request (`BatchGenerator.insert` keywords)."""
-        return {"max_tokens": self.limit(), "sampling": self.sampling(), "stop": self.stop}
+        return {"max_tokens": self.limit(), "sampling": self.sampling(), "stop": self.stop,
+                "reuse_cache": self.cache_prompt}
 
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.get("include_usage"))
