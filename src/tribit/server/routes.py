@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ..chat import TemplateBudgetError, chat_prompt_tokens
-from ..errors import ContextLengthError, TribitError
+from ..errors import ContextLengthError, ModelError, TribitError
 from ..generation import check_prompt
 from ..protocol import Responder
 from .engine import Job, QueueFullError
@@ -173,10 +173,8 @@ async def completions(request: Request):
     if not body.prompt:  # "" or []: SERVER.md
         return error(400, "the prompt is empty", "empty_prompt", param="prompt")
     if isinstance(body.prompt, list):
-        if any(not 0 <= t < m.config.n_vocab for t in body.prompt):
-            return error(400, "prompt token id out of range", "invalid_token", param="prompt")
         toks = body.prompt
-    else:
+    else:  # CPU work: never on the event loop
         toks = await run_in_threadpool(m.tokenizer.encode, body.prompt,
                                        add_bos=bool(m.tokenizer.add_bos), special=True)
     return await _generate(request, state, body, toks, chat=False)
@@ -201,10 +199,12 @@ async def chat_completions(request: Request):
 async def _generate(request: Request, state: State, body: SamplingFields, prompt: list[int],
                     chat: bool):
     """Check the prompt, queue the job, answer whole or as a stream."""
-    try:
-        check_prompt(state.model, prompt)
+    try:  # a pass over up to millions of ids: in a worker thread
+        await run_in_threadpool(check_prompt, state.model, prompt)
     except ContextLengthError as e:
         return context_error(e)
+    except ModelError as e:  # an id outside the vocabulary
+        return error(400, str(e), "invalid_token", param="prompt")
     except TribitError as e:
         return error(400, str(e), "invalid_prompt", param="prompt")
     loop = asyncio.get_running_loop()
