@@ -24,6 +24,7 @@ from tribit.formats.keys import (
     OUTPUT,
     OUTPUT_NORM,
     PROJECTIONS,
+    SUB_NORM_ARCHS,
     TOKEN_EMBD,
     Dims,
     Projection,
@@ -108,7 +109,7 @@ def dummy_plan(layout: str | Layout, seed: int = 0, n_layer: int | None = None) 
     hd = lay.head_dim
     dims = Dims.of(lay.n_embd, lay.n_ff, lay.n_head, lay.n_head_kv, hd)
     block = [ATTN_NORM, *PROJECTIONS, FFN_NORM]  # a block's tensors, in file and seed order
-    if lay.arch in ("bitnet", "bitnet-b1.58"):
+    if lay.arch in SUB_NORM_ARCHS:
         block += [ATTN_SUB_NORM, FFN_SUB_NORM]
     counter = iter(range(1 << 30))
     tensors = [TensorPlan(TOKEN_EMBD, (lay.n_vocab, lay.n_embd), "embd",

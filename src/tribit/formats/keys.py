@@ -13,6 +13,19 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 
+class Arch:
+    """`general.architecture` values tribit reads and writes (FORMATS.md 3.3)."""
+
+    BITNET = "bitnet"  # 1bitLLM, bitnet.cpp dummies
+    BITNET_25 = "bitnet-25"  # first official 2B-4T GGUF
+    BITNET_B158 = "bitnet-b1.58"  # current 2B-4T GGUF, tribit's own
+    LLAMA = "llama"  # Llama3-8B-1.58, Falcon3/Falcon-E
+
+
+# the architectures whose blocks hold attn_sub_norm and ffn_sub_norm (FORMATS.md 1.4)
+SUB_NORM_ARCHS = frozenset({Arch.BITNET, Arch.BITNET_25, Arch.BITNET_B158})
+
+
 class General:
     """`general.*` keys."""
 
