@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tribit.errors import FormatError
-from tribit.formats.keys import Tokenizer, TokenType
+from tribit.formats.keys import TokenizerKey, TokenType
 
 from .writer import (
     DEFAULT_QTYPE,
@@ -41,9 +41,9 @@ __all__ = [
 def pad_vocab(tokenizer: dict[str, object], n_vocab: int) -> dict[str, object]:
     """Pad the token list (and scores/types) of tokenizer metadata to `n_vocab` rows with
     `[PAD<id>]` UNUSED tokens, as llama.cpp's converter does; FormatError if it is longer."""
-    tokens = list(tokenizer.get(Tokenizer.TOKENS) or [])
+    tokens = list(tokenizer.get(TokenizerKey.TOKENS) or [])
     if not tokens:
-        raise FormatError(f"tokenizer metadata has no {Tokenizer.TOKENS}")
+        raise FormatError(f"tokenizer metadata has no {TokenizerKey.TOKENS}")
     if len(tokens) > n_vocab:
         raise FormatError(f"tokenizer has {len(tokens)} tokens but the embedding only "
                           f"{n_vocab} rows")
@@ -53,14 +53,14 @@ def pad_vocab(tokenizer: dict[str, object], n_vocab: int) -> dict[str, object]:
 
     n_pad = n_vocab - len(tokens)
     out = dict(tokenizer)
-    out[Tokenizer.TOKENS] = tokens + [f"[PAD{i}]" for i in range(len(tokens), n_vocab)]
-    if Tokenizer.SCORES in out:
-        scores = np.asarray(out[Tokenizer.SCORES], dtype=np.float32)
-        out[Tokenizer.SCORES] = np.concatenate([scores, np.full(n_pad, -1000.0, np.float32)])
-    if Tokenizer.TOKEN_TYPE in out:
-        types = np.asarray(out[Tokenizer.TOKEN_TYPE], dtype=np.int32)
+    out[TokenizerKey.TOKENS] = tokens + [f"[PAD{i}]" for i in range(len(tokens), n_vocab)]
+    if TokenizerKey.SCORES in out:
+        scores = np.asarray(out[TokenizerKey.SCORES], dtype=np.float32)
+        out[TokenizerKey.SCORES] = np.concatenate([scores, np.full(n_pad, -1000.0, np.float32)])
+    if TokenizerKey.TOKEN_TYPE in out:
+        types = np.asarray(out[TokenizerKey.TOKEN_TYPE], dtype=np.int32)
         pad = np.full(n_pad, TokenType.UNUSED, np.int32)
-        out[Tokenizer.TOKEN_TYPE] = np.concatenate([types, pad])
+        out[TokenizerKey.TOKEN_TYPE] = np.concatenate([types, pad])
     return out
 
 

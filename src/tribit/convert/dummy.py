@@ -28,7 +28,7 @@ from tribit.formats.keys import (
     TOKEN_EMBD,
     Dims,
     Projection,
-    Tokenizer,
+    TokenizerKey,
     TokenType,
     Tribit,
     block_tensor,
@@ -54,24 +54,24 @@ def dummy_tokenizer(n_vocab: int) -> dict[str, object]:
 
     meta = dict(train_bpe_metadata(corpus_texts(), min(BPE_VOCAB, n_vocab),
                                    special_tokens=list(SPECIAL_TOKENS)))
-    tokens = list(meta[Tokenizer.TOKENS])
+    tokens = list(meta[TokenizerKey.TOKENS])
     if len(tokens) > n_vocab:
         raise FormatError(f"dummy tokenizer has {len(tokens)} tokens, layout only {n_vocab}")
     ids = {tok: i for i, tok in enumerate(tokens)}
     n_pad = n_vocab - len(tokens)
-    meta[Tokenizer.TOKENS] = tokens + [f"<|reserved_{i}|>" for i in range(n_pad)]
-    if Tokenizer.TOKEN_TYPE in meta:
-        types = np.asarray(meta[Tokenizer.TOKEN_TYPE], dtype=np.int32)
-        meta[Tokenizer.TOKEN_TYPE] = np.concatenate(
+    meta[TokenizerKey.TOKENS] = tokens + [f"<|reserved_{i}|>" for i in range(n_pad)]
+    if TokenizerKey.TOKEN_TYPE in meta:
+        types = np.asarray(meta[TokenizerKey.TOKEN_TYPE], dtype=np.int32)
+        meta[TokenizerKey.TOKEN_TYPE] = np.concatenate(
             [types, np.full(n_pad, TokenType.CONTROL, np.int32)])
-    if Tokenizer.SCORES in meta:
-        scores = np.asarray(meta[Tokenizer.SCORES], dtype=np.float32)
-        meta[Tokenizer.SCORES] = np.concatenate([scores, np.zeros(n_pad, np.float32)])
+    if TokenizerKey.SCORES in meta:
+        scores = np.asarray(meta[TokenizerKey.SCORES], dtype=np.float32)
+        meta[TokenizerKey.SCORES] = np.concatenate([scores, np.zeros(n_pad, np.float32)])
     # make sure the special ids are set even if the trainer left them out
     meta.setdefault(token_id_key("bos"), ids["<|begin_of_text|>"])
     meta.setdefault(token_id_key("eos"), ids["<|end_of_text|>"])
     meta.setdefault(token_id_key("eot"), ids["<|eot_id|>"])
-    meta.setdefault(Tokenizer.ADD_BOS, True)
+    meta.setdefault(TokenizerKey.ADD_BOS, True)
     return meta
 
 

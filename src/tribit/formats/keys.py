@@ -60,7 +60,7 @@ def arch_key(arch: str, suffix: str) -> str:
     return f"{arch}.{suffix}"
 
 
-class Tokenizer:
+class TokenizerKey:
     """`tokenizer.*` keys (FORMATS.md 3.8)."""
 
     PREFIX = "tokenizer.ggml."
@@ -74,14 +74,15 @@ class Tokenizer:
     EOS_ID = PREFIX + "eos_token_id"
     EOT_ID = PREFIX + "eot_token_id"
     ADD_BOS = PREFIX + "add_bos_token"
+    ADD_EOS = PREFIX + "add_eos_token"
     ADD_SPACE_PREFIX = PREFIX + "add_space_prefix"
     REMOVE_EXTRA_WHITESPACES = PREFIX + "remove_extra_whitespaces"
     CHAT_TEMPLATE = "tokenizer.chat_template"
 
 
 def token_id_key(name: str) -> str:
-    """`tokenizer.ggml.<name>_token_id` ("bos", "eos", "eot", "unk", "pad", ...)."""
-    return f"{Tokenizer.PREFIX}{name}_token_id"
+    """`tokenizer.ggml.<name>_token_id` ("bos", "eos", "eot", "eom", "unknown", "padding")."""
+    return f"{TokenizerKey.PREFIX}{name}_token_id"
 
 
 class TokenType(IntEnum):

@@ -22,7 +22,7 @@ from ..formats.keys import (
     OUTPUT_NORM,
     PROJECTIONS,
     TOKEN_EMBD,
-    Tokenizer,
+    TokenizerKey,
     block_tensor,
 )
 from .config import ModelConfig, config_from_metadata
@@ -245,7 +245,7 @@ def check_vocab(md: dict[str, Any], n_vocab: int) -> None:
     """The tokenizer must name exactly one token per row of `token_embd`: a tokenizer with
     more tokens yields ids the model cannot embed, one with fewer leaves rows that the model
     can generate and the tokenizer cannot print (llama.cpp refuses both as well)."""
-    tokens = md.get(Tokenizer.TOKENS)
+    tokens = md.get(TokenizerKey.TOKENS)
     if isinstance(tokens, (list, tuple)) and len(tokens) != n_vocab:
         raise ModelError(
             f"the tokenizer has {len(tokens)} tokens but token_embd has {n_vocab} rows; "
