@@ -32,6 +32,7 @@ from .weights import (
     dims,
     read_f32,
     read_float_matrix,
+    read_norm,
     read_ternary,
     repack_float_matrix,
 )
@@ -206,12 +207,11 @@ def _build(reader, path, n_threads, n_ctx, kv_type, n_seq, isa, head_type, t0, r
     types: dict[str, int] = {}
     d = dims(cfg)
     for i in range(cfg.n_layer):
-        def norm(n, i=i):
-            return read_f32(reader, block_tensor(i, n.suffix), n.shape(d))
-
         sub = cfg.sub_norms
-        native.set_norms(i, norm(ATTN_NORM), norm(ATTN_SUB_NORM) if sub else None,
-                         norm(FFN_NORM), norm(FFN_SUB_NORM) if sub else None)
+        native.set_norms(i, read_norm(reader, i, ATTN_NORM, d),
+                         read_norm(reader, i, ATTN_SUB_NORM, d) if sub else None,
+                         read_norm(reader, i, FFN_NORM, d),
+                         read_norm(reader, i, FFN_SUB_NORM, d) if sub else None)
         for p in PROJECTIONS:
             w = read_ternary(reader, block_tensor(i, p.suffix), p.shape(d))
             native.set_ternary(i, p.suffix, w.t, float(w.gamma))

@@ -27,10 +27,12 @@ from ..formats.keys import (
 from ..quant import quantize_activations, ternary_matmul_ref
 from .config import ModelConfig, config_from_metadata
 from .weights import (
+    block_norms,
     dims,
     float_matrix_f32,
     read_f32,
     read_float_matrix,
+    read_norm,
     read_ternary,
     repack_float_matrix,
 )
@@ -71,10 +73,8 @@ def load_reference(
     for i in range(cfg.n_layer):
         # norms by GGUF suffix (None: the arch has none), projections by `which`
         layer = {n.suffix: None for n in (ATTN_SUB_NORM, FFN_SUB_NORM)}
-        for n in (ATTN_NORM, FFN_NORM) + ((ATTN_SUB_NORM, FFN_SUB_NORM) if cfg.sub_norms
-                                          else ()):
-            layer[n.suffix] = read_f32(r, block_tensor(i, n.suffix), n.shape(d)).astype(
-                np.float64)
+        for n in block_norms(cfg):
+            layer[n.suffix] = read_norm(r, i, n, d).astype(np.float64)
         for p in PROJECTIONS:
             w = read_ternary(r, block_tensor(i, p.suffix), p.shape(d))
             layer[p.which] = (w.t, w.gamma)

@@ -19,13 +19,12 @@ from ..formats.keys import (
     ATTN_SUB_NORM,
     FFN_NORM,
     FFN_SUB_NORM,
-    NORMS,
     OUTPUT,
     OUTPUT_NORM,
-    PROJECTION,
     PROJECTIONS,
     TOKEN_EMBD,
     Dims,
+    Norm,
     block_tensor,
     scale_key,
     scale_tensor,
@@ -64,9 +63,14 @@ def dims(cfg: ModelConfig) -> Dims:
     return Dims.of(cfg.n_embd, cfg.n_ff, cfg.n_head, cfg.n_head_kv, cfg.head_dim)
 
 
-def expected_shape(cfg: ModelConfig, which: str) -> tuple[int, int]:
-    """(M, K) of projection `which` ("q", "k", ... : `keys.PROJECTIONS`) under `cfg`."""
-    return PROJECTION[which].shape(dims(cfg))
+def block_norms(cfg: ModelConfig) -> tuple[Norm, ...]:
+    """The norms each block of `cfg` holds (sub-norms only where the arch has them)."""
+    return (ATTN_NORM, FFN_NORM) + ((ATTN_SUB_NORM, FFN_SUB_NORM) if cfg.sub_norms else ())
+
+
+def read_norm(reader: GGUFReader, i: int, norm: Norm, d: Dims) -> np.ndarray:
+    """Norm `norm` of block `i` as float32, checked against its width in `d`."""
+    return read_f32(reader, block_tensor(i, norm.suffix), norm.shape(d))
 
 
 @dataclass
@@ -237,9 +241,8 @@ def check_tensors(reader: GGUFReader, cfg: ModelConfig) -> None:
     norm_msg = "norms must be F32, F16 or BF16"
     tern_msg = "ternary projections must be TQ1_0, TQ2_0, I2_S, F32, F16 or BF16"
     d = dims(cfg)
-    norms = (ATTN_NORM, FFN_NORM) + ((ATTN_SUB_NORM, FFN_SUB_NORM) if cfg.sub_norms else ())
     for i in range(cfg.n_layer):
-        for norm in norms:
+        for norm in block_norms(cfg):
             need(block_tensor(i, norm.suffix), norm.shape(d), NORM_TYPES, norm_msg)
         for p in PROJECTIONS:
             name = block_tensor(i, p.suffix)
@@ -271,13 +274,6 @@ def scale_value(md: dict, name: str) -> np.float32 | None:
     if not np.isfinite(f):
         raise ModelError(f"metadata {key!r} = {v!r} is not a finite float32")
     return f
-
-
-def layer_names(i: int) -> dict[str, str]:
-    """Block `i`'s tensor names by projection (`which`: "q", ...) and norm suffix."""
-    names = {p.which: block_tensor(i, p.suffix) for p in PROJECTIONS}
-    names.update((n.suffix, block_tensor(i, n.suffix)) for n in NORMS)
-    return names
 
 
 def _stored(x: np.float32, qt: int) -> np.float32:
