@@ -55,6 +55,52 @@ std::vector<float> copy_vec(Arr1<const float> a, int64_t expect, const char* wha
     return std::vector<float>(a.data(), a.data() + a.shape(0));
 }
 
+// A layer's ternary projections. The names are the GGUF tensor suffixes under blk.N. of
+// tribit.formats.keys.PROJECTIONS, the one table of tensor names: the loader passes them
+// from there to set_ternary, and a test checks this table (exposed as
+// NativeModel.projections) against it, shapes included.
+enum class Width { embd, q, kv, ff };
+struct ProjectionSlot {
+    const char* name;
+    TernaryMatrix Layer::*dst;
+    Width rows, cols;  // (M, K) of the matrix
+};
+constexpr ProjectionSlot kProjections[] = {
+    {"attn_q", &Layer::wq, Width::q, Width::embd},
+    {"attn_k", &Layer::wk, Width::kv, Width::embd},
+    {"attn_v", &Layer::wv, Width::kv, Width::embd},
+    {"attn_output", &Layer::wo, Width::embd, Width::q},
+    {"ffn_gate", &Layer::wgate, Width::ff, Width::embd},
+    {"ffn_up", &Layer::wup, Width::ff, Width::embd},
+    {"ffn_down", &Layer::wdown, Width::embd, Width::ff},
+};
+
+const char* width_name(Width w) {
+    switch (w) {
+        case Width::embd: return "embd";
+        case Width::q: return "q";
+        case Width::kv: return "kv";
+        case Width::ff: return "ff";
+    }
+    return "?";
+}
+
+int64_t width_of(const ModelParams& p, Width w) {
+    switch (w) {
+        case Width::embd: return p.n_embd;
+        case Width::q: return p.n_head * p.head_dim;
+        case Width::kv: return p.n_head_kv * p.head_dim;
+        case Width::ff: return p.n_ff;
+    }
+    return 0;
+}
+
+const ProjectionSlot& projection(const std::string& name) {
+    for (const ProjectionSlot& s : kProjections)
+        if (name == s.name) return s;
+    throw nb::value_error(("unknown projection " + name).c_str());
+}
+
 FloatMatrix make_float(nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu> a, const std::string& qtype,
                        int64_t m, int64_t k) {
     FloatMatrix w;
@@ -120,24 +166,22 @@ void bind_model(nb::module_& m) {
                                float gamma) {
             Model& M = *s.model;
             Layer& L = M.layers.at(size_t(l));
-            const ModelParams& p = M.params;
-            const int64_t qdim = p.n_head * p.head_dim, kvdim = p.n_head_kv * p.head_dim;
-            TernaryMatrix* dst;
-            int64_t em, ek;
-            if (which == "q") { dst = &L.wq; em = qdim; ek = p.n_embd; }
-            else if (which == "k") { dst = &L.wk; em = kvdim; ek = p.n_embd; }
-            else if (which == "v") { dst = &L.wv; em = kvdim; ek = p.n_embd; }
-            else if (which == "o") { dst = &L.wo; em = p.n_embd; ek = qdim; }
-            else if (which == "gate") { dst = &L.wgate; em = p.n_ff; ek = p.n_embd; }
-            else if (which == "up") { dst = &L.wup; em = p.n_ff; ek = p.n_embd; }
-            else if (which == "down") { dst = &L.wdown; em = p.n_embd; ek = p.n_ff; }
-            else throw nb::value_error(("unknown projection " + which).c_str());
+            const ProjectionSlot& slot = projection(which);
+            TernaryMatrix* dst = &(L.*slot.dst);
+            const int64_t em = width_of(M.params, slot.rows), ek = width_of(M.params, slot.cols);
             if (int64_t(t.shape(0)) != em || int64_t(t.shape(1)) != ek)
                 throw nb::value_error(("projection " + which + " has shape (" + std::to_string(t.shape(0)) +
                                        ", " + std::to_string(t.shape(1)) + "), expected (" +
                                        std::to_string(em) + ", " + std::to_string(ek) + ")").c_str());
             nb::gil_scoped_release rel;
             *dst = pack_ternary(t.data(), em, ek, gamma);
+        })
+        .def_prop_ro_static("projections", [](nb::handle) {
+            // (GGUF suffix, rows, cols) of every projection, in kProjections' order
+            std::vector<std::tuple<std::string, std::string, std::string>> out;
+            for (const ProjectionSlot& s : kProjections)
+                out.emplace_back(s.name, width_name(s.rows), width_name(s.cols));
+            return out;
         })
         .def("set_embedding", [](PyModel& s, nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu> a,
                                  const std::string& qtype, bool tied) {

@@ -23,7 +23,7 @@ ALLOWED = {
     "convert": {"errors", "formats", "quant", "tokenizer", "convert", "data"},
     "bench": None,  # benchmarks may use anything, including _core
     "data": {"data"},
-    "train": {"errors", "formats", "quant", "train", "tokenizer", "data"},
+    "train": {"errors", "formats", "quant", "train", "tokenizer", "data", "convert"},
 }
 CORE_USERS = {"model", "bench"}  # who may import tribit._core
 

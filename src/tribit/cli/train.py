@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from tribit.errors import TribitError
 
     try:
-        from tribit.train.export import export_gguf
+        from tribit.train.export import export_gguf, provenance
         from tribit.train.model import BitNetConfig
         from tribit.train.trainer import TrainSettings, load_checkpoint, train
     except ImportError as e:
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     model, ck = load_checkpoint(ckpt)
     last = ck["log"][-1] if ck["log"] else {}
     export_gguf(model, ck["tokenizer"], args.out, embd_type=args.embd_type,
-                extra_md={"tribit.train.steps": int(ck["step"]), "tribit.train.seed": args.seed})
+                extra_md=provenance(int(ck["step"]), args.seed))
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB) after {ck['step']} steps, "
           f"last loss {last.get('loss')}, held-out exact-answer accuracy "
           f"{last.get('heldout_acc')}; checkpoint {ckpt}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tribit.errors import FormatError
+from tribit.formats.keys import TokenizerKey, TokenType
 
 from .writer import (
     DEFAULT_QTYPE,
@@ -36,15 +37,13 @@ __all__ = [
     "write_gguf",
 ]
 
-_UNUSED = 5  # tokenizer.ggml.token_type UNUSED
-
 
 def pad_vocab(tokenizer: dict[str, object], n_vocab: int) -> dict[str, object]:
     """Pad the token list (and scores/types) of tokenizer metadata to `n_vocab` rows with
     `[PAD<id>]` UNUSED tokens, as llama.cpp's converter does; FormatError if it is longer."""
-    tokens = list(tokenizer.get("tokenizer.ggml.tokens") or [])
+    tokens = list(tokenizer.get(TokenizerKey.TOKENS) or [])
     if not tokens:
-        raise FormatError("tokenizer metadata has no tokenizer.ggml.tokens")
+        raise FormatError(f"tokenizer metadata has no {TokenizerKey.TOKENS}")
     if len(tokens) > n_vocab:
         raise FormatError(f"tokenizer has {len(tokens)} tokens but the embedding only "
                           f"{n_vocab} rows")
@@ -54,14 +53,14 @@ def pad_vocab(tokenizer: dict[str, object], n_vocab: int) -> dict[str, object]:
 
     n_pad = n_vocab - len(tokens)
     out = dict(tokenizer)
-    out["tokenizer.ggml.tokens"] = tokens + [f"[PAD{i}]" for i in range(len(tokens), n_vocab)]
-    if "tokenizer.ggml.scores" in out:
-        scores = np.asarray(out["tokenizer.ggml.scores"], dtype=np.float32)
-        out["tokenizer.ggml.scores"] = np.concatenate([scores, np.full(n_pad, -1000.0, np.float32)])
-    if "tokenizer.ggml.token_type" in out:
-        types = np.asarray(out["tokenizer.ggml.token_type"], dtype=np.int32)
-        pad = np.full(n_pad, _UNUSED, np.int32)
-        out["tokenizer.ggml.token_type"] = np.concatenate([types, pad])
+    out[TokenizerKey.TOKENS] = tokens + [f"[PAD{i}]" for i in range(len(tokens), n_vocab)]
+    if TokenizerKey.SCORES in out:
+        scores = np.asarray(out[TokenizerKey.SCORES], dtype=np.float32)
+        out[TokenizerKey.SCORES] = np.concatenate([scores, np.full(n_pad, -1000.0, np.float32)])
+    if TokenizerKey.TOKEN_TYPE in out:
+        types = np.asarray(out[TokenizerKey.TOKEN_TYPE], dtype=np.int32)
+        pad = np.full(n_pad, TokenType.UNUSED, np.int32)
+        out[TokenizerKey.TOKEN_TYPE] = np.concatenate([types, pad])
     return out
 
 

@@ -16,6 +16,24 @@ from __future__ import annotations
 import numpy as np
 
 from tribit.errors import FormatError
+from tribit.formats.keys import (
+    ATTN_NORM,
+    ATTN_SUB_NORM,
+    FFN_NORM,
+    FFN_SUB_NORM,
+    OUTPUT,
+    OUTPUT_NORM,
+    PROJECTIONS,
+    SUB_NORM_ARCHS,
+    TOKEN_EMBD,
+    Dims,
+    Projection,
+    TokenizerKey,
+    TokenType,
+    Tribit,
+    block_tensor,
+    token_id_key,
+)
 
 from .corpus import corpus_texts
 from .layouts import Layout, get_layout
@@ -24,7 +42,6 @@ from .writer import ModelPlan, TensorPlan
 SPECIAL_TOKENS = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
 BPE_VOCAB = 1024  # trained vocabulary (bytes + merges + specials) before padding
 EMBD_STD = 0.05
-_CONTROL = 3  # tokenizer.ggml.token_type CONTROL
 
 
 def _rng(seed: int, index: int) -> np.random.Generator:
@@ -37,24 +54,24 @@ def dummy_tokenizer(n_vocab: int) -> dict[str, object]:
 
     meta = dict(train_bpe_metadata(corpus_texts(), min(BPE_VOCAB, n_vocab),
                                    special_tokens=list(SPECIAL_TOKENS)))
-    tokens = list(meta["tokenizer.ggml.tokens"])
+    tokens = list(meta[TokenizerKey.TOKENS])
     if len(tokens) > n_vocab:
         raise FormatError(f"dummy tokenizer has {len(tokens)} tokens, layout only {n_vocab}")
     ids = {tok: i for i, tok in enumerate(tokens)}
     n_pad = n_vocab - len(tokens)
-    meta["tokenizer.ggml.tokens"] = tokens + [f"<|reserved_{i}|>" for i in range(n_pad)]
-    if "tokenizer.ggml.token_type" in meta:
-        types = np.asarray(meta["tokenizer.ggml.token_type"], dtype=np.int32)
-        meta["tokenizer.ggml.token_type"] = np.concatenate(
-            [types, np.full(n_pad, _CONTROL, np.int32)])
-    if "tokenizer.ggml.scores" in meta:
-        scores = np.asarray(meta["tokenizer.ggml.scores"], dtype=np.float32)
-        meta["tokenizer.ggml.scores"] = np.concatenate([scores, np.zeros(n_pad, np.float32)])
+    meta[TokenizerKey.TOKENS] = tokens + [f"<|reserved_{i}|>" for i in range(n_pad)]
+    if TokenizerKey.TOKEN_TYPE in meta:
+        types = np.asarray(meta[TokenizerKey.TOKEN_TYPE], dtype=np.int32)
+        meta[TokenizerKey.TOKEN_TYPE] = np.concatenate(
+            [types, np.full(n_pad, TokenType.CONTROL, np.int32)])
+    if TokenizerKey.SCORES in meta:
+        scores = np.asarray(meta[TokenizerKey.SCORES], dtype=np.float32)
+        meta[TokenizerKey.SCORES] = np.concatenate([scores, np.zeros(n_pad, np.float32)])
     # make sure the special ids are set even if the trainer left them out
-    meta.setdefault("tokenizer.ggml.bos_token_id", ids["<|begin_of_text|>"])
-    meta.setdefault("tokenizer.ggml.eos_token_id", ids["<|end_of_text|>"])
-    meta.setdefault("tokenizer.ggml.eot_token_id", ids["<|eot_id|>"])
-    meta.setdefault("tokenizer.ggml.add_bos_token", True)
+    meta.setdefault(token_id_key("bos"), ids["<|begin_of_text|>"])
+    meta.setdefault(token_id_key("eos"), ids["<|end_of_text|>"])
+    meta.setdefault(token_id_key("eot"), ids["<|eot_id|>"])
+    meta.setdefault(TokenizerKey.ADD_BOS, True)
     return meta
 
 
@@ -89,36 +106,29 @@ def dummy_plan(layout: str | Layout, seed: int = 0, n_layer: int | None = None) 
 
     lay = get_layout(layout) if isinstance(layout, str) else layout
     n_layer = lay.n_layer if n_layer is None else n_layer
-    hd, d_kv = lay.head_dim, lay.n_head_kv * lay.head_dim
-    shapes = {
-        "attn_q": (lay.n_embd, lay.n_embd), "attn_k": (d_kv, lay.n_embd),
-        "attn_v": (d_kv, lay.n_embd), "attn_output": (lay.n_embd, lay.n_embd),
-        "ffn_gate": (lay.n_ff, lay.n_embd), "ffn_up": (lay.n_ff, lay.n_embd),
-        "ffn_down": (lay.n_embd, lay.n_ff),
-    }
-    sub_norms = lay.arch in ("bitnet", "bitnet-b1.58")
+    hd = lay.head_dim
+    dims = Dims.of(lay.n_embd, lay.n_ff, lay.n_head, lay.n_head_kv, hd)
+    block = [ATTN_NORM, *PROJECTIONS, FFN_NORM]  # a block's tensors, in file and seed order
+    if lay.arch in SUB_NORM_ARCHS:
+        block += [ATTN_SUB_NORM, FFN_SUB_NORM]
     counter = iter(range(1 << 30))
-    tensors = [TensorPlan("token_embd.weight", (lay.n_vocab, lay.n_embd), "embd",
+    tensors = [TensorPlan(TOKEN_EMBD, (lay.n_vocab, lay.n_embd), "embd",
                           load=_normal((lay.n_vocab, lay.n_embd), EMBD_STD, seed, next(counter)))]
     for i in range(n_layer):
-        blk = f"blk.{i}."
-        tensors.append(TensorPlan(blk + "attn_norm.weight", (lay.n_embd,), "norm",
-                                  load=_norm(lay.n_embd, seed, next(counter))))
-        for name, shape in shapes.items():
-            load, gamma = _ternary(shape, seed, next(counter))
-            tensors.append(TensorPlan(f"{blk}{name}.weight", shape, "ternary",
-                                      load_ternary=load, gamma=gamma))
-        tensors.append(TensorPlan(blk + "ffn_norm.weight", (lay.n_embd,), "norm",
-                                  load=_norm(lay.n_embd, seed, next(counter))))
-        if sub_norms:
-            tensors.append(TensorPlan(blk + "attn_sub_norm.weight", (lay.n_embd,), "norm",
-                                      load=_norm(lay.n_embd, seed, next(counter))))
-            tensors.append(TensorPlan(blk + "ffn_sub_norm.weight", (lay.n_ff,), "norm",
-                                      load=_norm(lay.n_ff, seed, next(counter))))
-    tensors.append(TensorPlan("output_norm.weight", (lay.n_embd,), "norm",
+        for t in block:
+            name = block_tensor(i, t.suffix)
+            if isinstance(t, Projection):
+                load, gamma = _ternary(t.shape(dims), seed, next(counter))
+                tensors.append(TensorPlan(name, t.shape(dims), "ternary", load_ternary=load,
+                                          gamma=gamma))
+            else:
+                (width,) = t.shape(dims)
+                tensors.append(TensorPlan(name, (width,), "norm",
+                                          load=_norm(width, seed, next(counter))))
+    tensors.append(TensorPlan(OUTPUT_NORM, (lay.n_embd,), "norm",
                               load=_norm(lay.n_embd, seed, next(counter))))
     if not lay.tied:
-        tensors.append(TensorPlan("output.weight", (lay.n_vocab, lay.n_embd), "head",
+        tensors.append(TensorPlan(OUTPUT, (lay.n_vocab, lay.n_embd), "head",
                                   load=_normal((lay.n_vocab, lay.n_embd), EMBD_STD, seed,
                                                next(counter))))
     hp = HParams(n_embd=lay.n_embd, n_ff=lay.n_ff, n_layer=n_layer, n_head=lay.n_head,
@@ -131,5 +141,5 @@ def dummy_plan(layout: str | Layout, seed: int = 0, n_layer: int | None = None) 
         hparams=gguf_hparams(hp, lay.n_vocab, lay.arch),
         tensors=tensors,
         tokenizer=dummy_tokenizer(lay.n_vocab),
-        metadata={"tribit.dummy.layout": lay.name, "tribit.dummy.seed": int(seed)},
+        metadata={Tribit.DUMMY_LAYOUT: lay.name, Tribit.DUMMY_SEED: int(seed)},
     )

@@ -25,6 +25,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from tribit.errors import FormatError
+from tribit.formats.keys import (
+    ATTN_NORM,
+    ATTN_SUB_NORM,
+    FFN_NORM,
+    FFN_SUB_NORM,
+    LLM,
+    OUTPUT,
+    OUTPUT_NORM,
+    PROJECTIONS,
+    TOKEN_EMBD,
+    Dims,
+    Norm,
+    block_tensor,
+)
 from tribit.quant import absmean_ternarize, as_ternary, unpack_hf
 
 from .hf import SUPPORTED, Checkpoint, detect_family
@@ -32,20 +46,20 @@ from .writer import ModelPlan, TensorPlan
 
 log = logging.getLogger("tribit.convert")
 
-_PROJ = {  # HF module (under model.layers.N.) -> GGUF name (under blk.N.)
-    "self_attn.q_proj": "attn_q",
-    "self_attn.k_proj": "attn_k",
-    "self_attn.v_proj": "attn_v",
-    "self_attn.o_proj": "attn_output",
-    "mlp.gate_proj": "ffn_gate",
-    "mlp.up_proj": "ffn_up",
-    "mlp.down_proj": "ffn_down",
+_HF_PROJ = {  # projection (keys.PROJECTIONS) -> HF module under model.layers.N.
+    "q": "self_attn.q_proj",
+    "k": "self_attn.k_proj",
+    "v": "self_attn.v_proj",
+    "o": "self_attn.o_proj",
+    "gate": "mlp.gate_proj",
+    "up": "mlp.up_proj",
+    "down": "mlp.down_proj",
 }
-_SUB_NORMS = {
-    "bitnet-b1.58": {"self_attn.attn_sub_norm": "attn_sub_norm",
-                     "mlp.ffn_sub_norm": "ffn_sub_norm"},
-    "1bitllm": {"self_attn.inner_attn_ln": "attn_sub_norm", "mlp.ffn_layernorm": "ffn_sub_norm"},
-    "llama-bitnet": {},
+_SUB_NORMS = {  # family -> (HF module under model.layers.N., GGUF norm)
+    "bitnet-b1.58": (("self_attn.attn_sub_norm", ATTN_SUB_NORM),
+                     ("mlp.ffn_sub_norm", FFN_SUB_NORM)),
+    "1bitllm": (("self_attn.inner_attn_ln", ATTN_SUB_NORM), ("mlp.ffn_layernorm", FFN_SUB_NORM)),
+    "llama-bitnet": (),
 }
 _ACT = {"bitnet-b1.58": "relu2", "1bitllm": "silu", "llama-bitnet": "silu"}
 
@@ -133,22 +147,22 @@ def permute_qk(w: np.ndarray, n_head: int, n_head_kv: int | None = None) -> np.n
 def gguf_hparams(hp: HParams, n_vocab: int, arch: str) -> dict[str, object]:
     """The `<arch>.*` metadata keys (without the prefix) of docs/FORMATS.md 3.3."""
     out: dict[str, object] = {
-        "vocab_size": n_vocab,
-        "context_length": hp.n_ctx_train,
-        "embedding_length": hp.n_embd,
-        "block_count": hp.n_layer,
-        "feed_forward_length": hp.n_ff,
-        "attention.head_count": hp.n_head,
-        "attention.head_count_kv": hp.n_head_kv,
-        "attention.layer_norm_rms_epsilon": hp.norm_eps,
-        "rope.dimension_count": hp.head_dim,
-        "rope.freq_base": hp.rope_theta,
+        LLM.VOCAB_SIZE: n_vocab,
+        LLM.CONTEXT_LENGTH: hp.n_ctx_train,
+        LLM.EMBEDDING_LENGTH: hp.n_embd,
+        LLM.BLOCK_COUNT: hp.n_layer,
+        LLM.FEED_FORWARD_LENGTH: hp.n_ff,
+        LLM.HEAD_COUNT: hp.n_head,
+        LLM.HEAD_COUNT_KV: hp.n_head_kv,
+        LLM.LAYERNORM_RMS_EPS: hp.norm_eps,
+        LLM.ROPE_DIMENSION_COUNT: hp.head_dim,
+        LLM.ROPE_FREQ_BASE: hp.rope_theta,
     }
     if hp.head_dim * hp.n_head != hp.n_embd:
-        out["attention.key_length"] = hp.head_dim
-        out["attention.value_length"] = hp.head_dim
+        out[LLM.KEY_LENGTH] = hp.head_dim
+        out[LLM.VALUE_LENGTH] = hp.head_dim
     if hp.rope_scaling:
-        out["rope.scaling.type"], out["rope.scaling.factor"] = hp.rope_scaling
+        out[LLM.ROPE_SCALING_TYPE], out[LLM.ROPE_SCALING_FACTOR] = hp.rope_scaling
     return out
 
 
@@ -219,39 +233,37 @@ def build_plan(ckpt: Checkpoint, tokenizer: dict[str, object], name: str) -> Mod
         raise FormatError(f"config.json: quantization_config.linear_class {linear_class!r} is "
                           "not 'autobitlinear' or 'bitlinear'")
     multiply = linear_class == "autobitlinear"
-    d_q, d_kv = hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim
-    shapes = {
-        "attn_q": (d_q, hp.n_embd), "attn_k": (d_kv, hp.n_embd), "attn_v": (d_kv, hp.n_embd),
-        "attn_output": (hp.n_embd, d_q), "ffn_gate": (hp.n_ff, hp.n_embd),
-        "ffn_up": (hp.n_ff, hp.n_embd), "ffn_down": (hp.n_embd, hp.n_ff),
-    }
+    dims = Dims.of(hp.n_embd, hp.n_ff, hp.n_head, hp.n_head_kv, hp.head_dim)
     permutes = {}
     if family == "llama-bitnet":  # normal RoPE in GGML: permute Q/K like llama.cpp
-        permutes = {"attn_q": (hp.n_head, hp.n_head), "attn_k": (hp.n_head, hp.n_head_kv)}
+        permutes = {"q": (hp.n_head, hp.n_head), "k": (hp.n_head, hp.n_head_kv)}
 
     embd = "model.embed_tokens.weight"
     n_vocab, width = ckpt.shape(embd)
     if width != hp.n_embd:
         raise FormatError(f"{embd}: width {width}, expected hidden_size {hp.n_embd}")
-    tensors = [TensorPlan("token_embd.weight", (n_vocab, hp.n_embd), "embd",
+    tensors = [TensorPlan(TOKEN_EMBD, (n_vocab, hp.n_embd), "embd",
                           load=lambda: ckpt.read_f32(embd))]
+
+    def norm(i: int, hf_name: str, gguf: Norm) -> TensorPlan:
+        (width,) = gguf.shape(dims)
+        return TensorPlan(block_tensor(i, gguf.suffix), (width,), "norm",
+                          load=_norm(ckpt, hf_name, width))
+
     for i in range(hp.n_layer):
-        pre, blk = f"model.layers.{i}.", f"blk.{i}."
-        tensors.append(TensorPlan(blk + "attn_norm.weight", (hp.n_embd,), "norm",
-                                  load=_norm(ckpt, pre + "input_layernorm.weight", hp.n_embd)))
-        for hf_mod, gg in _PROJ.items():
-            proj = _Projection(ckpt, pre + hf_mod, shapes[gg], multiply, permutes.get(gg))
+        pre = f"model.layers.{i}."
+        tensors.append(norm(i, pre + "input_layernorm.weight", ATTN_NORM))
+        for p in PROJECTIONS:
+            shape = p.shape(dims)
+            proj = _Projection(ckpt, pre + _HF_PROJ[p.which], shape, multiply,
+                               permutes.get(p.which))
             gamma = proj._packed_gamma() if proj.packed else proj.gamma
-            tensors.append(TensorPlan(blk + gg + ".weight", shapes[gg], "ternary",
+            tensors.append(TensorPlan(block_tensor(i, p.suffix), shape, "ternary",
                                       load_ternary=proj.load, gamma=gamma))
-        tensors.append(TensorPlan(blk + "ffn_norm.weight", (hp.n_embd,), "norm",
-                                  load=_norm(ckpt, pre + "post_attention_layernorm.weight",
-                                             hp.n_embd)))
-        for hf_mod, gg in _SUB_NORMS[family].items():
-            width = hp.n_ff if gg == "ffn_sub_norm" else hp.n_embd
-            tensors.append(TensorPlan(f"{blk}{gg}.weight", (width,), "norm",
-                                      load=_norm(ckpt, f"{pre}{hf_mod}.weight", width)))
-    tensors.append(TensorPlan("output_norm.weight", (hp.n_embd,), "norm",
+        tensors.append(norm(i, pre + "post_attention_layernorm.weight", FFN_NORM))
+        for hf_mod, gguf in _SUB_NORMS[family]:
+            tensors.append(norm(i, f"{pre}{hf_mod}.weight", gguf))
+    tensors.append(TensorPlan(OUTPUT_NORM, (hp.n_embd,), "norm",
                               load=_norm(ckpt, "model.norm.weight", hp.n_embd)))
     if not hp.tied:
         head = "lm_head.weight"
@@ -262,7 +274,7 @@ def build_plan(ckpt: Checkpoint, tokenizer: dict[str, object], name: str) -> Mod
                               f"{[n_vocab, hp.n_embd]}")
         if family != "llama-bitnet":
             log.warning("untied lm_head: written as `output`; bitnet.cpp ignores it for %s", arch)
-        tensors.append(TensorPlan("output.weight", (n_vocab, hp.n_embd), "head",
+        tensors.append(TensorPlan(OUTPUT, (n_vocab, hp.n_embd), "head",
                                   load=lambda: ckpt.read_f32(head)))
     return ModelPlan(arch=arch, name=name, hparams=gguf_hparams(hp, n_vocab, arch),
                      tensors=tensors, tokenizer=tokenizer)

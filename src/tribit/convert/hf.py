@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tribit.errors import FormatError
+from tribit.formats.keys import Arch
 from tribit.quant import bf16_to_f32
 
 # safetensors dtype -> numpy dtype (BF16 is read as uint16 and widened by bf16_to_f32)
@@ -191,10 +192,11 @@ class Checkpoint:
 
 #: family name -> (GGUF arch, what it covers), in the order shown to users.
 SUPPORTED = {
-    "bitnet-b1.58": ("bitnet-b1.58", "microsoft/bitnet-b1.58-2B-4T (packed) and -bf16 "
+    "bitnet-b1.58": (Arch.BITNET_B158, "microsoft/bitnet-b1.58-2B-4T (packed) and -bf16 "
                      "(BitNetForCausalLM, model_type bitnet)"),
-    "1bitllm": ("bitnet", "1bitLLM/bitnet_b1_58-large, -3B (BitnetForCausalLM, model_type llama)"),
-    "llama-bitnet": ("llama", "HF1BitLLM/Llama3-8B-1.58, tiiuae Falcon3-*-1.58bit, Falcon-E "
+    "1bitllm": (Arch.BITNET, "1bitLLM/bitnet_b1_58-large, -3B (BitnetForCausalLM, model_type "
+                "llama)"),
+    "llama-bitnet": (Arch.LLAMA, "HF1BitLLM/Llama3-8B-1.58, tiiuae Falcon3-*-1.58bit, Falcon-E "
                      "(LlamaForCausalLM + quantization_config quant_method bitnet)"),
 }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tribit.errors import FormatError
+from tribit.formats.keys import Arch
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Layout:
 
 
 def _bitnet_cpp(name: str, n_embd: int, n_ff: int, n_layer: int, n_head: int) -> Layout:
-    return Layout(name, "bitnet", n_embd, n_ff, n_layer, n_head, n_head, 32002)
+    return Layout(name, Arch.BITNET, n_embd, n_ff, n_layer, n_head, n_head, 32002)
 
 
 _REAL = "published checkpoint shape (docs/FORMATS.md §2)"
@@ -65,11 +66,11 @@ LAYOUTS: dict[str, Layout] = {
         _bitnet_cpp("30B", 6656, 16384, 60, 52),
         _bitnet_cpp("70B", 8192, 24576, 80, 64),
         _bitnet_cpp("100B", 8192, 45568, 72, 64),
-        Layout("large", "bitnet", 1536, 4096, 24, 16, 16, 32002, source=_REAL),
-        Layout("3B", "bitnet", 3200, 8640, 26, 32, 32, 32002, source=_REAL),
-        Layout("2B-4T", "bitnet-b1.58", 2560, 6912, 30, 20, 5, 128256, n_ctx_train=4096,
+        Layout("large", Arch.BITNET, 1536, 4096, 24, 16, 16, 32002, source=_REAL),
+        Layout("3B", Arch.BITNET, 3200, 8640, 26, 32, 32, 32002, source=_REAL),
+        Layout("2B-4T", Arch.BITNET_B158, 2560, 6912, 30, 20, 5, 128256, n_ctx_train=4096,
                rope_theta=500000.0, source=_REAL),
-        Layout("8B", "llama", 4096, 14336, 32, 32, 8, 128256, n_ctx_train=8192,
+        Layout("8B", Arch.LLAMA, 4096, 14336, 32, 32, 8, 128256, n_ctx_train=8192,
                rope_theta=500000.0, tied=False, source=_REAL),
     )
 }

@@ -20,8 +20,9 @@ from typing import Literal
 import numpy as np
 
 from tribit.errors import FormatError
-from tribit.formats.constants import GGMLType, tensor_nbytes
+from tribit.formats.constants import QUANTIZATION_VERSION, FileType, GGMLType, tensor_nbytes
 from tribit.formats.gguf import GGUFWriter
+from tribit.formats.keys import General, arch_key, scale_key
 from tribit.quant import (
     f32_to_bf16,
     pack_i2s,
@@ -46,8 +47,9 @@ _TERNARY_TYPES = {
 }
 _HEAD_GGML = {"f16": GGMLType.F16, "bf16": GGMLType.BF16, "f32": GGMLType.F32,
               "q8_0": GGMLType.Q8_0, "q6_k": GGMLType.Q6_K}
-# general.file_type: mainline llama_ftype values (TQ1_0 36, TQ2_0 37, F16 1); I2_S: the fork's 40.
-FILE_TYPES = {"tq1_0": 36, "tq2_0": 37, "f16": 1, "i2_s": 40}
+# general.file_type: mainline llama_ftype values; I2_S: the fork's.
+FILE_TYPES = {"tq1_0": FileType.MOSTLY_TQ1_0, "tq2_0": FileType.MOSTLY_TQ2_0,
+              "f16": FileType.MOSTLY_F16, "i2_s": FileType.MOSTLY_I2_S}
 
 Kind = Literal["ternary", "norm", "embd", "head"]
 
@@ -185,18 +187,18 @@ def write_gguf(
     # write next to the target and rename at the end: no half-written OUT.gguf on errors
     part = path.with_name(path.name + ".part")
     w = GGUFWriter(part)
-    w.add_metadata("general.architecture", plan.arch)
-    w.add_metadata("general.name", plan.name)
-    w.add_metadata("general.file_type", FILE_TYPES[qtype])
-    w.add_metadata("general.quantization_version", 2)
+    w.add_metadata(General.ARCHITECTURE, plan.arch)
+    w.add_metadata(General.NAME, plan.name)
+    w.add_metadata(General.FILE_TYPE, int(FILE_TYPES[qtype]))
+    w.add_metadata(General.QUANTIZATION_VERSION, QUANTIZATION_VERSION)
     for key, value in plan.hparams.items():
-        w.add_metadata(f"{plan.arch}.{key}", value)
+        w.add_metadata(arch_key(plan.arch, key), value)
     for key, value in plan.tokenizer.items():
         w.add_metadata(key, value)
     for key, value in plan.metadata.items():
         w.add_metadata(key, value)
     for name, g in gammas.items():
-        w.add_metadata(f"tribit.scale.{name}", float(g))
+        w.add_metadata(scale_key(name), float(g))
 
     bar = tqdm(total=len(plan.tensors), desc=f"writing {path.name}", unit="tensor",
                disable=not progress)

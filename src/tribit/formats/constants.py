@@ -121,6 +121,18 @@ BLOCK_SIZES: dict[int, tuple[int, int]] = {
     GGMLType.Q1_0: (128, 18),
 }
 
+class FileType(IntEnum):
+    """Values of `general.file_type` (llama.cpp's llama_ftype; MOSTLY_I2_S is the fork's)."""
+
+    ALL_F32 = 0
+    MOSTLY_F16 = 1
+    MOSTLY_TQ1_0 = 36
+    MOSTLY_TQ2_0 = 37
+    MOSTLY_I2_S = 40  # bitnet.cpp fork
+
+
+QUANTIZATION_VERSION = 2  # `general.quantization_version` of the files we write (ggml's)
+
 I2S_TAIL_BYTES = 32
 TL1_TYPE_ID = 38  # bitnet.cpp fork LUT format: tied to a kernel config the file lacks
 

@@ -31,6 +31,7 @@ from .constants import (
     tensor_nbytes,
     type_name,
 )
+from .keys import General
 
 # Hard limits. Generous for real models (the 2B-4T file has 332 tensors and a
 # 128256-entry vocabulary; 280147 merges), small enough to stop a hostile file.
@@ -305,8 +306,8 @@ class GGUFReader:
         return v.item()
 
     def _alignment(self) -> int:
-        a = self.metadata.get("general.alignment", DEFAULT_ALIGNMENT)
-        if self.metadata_types.get("general.alignment", GGUFValueType.UINT32) not in (
+        a = self.metadata.get(General.ALIGNMENT, DEFAULT_ALIGNMENT)
+        if self.metadata_types.get(General.ALIGNMENT, GGUFValueType.UINT32) not in (
             GGUFValueType.UINT32,
             GGUFValueType.UINT64,
             GGUFValueType.INT32,

@@ -28,6 +28,7 @@ from .constants import (
     type_name,
 )
 from .gguf_reader import MAX_ALIGNMENT, MAX_DIMS, MAX_KEY_BYTES, MAX_NAME_BYTES, MAX_STRING_BYTES
+from .keys import General
 
 TensorData = np.ndarray | bytes | Callable[[], "np.ndarray | bytes"]
 
@@ -70,7 +71,7 @@ class GGUFWriter:
         self._kv: dict[str, tuple[GGUFValueType, bytes]] = {}  # key -> (type, encoded value)
         self._tensors: dict[str, _PendingTensor] = {}
         if alignment != DEFAULT_ALIGNMENT:
-            self.add_metadata("general.alignment", alignment, GGUFValueType.UINT32)
+            self.add_metadata(General.ALIGNMENT, alignment, GGUFValueType.UINT32)
 
     def add_metadata(self, key: str, value: Any, vtype: GGUFValueType | None = None) -> None:
         """Add a key. For arrays (list / tuple / ndarray) `vtype` is the element type.

@@ -7,13 +7,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import ModelError
+from ..formats.keys import LLM, SUB_NORM_ARCHS, Arch, General, arch_key
 
-# arch -> (FFN activation, RoPE pairing, has sub-norms, logits always from tok_embd)
-ARCHS: dict[str, tuple[str, str, bool, bool]] = {
-    "bitnet": ("silu", "neox", True, True),  # 1bitLLM, bitnet.cpp dummies
-    "bitnet-25": ("relu2", "neox", True, True),  # first official 2B-4T GGUF
-    "bitnet-b1.58": ("relu2", "neox", True, True),  # current 2B-4T GGUF, tribit's own
-    "llama": ("silu", "normal", False, False),  # Llama3-8B-1.58, Falcon3/Falcon-E
+# arch -> (FFN activation, RoPE pairing, logits always from tok_embd); sub-norms: the table's
+ARCHS: dict[str, tuple[str, str, bool]] = {
+    Arch.BITNET: ("silu", "neox", True),
+    Arch.BITNET_25: ("relu2", "neox", True),
+    Arch.BITNET_B158: ("relu2", "neox", True),
+    Arch.LLAMA: ("silu", "normal", False),
 }
 
 
@@ -75,47 +76,51 @@ def config_from_metadata(
     md: dict[str, Any], n_vocab: int, has_output: bool, n_ctx: int | None = None
 ) -> ModelConfig:
     """Build and validate the configuration of a GGUF file's model."""
-    arch = md.get("general.architecture")
+    arch = md.get(General.ARCHITECTURE)
     if arch not in ARCHS:
         raise ModelError(
             f"unsupported architecture {arch!r}; tribit runs {', '.join(sorted(ARCHS))}"
         )
-    act, rope_type, sub_norms, always_tied = ARCHS[arch]
-    p = f"{arch}."
-    n_embd = _get(md, p + "embedding_length", int)
-    n_head = _get(md, p + "attention.head_count", int)
-    n_head_kv = _get(md, p + "attention.head_count_kv", int, n_head)
-    n_layer = _get(md, p + "block_count", int)
-    n_ff = _get(md, p + "feed_forward_length", int)
-    for key, v, hi in [
-        ("embedding_length", n_embd, MAX_EMBD),
-        ("attention.head_count", n_head, MAX_HEAD),
-        ("attention.head_count_kv", n_head_kv, MAX_HEAD),
-        ("block_count", n_layer, MAX_LAYER),
-        ("feed_forward_length", n_ff, MAX_FF),
+    act, rope_type, always_tied = ARCHS[arch]
+    sub_norms = arch in SUB_NORM_ARCHS
+    def key(suffix: str) -> str:
+        return arch_key(arch, suffix)
+
+    n_embd = _get(md, key(LLM.EMBEDDING_LENGTH), int)
+    n_head = _get(md, key(LLM.HEAD_COUNT), int)
+    n_head_kv = _get(md, key(LLM.HEAD_COUNT_KV), int, n_head)
+    n_layer = _get(md, key(LLM.BLOCK_COUNT), int)
+    n_ff = _get(md, key(LLM.FEED_FORWARD_LENGTH), int)
+    for suffix, v, hi in [
+        (LLM.EMBEDDING_LENGTH, n_embd, MAX_EMBD),
+        (LLM.HEAD_COUNT, n_head, MAX_HEAD),
+        (LLM.HEAD_COUNT_KV, n_head_kv, MAX_HEAD),
+        (LLM.BLOCK_COUNT, n_layer, MAX_LAYER),
+        (LLM.FEED_FORWARD_LENGTH, n_ff, MAX_FF),
     ]:
         if v <= 0:
-            raise ModelError(f"metadata {p + key!r} must be positive, got {v}")
+            raise ModelError(f"metadata {key(suffix)!r} must be positive, got {v}")
         if v > hi:
-            raise ModelError(f"metadata {p + key!r} = {v} is above tribit's limit of {hi}")
+            raise ModelError(f"metadata {key(suffix)!r} = {v} is above tribit's limit of {hi}")
     if n_embd % n_head:
         raise ModelError(f"embedding_length {n_embd} is not a multiple of head_count {n_head}")
     if n_head % n_head_kv:
         raise ModelError(f"head_count {n_head} is not a multiple of head_count_kv {n_head_kv}")
     head_dim = n_embd // n_head
-    n_rot = _get(md, p + "rope.dimension_count", int, head_dim)
+    n_rot = _get(md, key(LLM.ROPE_DIMENSION_COUNT), int, head_dim)
     if n_rot <= 0 or n_rot > head_dim or n_rot % 2:
         raise ModelError(f"rope.dimension_count {n_rot} must be even and <= head_dim {head_dim}")
-    n_ctx_train = _get(md, p + "context_length", int, 2048)
+    n_ctx_train = _get(md, key(LLM.CONTEXT_LENGTH), int, 2048)
     if n_ctx_train <= 0:
-        raise ModelError(f"metadata {p + 'context_length'!r} must be positive, got {n_ctx_train}")
-    eps = _get(md, p + "attention.layer_norm_rms_epsilon", float)
+        raise ModelError(f"metadata {key(LLM.CONTEXT_LENGTH)!r} must be positive, got "
+                         f"{n_ctx_train}")
+    eps = _get(md, key(LLM.LAYERNORM_RMS_EPS), float)
     if not 0 < eps < 1:
         raise ModelError(f"layer_norm_rms_epsilon {eps} is out of range")
-    theta = _get(md, p + "rope.freq_base", float, 10000.0)
+    theta = _get(md, key(LLM.ROPE_FREQ_BASE), float, 10000.0)
     if not theta > 0:
         raise ModelError(f"rope.freq_base {theta} must be positive")
-    md_vocab = md.get(p + "vocab_size")
+    md_vocab = md.get(key(LLM.VOCAB_SIZE))
     if md_vocab is not None and md_vocab != n_vocab:
         raise ModelError(f"vocab_size {md_vocab} does not match token_embd's {n_vocab} rows")
     if n_ctx is not None and (isinstance(n_ctx, bool) or not isinstance(n_ctx, int)):
@@ -135,7 +140,7 @@ def config_from_metadata(
         )
     return ModelConfig(
         arch=arch,
-        name=str(md.get("general.name", "")),
+        name=str(md.get(General.NAME, "")),
         n_embd=n_embd,
         n_ff=n_ff,
         n_layer=n_layer,

@@ -13,16 +13,27 @@ import numpy as np
 from .. import _core
 from ..errors import ModelError, TribitError
 from ..formats import GGUFReader
+from ..formats.keys import (
+    ATTN_NORM,
+    ATTN_SUB_NORM,
+    FFN_NORM,
+    FFN_SUB_NORM,
+    OUTPUT,
+    OUTPUT_NORM,
+    PROJECTIONS,
+    TOKEN_EMBD,
+    TokenizerKey,
+    block_tensor,
+)
 from .config import ModelConfig, config_from_metadata
 from .slots import SlotTable
 from .weights import (
-    PROJECTIONS,
     check_head_type,
     check_tensors,
-    expected_shape,
-    layer_names,
+    dims,
     read_f32,
     read_float_matrix,
+    read_norm,
     read_ternary,
     repack_float_matrix,
 )
@@ -166,13 +177,13 @@ def load(
 def _build(reader, path, n_threads, n_ctx, kv_type, n_seq, isa, head_type, t0, rss0,
            cls: type[Model]) -> Model:
     md = reader.metadata
-    if "token_embd.weight" not in reader.tensors:
-        raise ModelError("missing tensor 'token_embd.weight'")
-    emb_shape = reader.tensors["token_embd.weight"].shape
+    if TOKEN_EMBD not in reader.tensors:
+        raise ModelError(f"missing tensor {TOKEN_EMBD!r}")
+    emb_shape = reader.tensors[TOKEN_EMBD].shape
     if len(emb_shape) != 2:
-        raise ModelError(f"token_embd.weight must be 2-D, has shape {emb_shape}")
+        raise ModelError(f"{TOKEN_EMBD} must be 2-D, has shape {emb_shape}")
     n_vocab, n_embd_file = emb_shape
-    has_output = "output.weight" in reader.tensors
+    has_output = OUTPUT in reader.tensors
     cfg = config_from_metadata(md, n_vocab, has_output, n_ctx)
     if n_embd_file != cfg.n_embd:
         raise ModelError(f"token_embd has {n_embd_file} columns, embedding_length is {cfg.n_embd}")
@@ -200,19 +211,16 @@ def _build(reader, path, n_threads, n_ctx, kv_type, n_seq, isa, head_type, t0, r
         isa=isa,
     )
     types: dict[str, int] = {}
+    d = dims(cfg)
     for i in range(cfg.n_layer):
-        names = layer_names(i)
         sub = cfg.sub_norms
-        native.set_norms(
-            i,
-            read_f32(reader, names["attn_norm"], (cfg.n_embd,)),
-            read_f32(reader, names["attn_sub_norm"], (cfg.n_head * cfg.head_dim,)) if sub else None,
-            read_f32(reader, names["ffn_norm"], (cfg.n_embd,)),
-            read_f32(reader, names["ffn_sub_norm"], (cfg.n_ff,)) if sub else None,
-        )
-        for which in PROJECTIONS:
-            w = read_ternary(reader, names[which], expected_shape(cfg, which))
-            native.set_ternary(i, which, w.t, float(w.gamma))
+        native.set_norms(i, read_norm(reader, i, ATTN_NORM, d),
+                         read_norm(reader, i, ATTN_SUB_NORM, d) if sub else None,
+                         read_norm(reader, i, FFN_NORM, d),
+                         read_norm(reader, i, FFN_SUB_NORM, d) if sub else None)
+        for p in PROJECTIONS:
+            w = read_ternary(reader, block_tensor(i, p.suffix), p.shape(d))
+            native.set_ternary(i, p.suffix, w.t, float(w.gamma))
             types[w.source_type] = types.get(w.source_type, 0) + 1
             del w  # one projection's int8 copy at a time
     head_shape = (cfg.n_vocab, cfg.n_embd)
@@ -224,13 +232,13 @@ def _build(reader, path, n_threads, n_ctx, kv_type, n_seq, isa, head_type, t0, r
         return repack_float_matrix(raw, qtype, head_shape, head_type, name,
                                    q6_k=lambda x: _core.quantize_q6_k(x, n_threads))
 
-    emb, emb_type = head_matrix("token_embd.weight")
+    emb, emb_type = head_matrix(TOKEN_EMBD)
     native.set_embedding(emb, emb_type, cfg.tied_head)
     head_qtype, embd_bytes = emb_type, int(emb.nbytes)
     if not cfg.tied_head:
-        out, head_qtype = head_matrix("output.weight")
+        out, head_qtype = head_matrix(OUTPUT)
         native.set_output(out, head_qtype)
-    native.set_output_norm(read_f32(reader, "output_norm.weight", (cfg.n_embd,)))
+    native.set_output_norm(read_f32(reader, OUTPUT_NORM, (cfg.n_embd,)))
     load_s = time.perf_counter() - t0
     if not (isinstance(cls, type) and issubclass(cls, Model)):
         raise ModelError(f"cls must be a subclass of Model, got {cls!r}")
@@ -245,7 +253,7 @@ def check_vocab(md: dict[str, Any], n_vocab: int) -> None:
     """The tokenizer must name exactly one token per row of `token_embd`: a tokenizer with
     more tokens yields ids the model cannot embed, one with fewer leaves rows that the model
     can generate and the tokenizer cannot print (llama.cpp refuses both as well)."""
-    tokens = md.get("tokenizer.ggml.tokens")
+    tokens = md.get(TokenizerKey.TOKENS)
     if isinstance(tokens, (list, tuple)) and len(tokens) != n_vocab:
         raise ModelError(
             f"the tokenizer has {len(tokens)} tokens but token_embd has {n_vocab} rows; "

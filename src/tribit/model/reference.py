@@ -13,15 +13,26 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..formats import GGUFReader
+from ..formats.keys import (
+    ATTN_NORM,
+    ATTN_SUB_NORM,
+    FFN_NORM,
+    FFN_SUB_NORM,
+    OUTPUT,
+    OUTPUT_NORM,
+    PROJECTIONS,
+    TOKEN_EMBD,
+    block_tensor,
+)
 from ..quant import quantize_activations, ternary_matmul_ref
 from .config import ModelConfig, config_from_metadata
 from .weights import (
-    PROJECTIONS,
-    expected_shape,
+    block_norms,
+    dims,
     float_matrix_f32,
-    layer_names,
     read_f32,
     read_float_matrix,
+    read_norm,
     read_ternary,
     repack_float_matrix,
 )
@@ -44,8 +55,8 @@ def load_reference(
     head_type: as tribit.load's, with the numpy quantizers (the spec): the oracle then
     runs on the dequantized head the runtime repacked."""
     r = GGUFReader(path)
-    n_vocab, n_embd = r.tensors["token_embd.weight"].shape
-    cfg = config_from_metadata(r.metadata, n_vocab, "output.weight" in r.tensors, n_ctx)
+    n_vocab, n_embd = r.tensors[TOKEN_EMBD].shape
+    cfg = config_from_metadata(r.metadata, n_vocab, OUTPUT in r.tensors, n_ctx)
     shape = (n_vocab, n_embd)
 
     def head(name: str) -> np.ndarray:
@@ -53,30 +64,22 @@ def load_reference(
         raw, qt = repack_float_matrix(raw, qt, shape, head_type, name)
         return float_matrix_f32(raw, qt, shape).astype(np.float64)
 
-    emb = head("token_embd.weight")
+    emb = head(TOKEN_EMBD)
     out = emb
     if not cfg.tied_head:
-        out = head("output.weight")
+        out = head(OUTPUT)
+    d = dims(cfg)
     layers = []
     for i in range(cfg.n_layer):
-        names = layer_names(i)
-        qdim = cfg.n_head * cfg.head_dim
-        layer = {
-            "attn_norm": read_f32(r, names["attn_norm"], (n_embd,)).astype(np.float64),
-            "ffn_norm": read_f32(r, names["ffn_norm"], (n_embd,)).astype(np.float64),
-            "attn_sub_norm": None,
-            "ffn_sub_norm": None,
-        }
-        if cfg.sub_norms:
-            layer["attn_sub_norm"] = read_f32(r, names["attn_sub_norm"], (qdim,)).astype(np.float64)
-            layer["ffn_sub_norm"] = read_f32(r, names["ffn_sub_norm"], (cfg.n_ff,)).astype(
-                np.float64
-            )
-        for which in PROJECTIONS:
-            w = read_ternary(r, names[which], expected_shape(cfg, which))
-            layer[which] = (w.t, w.gamma)
+        # norms by GGUF suffix (None: the arch has none), projections by `which`
+        layer = {n.suffix: None for n in (ATTN_SUB_NORM, FFN_SUB_NORM)}
+        for n in block_norms(cfg):
+            layer[n.suffix] = read_norm(r, i, n, d).astype(np.float64)
+        for p in PROJECTIONS:
+            w = read_ternary(r, block_tensor(i, p.suffix), p.shape(d))
+            layer[p.which] = (w.t, w.gamma)
         layers.append(layer)
-    norm = read_f32(r, "output_norm.weight", (n_embd,)).astype(np.float64)
+    norm = read_f32(r, OUTPUT_NORM, (n_embd,)).astype(np.float64)
     return ReferenceWeights(cfg, emb, out, norm, layers)
 
 
@@ -129,7 +132,7 @@ def forward(w: ReferenceWeights, tokens, act=None) -> np.ndarray:
             else (lambda g: g / (1 + np.exp(-g)))
         )
     for L in w.layers:
-        h = rmsnorm(x, L["attn_norm"], cfg.norm_eps)
+        h = rmsnorm(x, L[ATTN_NORM.suffix], cfg.norm_eps)
         q = bitlinear(h, L["q"]).reshape(n, cfg.n_head, hd)
         k = bitlinear(h, L["k"]).reshape(n, cfg.n_head_kv, hd)
         v = bitlinear(h, L["v"]).reshape(n, cfg.n_head_kv, hd)
@@ -139,12 +142,12 @@ def forward(w: ReferenceWeights, tokens, act=None) -> np.ndarray:
         p = np.exp(scores - scores.max(axis=-1, keepdims=True))
         p /= p.sum(axis=-1, keepdims=True)
         a = np.einsum("hqk,khd->qhd", p, v).reshape(n, cfg.n_head * hd)
-        if L["attn_sub_norm"] is not None:
-            a = rmsnorm(a, L["attn_sub_norm"], cfg.norm_eps)
+        if L[ATTN_SUB_NORM.suffix] is not None:
+            a = rmsnorm(a, L[ATTN_SUB_NORM.suffix], cfg.norm_eps)
         x = x + bitlinear(a, L["o"])
-        h = rmsnorm(x, L["ffn_norm"], cfg.norm_eps)
+        h = rmsnorm(x, L[FFN_NORM.suffix], cfg.norm_eps)
         f = act(bitlinear(h, L["gate"])) * bitlinear(h, L["up"])
-        if L["ffn_sub_norm"] is not None:
-            f = rmsnorm(f, L["ffn_sub_norm"], cfg.norm_eps)
+        if L[FFN_SUB_NORM.suffix] is not None:
+            f = rmsnorm(f, L[FFN_SUB_NORM.suffix], cfg.norm_eps)
         x = x + bitlinear(f, L["down"])
     return rmsnorm(x, w.output_norm, cfg.norm_eps) @ w.output.T

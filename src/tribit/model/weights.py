@@ -14,6 +14,21 @@ import numpy as np
 
 from ..errors import ModelError
 from ..formats import GGMLType, GGUFReader
+from ..formats.keys import (
+    ATTN_NORM,
+    ATTN_SUB_NORM,
+    FFN_NORM,
+    FFN_SUB_NORM,
+    OUTPUT,
+    OUTPUT_NORM,
+    PROJECTIONS,
+    TOKEN_EMBD,
+    Dims,
+    Norm,
+    block_tensor,
+    scale_key,
+    scale_tensor,
+)
 from ..quant import (
     absmean_ternarize,
     as_ternary,
@@ -29,16 +44,6 @@ from ..quant import (
 )
 from .config import ModelConfig
 
-PROJECTIONS = {  # our name -> GGUF tensor suffix
-    "q": "attn_q",
-    "k": "attn_k",
-    "v": "attn_v",
-    "o": "attn_output",
-    "gate": "ffn_gate",
-    "up": "ffn_up",
-    "down": "ffn_down",
-}
-SCALE_KEY = "tribit.scale."
 FLOAT_TYPES = {
     GGMLType.F32: "f32",
     GGMLType.F16: "f16",
@@ -53,17 +58,19 @@ _ROW_BYTES = {"f32": lambda k: 4 * k, "f16": lambda k: 2 * k, "bf16": lambda k: 
               "q8_0": lambda k: k // 32 * 34, "q6_k": lambda k: k // 256 * 210}
 
 
-def expected_shape(cfg: ModelConfig, which: str) -> tuple[int, int]:
-    qdim, kvdim = cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim
-    return {
-        "q": (qdim, cfg.n_embd),
-        "k": (kvdim, cfg.n_embd),
-        "v": (kvdim, cfg.n_embd),
-        "o": (cfg.n_embd, qdim),
-        "gate": (cfg.n_ff, cfg.n_embd),
-        "up": (cfg.n_ff, cfg.n_embd),
-        "down": (cfg.n_embd, cfg.n_ff),
-    }[which]
+def dims(cfg: ModelConfig) -> Dims:
+    """The widths of `cfg`'s tensor shapes (`keys.Dims`)."""
+    return Dims.of(cfg.n_embd, cfg.n_ff, cfg.n_head, cfg.n_head_kv, cfg.head_dim)
+
+
+def block_norms(cfg: ModelConfig) -> tuple[Norm, ...]:
+    """The norms each block of `cfg` holds (sub-norms only where the arch has them)."""
+    return (ATTN_NORM, FFN_NORM) + ((ATTN_SUB_NORM, FFN_SUB_NORM) if cfg.sub_norms else ())
+
+
+def read_norm(reader: GGUFReader, i: int, norm: Norm, d: Dims) -> np.ndarray:
+    """Norm `norm` of block `i` as float32, checked against its width in `d`."""
+    return read_f32(reader, block_tensor(i, norm.suffix), norm.shape(d))
 
 
 @dataclass
@@ -206,7 +213,7 @@ def read_ternary(reader: GGUFReader, name: str, shape: tuple[int, int]) -> Terna
             "I2_S, F32, F16 or BF16"
         )
     # optional per-projection output multiplier of the `bitnet` arch
-    scale_name = name.removesuffix(".weight") + ".scale"
+    scale_name = scale_tensor(name)
     if scale_name in reader.tensors:
         s = read_f32(reader, scale_name, reader.tensors[scale_name].shape).reshape(-1)
         if s.size != 1:
@@ -233,56 +240,40 @@ def check_tensors(reader: GGUFReader, cfg: ModelConfig) -> None:
 
     norm_msg = "norms must be F32, F16 or BF16"
     tern_msg = "ternary projections must be TQ1_0, TQ2_0, I2_S, F32, F16 or BF16"
-    qdim = cfg.n_head * cfg.head_dim
+    d = dims(cfg)
     for i in range(cfg.n_layer):
-        names = layer_names(i)
-        need(names["attn_norm"], (cfg.n_embd,), NORM_TYPES, norm_msg)
-        need(names["ffn_norm"], (cfg.n_embd,), NORM_TYPES, norm_msg)
-        if cfg.sub_norms:
-            need(names["attn_sub_norm"], (qdim,), NORM_TYPES, norm_msg)
-            need(names["ffn_sub_norm"], (cfg.n_ff,), NORM_TYPES, norm_msg)
-        for which in PROJECTIONS:
-            name = names[which]
-            need(name, expected_shape(cfg, which), TERNARY_TYPES, tern_msg)
+        for norm in block_norms(cfg):
+            need(block_tensor(i, norm.suffix), norm.shape(d), NORM_TYPES, norm_msg)
+        for p in PROJECTIONS:
+            name = block_tensor(i, p.suffix)
+            need(name, p.shape(d), TERNARY_TYPES, tern_msg)
             scale_value(reader.metadata, name)
-            scale_name = name.removesuffix(".weight") + ".scale"
+            scale_name = scale_tensor(name)
             if scale_name in reader.tensors:
                 ti = reader.tensors[scale_name]
                 if ti.ggml_type not in NORM_TYPES or int(np.prod(ti.shape)) != 1:
                     raise ModelError(f"tensor {scale_name!r} must hold one F32/F16/BF16 value")
     float_msg = "tribit reads F32, F16, BF16 or Q8_0 for it"
-    need("token_embd.weight", (cfg.n_vocab, cfg.n_embd), tuple(FLOAT_TYPES), float_msg)
+    need(TOKEN_EMBD, (cfg.n_vocab, cfg.n_embd), tuple(FLOAT_TYPES), float_msg)
     if not cfg.tied_head:
-        need("output.weight", (cfg.n_vocab, cfg.n_embd), tuple(FLOAT_TYPES), float_msg)
-    need("output_norm.weight", (cfg.n_embd,), NORM_TYPES, norm_msg)
+        need(OUTPUT, (cfg.n_vocab, cfg.n_embd), tuple(FLOAT_TYPES), float_msg)
+    need(OUTPUT_NORM, (cfg.n_embd,), NORM_TYPES, norm_msg)
 
 
 def scale_value(md: dict, name: str) -> np.float32 | None:
     """The exact per-tensor scale `tribit.scale.<name>` (None when absent); ModelError when it
     is not a finite number."""
-    v = md.get(SCALE_KEY + name)
+    key = scale_key(name)
+    v = md.get(key)
     if v is None:
         return None
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise ModelError(f"metadata {SCALE_KEY + name!r} must be a number, got "
-                         f"{type(v).__name__}")
+        raise ModelError(f"metadata {key!r} must be a number, got {type(v).__name__}")
     with np.errstate(over="ignore"):
         f = np.float32(v)
     if not np.isfinite(f):
-        raise ModelError(f"metadata {SCALE_KEY + name!r} = {v!r} is not a finite float32")
+        raise ModelError(f"metadata {key!r} = {v!r} is not a finite float32")
     return f
-
-
-def layer_names(i: int) -> dict[str, str]:
-    b = f"blk.{i}."
-    names = {k: b + v + ".weight" for k, v in PROJECTIONS.items()}
-    names.update(
-        attn_norm=b + "attn_norm.weight",
-        attn_sub_norm=b + "attn_sub_norm.weight",
-        ffn_norm=b + "ffn_norm.weight",
-        ffn_sub_norm=b + "ffn_sub_norm.weight",
-    )
-    return names
 
 
 def _stored(x: np.float32, qt: int) -> np.float32:

@@ -20,10 +20,12 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from ..errors import FormatError, TribitError
+from ..formats.keys import TokenizerKey, TokenType, token_id_key
 from .bpe import BpeEncoder, token_text_to_bytes
 from .spm import SPACE, SpmEncoder, byte_token_value
 
-NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+# tokenizer.ggml.token_type values (formats.keys.TokenType) as plain ints
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = (int(t) for t in TokenType)
 MAX_VOCAB = 1 << 24
 
 # token texts llama.cpp treats as end of generation (llama-vocab.cpp), plus SentencePiece's </s>
@@ -37,30 +39,28 @@ EOT_TEXTS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftex
 BOS_TEXTS = ("<|begin_of_text|>", "<s>", "<|startoftext|>", "<bos>")
 EOS_TEXTS = ("<|end_of_text|>", "</s>", "<|endoftext|>", "<eos>")
 
-_KEY = "tokenizer.ggml."
-
-
-def _meta_id(md: Mapping[str, object], key: str, n: int) -> int | None:
-    v = md.get(_KEY + key)
+def _meta_id(md: Mapping[str, object], name: str, n: int) -> int | None:
+    key = token_id_key(name)
+    v = md.get(key)
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise FormatError(f"{_KEY}{key} must be an integer, got {type(v).__name__}")
+        raise FormatError(f"{key} must be an integer, got {type(v).__name__}")
     v = int(v)
     if v == -1 or v == 0xFFFFFFFF:  # "none", as some converters write it
         return None
     if not 0 <= v < n:
-        raise FormatError(f"{_KEY}{key} = {v} is outside the vocabulary (0..{n - 1})")
+        raise FormatError(f"{key} = {v} is outside the vocabulary (0..{n - 1})")
     return v
 
 
 def _meta_bool(md: Mapping[str, object], key: str, default: bool) -> bool:
-    v = md.get(_KEY + key)
+    v = md.get(key)
     if v is None:
         return default
     if isinstance(v, (bool, np.bool_, int, np.integer)):
         return bool(v)
-    raise FormatError(f"{_KEY}{key} must be a bool, got {type(v).__name__}")
+    raise FormatError(f"{key} must be a bool, got {type(v).__name__}")
 
 
 class Tokenizer:
@@ -161,33 +161,33 @@ class Tokenizer:
     @classmethod
     def from_gguf(cls, metadata: Mapping[str, object]) -> Tokenizer:
         """Build from GGUF metadata (`tokenizer.ggml.*`, `tokenizer.chat_template`)."""
-        model = metadata.get(_KEY + "model")
+        model = metadata.get(TokenizerKey.MODEL)
         if model is None:
             raise FormatError("the file has no tokenizer (tokenizer.ggml.model is missing)")
         if not isinstance(model, str):
             raise FormatError("tokenizer.ggml.model must be a string")
-        tokens = metadata.get(_KEY + "tokens")
+        tokens = metadata.get(TokenizerKey.TOKENS)
         if not isinstance(tokens, (list, tuple)):
             raise FormatError("tokenizer.ggml.tokens is missing or not a string array")
         n = len(tokens)
         if not 0 < n <= MAX_VOCAB:
             raise FormatError(f"tokenizer.ggml.tokens has {n} entries (1..{MAX_VOCAB} allowed)")
-        types = metadata.get(_KEY + "token_type")
-        scores = metadata.get(_KEY + "scores")
+        types = metadata.get(TokenizerKey.TOKEN_TYPE)
+        scores = metadata.get(TokenizerKey.SCORES)
         if scores is not None:
             scores = np.asarray(scores, dtype=np.float64).ravel()
             if not np.all(np.isfinite(scores) | np.isneginf(scores)):
                 raise FormatError("tokenizer.ggml.scores holds NaN or +inf")
-        merges = metadata.get(_KEY + "merges")
+        merges = metadata.get(TokenizerKey.MERGES)
         if merges is not None and not all(isinstance(m, str) for m in merges):
             raise FormatError("tokenizer.ggml.merges must be a string array")
-        pre = metadata.get(_KEY + "pre")
+        pre = metadata.get(TokenizerKey.PRE)
         if pre is not None and not isinstance(pre, str):
             raise FormatError("tokenizer.ggml.pre must be a string")
-        template = metadata.get("tokenizer.chat_template")
+        template = metadata.get(TokenizerKey.CHAT_TEMPLATE)
         if template is not None and not isinstance(template, str):
             raise FormatError("tokenizer.chat_template must be a string")
-        has_bos = metadata.get(_KEY + "add_bos_token")
+        has_bos = metadata.get(TokenizerKey.ADD_BOS)
         return cls(
             model,
             list(tokens),
@@ -195,15 +195,15 @@ class Tokenizer:
             scores=scores,
             merges=list(merges) if merges is not None else None,
             pre=pre,
-            bos_id=_meta_id(metadata, "bos_token_id", n),
-            eos_id=_meta_id(metadata, "eos_token_id", n),
-            eot_id=_meta_id(metadata, "eot_token_id", n),
-            eom_id=_meta_id(metadata, "eom_token_id", n),
-            unk_id=_meta_id(metadata, "unknown_token_id", n),
-            pad_id=_meta_id(metadata, "padding_token_id", n),
-            add_bos=None if has_bos is None else _meta_bool(metadata, "add_bos_token", True),
-            add_eos=_meta_bool(metadata, "add_eos_token", False),
-            add_space_prefix=_meta_bool(metadata, "add_space_prefix", True),
+            bos_id=_meta_id(metadata, "bos", n),
+            eos_id=_meta_id(metadata, "eos", n),
+            eot_id=_meta_id(metadata, "eot", n),
+            eom_id=_meta_id(metadata, "eom", n),
+            unk_id=_meta_id(metadata, "unknown", n),
+            pad_id=_meta_id(metadata, "padding", n),
+            add_bos=None if has_bos is None else _meta_bool(metadata, TokenizerKey.ADD_BOS, True),
+            add_eos=_meta_bool(metadata, TokenizerKey.ADD_EOS, False),
+            add_space_prefix=_meta_bool(metadata, TokenizerKey.ADD_SPACE_PREFIX, True),
             chat_template=template,
         )
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError
+from ..formats.keys import TokenizerKey, token_id_key
 from .base import BYTE, CONTROL, NORMAL, UNKNOWN, UNUSED, USER_DEFINED
 
 # LLaMA-3 / Qwen2 pre-tokenizer patterns as they appear in tokenizer.json
@@ -124,12 +125,12 @@ def metadata_from_hf_bpe(spec: dict, pre: str | None = None) -> dict:
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
     toks = [str(t) for t in tokens]
     return {
-        "tokenizer.ggml.model": "gpt2",
-        "tokenizer.ggml.pre": pre if pre is not None else guess_pre(spec, toks),
-        "tokenizer.ggml.tokens": toks,
-        "tokenizer.ggml.scores": scores,
-        "tokenizer.ggml.token_type": np.array(types, np.int32),
-        "tokenizer.ggml.merges": merges,
+        TokenizerKey.MODEL: "gpt2",
+        TokenizerKey.PRE: pre if pre is not None else guess_pre(spec, toks),
+        TokenizerKey.TOKENS: toks,
+        TokenizerKey.SCORES: scores,
+        TokenizerKey.TOKEN_TYPE: np.array(types, np.int32),
+        TokenizerKey.MERGES: merges,
     }
 
 
@@ -231,26 +232,26 @@ def _metadata_from_sentencepiece(path: Path) -> dict:
     pieces = sp["pieces"]
     n = len(pieces)
     md = {
-        "tokenizer.ggml.model": "llama",
-        "tokenizer.ggml.pre": "default",
-        "tokenizer.ggml.tokens": [p for p, _, _ in pieces],
-        "tokenizer.ggml.scores": np.array([s for _, s, _ in pieces], np.float32),
-        "tokenizer.ggml.token_type": np.array([t for _, _, t in pieces], np.int32),
-        "tokenizer.ggml.add_space_prefix": bool(sp["add_dummy_prefix"]),
-        "tokenizer.ggml.remove_extra_whitespaces": bool(sp["remove_extra_whitespaces"]),
+        TokenizerKey.MODEL: "llama",
+        TokenizerKey.PRE: "default",
+        TokenizerKey.TOKENS: [p for p, _, _ in pieces],
+        TokenizerKey.SCORES: np.array([s for _, s, _ in pieces], np.float32),
+        TokenizerKey.TOKEN_TYPE: np.array([t for _, _, t in pieces], np.int32),
+        TokenizerKey.ADD_SPACE_PREFIX: bool(sp["add_dummy_prefix"]),
+        TokenizerKey.REMOVE_EXTRA_WHITESPACES: bool(sp["remove_extra_whitespaces"]),
     }
     for key, name in (("unk_id", "unknown"), ("bos_id", "bos"), ("eos_id", "eos"),
                       ("pad_id", "padding")):
         if 0 <= sp[key] < n:
-            md[f"tokenizer.ggml.{name}_token_id"] = sp[key]
+            md[token_id_key(name)] = sp[key]
     return md
 
 
 def _append_added(md: dict, added: dict[int, tuple[str, bool]]) -> None:
     """Add or retype tokens from added_tokens(.json / _decoder) into SentencePiece metadata."""
-    tokens = list(md["tokenizer.ggml.tokens"])
-    scores = list(md["tokenizer.ggml.scores"])
-    types = list(md["tokenizer.ggml.token_type"])
+    tokens = list(md[TokenizerKey.TOKENS])
+    scores = list(md[TokenizerKey.SCORES])
+    types = list(md[TokenizerKey.TOKEN_TYPE])
     for i in sorted(added):
         text, special = added[i]
         kind = CONTROL if special else USER_DEFINED
@@ -265,9 +266,9 @@ def _append_added(md: dict, added: dict[int, tuple[str, bool]]) -> None:
         tokens.append(text)
         scores.append(-1000.0)
         types.append(kind)
-    md["tokenizer.ggml.tokens"] = tokens
-    md["tokenizer.ggml.scores"] = np.array(scores, np.float32)
-    md["tokenizer.ggml.token_type"] = np.array(types, np.int32)
+    md[TokenizerKey.TOKENS] = tokens
+    md[TokenizerKey.SCORES] = np.array(scores, np.float32)
+    md[TokenizerKey.TOKEN_TYPE] = np.array(types, np.int32)
 
 
 # -- the whole directory --------------------------------------------------------------------
@@ -299,7 +300,7 @@ def tokenizer_metadata_from_hf(hf_dir: str | Path) -> dict:
                           "there is no tokenizer.model: unsupported tokenizer")
     else:
         raise FormatError(f"{d} has neither tokenizer.json nor tokenizer.model")
-    tokens: list[str] = md["tokenizer.ggml.tokens"]
+    tokens: list[str] = md[TokenizerKey.TOKENS]
     ids = {t: i for i, t in enumerate(tokens)}
     smap = _read_json(d / "special_tokens_map.json")
     cfg = _read_json(d / "config.json")
@@ -309,16 +310,16 @@ def tokenizer_metadata_from_hf(hf_dir: str | Path) -> dict:
         for source in (tcfg, smap):  # token texts first (llama.cpp's SpecialVocab order)
             text = _token_content(source.get(f"{key}_token"))
             if text is not None and text in ids:
-                md[f"tokenizer.ggml.{name}_token_id"] = ids[text]
+                md[token_id_key(name)] = ids[text]
                 return
-        if f"tokenizer.ggml.{name}_token_id" in md:
+        if token_id_key(name) in md:
             return
         for source in (cfg, gen):
             v = source.get(f"{key}_token_id")
             if isinstance(v, list) and v:
                 v = v[0]
             if isinstance(v, int) and 0 <= v < len(tokens):
-                md[f"tokenizer.ggml.{name}_token_id"] = v
+                md[token_id_key(name)] = v
                 return
 
     set_id("bos", "bos")
@@ -326,22 +327,22 @@ def tokenizer_metadata_from_hf(hf_dir: str | Path) -> dict:
     set_id("unknown", "unk")
     set_id("padding", "pad")
     if "<|eot_id|>" in ids:
-        md["tokenizer.ggml.eot_token_id"] = ids["<|eot_id|>"]
+        md[TokenizerKey.EOT_ID] = ids["<|eot_id|>"]
     else:  # a second end id in generation_config (e.g. [eos, eot])
         eos_ids = gen.get("eos_token_id")
         if isinstance(eos_ids, list):
             rest = [i for i in eos_ids if isinstance(i, int) and 0 <= i < len(tokens)
-                    and i != md.get("tokenizer.ggml.eos_token_id")]
+                    and i != md.get(TokenizerKey.EOS_ID)]
             if rest:
-                md["tokenizer.ggml.eot_token_id"] = rest[0]
+                md[TokenizerKey.EOT_ID] = rest[0]
     for key in ("add_bos_token", "add_eos_token"):
         if isinstance(tcfg.get(key), bool):
-            md[f"tokenizer.ggml.{key}"] = tcfg[key]
-    if "tokenizer.ggml.add_bos_token" not in md:
+            md[TokenizerKey.PREFIX + key] = tcfg[key]
+    if TokenizerKey.ADD_BOS not in md:
         post = json.dumps(spec.get("post_processor"))
-        bos = md.get("tokenizer.ggml.bos_token_id")
-        md["tokenizer.ggml.add_bos_token"] = (
-            md["tokenizer.ggml.model"] == "llama"
+        bos = md.get(TokenizerKey.BOS_ID)
+        md[TokenizerKey.ADD_BOS] = (
+            md[TokenizerKey.MODEL] == "llama"
             or (bos is not None and json.dumps(tokens[bos]) in post))
     template = tcfg.get("chat_template")
     if isinstance(template, list):  # [{"name": ..., "template": ...}]
@@ -350,5 +351,5 @@ def tokenizer_metadata_from_hf(hf_dir: str | Path) -> dict:
     if not isinstance(template, str) and (d / "chat_template.jinja").is_file():
         template = (d / "chat_template.jinja").read_text(encoding="utf-8")
     if isinstance(template, str) and template:
-        md["tokenizer.chat_template"] = template
+        md[TokenizerKey.CHAT_TEMPLATE] = template
     return md

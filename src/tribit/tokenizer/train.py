@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable
 
 from ..errors import TribitError
+from ..formats.keys import TokenizerKey, token_id_key
 from .hf import metadata_from_hf_bpe
 
 DEFAULT_SPECIALS = ("<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>")
@@ -39,12 +40,12 @@ def train_bpe_metadata(
     )
     tok.train_from_iterator(texts, trainer)
     md = metadata_from_hf_bpe(json.loads(tok.to_str()), pre="gpt-2")
-    ids = {t: i for i, t in enumerate(md["tokenizer.ggml.tokens"])}
+    ids = {t: i for i, t in enumerate(md[TokenizerKey.TOKENS])}
     for j, (key, name) in enumerate([("bos", "<|begin_of_text|>"), ("eos", "<|end_of_text|>"),
                                      ("eot", "<|eot_id|>")]):
         if name in ids:
-            md[f"tokenizer.ggml.{key}_token_id"] = ids[name]
+            md[token_id_key(key)] = ids[name]
         elif j < len(specials):
-            md[f"tokenizer.ggml.{key}_token_id"] = ids[specials[j]]
-    md["tokenizer.ggml.add_bos_token"] = True
+            md[token_id_key(key)] = ids[specials[j]]
+    md[TokenizerKey.ADD_BOS] = True
     return md

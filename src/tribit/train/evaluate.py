@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data.babi_eval import Answerer
+from ..formats.keys import TokenizerKey
 from .tokenizer import Encoder
 from .trainer import load_checkpoint
 
@@ -24,7 +25,7 @@ def torch_answerer(ckpt: str | Path, max_tokens: int = 24, threads: int | None =
     model.runtime_math = True  # the runtime's arithmetic, the exported gamma (BitNetLM)
     enc = Encoder(ck["tokenizer"])
     md = ck["tokenizer"]
-    stop = {enc.eos, int(md.get("tokenizer.ggml.eot_token_id", enc.eos))}
+    stop = {enc.eos, int(md.get(TokenizerKey.EOT_ID, enc.eos))}
 
     def answer(prompt: str) -> str:
         out: list[int] = []

@@ -5,6 +5,7 @@ BPE that metadata describes (HF `tokenizers`, fast, for training batches)."""
 from __future__ import annotations
 
 from ..data import babi
+from ..formats.keys import TokenizerKey
 from ..tokenizer.train import train_bpe_metadata
 
 
@@ -24,14 +25,14 @@ class Encoder:
     def __init__(self, md: dict):
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-        tokens = list(md["tokenizer.ggml.tokens"])
+        tokens = list(md[TokenizerKey.TOKENS])
         vocab = {t: i for i, t in enumerate(tokens)}
-        merges = [tuple(m.split(" ")) for m in md["tokenizer.ggml.merges"]]
+        merges = [tuple(m.split(" ")) for m in md[TokenizerKey.MERGES]]
         self.tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
         self.tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         self.tok.decoder = decoders.ByteLevel()
-        self.bos = int(md["tokenizer.ggml.bos_token_id"])
-        self.eos = int(md["tokenizer.ggml.eos_token_id"])
+        self.bos = int(md[TokenizerKey.BOS_ID])
+        self.eos = int(md[TokenizerKey.EOS_ID])
         self.n_vocab = len(tokens)
 
     def encode(self, text: str) -> list[int]:
