@@ -20,7 +20,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def stop_server(proc: subprocess.Popen) -> None:
+def stop_server(proc: subprocess.Popen) -> str:
+    """Stop the server; return everything it printed (its pipe is closed here)."""
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -28,6 +29,11 @@ def stop_server(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    if proc.stdout is None or proc.stdout.closed:
+        return getattr(proc, "output", "")
+    proc.output = proc.stdout.read().decode(errors="replace")
+    proc.stdout.close()
+    return proc.output
 
 
 def busy_slots(base: str, headers: dict | None = None) -> float:
@@ -81,8 +87,7 @@ def serving(model, *args: str, timeout: float = 60.0):
     try:
         r = wait_health(proc, base, lambda r: r.status_code == 200, timeout)
         if r is None or r.status_code != 200:
-            stop_server(proc)
-            out = proc.stdout.read().decode(errors="replace")
+            out = stop_server(proc)
             pytest.fail(f"server did not start: {out[-2000:]}")
         yield base
     finally:

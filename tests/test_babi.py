@@ -198,7 +198,6 @@ def _embedded_answerer():
     if path is None:
         pytest.skip("no embedded model in this installation")
     assert path.stat().st_size <= 10 * 2**20
-    pytest.importorskip("tribit._core")
     import tribit
 
     model = tribit.load(n_threads=1)  # no path: the embedded model

@@ -6,12 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("tribit._core")
-pytest.importorskip("tribit.tokenizer")
-pytest.importorskip("tribit.sampling")
-
 import tribit  # noqa: E402
-from tiny_models import random_weights, write_model  # noqa: E402
+from tiny_models import BOS, EOS, EOT, ascii_only, write_tiny  # noqa: E402
 from tribit.chat import (  # noqa: E402
     ChatSession,
     chat_prompt_tokens,
@@ -23,38 +19,21 @@ from tribit.completion import create_chat_completion, create_completion  # noqa:
 from tribit.errors import TribitError  # noqa: E402
 from tribit.generation import ContextLengthError, generate  # noqa: E402
 
-BOS, EOS, EOT = 256, 257, 258
 TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}<|eot_id|>"
     "{% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}"
 )
 
 
-def write_tiny(path, seed=0, ctx=256, n_layer=2, extra_md=None):
-    """A tiny random model (n_embd 256, n_vocab 300, byte-level vocabulary) at `path`."""
-    weights = random_weights(256, 256, n_layer, 4, 2, 300, seed=seed)
-    return write_model(path, weights, n_head=4, n_head_kv=2, ctx=ctx, extra_md=extra_md)
-
-
-def ascii_only(tokens, logits):
-    out = np.full_like(logits, -np.inf)
-    out[32:127] = logits[32:127]
-    out[[EOS, EOT]] = logits[[EOS, EOT]]
-    return out
+@pytest.fixture(scope="module")
+def model(tiny_file):
+    return tribit.load(tiny_file(seed=4), n_threads=1)
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    path = write_tiny(tmp_path_factory.mktemp("chat") / "tiny.gguf", seed=4)
+def templated(tiny_file):
+    path = tiny_file(seed=4, extra_md={"tokenizer.chat_template": TEMPLATE})
     return tribit.load(path, n_threads=1)
-
-
-@pytest.fixture(scope="module")
-def templated(tmp_path_factory):
-    path = tmp_path_factory.mktemp("chat") / "tmpl.gguf"
-    return tribit.load(
-        write_tiny(path, seed=4, extra_md={"tokenizer.chat_template": TEMPLATE}), n_threads=1
-    )
 
 
 MESSAGES = [

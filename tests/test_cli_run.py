@@ -11,12 +11,8 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("tribit._core")
-pytest.importorskip("tribit.tokenizer")
-pytest.importorskip("tribit.sampling")
-
 import tribit  # noqa: E402
-from tiny_models import random_weights, write_model  # noqa: E402
+from tiny_models import write_tiny  # noqa: E402
 from tribit.chat import ChatSession  # noqa: E402
 from tribit.cli.main import build_parser  # noqa: E402
 from tribit.cli.run import process_escapes  # noqa: E402
@@ -25,12 +21,6 @@ from tribit.generation import generate  # noqa: E402
 # the child process must import the tribit these tests import (installed, or src/ in a
 # development checkout), not whatever a relative path would find
 SRC = Path(tribit.__file__).resolve().parents[1]
-
-
-def write_tiny(path, seed=0, ctx=256, n_layer=2, extra_md=None):
-    """A tiny random model (n_embd 256, n_vocab 300, byte-level vocabulary) at `path`."""
-    weights = random_weights(256, 256, n_layer, 4, 2, 300, seed=seed)
-    return write_model(path, weights, n_head=4, n_head_kv=2, ctx=ctx, extra_md=extra_md)
 
 
 def tribit_cli(*args: str, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess:
@@ -48,9 +38,8 @@ def tribit_cli(*args: str, stdin: str = "", timeout: float = 60) -> subprocess.C
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cli") / "tiny.gguf"
-    return str(write_tiny(path, seed=7, ctx=128, n_layer=1))
+def model_path(tiny_file):
+    return str(tiny_file(seed=7, ctx=128, n_layer=1))
 
 
 @pytest.fixture(scope="module")

@@ -365,10 +365,8 @@ def test_cli_convert(ckpt, tmp_path, capsys):
                                         ("1bitllm-f16", "i2_s"), ("llama", "tq2_0"),
                                         ("llama", "f16")])
 def test_runtime_matches_reference(ckpt, tmp_path, name, qtype):
-    try:
-        from tribit.model import load
-    except ImportError:
-        pytest.skip("tribit.model is not built yet")
+    from tribit.model import load
+
     s = ckpt(name)
     out = tmp_path / "rt.gguf"
     convert_hf(s.dir, out, qtype=qtype, head=HEAD.get(name, "f16"), progress=False)

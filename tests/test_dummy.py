@@ -90,9 +90,8 @@ def test_dummy_is_deterministic_and_order_independent(tmp_path):
 
 
 def test_dummy_tokenizer_is_real_and_padded(tmp_path):
-    tok_mod = pytest.importorskip("tribit.tokenizer")
-    if not hasattr(tok_mod, "Tokenizer"):
-        pytest.skip("tribit.tokenizer not built yet")
+    from tribit import tokenizer as tok_mod
+
     out = tmp_path / "t.gguf"
     write_gguf(dummy_plan(dataclasses.replace(TINY, n_vocab=1100)), out, progress=False)
     md = _read(out).metadata
@@ -135,10 +134,8 @@ def test_dummy_cli(tmp_path, capsys):
 
 
 def test_dummy_runs_in_the_runtime(tmp_path):
-    try:
-        from tribit.model import load
-    except ImportError:
-        pytest.skip("tribit.model is not built yet")
+    from tribit.model import load
+
     out = tmp_path / "r.gguf"
     write_gguf(dummy_plan(TINY, seed=5), out, progress=False)
     model = load(str(out), n_threads=1)
@@ -146,10 +143,6 @@ def test_dummy_runs_in_the_runtime(tmp_path):
     logits = np.asarray(model.logits(ids))
     assert logits.shape == (len(ids), 600) and np.all(np.isfinite(logits))
     assert 0.1 < logits.std() < 20
-    try:
-        from tribit.tokenizer import Tokenizer  # noqa: F401
-    except ImportError:
-        return  # tokenizer helper not landed yet
     ids = model.tokenize("Where is the apple?")
     assert model.detokenize(ids[1:]) == "Where is the apple?"
 

@@ -6,12 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("tribit._core")
-pytest.importorskip("tribit.tokenizer")
-pytest.importorskip("tribit.sampling")
-
 import tribit  # noqa: E402
-from tiny_models import random_weights, write_model  # noqa: E402
+from tiny_models import EOS, EOT, ascii_only  # noqa: E402
 from tribit.errors import TribitError  # noqa: E402
 from tribit.generation import (  # noqa: E402
     ContextLengthError,
@@ -21,22 +17,6 @@ from tribit.generation import (  # noqa: E402
     stream_generate,
 )
 
-EOS, EOT = 257, 258  # tiny_models' specials (bos 256)
-
-
-def write_tiny(path, seed=0, ctx=256, n_layer=2, extra_md=None):
-    """A tiny random model (n_embd 256, n_vocab 300, byte-level vocabulary) at `path`."""
-    weights = random_weights(256, 256, n_layer, 4, 2, 300, seed=seed)
-    return write_model(path, weights, n_head=4, n_head_kv=2, ctx=ctx, extra_md=extra_md)
-
-
-def ascii_only(tokens, logits):
-    """Keep printable ASCII bytes (and the end tokens): readable, valid UTF-8 text."""
-    out = np.full_like(logits, -np.inf)
-    out[32:127] = logits[32:127]
-    out[[EOS, EOT]] = logits[[EOS, EOT]]
-    return out
-
 
 def no_end(tokens, logits):
     out = logits.copy()
@@ -45,9 +25,8 @@ def no_end(tokens, logits):
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("gen") / "tiny.gguf"
-    return write_tiny(path, seed=3, ctx=128)
+def model_path(tiny_file):
+    return tiny_file(seed=3, ctx=128)
 
 
 @pytest.fixture(scope="module")

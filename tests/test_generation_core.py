@@ -11,8 +11,6 @@ import textwrap
 import numpy as np
 import pytest
 
-pytest.importorskip("tribit._core")
-
 import tribit  # noqa: E402
 from tiny_models import tiny_model  # noqa: E402
 from tribit import SamplerParams  # noqa: E402

@@ -9,12 +9,12 @@ import pytest
 
 import tribit
 from tiny_models import kld_top1, tiny_model
+from tribit import _core
 from tribit.errors import ModelError
 from tribit.formats import GGMLType, GGUFReader
 from tribit.model import reference
 from tribit.quant import dequantize_q6_k, quantize_q6_k, quantize_q8_0
 
-_core = pytest.importorskip("tribit._core")
 gguf = pytest.importorskip("gguf")
 KLD_MAX, TOP1_MIN = 2e-3, 0.95
 

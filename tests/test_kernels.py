@@ -16,6 +16,7 @@ import sys
 import numpy as np
 import pytest
 
+from tribit import _core
 from tribit.quant import (
     dequantize_q6_k,
     dequantize_q8_0,
@@ -25,8 +26,6 @@ from tribit.quant import (
     quantize_q8_0,
     ternary_matmul_ref,
 )
-
-_core = pytest.importorskip("tribit._core")
 
 ISAS = _core.runnable_isas()
 SIMD = [i for i in ISAS if i != "generic"]

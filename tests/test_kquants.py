@@ -153,7 +153,7 @@ def test_bad_shapes():
 
 
 def test_native_quantizer_is_bit_identical():
-    _core = pytest.importorskip("tribit._core")
+    from tribit import _core
     rng = np.random.default_rng(3)
     rows = _hard_rows(rng)
     big = (rng.standard_normal((257, 1024)) * 0.03).astype(F)

@@ -15,7 +15,6 @@ from tribit.model import reference
 from tribit.model.weights import read_ternary
 from tribit.quant import absmean_ternarize, f32_to_bf16, pack_tq2_0, unpack_tq2_0
 
-_core = pytest.importorskip("tribit._core")
 KLD_MAX, TOP1_MIN = 2e-3, 0.95
 PROJ = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 

@@ -7,10 +7,10 @@ import pytest
 
 import tribit
 from tiny_models import kld_top1, random_weights, tiny_model, write_model
+from tribit import _core
 from tribit.errors import ModelError
 from tribit.model import reference
 
-_core = pytest.importorskip("tribit._core")
 KLD_MAX, TOP1_MIN = 2e-3, 0.95
 N_POS = 64
 

@@ -14,9 +14,9 @@ import pytest
 import tribit
 from sharp_models import N_HEAD, N_VOCAB, sharp_weights
 from tiny_models import kld_top1, write_model
+from tribit import _core
 from tribit.model import reference
 
-_core = pytest.importorskip("tribit._core")
 KLD_MAX, TOP1_MIN = 2e-3, 0.95
 ARCHS = [("bitnet-b1.58", 2), ("bitnet", 2), ("llama", 2)]  # GQA 2: the head mapping matters
 

@@ -13,8 +13,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-_core = pytest.importorskip("tribit._core")
-
 import tribit  # noqa: E402
 from sharp_models import N_EMBD, N_FF, N_HEAD, N_LAYER, N_VOCAB, sharp_weights  # noqa: E402
 from tiny_models import kld_top1, write_model  # noqa: E402

@@ -16,7 +16,6 @@ from tiny_models import tiny_model
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
-pytest.importorskip("tribit._core")
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is missing")
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -272,7 +272,6 @@ def test_exported_model_matches_torch_forward(tmp_path, tok_md):
     attention in float64 (the runtime's arithmetic) every int8 code is the same, so
     the logits differ only by the head's float32 sums (~1e-6; one code moved by one
     changes them by ~1e-2); the float32-SDPA training forward is close in KL."""
-    pytest.importorskip("tribit._core")
     import tribit
 
     model, enc = _trained_tiny(tok_md)
@@ -299,7 +298,6 @@ def test_runtime_and_torch_answer_alike_question_by_question(tmp_path, tok_md):
     float64 attention, no cache) give the same text on every question. Its plumbing:
     on 40 questions even float32 SDPA agrees here; the logits test above is the one
     that sees a code moved by one (it fails with SDPA: 7e-4 relative)."""
-    pytest.importorskip("tribit._core")
     import tribit
     from tribit.data import babi_eval
     from tribit.train.evaluate import torch_answerer

@@ -21,6 +21,7 @@ from tribit.quant import (
 )
 
 SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
+BOS, EOS, EOT = 256, 257, 258  # the specials' ids in byte_tokenizer_metadata
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -233,3 +234,19 @@ def rewrite(src, dst, set_md=None, drop_md=(), drop_tensors=(), md_types=None):
             w.add_tensor(name, ti.shape, ti.ggml_type, np.array(r.raw(name)))
     w.write()
     return dst
+
+
+def write_tiny(path, seed=0, ctx=256, n_layer=2, extra_md=None):
+    """The tests' standard tiny model at `path`: n_embd 256, n_ff 256, 4 heads (2 KV),
+    n_vocab 300 (byte-level vocabulary), random ternary weights of `seed`."""
+    weights = random_weights(256, 256, n_layer, 4, 2, 300, seed=seed)
+    return write_model(path, weights, n_head=4, n_head_kv=2, ctx=ctx, extra_md=extra_md)
+
+
+def ascii_only(tokens, logits):
+    """A logits processor keeping printable ASCII bytes and the end tokens: readable,
+    valid UTF-8 text from a random byte-level model."""
+    out = np.full_like(logits, -np.inf)
+    out[32:127] = logits[32:127]
+    out[[EOS, EOT]] = logits[[EOS, EOT]]
+    return out

@@ -11,7 +11,14 @@ import os
 from importlib import import_module
 from typing import Any
 
-from .errors import ContextLengthError, FormatError, ModelError, TribitError
+from .errors import (
+    ContextLengthError,
+    ContextWarning,
+    FormatError,
+    ModelError,
+    TribitError,
+    TribitWarning,
+)
 
 __version__ = "0.1.0"
 
@@ -35,8 +42,8 @@ _LAZY = {
     "create_chat_completion": "tribit.completion",
 }
 
-__all__ = ["ContextLengthError", "FormatError", "ModelError", "TribitError", "__version__",
-           *_LAZY]
+__all__ = ["ContextLengthError", "ContextWarning", "FormatError", "ModelError", "TribitError",
+           "TribitWarning", "__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

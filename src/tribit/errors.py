@@ -5,6 +5,14 @@ class TribitError(Exception):
     """Base class of tribit's own errors."""
 
 
+class TribitWarning(UserWarning):
+    """Base class of tribit's warnings."""
+
+
+class ContextWarning(TribitWarning):
+    """n_ctx is above the model's trained context: positions past it were never trained."""
+
+
 class FormatError(TribitError, ValueError):
     """A model file (GGUF, safetensors, config) is malformed or unsupported.
 

@@ -12,6 +12,8 @@ import sys
 import warnings
 from importlib import import_module
 
+from tribit.errors import TribitWarning
+
 # command name -> module under tribit.cli
 COMMANDS = {
     "info": "info",
@@ -61,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with warnings.catch_warnings():  # restores showwarning for in-process callers
         warnings.showwarning = _show_warning
+        # tribit's warnings are for the user: printed, whatever filters the caller set
+        warnings.simplefilter("default", TribitWarning)
         return _run(args)
 
 

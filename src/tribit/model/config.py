@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError
+from ..errors import ContextWarning, ModelError
 from ..formats.keys import LLM, SUB_NORM_ARCHS, Arch, General, arch_key
 
 # arch -> (FFN activation, RoPE pairing, logits always from tok_embd); sub-norms: the table's
@@ -26,10 +28,6 @@ MAX_LAYER = 1 << 12
 MAX_HEAD = 1 << 14
 # positions cross into the native core as int32
 MAX_CTX = (1 << 31) - 1
-
-
-class ContextWarning(UserWarning):
-    """n_ctx is above the context the model was trained with."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +134,7 @@ def config_from_metadata(
             f"n_ctx {ctx} is above the model's trained context ({n_ctx_train}): positions past "
             "it were never trained and answers there may be poor",
             ContextWarning,
-            stacklevel=4,
+            stacklevel=_caller_outside_tribit(),
         )
     return ModelConfig(
         arch=arch,
@@ -158,3 +156,13 @@ def config_from_metadata(
         sub_norms=sub_norms,
         tied_head=always_tied or not has_output,
     )
+
+
+def _caller_outside_tribit() -> int:
+    """The `stacklevel` that points a warning at the first caller outside the package (the
+    user's `tribit.load(...)` line, however many tribit frames lie in between)."""
+    package = str(Path(__file__).resolve().parents[1])
+    frame, level = sys._getframe(1), 1
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
