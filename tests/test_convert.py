@@ -202,7 +202,7 @@ def _decode_i2s(raw: np.ndarray, shape) -> tuple[np.ndarray, np.float32]:
 
 
 def test_fallback_i2s_like_the_3b(ckpt, tmp_path):
-    from tribit.formats.gguf import GGUFReader
+    from tribit.formats import GGUFReader
 
     s = ckpt("1bitllm")  # n_ff 384: ffn_down rows of 384 are not 256-blocks
     out = tmp_path / "ob.gguf"
@@ -242,7 +242,7 @@ def test_fallback_f16(tmp_path):
                                         ("bf16", GGMLType.BF16),
                                         ("f32", GGMLType.F32), ("f16", GGMLType.F16)])
 def test_head_types(ckpt, tmp_path, head, gtype):
-    from tribit.formats.gguf import GGUFReader
+    from tribit.formats import GGUFReader
 
     s = ckpt("llama")
     out = tmp_path / "h.gguf"
@@ -365,10 +365,8 @@ def test_cli_convert(ckpt, tmp_path, capsys):
                                         ("1bitllm-f16", "i2_s"), ("llama", "tq2_0"),
                                         ("llama", "f16")])
 def test_runtime_matches_reference(ckpt, tmp_path, name, qtype):
-    try:
-        from tribit.model import load
-    except ImportError:
-        pytest.skip("tribit.model is not built yet")
+    from tribit.model import load
+
     s = ckpt(name)
     out = tmp_path / "rt.gguf"
     convert_hf(s.dir, out, qtype=qtype, head=HEAD.get(name, "f16"), progress=False)
