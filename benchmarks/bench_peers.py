@@ -75,11 +75,11 @@ def run_engine(e: Engine, prompt: int, gen: int, threads: list[int], reps: int) 
 def probes(threads: list[int]) -> dict:
     """The machine's roofs, probed now: read bandwidth (GB/s, wall) and the multiply peak
     (GMAC/s) of the instructions tribit's selected GEMM uses."""
-    from tribit import _core
-    from tribit.bench.kernels import probe_bandwidth, probe_compute
+    from tribit.model.native import probe_bandwidth, probe_compute, system_info
 
-    isa = os.environ.get("TRIBIT_ISA") or _core.selected_isa()
-    out = {"cpu": _core.cpu_info()["name"], "isa": isa, "read_gbps": {}, "mac_gmacs": {}}
+    info = system_info()
+    isa = os.environ.get("TRIBIT_ISA") or info["selected_isa"]
+    out = {"cpu": info["cpu"], "isa": isa, "read_gbps": {}, "mac_gmacs": {}}
     for t in threads:
         out["read_gbps"][t] = probe_bandwidth(t)[0]
         out["mac_gmacs"][t] = probe_compute(isa, t)

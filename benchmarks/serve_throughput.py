@@ -105,7 +105,7 @@ def cpu_seconds(proc) -> float | None:
 
 def eog_ids(model: str) -> list[int]:
     """End-of-generation token ids named in the model's metadata (to ban them)."""
-    from tribit.formats.gguf import GGUFReader
+    from tribit.formats import GGUFReader
 
     with GGUFReader(model) as r:
         md = r.metadata

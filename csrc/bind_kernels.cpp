@@ -34,18 +34,9 @@ using Arr2 = nb::ndarray<T, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
 template <typename T>
 using Arr1 = nb::ndarray<T, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 
-Isa parse_isa(const std::string& s) {
-    for (int i = 0; i < kNumIsas; i++)
-        if (s == isa_name(Isa(i))) return Isa(i);
-    throw nb::value_error(("unknown ISA '" + s + "' (generic, avx2, avx512, neon)").c_str());
-}
-
-const KernelTable& table(const std::optional<std::string>& isa) {
-    if (!isa) return kernels();
-    const KernelTable* t = kernels_for(parse_isa(*isa));
-    if (!t) throw nb::value_error(("ISA '" + *isa + "' cannot run on this CPU").c_str());
-    return *t;
-}
+// kernels_named's std::invalid_argument (unknown ISA, or not runnable here) reaches
+// Python as ValueError.
+const KernelTable& table(const std::optional<std::string>& isa) { return kernels_named(isa); }
 
 ThreadPool& pool(int n_threads) {
     static std::mutex mu;
@@ -128,15 +119,6 @@ struct PyFloatMatrix {
     nb::object keep;
 };
 
-FloatType parse_float_type(const std::string& s) {
-    if (s == "f32") return FloatType::f32;
-    if (s == "f16") return FloatType::f16;
-    if (s == "bf16") return FloatType::bf16;
-    if (s == "q8_0") return FloatType::q8_0;
-    if (s == "q6_k") return FloatType::q6_k;
-    throw nb::value_error(("unknown float type '" + s + "' (f32, f16, bf16, q8_0, q6_k)").c_str());
-}
-
 }  // namespace
 
 void bind_kernels(nb::module_& m) {
@@ -165,11 +147,8 @@ void bind_kernels(nb::module_& m) {
         d["quantize_act"] = t.quantize_act_name;
         d["ternary_gemv"] = t.ternary_gemv_name;
         d["ternary_gemm"] = t.ternary_gemm_name;
-        d["matmul_f32"] = t.float_matmul_name[0];
-        d["matmul_f16"] = t.float_matmul_name[1];
-        d["matmul_bf16"] = t.float_matmul_name[2];
-        d["matmul_q8_0"] = t.float_matmul_name[3];
-        d["matmul_q6_k"] = t.float_matmul_name[int(FloatType::q6_k)];
+        for (int i = 0; i < kNumFloatTypes; i++)
+            d[std::string("matmul_") + float_type_name(FloatType(i))] = t.float_matmul_name[i];
         return d;
     }, nb::arg("isa") = nb::none());
 

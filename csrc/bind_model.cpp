@@ -36,18 +36,6 @@ struct PyModel {
     std::vector<nb::object> keep;
 };
 
-const KernelTable& pick(const std::optional<std::string>& isa) {
-    if (!isa) return kernels();
-    for (int i = 0; i < kNumIsas; i++) {
-        if (*isa == isa_name(Isa(i))) {
-            const KernelTable* t = kernels_for(Isa(i));
-            if (!t) throw nb::value_error(("ISA '" + *isa + "' cannot run on this CPU").c_str());
-            return *t;
-        }
-    }
-    throw nb::value_error(("unknown ISA '" + *isa + "'").c_str());
-}
-
 std::vector<float> copy_vec(Arr1<const float> a, int64_t expect, const char* what) {
     if (int64_t(a.shape(0)) != expect)
         throw nb::value_error((std::string(what) + ": expected " + std::to_string(expect) +
@@ -104,12 +92,7 @@ const ProjectionSlot& projection(const std::string& name) {
 FloatMatrix make_float(nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu> a, const std::string& qtype,
                        int64_t m, int64_t k) {
     FloatMatrix w;
-    if (qtype == "f32") w.type = FloatType::f32;
-    else if (qtype == "f16") w.type = FloatType::f16;
-    else if (qtype == "bf16") w.type = FloatType::bf16;
-    else if (qtype == "q8_0") w.type = FloatType::q8_0;
-    else if (qtype == "q6_k") w.type = FloatType::q6_k;
-    else throw nb::value_error(("unsupported float weight type " + qtype).c_str());
+    w.type = parse_float_type(qtype);  // invalid_argument -> ValueError
     w.m = m;
     w.k = k;
     w.row_bytes = float_row_bytes(w.type, k);
@@ -134,7 +117,7 @@ void bind_model(nb::module_& m) {
             p.n_ctx = n_ctx; p.n_seq = n_seq; p.rope_theta = rope_theta; p.norm_eps = norm_eps;
             p.rope_neox = rope_neox; p.act_relu2 = act_relu2; p.kv_f16 = kv_f16;
             p.n_threads = n_threads;
-            const KernelTable& kt = pick(isa);
+            const KernelTable& kt = kernels_named(isa);  // invalid_argument -> ValueError
             std::unique_ptr<Model> model;
             try {
                 model = std::make_unique<Model>(p, kt);

@@ -1,7 +1,6 @@
 // Runtime dispatch: one KernelTable per ISA, the best runnable one selected
 // once (or the one TRIBIT_ISA names, failing loudly if it cannot run).
 #include <cstdlib>
-#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -10,14 +9,25 @@
 
 namespace tribit {
 
+namespace {
+constexpr const char* kIsaNames[kNumIsas] = {"generic", "avx2", "avx512", "neon"};
+}  // namespace
+
 const char* isa_name(Isa isa) {
-    switch (isa) {
-        case Isa::generic: return "generic";
-        case Isa::avx2: return "avx2";
-        case Isa::avx512: return "avx512";
-        case Isa::neon: return "neon";
-    }
-    return "?";
+    const int i = int(isa);
+    return i >= 0 && i < kNumIsas ? kIsaNames[i] : "?";
+}
+
+std::string isa_names() {
+    std::string s;
+    for (int i = 0; i < kNumIsas; i++) s += (i ? ", " : "") + std::string(kIsaNames[i]);
+    return s;
+}
+
+Isa parse_isa(const std::string& name) {
+    for (int i = 0; i < kNumIsas; i++)
+        if (name == kIsaNames[i]) return Isa(i);
+    throw std::invalid_argument("unknown ISA '" + name + "' (" + isa_names() + ")");
 }
 
 bool isa_compiled(Isa isa) {
@@ -50,15 +60,26 @@ bool isa_runnable(Isa isa) {
 
 static KernelTable make_table(Isa isa) {
     KernelTable t;
-    fill_table_generic(t);  // every variant starts from the generic one
+    // every variant starts from the generic one
+    fill_ternary_generic(t);
+    fill_float_generic(t);
+    fill_attention_generic(t);
     switch (isa) {
         case Isa::generic: break;
 #if defined(TRIBIT_X86)
-        case Isa::avx2: fill_table_avx2(t); break;
-        case Isa::avx512: fill_table_avx2(t); fill_table_avx512(t); break;
+        case Isa::avx512:  // AVX-512 VNNI ternary kernels over the AVX2 table
+        case Isa::avx2:
+            fill_ternary_avx2(t);
+            fill_float_avx2(t);
+            fill_attention_avx2(t);
+            if (isa == Isa::avx512) fill_ternary_avx512(t);
+            break;
 #endif
 #if defined(TRIBIT_ARM)
-        case Isa::neon: fill_table_neon(t); break;
+        case Isa::neon:
+            fill_ternary_neon(t);
+            fill_float_neon(t);
+            break;
 #endif
         default: break;
     }
@@ -86,17 +107,18 @@ const KernelTable* kernels_for(Isa isa) {
 static const KernelTable& select() {
     const char* env = std::getenv("TRIBIT_ISA");
     if (env && *env) {
-        for (int i = 0; i < kNumIsas; i++) {
-            if (std::strcmp(env, isa_name(Isa(i))) == 0) {
-                const KernelTable* t = kernels_for(Isa(i));
-                if (!t)
-                    throw std::runtime_error(std::string("TRIBIT_ISA=") + env +
-                                             " cannot run on this CPU (or is not compiled in)");
-                return *t;
-            }
+        Isa isa;
+        try {
+            isa = parse_isa(env);
+        } catch (const std::invalid_argument&) {
+            throw std::runtime_error(std::string("TRIBIT_ISA=") + env + " is unknown (" +
+                                     isa_names() + ")");
         }
-        throw std::runtime_error(std::string("TRIBIT_ISA=") + env +
-                                 " is unknown (generic, avx2, avx512, neon)");
+        const KernelTable* t = kernels_for(isa);
+        if (!t)
+            throw std::runtime_error(std::string("TRIBIT_ISA=") + env +
+                                     " cannot run on this CPU (or is not compiled in)");
+        return *t;
     }
     // The best variant the CPU runs (cpuid + xgetbv, cpu.cpp). AVX-512 joined the
     // default once its tests and bit-identical logits had been checked on an
@@ -112,12 +134,11 @@ const KernelTable& kernels() {
     return t;
 }
 
-#if !defined(TRIBIT_X86)
-void fill_table_avx2(KernelTable&) {}
-void fill_table_avx512(KernelTable&) {}
-#endif
-#if !defined(TRIBIT_ARM)
-void fill_table_neon(KernelTable&) {}
-#endif
+const KernelTable& kernels_named(const std::optional<std::string>& isa) {
+    if (!isa) return kernels();
+    const KernelTable* t = kernels_for(parse_isa(*isa));
+    if (!t) throw std::invalid_argument("ISA '" + *isa + "' cannot run on this CPU");
+    return *t;
+}
 
 }  // namespace tribit

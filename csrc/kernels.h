@@ -7,13 +7,19 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <string>
 
 namespace tribit {
 
 // ---------------------------------------------------------------- ISAs
 enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2, neon = 3 };
 constexpr int kNumIsas = 4;
+// The one spelling of each ISA's name ("generic", "avx2", "avx512", "neon"), and
+// back: std::invalid_argument naming the known ones if `name` is none of them.
 const char* isa_name(Isa isa);
+Isa parse_isa(const std::string& name);
+std::string isa_names();  // "generic, avx2, avx512, neon"
 
 // ------------------------------------------------------ weight storage
 // Ternary weights repacked once at load. One layout serves every ISA (so a
@@ -51,6 +57,10 @@ struct FloatMatrix {
     int64_t row_bytes = 0;
 };
 int64_t float_row_bytes(FloatType type, int64_t k);  // -1 if k is invalid for the type
+// The one spelling of each float type's name ("f32", "f16", "bf16", "q8_0", "q6_k"),
+// and back: std::invalid_argument naming the known ones if `name` is none of them.
+const char* float_type_name(FloatType type);
+FloatType parse_float_type(const std::string& name);
 
 // ----------------------------------------------------------- operations
 // x (n, k) float, rows ldx apart -> q (n, ldq) int8 codes with per-token scale
@@ -134,12 +144,20 @@ struct KernelTable {
     wsum_rows_f32_fn wsum_rows_f32 = nullptr;
     wsum_rows_f16_fn wsum_rows_f16 = nullptr;
     mac_probe_fn mac_probe = nullptr;  // SIMD variants only
-    // names for `tribit info`
+    // names for `tribit info`: set only with the pointer, by TRIBIT_SET_KERNEL below
     const char* quantize_act_name = "";
     const char* ternary_gemv_name = "";
     const char* ternary_gemm_name = "";
     const char* float_matmul_name[kNumFloatTypes] = {};
 };
+
+// Install kernel `fn` in a named slot of KernelTable `t` together with its name, both
+// from the same token: the name `tribit info` reports is the symbol that runs.
+#define TRIBIT_SET_KERNEL(t, slot, fn) ((t).slot = (fn), (t).slot##_name = #fn)
+// The same for the float matmul of FloatType::type.
+#define TRIBIT_SET_FLOAT_KERNEL(t, type, fn)               \
+    ((t).float_matmul[int(FloatType::type)] = (fn),        \
+     (t).float_matmul_name[int(FloatType::type)] = #fn)
 
 // llama.cpp's quantize_row_q6_K_ref on rows [row_begin, row_end) of x (m, k),
 // k % 256 == 0: out row r at out + r * (k / 256 * 210). The same float32
@@ -154,14 +172,25 @@ TernaryMatrix pack_ternary(const int8_t* t, int64_t m, int64_t k, float gamma);
 const KernelTable& kernels();
 // A specific variant; nullptr if not compiled in or not runnable on this CPU.
 const KernelTable* kernels_for(Isa isa);
+// The table of the variant `isa` names (nullopt: the selected one, kernels());
+// std::invalid_argument if the name is unknown or the variant cannot run here.
+const KernelTable& kernels_named(const std::optional<std::string>& isa);
 bool isa_compiled(Isa isa);
 bool isa_runnable(Isa isa);
 
-// Per-ISA tables, defined in csrc/kernels/*_<isa>.cpp.
-void fill_table_generic(KernelTable& t);
-void fill_table_avx2(KernelTable& t);
-void fill_table_avx512(KernelTable& t);
-void fill_table_neon(KernelTable& t);
+// The parts of the per-ISA tables, each defined in csrc/kernels/<part>_<isa>.cpp
+// (ternary: quantization and the ternary matmul; float: the head's matmuls;
+// attention: the KV cache's vector kernels). A variant starts from the generic
+// table and overwrites what it implements (dispatch.cpp).
+void fill_ternary_generic(KernelTable& t);
+void fill_float_generic(KernelTable& t);
+void fill_attention_generic(KernelTable& t);
+void fill_ternary_avx2(KernelTable& t);
+void fill_float_avx2(KernelTable& t);
+void fill_attention_avx2(KernelTable& t);
+void fill_ternary_avx512(KernelTable& t);
+void fill_ternary_neon(KernelTable& t);
+void fill_float_neon(KernelTable& t);
 
 // Shared pieces of the generic code other variants reuse for tails.
 float fp16_to_fp32(uint16_t h);

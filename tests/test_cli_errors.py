@@ -76,7 +76,7 @@ def test_serve_refuses_an_empty_api_key(capsys, model_path):
     (("--port", "99999"), 2, "port 99999 is outside 0-65535"),
     (("--api-key-file", "/nonexistent/key"), 1, "API key file /nonexistent/key not found"),
     (("-t", "100000"), 1, "n_threads must be between"),
-    (("-c", str(2**53), "-np", "4"), 1, "-c must be between 1 and"),
+    (("-c", str(2**53), "-np", "4"), 1, "-c 9007199254740992 is above the largest context"),
     (("-m", "/dev/null"), 1, "is a character device"),
 ])
 def test_serve_argument_errors(capsys, model_path, args, code_, match):

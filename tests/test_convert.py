@@ -202,7 +202,7 @@ def _decode_i2s(raw: np.ndarray, shape) -> tuple[np.ndarray, np.float32]:
 
 
 def test_fallback_i2s_like_the_3b(ckpt, tmp_path):
-    from tribit.formats.gguf import GGUFReader
+    from tribit.formats import GGUFReader
 
     s = ckpt("1bitllm")  # n_ff 384: ffn_down rows of 384 are not 256-blocks
     out = tmp_path / "ob.gguf"
@@ -242,7 +242,7 @@ def test_fallback_f16(tmp_path):
                                         ("bf16", GGMLType.BF16),
                                         ("f32", GGMLType.F32), ("f16", GGMLType.F16)])
 def test_head_types(ckpt, tmp_path, head, gtype):
-    from tribit.formats.gguf import GGUFReader
+    from tribit.formats import GGUFReader
 
     s = ckpt("llama")
     out = tmp_path / "h.gguf"

@@ -43,7 +43,7 @@ def test_layout_table_matches_bitnet_cpp():
 
 
 def _read(path):
-    from tribit.formats.gguf import GGUFReader
+    from tribit.formats import GGUFReader
 
     return GGUFReader(path)
 
@@ -90,14 +90,14 @@ def test_dummy_is_deterministic_and_order_independent(tmp_path):
 
 
 def test_dummy_tokenizer_is_real_and_padded(tmp_path):
-    from tribit import tokenizer as tok_mod
+    from tribit.tokenizer import Tokenizer
 
     out = tmp_path / "t.gguf"
     write_gguf(dummy_plan(dataclasses.replace(TINY, n_vocab=1100)), out, progress=False)
     md = _read(out).metadata
     tokens = md["tokenizer.ggml.tokens"]
     assert len(tokens) == 1100 and tokens[-1] == "<|reserved_75|>"  # 1024 trained + 76 padding
-    tok = tok_mod.Tokenizer.from_gguf(md)
+    tok = Tokenizer.from_gguf(md)
     text = "The quick brown fox went to the kitchen."
     ids = tok.encode(text, add_bos=False)
     assert tok.decode(ids) == text

@@ -12,20 +12,23 @@ from tiny_models import kld_top1  # noqa: E402
 from tribit.data import babi  # noqa: E402
 from tribit.formats import GGMLType, GGUFReader  # noqa: E402
 from tribit.quant import quantize_activations, ternary_matmul_ref, unpack_tq2_0  # noqa: E402
+from tribit.train.babi import (  # noqa: E402
+    TrainSettings,
+    build_tokenizer,
+    encode_example,
+    fact_rows,
+    pack_story,
+    train,
+)
 from tribit.train.bitlinear import BitLinear, act_quant, weight_quant  # noqa: E402
 from tribit.train.export import export_gguf, ternary_weights  # noqa: E402
 from tribit.train.model import BitNetConfig, BitNetLM, attention_logits  # noqa: E402
-from tribit.train.tokenizer import Encoder, build_tokenizer  # noqa: E402
+from tribit.train.tokenizer import Encoder  # noqa: E402
 from tribit.train.trainer import (  # noqa: E402
-    TrainSettings,
     collate_packed,
-    encode_example,
-    fact_rows,
     load_checkpoint,
     lr_at,
-    pack_story,
     packed_loss,
-    train,
 )
 
 
@@ -104,9 +107,9 @@ def test_lr_schedule_warms_up_then_decays():
 
 
 def test_few_steps_reduce_loss_and_checkpoint_resumes(tmp_path, monkeypatch):
-    import tribit.train.trainer as trainer
+    import tribit.train.babi as babi_trainer
 
-    monkeypatch.setattr(trainer, "build_tokenizer", lambda v, s: build_tokenizer(v, s, 300))
+    monkeypatch.setattr(babi_trainer, "build_tokenizer", lambda v, s: build_tokenizer(v, s, 300))
     st = TrainSettings(steps=12, batch=4, lr=4e-3, warmup=3, threads=1, vocab_size=300,
                        log_every=1, eval_every=1000, ckpt_every=6, pool=2, tasks=(1,),
                        prompt_weight=0.25, prompt_weight_from=6)

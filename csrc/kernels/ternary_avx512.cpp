@@ -1,32 +1,21 @@
 // AVX-512 VNNI ternary kernels: code * q products accumulate directly in int32
 // with vpdpbusd (no int16 stage); 256-bit in the GEMV, 512-bit in the GEMM's
-// register tile. Quantization and float kernels come from AVX2.
+// register tile. Quantization, float and attention kernels come from AVX2.
 // The dispatcher picks it by default where cpuid + xgetbv say it runs.
 #include <immintrin.h>
 
 #include "kernels.h"
+#include "x86_shared.h"
 
 namespace tribit {
 namespace {
 
-inline int32_t hsum_i32(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
-    return _mm_cvtsi128_si32(s);
-}
-
-// The 4 int32 sums of 4 accumulators, in lanes 0..3 (integer adds: any order).
-inline __m128i hsum4_i32(__m256i a0, __m256i a1, __m256i a2, __m256i a3) {
-    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
-    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-}
-
+// sum over one 128-weight block of code * q, added to the 8 int32 lanes of acc
 inline __m256i block_dot_vnni(__m256i acc, __m256i v, const int8_t* qb, __m256i m3) {
-    acc = _mm256_dpbusd_epi32(acc, _mm256_and_si256(v, m3), _mm256_loadu_si256((const __m256i*)(qb)));
-    acc = _mm256_dpbusd_epi32(acc, _mm256_and_si256(_mm256_srli_epi16(v, 2), m3), _mm256_loadu_si256((const __m256i*)(qb + 32)));
-    acc = _mm256_dpbusd_epi32(acc, _mm256_and_si256(_mm256_srli_epi16(v, 4), m3), _mm256_loadu_si256((const __m256i*)(qb + 64)));
-    acc = _mm256_dpbusd_epi32(acc, _mm256_and_si256(_mm256_srli_epi16(v, 6), m3), _mm256_loadu_si256((const __m256i*)(qb + 96)));
+    __m256i c[4];
+    unpack_planes(v, m3, c);
+    for (int p = 0; p < 4; p++)
+        acc = _mm256_dpbusd_epi32(acc, c[p], _mm256_loadu_si256((const __m256i*)(qb + 32 * p)));
     return acc;
 }
 
@@ -34,9 +23,9 @@ inline __m256i block_dot_vnni(__m256i acc, __m256i v, const int8_t* qb, __m256i 
 // and plane (16 chains): with one per row, its 4 dependent vpdpbusd per block
 // (~16 cycles) capped the kernel at ~8 bytes of weights a cycle, about the read
 // bandwidth of one core, so at 1 thread the compute leaked into decode.
-void ternary_gemv_avx512(float* y, int64_t ldy, const TernaryMatrix& w, const int8_t* q,
-                         int64_t ldq, const float* scale, const int32_t* sum_q, int64_t n,
-                         int64_t row_begin, int64_t row_end) {
+void ternary_gemv_i2_avx512vnni(float* y, int64_t ldy, const TernaryMatrix& w, const int8_t* q,
+                                int64_t ldq, const float* scale, const int32_t* sum_q, int64_t n,
+                                int64_t row_begin, int64_t row_end) {
     const __m256i m3 = _mm256_set1_epi8(3);
     const int64_t nblk = w.k_pad / kTernaryBlock;
     for (int64_t j = 0; j < n; j++) {
@@ -54,10 +43,11 @@ void ternary_gemv_avx512(float* y, int64_t ldy, const TernaryMatrix& w, const in
                 // stream the next (contiguous) group of 4 rows in, as in the AVX2 GEMV
                 _mm_prefetch((const char*)(rows[0] + 4 * w.row_bytes + b * 128), _MM_HINT_T0);
                 _mm_prefetch((const char*)(rows[0] + 4 * w.row_bytes + b * 128 + 64), _MM_HINT_T0);
-                const int8_t* qb = qj + b * kTernaryBlock;
                 __m256i a[4];
-                for (int p = 0; p < 4; p++) a[p] = _mm256_loadu_si256((const __m256i*)(qb + 32 * p));
+                load_block(qj + b * kTernaryBlock, a);
                 for (int i = 0; i < 4; i++) {
+                    // unpack_planes' codes by successive shifts: the order this loop was
+                    // tuned with (the compiler schedules the two forms differently)
                     __m256i v = _mm256_load_si256((const __m256i*)(rows[i] + b * 32));
                     for (int p = 0; p < 4; p++) {
                         acc[i][p] = _mm256_dpbusd_epi32(acc[i][p], _mm256_and_si256(v, m3), a[p]);
@@ -177,9 +167,9 @@ inline void vnni_rows(float* y, int64_t ldy, const TernaryMatrix& w, const int8_
 
 // Prefill and small batches: a tile of kRowTile rows stays in L1 while every
 // token tile passes over it.
-void ternary_gemm_avx512(float* y, int64_t ldy, const TernaryMatrix& w, const int8_t* q,
-                         int64_t ldq, const float* scale, const int32_t* sum_q, int64_t n,
-                         int64_t row_begin, int64_t row_end) {
+void ternary_gemm_i2_avx512vnni(float* y, int64_t ldy, const TernaryMatrix& w, const int8_t* q,
+                                int64_t ldq, const float* scale, const int32_t* sum_q, int64_t n,
+                                int64_t row_begin, int64_t row_end) {
     constexpr int64_t kRowTile = 16;
     for (int64_t r0 = row_begin; r0 < row_end; r0 += kRowTile) {
         const int64_t r1 = r0 + kRowTile < row_end ? r0 + kRowTile : row_end;
@@ -214,12 +204,10 @@ int64_t mac_probe_avx512(int64_t iters) {
 
 }  // namespace
 
-void fill_table_avx512(KernelTable& t) {
+void fill_ternary_avx512(KernelTable& t) {
+    TRIBIT_SET_KERNEL(t, ternary_gemv, ternary_gemv_i2_avx512vnni);
+    TRIBIT_SET_KERNEL(t, ternary_gemm, ternary_gemm_i2_avx512vnni);
     t.mac_probe = mac_probe_avx512;
-    t.ternary_gemv = ternary_gemv_avx512;
-    t.ternary_gemv_name = "ternary_gemv_i2_avx512vnni";
-    t.ternary_gemm = ternary_gemm_avx512;
-    t.ternary_gemm_name = "ternary_gemm_i2_avx512vnni";
 }
 
 }  // namespace tribit

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from .errors import ContextLengthError
+from .formats.keys import TokenizerKey
 from .generation import GenerationChunk, LogitsProcessor, Sampler, stream_generate
 from .sampling import SamplerParams, make_logits_processors, make_sampler
 from .tokenizer.chat import builtin_name, encode_chat, normalize_messages, render_chat
@@ -35,7 +36,7 @@ __all__ = [
 def chat_template(model) -> str | None:
     """The model file's own Jinja chat template, or None where a built-in one applies (no
     template in the file, or bitnet.cpp's "BITNET" placeholder)."""
-    tmpl = model.metadata.get("tokenizer.chat_template")
+    tmpl = model.metadata.get(TokenizerKey.CHAT_TEMPLATE)
     if not isinstance(tmpl, str) or builtin_name(tmpl) is not None:
         return None
     return tmpl
@@ -44,7 +45,7 @@ def chat_template(model) -> str | None:
 def _special_texts(model) -> dict[str, str]:
     """The BOS and EOS texts a template may print."""
     tok = model.tokenizer
-    tokens = model.metadata.get("tokenizer.ggml.tokens")
+    tokens = model.metadata.get(TokenizerKey.TOKENS)
 
     def text(token_id: int | None) -> str:
         if token_id is None or token_id < 0 or not tokens or token_id >= len(tokens):

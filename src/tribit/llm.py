@@ -15,6 +15,9 @@ from . import model as runtime
 from .completion import create_chat_completion, create_completion
 from .generation import GenerationChunk, generate, stream_generate
 
+# load()'s argument checks, without a file (`tribit serve` refuses bad flags before listening)
+check_load_arguments = runtime.check_arguments
+
 
 class Model(runtime.Model):
     """A loaded ternary model (create with `tribit.load`): `forward`, the KV slots, the

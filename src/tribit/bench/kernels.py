@@ -22,56 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from tribit import _core
+from tribit.model import native
+from tribit.model.native import PROBE_BYTES, probe_bandwidth, probe_compute, system_info
 
 # BitNet b1.58 2B-4T linear layers (out_features m, in_features k) and its f16 head.
 SHAPES_2B4T: list[tuple[int, int]] = [(2560, 2560), (640, 2560), (6912, 2560), (2560, 6912)]
 HEAD_2B4T: tuple[int, int] = (128256, 2560)
 GEMM_TOKENS = 128
 STACK_BYTES = 64 << 20  # GEMV working set: 8x the 8 MiB L3 of the development machine
-PROBE_BYTES = 256 << 20
 
 Record = dict[str, Any]
-
-
-def system_info() -> dict[str, Any]:
-    """CPU name and features, compiled/runnable/selected ISAs, kernel name per op."""
-    cpu = _core.cpu_info()
-    return {
-        "cpu": cpu["name"],
-        "features": list(cpu["features"]),
-        "compiled_isas": list(_core.compiled_isas()),
-        "runnable_isas": list(_core.runnable_isas()),
-        "selected_isa": _core.selected_isa(),
-        "kernels": dict(_core.kernel_names()),
-    }
-
-
-def probe_bandwidth(
-    n_threads: int, reps: int = 8, nbytes: int = PROBE_BYTES
-) -> tuple[float, float]:
-    """Read bandwidth of n_threads summing a buffer far larger than the LLC, in GB/s.
-
-    Returns (wall, cpu): the median wall-clock rate, and the rate per CPU second per thread,
-    which other processes on the machine disturb much less. Each native probe call fills
-    its buffer once and reads it reps + 1 times, so the CPU time of `reps` reads is the
-    difference between a call with 1 + reps repetitions and one with 1.
-    """
-    c0 = time.process_time()
-    _core.probe_read_bandwidth(nbytes=nbytes, n_threads=n_threads, reps=1)
-    c1 = time.process_time()
-    wall = _core.probe_read_bandwidth(nbytes=nbytes, n_threads=n_threads, reps=1 + reps)
-    c2 = time.process_time()
-    per_thread = ((c2 - c1) - (c1 - c0)) / n_threads
-    cpu = nbytes * reps / per_thread / 1e9 if per_thread > 0 else float("nan")
-    return float(wall), cpu
-
-
-def probe_compute(isa: str, n_threads: int, reps: int = 5) -> float | None:
-    """GMAC/s (all threads, wall clock) of the register-only loop of the instructions the
-    ISA's ternary GEMM needs per 32 weights and token (AVX2: vpmaddubsw + vpaddw; AVX-512
-    VNNI: vpdpbusd); None for ISAs without a probe (generic, NEON)."""
-    return _core.probe_mac_peak(n_threads=n_threads, isa=isa, iters=1 << 21, reps=reps)
 
 
 def _timed(fn: Callable[[], object]) -> tuple[float, float]:
@@ -98,7 +58,7 @@ class _Case:
         n: int,
         copies: int,
         weight_bytes: int,
-        call: Callable[[str, int], object],
+        call: native.KernelCall,
     ) -> None:
         self.op, self.qtype, self.m, self.k, self.n = op, qtype, m, k, n
         self.copies, self.weight_bytes, self.call = copies, weight_bytes, call
@@ -109,25 +69,15 @@ def _ternary_case(
 ) -> _Case:
     packed_bytes = m * (math.ceil(k / 128) * 128) // 4
     copies = max(1, math.ceil(stack_bytes / packed_bytes)) if kind == "gemv" else 1
-    w = _core.pack_ternary(_random_ternary(rng, m * copies, k), np.float32(0.5))
-    x = rng.standard_normal((n, k)).astype(np.float32)
-    q, scale, sum_q = _core.quantize_act(x)
-
-    def call(isa: str, threads: int) -> object:
-        return _core.ternary_matmul(w, q, scale, sum_q, isa=isa, kind=kind, n_threads=threads)
-
+    t = _random_ternary(rng, m * copies, k)
+    call = native.ternary_matmul_call(t, 0.5, rng.standard_normal((n, k)).astype(np.float32), kind)
     return _Case(f"ternary_{kind}", "i2", m, k, n, copies, packed_bytes, call)
 
 
 def _head_case(rng: np.random.Generator, m: int, k: int) -> _Case:
     # random f16 bit patterns in [0, 1): finite, and cheap to make at this size
     h = rng.integers(0, 0x3BFF, (m, k), dtype=np.uint16).view(np.float16)
-    fm = _core.FloatMatrix(h, "f16", m, k)
-    x = rng.standard_normal((1, k)).astype(np.float32)
-
-    def call(isa: str, threads: int) -> object:
-        return _core.float_matmul(fm, x, isa=isa, n_threads=threads)
-
+    call = native.float_matmul_call(h, "f16", m, k, rng.standard_normal((1, k)).astype(np.float32))
     return _Case("matmul_f16", "f16", m, k, 1, 1, m * k * 2, call)
 
 
@@ -141,12 +91,8 @@ def _quant_head_case(rng: np.random.Generator, qtype: str, m: int, k: int) -> _C
     qk, nbytes, d_at = _QUANT_HEADS[qtype]
     raw = rng.integers(0, 256, (m * (k // qk), nbytes), dtype=np.uint8)
     raw[:, d_at:d_at + 2] = np.frombuffer(np.float16(1e-3).tobytes(), np.uint8)
-    fm = _core.FloatMatrix(raw.reshape(m, -1), qtype, m, k)
     x = rng.standard_normal((1, k)).astype(np.float32)
-
-    def call(isa: str, threads: int) -> object:
-        return _core.float_matmul(fm, x, isa=isa, n_threads=threads)
-
+    call = native.float_matmul_call(raw.reshape(m, -1), qtype, m, k, x)
     return _Case(f"matmul_{qtype}", qtype, m, k, 1, 1, raw.nbytes, call)
 
 
@@ -214,12 +160,13 @@ def bench_kernels(
     process CPU time per thread: close to median_s on an idle machine, smaller when other
     processes take the cores (then cpu_ratio is the better estimate of an idle machine's).
     """
-    isas = list(isas or [_core.selected_isa()])
-    runnable = set(_core.runnable_isas())
+    info = system_info()
+    isas = list(isas or [info["selected_isa"]])
+    runnable = set(info["runnable_isas"])
     for isa in isas:
         if isa not in runnable:
             raise ValueError(f"ISA {isa!r} cannot run here (runnable: {sorted(runnable)})")
-    names = {isa: _core.kernel_names(isa) for isa in isas}
+    names = {isa: native.kernel_names(isa) for isa in isas}
     rng = np.random.default_rng(0)
     probes: dict[int, list[tuple[float, float]]] = {t: [] for t in threads}
     peaks: dict[tuple[str, int], list[float]] = {(i, t): [] for i in isas for t in threads}

@@ -17,8 +17,6 @@ token, and its ratio to the read bandwidth probed in the same run at the same th
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import resource
@@ -30,6 +28,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tribit.formats.keys import OUTPUT, TOKEN_EMBD
+
 Record = dict[str, Any]
 
 DEFAULT_PROMPTS = (128,)
@@ -37,7 +37,7 @@ DEFAULT_GENS = (64,)
 DEFAULT_REPS = 5
 DEFAULT_DEPTHS = (0,)
 FILL_CHUNK = 512  # tokens per forward when filling the cache to a test's depth
-PROBE_BYTES = 256 << 20
+PROBE_REPS = 3
 # load all thread-count copies at once only if they take at most this share of free memory
 INTERLEAVE_MEM_SHARE = 0.4
 
@@ -154,25 +154,6 @@ def mem_available() -> int:
     return 0
 
 
-def probe_bandwidth(n_threads: int, reps: int = 3) -> float:
-    """Read bandwidth (GB/s) of a buffer far larger than the last-level cache."""
-    from tribit import _core
-
-    return float(_core.probe_read_bandwidth(nbytes=PROBE_BYTES, n_threads=n_threads, reps=reps))
-
-
-def system_info() -> dict[str, Any]:
-    """CPU, selected ISA, version and commit (recorded with every result)."""
-    from tribit import __version__, _core
-
-    return {
-        "cpu": _core.cpu_info()["name"] or platform.processor(),
-        "isa": _core.selected_isa(),
-        "version": __version__,
-        "commit": git_commit(),
-    }
-
-
 # -- one model -------------------------------------------------------------------------------
 def bytes_per_token(model) -> int:
     """Bytes of weights one decode step reads: ternary projections as packed + the head."""
@@ -184,7 +165,7 @@ def bytes_per_token(model) -> int:
         embd = getattr(model, "embd_bytes", 0)
         if not embd:
             with GGUFReader(model.path) as r:
-                embd = int(r.tensors["token_embd.weight"].nbytes)
+                embd = int(r.tensors[TOKEN_EMBD].nbytes)
         total -= embd
     return total
 
@@ -200,7 +181,7 @@ def _head_qtype(model) -> str:
     from tribit.formats import GGUFReader
     from tribit.formats.constants import GGMLType
 
-    name = "token_embd.weight" if model.config.tied_head else "output.weight"
+    name = TOKEN_EMBD if model.config.tied_head else OUTPUT
     with GGUFReader(model.path) as r:
         t = r.tensors[name].ggml_type
     try:
@@ -289,7 +270,7 @@ def bench_model(
     prompts: Sequence[int] = DEFAULT_PROMPTS,
     gens: Sequence[int] = DEFAULT_GENS,
     depths: Sequence[int] = DEFAULT_DEPTHS,
-    threads: Sequence[int] = (1,),
+    threads: Sequence[int] | None = (1,),
     reps: int = DEFAULT_REPS,
     seed: int = 0,
     isa: str | None = None,
@@ -316,7 +297,12 @@ def bench_model(
     `Model.profile`).
     `interleave`: load every thread count at once and alternate them (None: if it fits).
     `head_type`: tribit.load's (repack the head at load; head_qtype says what ran).
+    `threads` None: one count, every CPU this process may run on.
     """
+    from tribit import __version__
+    from tribit.model.model import default_threads
+    from tribit.model.native import probe_bandwidth, system_info
+
     path = Path(path)
     if reps < 1:
         raise ValueError(f"reps must be >= 1, got {reps}")
@@ -327,11 +313,13 @@ def bench_model(
     if not sizes:
         raise ValueError("nothing to run: give at least one -p or -n size > 0")
     tests = [(kind, n, d) for kind, n in sizes for d in depths]
-    threads = list(dict.fromkeys(int(t) for t in threads))
+    threads = list(dict.fromkeys(int(t) for t in threads or [default_threads()]))
     if not threads or min(threads) < 1:
         raise ValueError(f"thread counts must be >= 1, got {threads}")
     n_ctx = max(n + d for _, n, d in tests) + 8
     info = system_info()
+    cpu_name = info["cpu"] or platform.processor()
+    commit = git_commit()
     say = progress or (lambda s: None)
 
     groups: list[list[int]]
@@ -348,7 +336,7 @@ def bench_model(
         def probe_bw(t: int, peak: PeakTracker = peak) -> float:
             peak.before_probe()
             try:
-                return probe_bandwidth(t)
+                return probe_bandwidth(t, reps=PROBE_REPS)[0]
             finally:
                 peak.after_probe()
 
@@ -386,9 +374,9 @@ def bench_model(
                 "qtype": _ternary_qtype(r.model),
                 "head_qtype": _head_qtype(r.model),
                 "isa": r.model.isa,
-                "cpu": info["cpu"],
-                "version": info["version"],
-                "commit": info["commit"],
+                "cpu": cpu_name,
+                "version": __version__,
+                "commit": commit,
                 "load_s": round(r.model.load_time_s, 3),
                 "bytes_per_token": bpt,
                 "bw_gbps": bw,
@@ -487,105 +475,3 @@ def format_profile(records: Sequence[Record]) -> str:
         parts.append(f"python {max(rest, 0.0) / total:.1%}")
         lines.append(f"{r['test']} t{r['threads']} ({total * 1e3:.1f} ms): " + ", ".join(parts))
     return "\n".join(lines)
-
-
-def _int_list(s: str) -> list[int]:
-    try:
-        vals = [int(v) for v in s.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
-    if any(v < 0 for v in vals):
-        raise argparse.ArgumentTypeError(f"sizes must be >= 0, got {s!r}")
-    return vals
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Model-benchmark options (the kernel part defines --json, -t/--threads, --reps, --isa)."""
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("-m", "--model", default=None, help="GGUF model file to benchmark")
-    src.add_argument("--layout", default=None,
-                     help="benchmark a cached dummy model of this layout (see `tribit dummy`)")
-    p.add_argument("--qtype", default="tq2_0", help="--layout: ternary storage type (tq2_0)")
-    p.add_argument("--head", default="f16", dest="head",
-                   help="--layout: storage type of the embedding/head in the dummy file (f16, "
-                        "q8_0, q6_k, bf16, f32)")
-    p.add_argument("--head-type", default=None, choices=("q8_0", "q6_k"),
-                   help="repack an F32/F16/BF16 embedding/head at load into this type (smaller "
-                        "and faster, slightly lossy; default: the file's type)")
-    p.add_argument("-p", "--n-prompt", type=_int_list, default=list(DEFAULT_PROMPTS),
-                   help="prompt sizes for pp tests, comma-separated (default 128; 0: none)")
-    p.add_argument("-n", "--n-gen", type=_int_list, default=list(DEFAULT_GENS),
-                   help="token counts for tg tests, comma-separated (default 64; 0: none)")
-    p.add_argument("-d", "--n-depth", type=_int_list, default=list(DEFAULT_DEPTHS),
-                   help="context depths: every test also runs after this many tokens in the "
-                        "cache, comma-separated (default 0)")
-    p.add_argument("-r", "--repetitions", type=int, default=None,
-                   help=f"model: repetitions per test (default {DEFAULT_REPS}; --reps also works)")
-    p.add_argument("--md", action="store_true", help="print a markdown table")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random prompt tokens")
-    p.add_argument("--no-probe", action="store_true", help="skip the read-bandwidth probe")
-    p.add_argument("--profile", action="store_true",
-                   help="also print where each test's time goes, op by op")
-    p.add_argument("--no-interleave", action="store_true",
-                   help="load one thread count at a time (less memory)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """`tribit bench -m MODEL | --layout NAME`."""
-    from tribit.errors import TribitError
-
-    if not (args.model or args.layout):
-        print("usage: tribit bench (-m MODEL | --layout NAME) [-p 128,512] [-n 64,128] [-d 0,4096] "
-              "[-t 1,2] [-r 5] [--json | --md]\n       tribit bench kernels ...")
-        return 0
-    reps = args.repetitions
-    if reps is None:  # --reps belongs to the kernel part; honour it when set explicitly
-        reps = args.reps if getattr(args, "reps", 7) != 7 else DEFAULT_REPS
-    quiet = args.json
-    say = None if quiet else (lambda s: print(f"  {s}", file=sys.stderr, flush=True))
-    if args.layout:
-        path = ensure_dummy(args.layout, qtype=args.qtype, head=args.head,
-                            progress=not quiet)
-        name = f"dummy-{args.layout}"
-    else:
-        path = Path(args.model)
-        if not path.is_file():
-            raise TribitError(f"model file not found: {path}")
-        name = None
-    threads = args.threads or [_default_threads()]
-    try:
-        records = bench_model(
-            path, prompts=args.n_prompt, gens=args.n_gen, depths=args.n_depth, threads=threads,
-            reps=reps,
-            seed=args.seed, isa=args.isa, probe=not args.no_probe,
-            interleave=False if args.no_interleave else None, model_name=name, progress=say,
-            head_type=args.head_type,
-        )
-    except ValueError as e:
-        raise TribitError(str(e)) from e
-    if args.json:
-        print(json.dumps(records, indent=1))
-        return 0
-    r0 = records[0]
-    print(f"cpu: {r0['cpu']}  isa: {r0['isa']}  tribit {r0['version']} ({r0['commit']})  "
-          f"model: {r0['path']} ({r0['bytes_per_token'] / 1e9:.3f} GB of weights read per token)")
-    bws = {r["threads"]: r["bw_gbps"] for r in records}
-    if any(bws.values()):
-        probed = ", ".join(f"{t} thr {b:.1f} GB/s" for t, b in bws.items())
-        print(f"probed read bandwidth: {probed}")
-    else:
-        print("read bandwidth not probed (--no-probe)")
-    print(f"median of {reps} reps; GB/s = weight + KV-cache bytes per token / time per token "
-          "(tg); ratio = GB/s / probed bandwidth")
-    print(format_table(records, markdown=args.md))
-    if args.profile:
-        print("\nshare of each test's median time per op:")
-        print(format_profile(records))
-    return 0
-
-
-def _default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)

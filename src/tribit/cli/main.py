@@ -37,12 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in COMMANDS.items():
-        try:
-            module = import_module(f"tribit.cli.{module_name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"tribit.cli.{module_name}":
-                continue  # command not built yet
-            raise
+        module = import_module(f"tribit.cli.{module_name}")
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)

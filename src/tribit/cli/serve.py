@@ -78,14 +78,14 @@ def _check_model_arguments(args: argparse.Namespace) -> None:
     model loads in the background, where an error only shows in /health)."""
     from tribit.errors import ModelError
     from tribit.formats.gguf_reader import open_regular_file
-    from tribit.model.config import MAX_CTX
-    from tribit.model.model import MAX_SEQ, check_threads
+    from tribit.llm import check_load_arguments
 
-    check_threads(args.threads)
-    if not 1 <= args.parallel <= MAX_SEQ:
-        raise ModelError(f"--parallel must be between 1 and {MAX_SEQ}, got {args.parallel}")
-    if args.ctx_size is not None and not 1 <= args.ctx_size <= MAX_CTX:
-        raise ModelError(f"-c must be between 1 and {MAX_CTX}, got {args.ctx_size}")
+    try:
+        check_load_arguments(n_threads=args.threads, n_ctx=args.ctx_size, n_seq=args.parallel,
+                             head_type=args.head_type)
+    except ModelError as e:  # said with the flags' names
+        msg = str(e).replace("n_ctx", "-c").replace("n_seq", "--parallel")
+        raise ModelError(msg) from None
     if args.model is not None:
         import os
 

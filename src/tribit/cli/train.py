@@ -54,9 +54,10 @@ def run(args: argparse.Namespace) -> int:
     from tribit.errors import TribitError
 
     try:
+        from tribit.train.babi import TrainSettings, train
         from tribit.train.export import export_gguf, provenance
         from tribit.train.model import BitNetConfig
-        from tribit.train.trainer import TrainSettings, load_checkpoint, train
+        from tribit.train.trainer import load_checkpoint
     except ImportError as e:
         raise TribitError(f"training needs torch ({e}); install it with: "
                           "pip install 'tribit[train]'") from e

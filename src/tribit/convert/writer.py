@@ -21,7 +21,7 @@ import numpy as np
 
 from tribit.errors import FormatError
 from tribit.formats.constants import QUANTIZATION_VERSION, FileType, GGMLType, tensor_nbytes
-from tribit.formats.gguf import GGUFWriter
+from tribit.formats.gguf_writer import GGUFWriter
 from tribit.formats.keys import General, arch_key, scale_key
 from tribit.quant import (
     f32_to_bf16,

@@ -124,11 +124,7 @@ def config_from_metadata(
     if n_ctx is not None and (isinstance(n_ctx, bool) or not isinstance(n_ctx, int)):
         raise ModelError(f"n_ctx must be an integer, got {n_ctx!r}")
     ctx = n_ctx if n_ctx is not None else min(n_ctx_train, 4096)
-    if ctx <= 0:
-        raise ModelError(f"n_ctx must be positive, got {ctx}")
-    if ctx > MAX_CTX:
-        raise ModelError(f"n_ctx {ctx} is above the largest context tribit supports ({MAX_CTX}: "
-                         "positions are 32-bit)")
+    check_ctx(ctx)
     if ctx > n_ctx_train:
         warnings.warn(
             f"n_ctx {ctx} is above the model's trained context ({n_ctx_train}): positions past "
@@ -166,3 +162,12 @@ def _caller_outside_tribit() -> int:
     while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
         frame, level = frame.f_back, level + 1
     return level
+
+
+def check_ctx(n_ctx: int) -> None:
+    """ModelError unless 1 <= n_ctx <= MAX_CTX."""
+    if n_ctx <= 0:
+        raise ModelError(f"n_ctx must be positive, got {n_ctx}")
+    if n_ctx > MAX_CTX:
+        raise ModelError(f"n_ctx {n_ctx} is above the largest context tribit supports "
+                         f"({MAX_CTX}: positions are 32-bit)")

@@ -25,7 +25,7 @@ from ..formats.keys import (
     TokenizerKey,
     block_tensor,
 )
-from .config import ModelConfig, config_from_metadata
+from .config import ModelConfig, check_ctx, config_from_metadata
 from .slots import SlotTable
 from .weights import (
     check_head_type,
@@ -121,6 +121,29 @@ def _human(n: int) -> str:
     return str(n)  # pragma: no cover
 
 
+def check_arguments(n_threads: int | None = None, n_ctx: int | None = None, n_seq: int = 1,
+                    kv_type: str = "f16", isa: str | None = None,
+                    head_type: str | None = None) -> int:
+    """What `load` refuses before it reads any file (ModelError naming the argument);
+    returns the thread count to use. n_ctx is checked against the model at load, here
+    only against what the core supports."""
+    if kv_type not in KV_TYPES:
+        raise ModelError(f"kv_type must be one of {KV_TYPES}, got {kv_type!r}")
+    if isinstance(n_seq, bool) or not isinstance(n_seq, (int, np.integer)):
+        raise ModelError(f"n_seq must be an integer, got {n_seq!r}")
+    if not 1 <= n_seq <= MAX_SEQ:
+        raise ModelError(f"n_seq must be between 1 and {MAX_SEQ}, got {n_seq}")
+    if n_ctx is not None:
+        if isinstance(n_ctx, bool) or not isinstance(n_ctx, (int, np.integer)):
+            raise ModelError(f"n_ctx must be an integer, got {n_ctx!r}")
+        check_ctx(int(n_ctx))
+    check_head_type(head_type)
+    if isa is not None and isa not in _core.runnable_isas():
+        raise ModelError(f"ISA {isa!r} cannot run on this CPU; available: "
+                         f"{', '.join(_core.runnable_isas())}")
+    return check_threads(n_threads)
+
+
 def load(
     path: str | os.PathLike | None = None,
     n_threads: int | None = None,
@@ -149,17 +172,7 @@ def load(
         path = default_model_path()
         if path is None:
             raise ModelError("no model path given and no embedded default model is installed")
-    if kv_type not in KV_TYPES:
-        raise ModelError(f"kv_type must be one of {KV_TYPES}, got {kv_type!r}")
-    if isinstance(n_seq, bool) or not isinstance(n_seq, (int, np.integer)):
-        raise ModelError(f"n_seq must be an integer, got {n_seq!r}")
-    if not 1 <= n_seq <= MAX_SEQ:
-        raise ModelError(f"n_seq must be between 1 and {MAX_SEQ}, got {n_seq}")
-    check_head_type(head_type)
-    if isa is not None and isa not in _core.runnable_isas():
-        raise ModelError(f"ISA {isa!r} cannot run on this CPU; available: "
-                         f"{', '.join(_core.runnable_isas())}")
-    n_threads = check_threads(n_threads)
+    n_threads = check_arguments(n_threads, n_ctx, n_seq, kv_type, isa, head_type)
     t0, rss0 = time.perf_counter(), _rss_bytes()
     reader = GGUFReader(path)
     try:

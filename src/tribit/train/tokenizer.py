@@ -1,22 +1,10 @@
-"""The byte-level BPE of the bAbI model: trained on the train split's text and
-stored as GGUF `tokenizer.ggml.*` metadata; `Encoder` encodes with exactly the
-BPE that metadata describes (HF `tokenizers`, fast, for training batches)."""
+"""Training-time encoding: `Encoder` encodes with exactly the byte-level BPE that GGUF
+`tokenizer.ggml.*` metadata describes (HF `tokenizers`, fast, for training batches).
+The bAbI model's tokenizer is trained by `tribit.train.babi.build_tokenizer`."""
 
 from __future__ import annotations
 
-from ..data import babi
 from ..formats.keys import TokenizerKey
-from ..tokenizer.train import train_bpe_metadata
-
-
-def build_tokenizer(vocab_size: int, seed: int = 0, n_texts: int = 6000) -> dict:
-    """Train the tokenizer on `n_texts` train-split examples (prompt + answer).
-
-    Held-out names and places are deliberately not in the training text: the
-    model meets them as pieces it knows, as it would meet any new word.
-    """
-    texts = [e.prompt + e.answer for e in babi.generate(n_texts, "train", seed=seed + 1000)]
-    return train_bpe_metadata(texts, vocab_size)
 
 
 class Encoder:
