@@ -14,6 +14,7 @@ Request {"source", "ctx"}; answer {"text"} or {"error"}.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import select
@@ -162,6 +163,7 @@ def default_runner() -> TemplateRunner:
     with _default_lock:
         if _default is None:
             _default = TemplateRunner()
+            atexit.register(_default.close)  # the worker ends with us, reaped and closed
         return _default
 
 
