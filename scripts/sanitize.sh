@@ -33,7 +33,7 @@ PYEOF
 if [ "$#" -eq 0 ]; then
   set -- tests/test_kernels.py tests/test_model_runtime.py tests/test_model_loading.py \
     tests/test_load_limits.py tests/test_layers.py tests/test_generate.py \
-    tests/test_model_sensitivity.py tests/test_gguf_types.py
+    tests/test_model_sensitivity.py tests/test_gguf.py
 fi
 LIBASAN=$("$CXX" -print-file-name=libasan.so)
 LIBUBSAN=$("$CXX" -print-file-name=libubsan.so)
