@@ -17,7 +17,8 @@ ALLOWED = {
     "chat": {"errors", "sampling", "tokenizer", "generation", "chat"},
     "protocol": {"errors"},
     "completion": {"errors", "sampling", "generation", "chat", "protocol", "completion"},
-    "llm": {"errors", "model", "generation", "completion", "llm"},
+    "embedding": {"errors", "formats", "embedding"},
+    "llm": {"errors", "model", "generation", "completion", "embedding", "llm"},
     "cli": None,  # public API only: checked below
     "server": None,
     "convert": {"errors", "formats", "quant", "tokenizer", "convert", "data"},

@@ -119,12 +119,14 @@ def rope(x: np.ndarray, pos: np.ndarray, cfg: ModelConfig) -> np.ndarray:
     return out
 
 
-def forward(w: ReferenceWeights, tokens, act=None, hidden: bool = False) -> np.ndarray:
+def forward(w: ReferenceWeights, tokens, act=None, hidden: bool = False,
+            codes: list | None = None) -> np.ndarray:
     """Logits (n, n_vocab) float64 of every position of one sequence from scratch; with
     `hidden`, the final-norm hidden states (n, n_embd) instead (what embeddings pool).
 
     `act` overrides the FFN activation (tests use it to build a deliberately
-    wrong model).
+    wrong model). `codes`, a list, receives (layer, which, int8 codes (n, K)) of every
+    BitLinear's quantized input, in execution order.
     """
     cfg = w.config
     tokens = np.asarray(tokens)
@@ -139,11 +141,13 @@ def forward(w: ReferenceWeights, tokens, act=None, hidden: bool = False) -> np.n
             if cfg.act == "relu2"
             else (lambda g: g / (1 + np.exp(-g)))
         )
-    for L in w.layers:
-        def proj(x, which, L=L):
+    for li, L in enumerate(w.layers):
+        def proj(x, which, L=L, li=li):
             # the optional input norm of the projection, then the BitLinear
             if which in L["norm_in"]:
                 x = rmsnorm(x, L["norm_in"][which], cfg.norm_eps)
+            if codes is not None:
+                codes.append((li, which, quantize_activations(x.astype(np.float32))[0]))
             return bitlinear(x, L[which])
 
         h = rmsnorm(x, L[ATTN_NORM.suffix], cfg.norm_eps)
