@@ -88,6 +88,7 @@ class EmbeddingBatch:
         self._uids = itertools.count()
         self._pending: list[_Seq] = []  # waiting for a slot
         self._active: list[_Seq] = []  # holding a slot
+        self.last_step_tokens = 0  # tokens of the last step's forward (0: none ran)
 
     def insert(self, tokens: Sequence[int], pooling: str, normalize: bool = True) -> int:
         """Queue one sequence of token ids; returns its uid. The ids must be in the
@@ -132,6 +133,7 @@ class EmbeddingBatch:
             s.slot, _ = slots.claim(s.tokens)
             self._pending.pop(0)
             self._active.append(s)
+        self.last_step_tokens = 0
         if not self._active:
             return []
         tok: list[int] = []
@@ -154,6 +156,7 @@ class EmbeddingBatch:
             plan.append((s, s.fed, end))
             budget -= end - s.fed
         done: list[tuple[int, np.ndarray | list | BaseException]] = []
+        self.last_step_tokens = len(tok)
         try:
             h = self.model.forward(tok, pos, seq, logits=want, hidden=True)
         except Exception as e:  # a bad batch or out of memory: the sequences in it fail
