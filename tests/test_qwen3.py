@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 import tribit
+from hf_checkpoints import HF_NAMES as LLAMA_HF_NAMES
+from hf_checkpoints import PROJ
 from tiny_models import kld_top1, qwen3_model, qwen3_weights, random_weights, write_model
 from tribit import _core
 from tribit.errors import ModelError
@@ -96,20 +98,8 @@ def test_wrong_width_input_norm_is_refused(tmp_path):
 
 # --- transformers' Qwen3ForCausalLM as the independent reference -----------------------------
 
-HF_NAMES = {
-    "attn_norm": "input_layernorm",
-    "ffn_norm": "post_attention_layernorm",
-    "attn_q_norm": "self_attn.q_norm",
-    "attn_k_norm": "self_attn.k_norm",
-    "attn_q": "self_attn.q_proj",
-    "attn_k": "self_attn.k_proj",
-    "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj",
-    "ffn_gate": "mlp.gate_proj",
-    "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
-}
-PROJ = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}
+# GGUF suffix -> HF module path inside a layer: Llama's names plus the q/k norms
+HF_NAMES = {**LLAMA_HF_NAMES, "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm"}
 
 
 def hf_state(weights: dict, norm_in: bool = False) -> dict:
