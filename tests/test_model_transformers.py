@@ -16,7 +16,8 @@ transformers = pytest.importorskip("transformers")
 _core = pytest.importorskip("tribit._core")
 
 import tribit  # noqa: E402
-from hf_checkpoints import HF_NAMES, PROJ  # noqa: E402
+from hf_checkpoints import GGUF_PROJ as PROJ  # noqa: E402
+from hf_checkpoints import HF_NAMES  # noqa: E402
 from sharp_models import N_EMBD, N_FF, N_HEAD, N_LAYER, N_VOCAB, sharp_weights  # noqa: E402
 from tiny_models import kld_top1, write_model  # noqa: E402
 from tribit.model import reference  # noqa: E402

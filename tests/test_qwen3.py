@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import tribit
+from hf_checkpoints import GGUF_PROJ as PROJ
 from hf_checkpoints import HF_NAMES as LLAMA_HF_NAMES
-from hf_checkpoints import PROJ
 from tiny_models import kld_top1, qwen3_model, qwen3_weights, random_weights, write_model
 from tribit import _core
 from tribit.errors import ModelError
