@@ -52,15 +52,16 @@ struct ProjectionSlot {
     const char* name;
     TernaryMatrix Layer::*dst;
     Width rows, cols;  // (M, K) of the matrix
+    std::vector<float> Layer::*norm_in;  // its optional input norm (cols wide)
 };
 constexpr ProjectionSlot kProjections[] = {
-    {"attn_q", &Layer::wq, Width::q, Width::embd},
-    {"attn_k", &Layer::wk, Width::kv, Width::embd},
-    {"attn_v", &Layer::wv, Width::kv, Width::embd},
-    {"attn_output", &Layer::wo, Width::embd, Width::q},
-    {"ffn_gate", &Layer::wgate, Width::ff, Width::embd},
-    {"ffn_up", &Layer::wup, Width::ff, Width::embd},
-    {"ffn_down", &Layer::wdown, Width::embd, Width::ff},
+    {"attn_q", &Layer::wq, Width::q, Width::embd, &Layer::wq_in},
+    {"attn_k", &Layer::wk, Width::kv, Width::embd, &Layer::wk_in},
+    {"attn_v", &Layer::wv, Width::kv, Width::embd, &Layer::wv_in},
+    {"attn_output", &Layer::wo, Width::embd, Width::q, &Layer::wo_in},
+    {"ffn_gate", &Layer::wgate, Width::ff, Width::embd, &Layer::wgate_in},
+    {"ffn_up", &Layer::wup, Width::ff, Width::embd, &Layer::wup_in},
+    {"ffn_down", &Layer::wdown, Width::embd, Width::ff, &Layer::wdown_in},
 };
 
 const char* width_name(Width w) {
@@ -135,7 +136,9 @@ void bind_model(nb::module_& m) {
            nb::arg("isa") = nb::none())
         .def("set_norms", [](PyModel& s, int64_t l, Arr1<const float> attn_norm,
                              std::optional<Arr1<const float>> attn_sub_norm, Arr1<const float> ffn_norm,
-                             std::optional<Arr1<const float>> ffn_sub_norm) {
+                             std::optional<Arr1<const float>> ffn_sub_norm,
+                             std::optional<Arr1<const float>> attn_q_norm,
+                             std::optional<Arr1<const float>> attn_k_norm) {
             Model& M = *s.model;
             Layer& L = M.layers.at(size_t(l));
             const ModelParams& p = M.params;
@@ -144,6 +147,19 @@ void bind_model(nb::module_& m) {
             L.attn_sub_norm = attn_sub_norm ? copy_vec(*attn_sub_norm, p.n_head * p.head_dim, "attn_sub_norm")
                                             : std::vector<float>();
             L.ffn_sub_norm = ffn_sub_norm ? copy_vec(*ffn_sub_norm, p.n_ff, "ffn_sub_norm") : std::vector<float>();
+            if (bool(attn_q_norm) != bool(attn_k_norm))
+                throw nb::value_error("attn_q_norm and attn_k_norm come together");
+            L.attn_q_norm = attn_q_norm ? copy_vec(*attn_q_norm, p.head_dim, "attn_q_norm") : std::vector<float>();
+            L.attn_k_norm = attn_k_norm ? copy_vec(*attn_k_norm, p.head_dim, "attn_k_norm") : std::vector<float>();
+        }, nb::arg("l"), nb::arg("attn_norm"), nb::arg("attn_sub_norm").none(), nb::arg("ffn_norm"),
+           nb::arg("ffn_sub_norm").none(), nb::arg("attn_q_norm").none() = nb::none(),
+           nb::arg("attn_k_norm").none() = nb::none())
+        .def("set_input_norm", [](PyModel& s, int64_t l, const std::string& which, Arr1<const float> w) {
+            // the optional RMSNorm of projection `which`'s input (as wide as its K)
+            Model& M = *s.model;
+            Layer& L = M.layers.at(size_t(l));
+            const ProjectionSlot& slot = projection(which);
+            L.*slot.norm_in = copy_vec(w, width_of(M.params, slot.cols), (which + "_norm_in").c_str());
         })
         .def("set_ternary", [](PyModel& s, int64_t l, const std::string& which, Arr2<const int8_t> t,
                                float gamma) {
@@ -183,14 +199,16 @@ void bind_model(nb::module_& m) {
             s.model->output_norm = copy_vec(a, s.model->params.n_embd, "output_norm");
         })
         .def("forward", [](PyModel& s, Arr1<const int32_t> tokens, Arr1<const int32_t> pos,
-                           Arr1<const int32_t> seq, Arr1<const uint8_t> want) {
+                           Arr1<const int32_t> seq, Arr1<const uint8_t> want, bool hidden) {
+            // logits (rows x n_vocab), or with `hidden` the final-norm hidden states
+            // (rows x n_embd) of the wanted rows
             Model& M = *s.model;
             int64_t n = tokens.shape(0);
             if (pos.shape(0) != size_t(n) || seq.shape(0) != size_t(n) || want.shape(0) != size_t(n))
                 throw nb::value_error("tokens, pos, seq and want must have the same length");
             int64_t nw = 0;
             for (int64_t j = 0; j < n; j++) nw += want.data()[j] ? 1 : 0;
-            size_t shape[2] = {size_t(nw), size_t(M.params.n_vocab)};
+            size_t shape[2] = {size_t(nw), size_t(hidden ? M.params.n_embd : M.params.n_vocab)};
             size_t n_out;
             if (__builtin_mul_overflow(shape[0], shape[1], &n_out) || n_out > (SIZE_MAX >> 3))
                 throw nb::value_error("the logits of this batch do not fit in memory");
@@ -201,14 +219,14 @@ void bind_model(nb::module_& m) {
             nb::capsule owner(out, [](void* p) noexcept { delete[] static_cast<float*>(p); });
             try {
                 nb::gil_scoped_release rel;
-                M.forward(tokens.data(), pos.data(), seq.data(), want.data(), n, out);
+                M.forward(tokens.data(), pos.data(), seq.data(), want.data(), n, out, hidden);
             } catch (const std::invalid_argument& e) {
                 throw nb::value_error(e.what());
             } catch (const std::bad_alloc&) {
                 throw std::runtime_error("out of memory for a batch of " + std::to_string(n) + " tokens");
             }
             return nb::ndarray<nb::numpy, float, nb::ndim<2>>(out, 2, shape, owner);
-        })
+        }, nb::arg("tokens"), nb::arg("pos"), nb::arg("seq"), nb::arg("want"), nb::arg("hidden") = false)
         .def("reset", [](PyModel& s, int64_t seq) { s.model->reset(seq); })
         .def("trim", [](PyModel& s, int64_t seq, int64_t n) { s.model->trim(seq, n); })
         .def("n_past", [](PyModel& s, int64_t seq) { return s.model->n_past(seq); })

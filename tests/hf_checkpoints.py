@@ -497,3 +497,20 @@ def kl_top1(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:
     kl = float(np.mean(np.sum(np.exp(lp) * (lp - lq), axis=-1)))
     top1 = float(np.mean(ref.argmax(-1) == got.argmax(-1)))
     return kl, top1
+
+
+# GGUF suffix -> HF module path inside a layer (transformers' Llama/BitNet names)
+HF_NAMES = {
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+    "attn_sub_norm": "self_attn.attn_sub_norm",
+    "ffn_sub_norm": "mlp.ffn_sub_norm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+GGUF_PROJ = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}

@@ -52,6 +52,7 @@ def _table_values() -> set[str]:
     for ns in (K.General, K.LLM, K.TokenizerKey, K.Tribit):
         out |= {v for k, v in vars(ns).items() if k.isupper() and isinstance(v, str)}
     out |= {p.suffix for p in K.PROJECTIONS} | {n.suffix for n in K.NORMS}
+    out |= {n.suffix for n in K.QK_NORMS} | {n.suffix for n in K.INPUT_NORM.values()}
     return out
 
 

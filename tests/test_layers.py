@@ -19,7 +19,8 @@ ALLOWED = {
     "chat": {"errors", "formats", "sampling", "tokenizer", "generation", "chat"},
     "protocol": {"errors", "protocol"},
     "completion": {"errors", "sampling", "generation", "chat", "protocol", "completion"},
-    "llm": {"errors", "model", "generation", "completion", "llm"},
+    "embedding": {"errors", "formats", "embedding"},
+    "llm": {"errors", "model", "generation", "completion", "embedding", "llm"},
     "convert": {"errors", "formats", "quant", "tokenizer", "convert", "data"},
     "bench": {"errors", "formats", "quant", "model", "convert", "bench"},
     "data": {"data"},
@@ -34,7 +35,7 @@ CORE_USERS = {"model"}  # who may import tribit._core
 # submodules), only names without a leading underscore, and the package's own modules.
 PUBLIC = {
     "errors", "generation", "chat", "protocol", "sampling", "tokenizer", "formats", "convert",
-    "quant", "bench", "data", "llm",
+    "quant", "bench", "data", "llm", "embedding",
 }
 PUBLIC_FOR = {
     "cli": PUBLIC | {"train", "server"},  # `tribit train`; `tribit serve` starts the server

@@ -14,6 +14,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 import tribit  # noqa: E402
+from hf_checkpoints import GGUF_PROJ as PROJ  # noqa: E402
+from hf_checkpoints import HF_NAMES  # noqa: E402
 from sharp_models import N_EMBD, N_FF, N_HEAD, N_LAYER, N_VOCAB, sharp_weights  # noqa: E402
 from tiny_models import kld_top1, write_model  # noqa: E402
 from tribit.model import reference  # noqa: E402
@@ -22,21 +24,7 @@ from tribit.quant import absmean_ternarize  # noqa: E402
 KLD_MAX, TOP1_MIN = 2e-3, 0.95
 THETA = 10000.0
 
-HF_NAMES = {  # GGUF suffix -> HF module path inside a layer
-    "attn_norm": "input_layernorm",
-    "ffn_norm": "post_attention_layernorm",
-    "attn_sub_norm": "self_attn.attn_sub_norm",
-    "ffn_sub_norm": "mlp.ffn_sub_norm",
-    "attn_q": "self_attn.q_proj",
-    "attn_k": "self_attn.k_proj",
-    "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj",
-    "ffn_gate": "mlp.gate_proj",
-    "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
-}
 HOOKED = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
-PROJ = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}
 
 
 def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:

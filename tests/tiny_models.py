@@ -64,11 +64,15 @@ def byte_tokenizer_metadata(n_vocab: int) -> dict:
 
 
 def random_weights(
-    n_embd, n_ff, n_layer, n_head, n_head_kv, n_vocab, seed=0, sub_norms=True, tied=True
+    n_embd, n_ff, n_layer, n_head, n_head_kv, n_vocab, seed=0, sub_norms=True, tied=True,
+    head_dim=None, qk_norm=False, norm_in=False,
 ):
-    """Float weights of a tiny model: dict name -> float32 array (masters, not ternary)."""
+    """Float weights of a tiny model: dict name -> float32 array (masters, not ternary).
+
+    head_dim: per-head width (default n_embd // n_head); qk_norm: Qwen3's per-head q/k
+    norms; norm_in: BitNet-embedding's input norm on every projection."""
     rng = np.random.default_rng(seed)
-    hd = n_embd // n_head
+    hd = head_dim or n_embd // n_head
     qdim, kvdim = n_head * hd, n_head_kv * hd
     w = {
         "token_embd.weight": (rng.standard_normal((n_vocab, n_embd)) * 0.1).astype(np.float32),
@@ -92,6 +96,11 @@ def random_weights(
         norms = {"attn_norm": n_embd, "ffn_norm": n_embd}
         if sub_norms:
             norms.update(attn_sub_norm=qdim, ffn_sub_norm=n_ff)
+        if qk_norm:
+            norms.update(attn_q_norm=hd, attn_k_norm=hd)
+        if norm_in:
+            for name, shape in shapes.items():
+                norms[name + "_norm_in"] = shape[1]
         for name, d in norms.items():
             w[b + name + ".weight"] = (1 + 0.1 * rng.standard_normal(d)).astype(np.float32)
     return w
@@ -111,11 +120,18 @@ def write_model(
     ctx=256,
     rope_theta=10000.0,
     extra_md=None,
+    eps=1e-5,
+    norm_type="f32",
 ):
-    """Write `weights` (float masters) as a GGUF model; projections ternarized (absmean)."""
+    """Write `weights` (float masters) as a GGUF model; projections ternarized (absmean).
+
+    The head dimension is read off attn_q's rows; when it is not n_embd / n_head (Qwen3)
+    `attention.key_length`/`value_length` say it. norm_type "f16" stores the norms as
+    bitnet.cpp's embedding converter does."""
     n_vocab, n_embd = weights["token_embd.weight"].shape
-    n_layer = sum(1 for k in weights if k.endswith("attn_norm.weight"))
+    n_layer = sum(1 for k in weights if k.endswith(".attn_norm.weight"))
     n_ff = weights["blk.0.ffn_gate.weight"].shape[0]
+    head_dim = weights["blk.0.attn_q.weight"].shape[0] // n_head
     w = GGUFWriter(path)
     w.add_metadata("general.architecture", arch)
     w.add_metadata("general.name", "tiny")
@@ -126,9 +142,12 @@ def write_model(
     w.add_metadata(p + "feed_forward_length", n_ff)
     w.add_metadata(p + "attention.head_count", n_head)
     w.add_metadata(p + "attention.head_count_kv", n_head_kv)
-    w.add_metadata(p + "attention.layer_norm_rms_epsilon", 1e-5)
+    w.add_metadata(p + "attention.layer_norm_rms_epsilon", eps)
     w.add_metadata(p + "rope.freq_base", rope_theta)
-    w.add_metadata(p + "rope.dimension_count", n_embd // n_head)
+    w.add_metadata(p + "rope.dimension_count", head_dim)
+    if head_dim * n_head != n_embd or arch == "qwen3":
+        w.add_metadata(p + "attention.key_length", head_dim)
+        w.add_metadata(p + "attention.value_length", head_dim)
     w.add_metadata(p + "vocab_size", n_vocab)
     for k, v in byte_tokenizer_metadata(n_vocab).items():
         w.add_metadata(k, v)
@@ -143,7 +162,7 @@ def write_model(
         elif name in ("token_embd.weight", "output.weight"):
             _add_float(w, name, arr, emb_type)
         else:
-            w.add_tensor(name, arr.shape, GGMLType.F32, arr)
+            _add_float(w, name, arr, norm_type)
     w.write()
     return path
 
@@ -197,6 +216,49 @@ def tiny_model(
     tied = arch != "llama"
     wts = random_weights(n_embd, n_ff, n_layer, n_head, n_head_kv, n_vocab, seed, sub, tied)
     return write_model(path, wts, arch, qtype, emb_type, n_head, n_head_kv, ctx)
+
+
+def qwen3_weights(n_embd=256, n_ff=512, n_layer=2, n_head=4, n_head_kv=2, n_vocab=300,
+                  seed=0, tied=True, head_dim=None, norm_in=False) -> dict:
+    """Float masters of a tiny Qwen3 model, sharpened as sharp_models does for the other
+    archs: v/o and gate/up masters x4 and q/k norm weights x2, so that attention and the
+    FFN move the logits (a wrong q/k norm or RoPE gives KLD >> the test bounds)."""
+    w = random_weights(n_embd, n_ff, n_layer, n_head, n_head_kv, n_vocab, seed,
+                       sub_norms=False, tied=tied, head_dim=head_dim, qk_norm=True,
+                       norm_in=norm_in)
+    for name in w:
+        if any(f".{s}." in name for s in ("attn_v", "attn_output", "ffn_gate", "ffn_up")):
+            w[name] = w[name] * 4
+        if ".attn_q_norm." in name or ".attn_k_norm." in name:
+            w[name] = w[name] * 2
+    return w
+
+
+def qwen3_model(
+    path,
+    qtype="i2_s",
+    n_embd=256,
+    n_ff=512,
+    n_layer=2,
+    n_head=4,
+    n_head_kv=2,
+    head_dim=None,
+    n_vocab=300,
+    seed=0,
+    norm_in=False,
+    tied=True,
+    emb_type="f32",
+    ctx=256,
+    extra_md=None,
+):
+    """A tiny random Qwen3 model (q/k norms, SwiGLU, NeoX RoPE theta 1e6, eps 1e-6);
+    with `norm_in`, BitNet-embedding's per-projection input norms (and F16 norms, as
+    bitnet.cpp's embedding converter writes them)."""
+    wts = qwen3_weights(n_embd, n_ff, n_layer, n_head, n_head_kv, n_vocab, seed, tied,
+                        head_dim, norm_in)
+    return write_model(path, wts, "qwen3", qtype, emb_type, n_head, n_head_kv, ctx,
+                       rope_theta=1e6, eps=1e-6, extra_md=extra_md,
+                       norm_type="f16" if norm_in else "f32")
 
 
 def kld_top1(ref_logits: np.ndarray, logits: np.ndarray) -> tuple[float, float]:

@@ -159,6 +159,7 @@ void Model::reserve(int64_t n) {
     gate_.assign(size_t(n * p.n_ff), 0);
     up_.assign(size_t(n * p.n_ff), 0);
     tmp_.assign(size_t(n * std::max(p.n_embd, p.n_ff)), 0);
+    nin_.assign(size_t(n * std::max({p.n_embd, p.n_ff, qdim})), 0);
     qa_.assign(size_t(n * kmax), 0);
     qs_.assign(size_t(n), 0);
     qsum_.assign(size_t(n), 0);
@@ -235,6 +236,34 @@ void Model::bitlinear(Op op, float* const* ys, const int64_t* ldys, const Ternar
                    lo - starts[i], hi - starts[i]);
         }
     });
+}
+
+void Model::bitlinear_in(Op op, float* const* ys, const int64_t* ldys, const TernaryMatrix* const* ws,
+                         const std::vector<float>* const* norms, int n_mats, const float* x,
+                         int64_t ldx, int64_t n) {
+    float* plain_ys[3];
+    int64_t plain_ld[3];
+    const TernaryMatrix* plain_ws[3];
+    int n_plain = 0;
+    for (int i = 0; i < n_mats; i++) {
+        if (norms[i]->empty()) {
+            plain_ys[n_plain] = ys[i];
+            plain_ld[n_plain] = ldys[i];
+            plain_ws[n_plain++] = ws[i];
+            continue;
+        }
+        // x -> RMSNorm(x, norm_in) -> int8 -> ternary matmul, into a dense n x k buffer
+        const int64_t k = ws[i]->k;
+        const float* xin = x;
+        if (ldx != k) {  // rmsnorm reads dense rows
+            for (int64_t j = 0; j < n; j++)
+                std::memcpy(nin_.data() + j * k, x + j * ldx, size_t(k) * 4);
+            xin = nin_.data();
+        }
+        rmsnorm(nin_.data(), xin, norms[i]->data(), n, k);
+        bitlinear(op, ys + i, ldys + i, ws + i, 1, nin_.data(), k, n);
+    }
+    if (n_plain) bitlinear(op, plain_ys, plain_ld, plain_ws, n_plain, x, ldx, n);
 }
 
 // The cosine and sine of each batch token's angles pos * base^(-2i/n_rot), once
@@ -380,7 +409,7 @@ void Model::attention(int64_t layer, const int32_t* pos, const int32_t* seq, int
 }
 
 void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* seq,
-                    const uint8_t* want, int64_t n, float* logits) {
+                    const uint8_t* want, int64_t n, float* logits, bool hidden) {
     const ModelParams& p = params;
     // validate the batch: ids, slots, and positions that continue each sequence
     std::vector<int64_t> next(n_past_);
@@ -414,9 +443,14 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* se
         rmsnorm(h, x, L.attn_norm.data(), n, d);
         {
             const TernaryMatrix* ws[3] = {&L.wq, &L.wk, &L.wv};
+            const std::vector<float>* ns[3] = {&L.wq_in, &L.wk_in, &L.wv_in};
             float* ys[3] = {q_.data(), k_.data(), v_.data()};
             const int64_t ld[3] = {qdim, kvdim, kvdim};
-            bitlinear(Op::matmul_qkv, ys, ld, ws, 3, h, d, n);
+            bitlinear_in(Op::matmul_qkv, ys, ld, ws, ns, 3, h, d, n);
+        }
+        if (!L.attn_q_norm.empty()) {  // Qwen3: each head of q and k normalised before RoPE
+            rmsnorm(q_.data(), q_.data(), L.attn_q_norm.data(), n * p.n_head, hd);
+            rmsnorm(k_.data(), k_.data(), L.attn_k_norm.data(), n * p.n_head_kv, hd);
         }
         rope(q_.data(), k_.data(), n);
         store_kv(l, pos, seq, n);
@@ -428,9 +462,10 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* se
         }
         {
             const TernaryMatrix* ws[1] = {&L.wo};
+            const std::vector<float>* ns[1] = {&L.wo_in};
             float* ys[1] = {tmp_.data()};
             const int64_t ld[1] = {d};
-            bitlinear(Op::matmul_out, ys, ld, ws, 1, ain, qdim, n);
+            bitlinear_in(Op::matmul_out, ys, ld, ws, ns, 1, ain, qdim, n);
         }
         {
             OpTimer timer(prof_, Op::residual);
@@ -440,9 +475,10 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* se
         rmsnorm(h, x, L.ffn_norm.data(), n, d);
         {
             const TernaryMatrix* ws[2] = {&L.wgate, &L.wup};
+            const std::vector<float>* ns[2] = {&L.wgate_in, &L.wup_in};
             float* ys[2] = {gate_.data(), up_.data()};
             const int64_t ld[2] = {p.n_ff, p.n_ff};
-            bitlinear(Op::matmul_gate_up, ys, ld, ws, 2, h, d, n);
+            bitlinear_in(Op::matmul_gate_up, ys, ld, ws, ns, 2, h, d, n);
         }
         float* g = gate_.data();
         activation(g, up_.data(), n * p.n_ff);
@@ -453,9 +489,10 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* se
         }
         {
             const TernaryMatrix* ws[1] = {&L.wdown};
+            const std::vector<float>* ns[1] = {&L.wdown_in};
             float* ys[1] = {h};
             const int64_t ld[1] = {d};
-            bitlinear(Op::matmul_down, ys, ld, ws, 1, fin, p.n_ff, n);
+            bitlinear_in(Op::matmul_down, ys, ld, ws, ns, 1, fin, p.n_ff, n);
         }
         {
             OpTimer timer(prof_, Op::residual);
@@ -472,6 +509,10 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* se
     if (nw == 0) return;
     std::vector<float> sel(size_t(nw * d)), normed(size_t(nw * d));
     for (int64_t i = 0; i < nw; i++) std::memcpy(&sel[size_t(i * d)], x + rows[size_t(i)] * d, size_t(d) * 4);
+    if (hidden) {  // embeddings: the final-norm hidden states, no head
+        rmsnorm(logits, sel.data(), output_norm.data(), nw, d);
+        return;
+    }
     rmsnorm(normed.data(), sel.data(), output_norm.data(), nw, d);
     OpTimer timer(prof_, Op::head);
     float_matmul_fn fn = kt.float_matmul[int(output.type)];

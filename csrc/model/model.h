@@ -32,7 +32,12 @@ size_t kv_cache_elements(const ModelParams& p);
 
 struct Layer {
     std::vector<float> attn_norm, attn_sub_norm, ffn_norm, ffn_sub_norm;  // sub-norms may be empty
+    // Qwen3: per-head RMSNorm of q and k before RoPE (head_dim weights; empty: none)
+    std::vector<float> attn_q_norm, attn_k_norm;
     TernaryMatrix wq, wk, wv, wo, wgate, wup, wdown;
+    // optional RMSNorm of each projection's input, as wide as its K (BitNet-embedding's
+    // per-projection norms, docs/FORMATS.md 1.6); empty: the input goes in as it is
+    std::vector<float> wq_in, wk_in, wv_in, wo_in, wgate_in, wup_in, wdown_in;
 };
 
 // Where a forward pass spends its wall time (Model::profile): each op's time is
@@ -60,11 +65,12 @@ public:
     std::vector<float> output_norm;
     FloatMatrix tok_embd, output;  // output == tok_embd when tied
 
-    // Runs the batch; writes logits of the rows with want[i] into `logits`
-    // (count(want) x n_vocab, in batch order). Throws std::invalid_argument on a
-    // bad batch (position gaps, out-of-range ids).
+    // Runs the batch; writes logits of the rows with want[i] into `out`
+    // (count(want) x n_vocab, in batch order), or with `hidden` their final-norm hidden
+    // states (count(want) x n_embd: what embeddings pool; the head is not computed).
+    // Throws std::invalid_argument on a bad batch (position gaps, out-of-range ids).
     void forward(const int32_t* tokens, const int32_t* pos, const int32_t* seq, const uint8_t* want,
-                 int64_t n, float* logits);
+                 int64_t n, float* out, bool hidden = false);
     // Tokens already in the KV cache of sequence slot `seq` (its next position).
     int64_t n_past(int64_t seq) const { return n_past_[seq]; }
     void reset(int64_t seq);  // -1: all
@@ -86,7 +92,7 @@ private:
     std::vector<float> k32_, v32_;
     // scratch, sized for the current batch
     int64_t cap_ = 0;
-    std::vector<float> x_, h_, q_, k_, v_, att_, gate_, up_, tmp_;
+    std::vector<float> x_, h_, q_, k_, v_, att_, gate_, up_, tmp_, nin_;
     std::vector<int8_t> qa_;
     std::vector<float> qs_;
     std::vector<int32_t> qsum_;
@@ -99,6 +105,11 @@ private:
     // y_i (n x ldy_i) = BitLinear_i(x) for up to 3 matrices sharing the input x
     void bitlinear(Op op, float* const* ys, const int64_t* ldys, const TernaryMatrix* const* ws,
                    int n_mats, const float* x, int64_t ldx, int64_t n);
+    // the same with each matrix's optional input norm (norms[i] empty: none): matrices
+    // without one share the quantized input, each one with a norm gets its own pass
+    void bitlinear_in(Op op, float* const* ys, const int64_t* ldys, const TernaryMatrix* const* ws,
+                      const std::vector<float>* const* norms, int n_mats, const float* x,
+                      int64_t ldx, int64_t n);
     // rotates the n tokens' query and key heads in place
     void rope_angles(const int32_t* pos, int64_t n);
     void rope(float* q, float* k, int64_t n);

@@ -40,6 +40,8 @@ _LAZY = {
     "ChatSession": "tribit.chat",
     "create_completion": "tribit.completion",
     "create_chat_completion": "tribit.completion",
+    "embed": "tribit.embedding",
+    "EmbeddingBatch": "tribit.embedding",
 }
 
 __all__ = ["ContextLengthError", "ContextWarning", "FormatError", "ModelError", "TribitError",

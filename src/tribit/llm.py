@@ -13,6 +13,7 @@ from typing import Any
 
 from . import model as runtime
 from .completion import create_chat_completion, create_completion
+from .embedding import embed
 from .generation import GenerationChunk, generate, stream_generate
 
 # load()'s argument checks, without a file (`tribit serve` refuses bad flags before listening)
@@ -21,8 +22,8 @@ check_load_arguments = runtime.check_arguments
 
 class Model(runtime.Model):
     """A loaded ternary model (create with `tribit.load`): `forward`, the KV slots, the
-    tokenizer, and generation: `generate`, `stream_generate`, `create_completion`,
-    `create_chat_completion` (llama-cpp-python's shapes)."""
+    tokenizer, generation: `generate`, `stream_generate`, `create_completion`,
+    `create_chat_completion` (llama-cpp-python's shapes), and `embed`."""
 
     def generate(self, prompt: str | Sequence[int], **kwargs: Any) -> str:
         """`tribit.generate(self, ...)`."""
@@ -37,6 +38,17 @@ class Model(runtime.Model):
                           **kwargs: Any) -> dict[str, Any] | Iterator[dict[str, Any]]:
         """`tribit.create_completion(self, ...)`: an OpenAI `text_completion`."""
         return create_completion(self, prompt, **kwargs)
+
+    def embed(self, texts: str | Sequence[str] | Sequence[Sequence[int]],
+              pooling: str | None = None, normalize: bool = True,
+              batch_tokens: int = 512) -> Any:
+        """Embeddings of `texts`: float32 numpy (n, n_embd), one L2-normalised row per text
+        (`normalize=False`: raw). pooling: "last", "mean", "cls" or "none" (a list of
+        per-token matrices); None: the file's `pooling_type`. Texts get BOS/EOS as the
+        file says (EOS for last-token pooling when it says nothing); lists of token ids
+        are used as given. Several texts share each forward, one KV slot each."""
+        return embed(self, texts, pooling=pooling, normalize=normalize,
+                     batch_tokens=batch_tokens)
 
     def create_chat_completion(self, messages: Sequence[Mapping[str, Any]],
                                **kwargs: Any) -> dict[str, Any] | Iterator[dict[str, Any]]:

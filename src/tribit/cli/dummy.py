@@ -27,10 +27,10 @@ def run(args: argparse.Namespace) -> int:
     from tribit.errors import FormatError
 
     if args.list or args.layout is None:
-        print(f"{'layout':8} {'arch':13} {'n_embd':>6} {'n_ff':>6} {'n_layer':>7} {'n_head':>6} "
+        print(f"{'layout':21} {'arch':13} {'n_embd':>6} {'n_ff':>6} {'n_layer':>7} {'n_head':>6} "
               f"{'n_head_kv':>9} {'n_vocab':>7} {'params':>8}")
         for lay in LAYOUTS.values():
-            print(f"{lay.name:8} {lay.arch:13} {lay.n_embd:6} {lay.n_ff:6} {lay.n_layer:7} "
+            print(f"{lay.name:21} {lay.arch:13} {lay.n_embd:6} {lay.n_ff:6} {lay.n_layer:7} "
                   f"{lay.n_head:6} {lay.n_head_kv:9} {lay.n_vocab:7} {lay.n_params() / 1e9:7.2f}B")
         return 0
     if not args.outfile:

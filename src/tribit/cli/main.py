@@ -19,6 +19,7 @@ COMMANDS = {
     "info": "info",
     "run": "run",
     "chat": "chat",
+    "embed": "embed",
     "convert": "convert",
     "dummy": "dummy",
     "pull": "pull",

@@ -30,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-queue", type=int, default=64, help="waiting requests before 503")
     p.add_argument("--max-body", type=int, default=4 << 20, help="request body limit in bytes")
     p.add_argument("--alias", default=None, help="model name reported by the API")
+    p.add_argument("--pooling", choices=("last", "mean", "cls"), default=None,
+                   help="pooling of /v1/embeddings, overriding the file's pooling_type (and "
+                        "letting a generative model embed); BitNet-embedding needs last")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body,
         model_name=args.alias,
         head_type=args.head_type,
+        pooling=args.pooling,
     )
     _log_to_console()
     app = create_app(settings)

@@ -21,9 +21,13 @@ from tribit.formats.keys import (
     ATTN_SUB_NORM,
     FFN_NORM,
     FFN_SUB_NORM,
+    INPUT_NORM,
+    LLM,
     OUTPUT,
     OUTPUT_NORM,
     PROJECTIONS,
+    QK_NORM_ARCHS,
+    QK_NORMS,
     SUB_NORM_ARCHS,
     TOKEN_EMBD,
     Dims,
@@ -31,6 +35,7 @@ from tribit.formats.keys import (
     TokenizerKey,
     TokenType,
     Tribit,
+    arch_key,
     block_tensor,
     token_id_key,
 )
@@ -111,6 +116,10 @@ def dummy_plan(layout: str | Layout, seed: int = 0, n_layer: int | None = None) 
     block = [ATTN_NORM, *PROJECTIONS, FFN_NORM]  # a block's tensors, in file and seed order
     if lay.arch in SUB_NORM_ARCHS:
         block += [ATTN_SUB_NORM, FFN_SUB_NORM]
+    if lay.arch in QK_NORM_ARCHS:
+        block += list(QK_NORMS)
+    if lay.norm_in:
+        block += list(INPUT_NORM.values())
     counter = iter(range(1 << 30))
     tensors = [TensorPlan(TOKEN_EMBD, (lay.n_vocab, lay.n_embd), "embd",
                           load=_normal((lay.n_vocab, lay.n_embd), EMBD_STD, seed, next(counter)))]
@@ -135,11 +144,16 @@ def dummy_plan(layout: str | Layout, seed: int = 0, n_layer: int | None = None) 
                  n_head_kv=lay.n_head_kv, head_dim=hd, n_ctx_train=lay.n_ctx_train,
                  rope_theta=lay.rope_theta, norm_eps=lay.norm_eps, tied=lay.tied,
                  rope_scaling=None)
+    metadata: dict[str, object] = {Tribit.DUMMY_LAYOUT: lay.name, Tribit.DUMMY_SEED: int(seed)}
+    tokenizer = dummy_tokenizer(lay.n_vocab)
+    if lay.pooling is not None:  # an embedding model: EOS appended, pooled as the file says
+        metadata[arch_key(lay.arch, LLM.POOLING_TYPE)] = np.uint32(lay.pooling)
+        tokenizer[TokenizerKey.ADD_EOS] = True
     return ModelPlan(
         arch=lay.arch,
         name=f"dummy-{lay.name}",
         hparams=gguf_hparams(hp, lay.n_vocab, lay.arch),
         tensors=tensors,
-        tokenizer=dummy_tokenizer(lay.n_vocab),
-        metadata={Tribit.DUMMY_LAYOUT: lay.name, Tribit.DUMMY_SEED: int(seed)},
+        tokenizer=tokenizer,
+        metadata=metadata,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tribit.errors import FormatError
-from tribit.formats.keys import Arch
+from tribit.formats.keys import QK_NORM_ARCHS, SUB_NORM_ARCHS, Arch, PoolingType
 
 
 @dataclass(frozen=True)
@@ -30,17 +30,23 @@ class Layout:
     norm_eps: float = 1e-5
     tied: bool = True  # False: an `output` head tensor is written
     source: str = "bitnet.cpp generate-dummy-bitnet-model.py"
+    key_length: int = 0  # head_dim where it is not n_embd / n_head (Qwen3)
+    norm_in: bool = False  # per-projection input norms (BitNet-embedding)
+    pooling: int | None = None  # `<arch>.pooling_type` of an embedding model
 
     @property
     def head_dim(self) -> int:
         """Per-head width."""
-        return self.n_embd // self.n_head
+        return self.key_length or self.n_embd // self.n_head
 
     def n_params(self) -> int:
         """Parameter count (ternary projections + embeddings + norms + head)."""
-        d_kv = self.n_head_kv * self.head_dim
-        per_layer = (2 * self.n_embd * self.n_embd + 2 * d_kv * self.n_embd
-                     + 3 * self.n_embd * self.n_ff + 3 * self.n_embd + self.n_ff)
+        d_q, d_kv = self.n_head * self.head_dim, self.n_head_kv * self.head_dim
+        per_layer = (2 * d_q * self.n_embd + 2 * d_kv * self.n_embd
+                     + 3 * self.n_embd * self.n_ff + 2 * self.n_embd)
+        per_layer += (d_q + self.n_ff) if self.arch in SUB_NORM_ARCHS else 0
+        per_layer += 2 * self.head_dim if self.arch in QK_NORM_ARCHS else 0
+        per_layer += (5 * self.n_embd + d_q + self.n_ff) if self.norm_in else 0
         head = 0 if self.tied else self.n_vocab * self.n_embd
         return self.n_layer * per_layer + self.n_vocab * self.n_embd + self.n_embd + head
 
@@ -72,6 +78,13 @@ LAYOUTS: dict[str, Layout] = {
                rope_theta=500000.0, source=_REAL),
         Layout("8B", Arch.LLAMA, 4096, 14336, 32, 32, 8, 128256, n_ctx_train=8192,
                rope_theta=500000.0, tied=False, source=_REAL),
+        # microsoft/bitnet-embedding-0.6b as bitnet.cpp's converter writes it (Qwen3 with
+        # per-projection input norms, no head, last-token pooling; docs/FORMATS.md 1.6);
+        # vocabulary: Qwen3-Embedding's 151669 [UNCONFIRMED for this checkpoint]
+        Layout("bitnet-embedding-0.6b", Arch.QWEN3, 1024, 3072, 28, 16, 8, 151669,
+               n_ctx_train=32768, rope_theta=1e6, norm_eps=1e-6, key_length=128,
+               norm_in=True, pooling=PoolingType.LAST,
+               source="bitnet.cpp docs/bitnet-embeddings-qwen3-gguf-conversion.md"),
     )
 }
 

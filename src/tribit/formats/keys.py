@@ -20,10 +20,13 @@ class Arch:
     BITNET_25 = "bitnet-25"  # first official 2B-4T GGUF
     BITNET_B158 = "bitnet-b1.58"  # current 2B-4T GGUF, tribit's own
     LLAMA = "llama"  # Llama3-8B-1.58, Falcon3/Falcon-E
+    QWEN3 = "qwen3"  # Qwen3 blocks: BitNet-embedding 0.6B, Qwen3 generative files
 
 
 # the architectures whose blocks hold attn_sub_norm and ffn_sub_norm (docs/FORMATS.md 1.4)
 SUB_NORM_ARCHS = frozenset({Arch.BITNET, Arch.BITNET_25, Arch.BITNET_B158})
+# the architectures whose blocks hold per-head RMSNorms of q and k (docs/FORMATS.md 1.6)
+QK_NORM_ARCHS = frozenset({Arch.QWEN3})
 
 
 class General:
@@ -53,6 +56,17 @@ class LLM:
     ROPE_FREQ_BASE = "rope.freq_base"
     ROPE_SCALING_TYPE = "rope.scaling.type"
     ROPE_SCALING_FACTOR = "rope.scaling.factor"
+    POOLING_TYPE = "pooling_type"  # embedding models (gguf-py's add_pooling_type)
+
+
+class PoolingType(IntEnum):
+    """Values of `<arch>.pooling_type` (llama.cpp's llama_pooling_type)."""
+
+    NONE = 0
+    MEAN = 1
+    CLS = 2
+    LAST = 3
+    RANK = 4
 
 
 def arch_key(arch: str, suffix: str) -> str:
@@ -134,16 +148,17 @@ def scale_tensor(weight: str) -> str:
 @dataclass(frozen=True)
 class Dims:
     """The widths a tensor shape is made of: `embd` (n_embd), `q` (n_head * head_dim),
-    `kv` (n_head_kv * head_dim) and `ff` (n_ff)."""
+    `kv` (n_head_kv * head_dim), `ff` (n_ff) and `head` (head_dim)."""
 
     embd: int
     q: int
     kv: int
     ff: int
+    head: int = 0
 
     @classmethod
     def of(cls, n_embd: int, n_ff: int, n_head: int, n_head_kv: int, head_dim: int) -> Dims:
-        return cls(n_embd, n_head * head_dim, n_head_kv * head_dim, n_ff)
+        return cls(n_embd, n_head * head_dim, n_head_kv * head_dim, n_ff, head_dim)
 
 
 @dataclass(frozen=True)
@@ -188,3 +203,12 @@ ATTN_SUB_NORM = Norm("attn_sub_norm", "q")  # sub-LN archs only (docs/FORMATS.md
 FFN_NORM = Norm("ffn_norm", "embd")
 FFN_SUB_NORM = Norm("ffn_sub_norm", "ff")  # sub-LN archs only
 NORMS: tuple[Norm, ...] = (ATTN_NORM, ATTN_SUB_NORM, FFN_NORM, FFN_SUB_NORM)
+ATTN_Q_NORM = Norm("attn_q_norm", "head")  # per-head q norm, Qwen3 (docs/FORMATS.md 1.6)
+ATTN_K_NORM = Norm("attn_k_norm", "head")  # per-head k norm, Qwen3
+QK_NORMS: tuple[Norm, ...] = (ATTN_Q_NORM, ATTN_K_NORM)
+
+# optional input norm of each projection, `blk.<i>.<projection>_norm_in.weight`, as wide as
+# the projection's input (BitNet-embedding; docs/FORMATS.md 1.6): present -> applied
+NORM_IN_SUFFIX = "_norm_in"
+INPUT_NORM: dict[str, Norm] = {p.which: Norm(p.suffix + NORM_IN_SUFFIX, p.cols)
+                               for p in PROJECTIONS}

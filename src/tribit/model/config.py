@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ContextWarning, ModelError
-from ..formats.keys import LLM, SUB_NORM_ARCHS, Arch, General, arch_key
+from ..formats.keys import (
+    LLM,
+    QK_NORM_ARCHS,
+    SUB_NORM_ARCHS,
+    Arch,
+    General,
+    PoolingType,
+    arch_key,
+)
 
 # arch -> (FFN activation, RoPE pairing, logits always from tok_embd); sub-norms: the table's
 ARCHS: dict[str, tuple[str, str, bool]] = {
@@ -17,7 +25,12 @@ ARCHS: dict[str, tuple[str, str, bool]] = {
     Arch.BITNET_25: ("relu2", "neox", True),
     Arch.BITNET_B158: ("relu2", "neox", True),
     Arch.LLAMA: ("silu", "normal", False),
+    Arch.QWEN3: ("silu", "neox", False),
 }
+
+# `<arch>.pooling_type` values -> tribit's names (rank: a reranker's score; not an embedding)
+POOLING_NAMES = {PoolingType.NONE: "none", PoolingType.MEAN: "mean", PoolingType.CLS: "cls",
+                 PoolingType.LAST: "last", PoolingType.RANK: "rank"}
 
 
 # Hard limits on hyper-parameters from metadata (far above any real model, low enough that
@@ -52,6 +65,10 @@ class ModelConfig:
     act: str  # "relu2" | "silu"
     sub_norms: bool
     tied_head: bool
+    qk_norm: bool = False  # per-head RMSNorm of q and k before RoPE (Qwen3)
+    # the file's pooling for embeddings ("mean", "cls", "last", "none", "rank"); None: the
+    # file defines none (a generative model)
+    pooling: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,11 +117,23 @@ def config_from_metadata(
             raise ModelError(f"metadata {key(suffix)!r} must be positive, got {v}")
         if v > hi:
             raise ModelError(f"metadata {key(suffix)!r} = {v} is above tribit's limit of {hi}")
-    if n_embd % n_head:
-        raise ModelError(f"embedding_length {n_embd} is not a multiple of head_count {n_head}")
     if n_head % n_head_kv:
         raise ModelError(f"head_count {n_head} is not a multiple of head_count_kv {n_head_kv}")
-    head_dim = n_embd // n_head
+    # head_dim is attention.key_length where the file says it (Qwen3 0.6B: 128, not
+    # n_embd / n_head = 64), else n_embd / n_head
+    if key(LLM.KEY_LENGTH) in md:
+        head_dim = _get(md, key(LLM.KEY_LENGTH), int)
+        if not 0 < head_dim <= MAX_EMBD:
+            raise ModelError(f"metadata {key(LLM.KEY_LENGTH)!r} = {head_dim} is out of range")
+        v_len = _get(md, key(LLM.VALUE_LENGTH), int, head_dim)
+        if v_len != head_dim:
+            raise ModelError(f"attention.value_length {v_len} differs from key_length "
+                             f"{head_dim}; tribit needs them equal")
+    else:
+        if n_embd % n_head:
+            raise ModelError(f"embedding_length {n_embd} is not a multiple of head_count "
+                             f"{n_head}")
+        head_dim = n_embd // n_head
     n_rot = _get(md, key(LLM.ROPE_DIMENSION_COUNT), int, head_dim)
     if n_rot <= 0 or n_rot > head_dim or n_rot % 2:
         raise ModelError(f"rope.dimension_count {n_rot} must be even and <= head_dim {head_dim}")
@@ -132,6 +161,14 @@ def config_from_metadata(
             ContextWarning,
             stacklevel=_caller_outside_tribit(),
         )
+    pooling = None
+    if key(LLM.POOLING_TYPE) in md:
+        pt = _get(md, key(LLM.POOLING_TYPE), int)
+        if pt not in POOLING_NAMES:
+            known = ", ".join(f"{int(k)} {v}" for k, v in POOLING_NAMES.items())
+            raise ModelError(f"metadata {key(LLM.POOLING_TYPE)!r} = {pt} is not a pooling type "
+                             f"tribit knows ({known})")
+        pooling = POOLING_NAMES[PoolingType(pt)]
     return ModelConfig(
         arch=arch,
         name=str(md.get(General.NAME, "")),
@@ -151,6 +188,8 @@ def config_from_metadata(
         act=act,
         sub_norms=sub_norms,
         tied_head=always_tied or not has_output,
+        qk_norm=arch in QK_NORM_ARCHS,
+        pooling=pooling,
     )
 
 

@@ -14,12 +14,15 @@ from .. import _core
 from ..errors import ModelError, TribitError
 from ..formats import GGUFReader
 from ..formats.keys import (
+    ATTN_K_NORM,
     ATTN_NORM,
+    ATTN_Q_NORM,
     ATTN_SUB_NORM,
     FFN_NORM,
     FFN_SUB_NORM,
     OUTPUT,
     OUTPUT_NORM,
+    PROJECTION,
     PROJECTIONS,
     TOKEN_EMBD,
     TokenizerKey,
@@ -31,6 +34,7 @@ from .weights import (
     check_head_type,
     check_tensors,
     dims,
+    input_norms,
     read_f32,
     read_float_matrix,
     read_norm,
@@ -224,13 +228,19 @@ def _build(reader, path, n_threads, n_ctx, kv_type, n_seq, isa, head_type, t0, r
         isa=isa,
     )
     types: dict[str, int] = {}
+    n_norm_in = 0  # per-projection input norms loaded
     d = dims(cfg)
     for i in range(cfg.n_layer):
-        sub = cfg.sub_norms
+        sub, qk = cfg.sub_norms, cfg.qk_norm
         native.set_norms(i, read_norm(reader, i, ATTN_NORM, d),
                          read_norm(reader, i, ATTN_SUB_NORM, d) if sub else None,
                          read_norm(reader, i, FFN_NORM, d),
-                         read_norm(reader, i, FFN_SUB_NORM, d) if sub else None)
+                         read_norm(reader, i, FFN_SUB_NORM, d) if sub else None,
+                         read_norm(reader, i, ATTN_Q_NORM, d) if qk else None,
+                         read_norm(reader, i, ATTN_K_NORM, d) if qk else None)
+        for which, w_in in input_norms(reader, i, d).items():
+            native.set_input_norm(i, PROJECTION[which].suffix, w_in)
+            n_norm_in += 1
         for p in PROJECTIONS:
             w = read_ternary(reader, block_tensor(i, p.suffix), p.shape(d))
             native.set_ternary(i, p.suffix, w.t, float(w.gamma))
@@ -257,6 +267,7 @@ def _build(reader, path, n_threads, n_ctx, kv_type, n_seq, isa, head_type, t0, r
         raise ModelError(f"cls must be a subclass of Model, got {cls!r}")
     model = cls(native, cfg, reader, Path(path), load_s, n_seq, n_threads, kv_type, types)
     model.head_type, model.embd_bytes = head_qtype, embd_bytes
+    model.n_input_norms = n_norm_in
     rss1 = _rss_bytes()
     model.resident_bytes = rss1 - rss0 if rss0 is not None and rss1 is not None else None
     return model
@@ -315,6 +326,8 @@ class Model:
         # the embedding's bytes in memory (gathered a row per token, not streamed)
         self.head_type: str = ""
         self.embd_bytes: int = 0
+        # per-projection input norms in the blocks (BitNet-embedding: 7 per layer)
+        self.n_input_norms: int = 0
         # which tokens each KV slot holds, and which slots generations have claimed
         self.slots = SlotTable(n_seq)
 
@@ -349,6 +362,7 @@ class Model:
         pos: Sequence[int] | int | None = None,
         seq: Sequence[int] | int = 0,
         logits: str | Sequence[bool] = "last",
+        hidden: bool = False,
     ) -> np.ndarray:
         """Run a batch: token i at position pos[i] of sequence seq[i].
 
@@ -356,7 +370,9 @@ class Model:
         sequence where it stopped. Token i attends to the cache entries of its
         sequence at positions <= pos[i]. `logits`: "last" (one row per distinct
         sequence, its last token, in order of first appearance), "all", or a bool
-        per token. Returns float32 (rows, n_vocab).
+        per token: which rows come back. Returns float32 (rows, n_vocab); with
+        `hidden`, the rows' final-norm hidden states (rows, n_embd) instead of logits,
+        without computing the head (what embeddings pool).
         """
         tok = np.ascontiguousarray(tokens, dtype=np.int32).reshape(-1)
         n = tok.size
@@ -407,7 +423,7 @@ class Model:
                 raise ModelError(f"logits mask has {want.size} entries for {n} tokens")
             rows_order = None
         try:
-            out = self._native.forward(tok, pos_a, seq_a, want)
+            out = self._native.forward(tok, pos_a, seq_a, want, bool(hidden))
         except (ValueError, RuntimeError, MemoryError) as e:  # bad batch, out of memory
             self.slots.forget_from(pos_a.tolist(), seq_a.tolist())
             raise ModelError(str(e)) from None
@@ -466,6 +482,7 @@ class Model:
             "hparams": {k: v for k, v in c.as_dict().items() if k not in ("arch", "name")},
             "weight_types": dict(self._weight_types),
             "head_type": self.head_type,
+            "input_norms": self.n_input_norms,
             "file_bytes": self.path.stat().st_size,
             "weight_bytes": int(self._native.weight_bytes),
             "kv_bytes": int(self._native.kv_bytes),

@@ -14,7 +14,9 @@ import numpy as np
 
 from ..formats import GGUFReader
 from ..formats.keys import (
+    ATTN_K_NORM,
     ATTN_NORM,
+    ATTN_Q_NORM,
     ATTN_SUB_NORM,
     FFN_NORM,
     FFN_SUB_NORM,
@@ -30,6 +32,7 @@ from .weights import (
     block_norms,
     dims,
     float_matrix_f32,
+    input_norms,
     read_f32,
     read_float_matrix,
     read_norm,
@@ -44,7 +47,9 @@ class ReferenceWeights:
     tok_embd: np.ndarray  # (n_vocab, n_embd) float64
     output: np.ndarray  # head, (n_vocab, n_embd)
     output_norm: np.ndarray
-    layers: list[dict]  # norms (float64 or None) and projections (t, gamma)
+    # per layer: norms by GGUF suffix (float64, or None where absent), projections by
+    # `which` ((t, gamma)), and "norm_in": `which` -> float64 input norm, where present
+    layers: list[dict]
 
 
 def load_reference(
@@ -72,9 +77,11 @@ def load_reference(
     layers = []
     for i in range(cfg.n_layer):
         # norms by GGUF suffix (None: the arch has none), projections by `which`
-        layer = {n.suffix: None for n in (ATTN_SUB_NORM, FFN_SUB_NORM)}
+        layer = {n.suffix: None for n in (ATTN_SUB_NORM, FFN_SUB_NORM, ATTN_Q_NORM,
+                                          ATTN_K_NORM)}
         for n in block_norms(cfg):
             layer[n.suffix] = read_norm(r, i, n, d).astype(np.float64)
+        layer["norm_in"] = {k: v.astype(np.float64) for k, v in input_norms(r, i, d).items()}
         for p in PROJECTIONS:
             w = read_ternary(r, block_tensor(i, p.suffix), p.shape(d))
             layer[p.which] = (w.t, w.gamma)
@@ -112,11 +119,14 @@ def rope(x: np.ndarray, pos: np.ndarray, cfg: ModelConfig) -> np.ndarray:
     return out
 
 
-def forward(w: ReferenceWeights, tokens, act=None) -> np.ndarray:
-    """Logits (n, n_vocab) float64 of every position of one sequence from scratch.
+def forward(w: ReferenceWeights, tokens, act=None, hidden: bool = False,
+            codes: list | None = None) -> np.ndarray:
+    """Logits (n, n_vocab) float64 of every position of one sequence from scratch; with
+    `hidden`, the final-norm hidden states (n, n_embd) instead (what embeddings pool).
 
     `act` overrides the FFN activation (tests use it to build a deliberately
-    wrong model).
+    wrong model). `codes`, a list, receives (layer, which, int8 codes (n, K)) of every
+    BitLinear's quantized input, in execution order.
     """
     cfg = w.config
     tokens = np.asarray(tokens)
@@ -131,11 +141,22 @@ def forward(w: ReferenceWeights, tokens, act=None) -> np.ndarray:
             if cfg.act == "relu2"
             else (lambda g: g / (1 + np.exp(-g)))
         )
-    for L in w.layers:
+    for li, L in enumerate(w.layers):
+        def proj(x, which, L=L, li=li):
+            # the optional input norm of the projection, then the BitLinear
+            if which in L["norm_in"]:
+                x = rmsnorm(x, L["norm_in"][which], cfg.norm_eps)
+            if codes is not None:
+                codes.append((li, which, quantize_activations(x.astype(np.float32))[0]))
+            return bitlinear(x, L[which])
+
         h = rmsnorm(x, L[ATTN_NORM.suffix], cfg.norm_eps)
-        q = bitlinear(h, L["q"]).reshape(n, cfg.n_head, hd)
-        k = bitlinear(h, L["k"]).reshape(n, cfg.n_head_kv, hd)
-        v = bitlinear(h, L["v"]).reshape(n, cfg.n_head_kv, hd)
+        q = proj(h, "q").reshape(n, cfg.n_head, hd)
+        k = proj(h, "k").reshape(n, cfg.n_head_kv, hd)
+        v = proj(h, "v").reshape(n, cfg.n_head_kv, hd)
+        if L[ATTN_Q_NORM.suffix] is not None:  # Qwen3: per-head norms before RoPE
+            q = rmsnorm(q, L[ATTN_Q_NORM.suffix], cfg.norm_eps)
+            k = rmsnorm(k, L[ATTN_K_NORM.suffix], cfg.norm_eps)
         q, k = rope(q, pos, cfg), rope(k, pos, cfg)
         k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)  # GQA
         scores = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(hd) + mask
@@ -144,10 +165,11 @@ def forward(w: ReferenceWeights, tokens, act=None) -> np.ndarray:
         a = np.einsum("hqk,khd->qhd", p, v).reshape(n, cfg.n_head * hd)
         if L[ATTN_SUB_NORM.suffix] is not None:
             a = rmsnorm(a, L[ATTN_SUB_NORM.suffix], cfg.norm_eps)
-        x = x + bitlinear(a, L["o"])
+        x = x + proj(a, "o")
         h = rmsnorm(x, L[FFN_NORM.suffix], cfg.norm_eps)
-        f = act(bitlinear(h, L["gate"])) * bitlinear(h, L["up"])
+        f = act(proj(h, "gate")) * proj(h, "up")
         if L[FFN_SUB_NORM.suffix] is not None:
             f = rmsnorm(f, L[FFN_SUB_NORM.suffix], cfg.norm_eps)
-        x = x + bitlinear(f, L["down"])
-    return rmsnorm(x, w.output_norm, cfg.norm_eps) @ w.output.T
+        x = x + proj(f, "down")
+    out = rmsnorm(x, w.output_norm, cfg.norm_eps)
+    return out if hidden else out @ w.output.T

@@ -19,9 +19,11 @@ from ..formats.keys import (
     ATTN_SUB_NORM,
     FFN_NORM,
     FFN_SUB_NORM,
+    INPUT_NORM,
     OUTPUT,
     OUTPUT_NORM,
     PROJECTIONS,
+    QK_NORMS,
     TOKEN_EMBD,
     Dims,
     Norm,
@@ -64,8 +66,18 @@ def dims(cfg: ModelConfig) -> Dims:
 
 
 def block_norms(cfg: ModelConfig) -> tuple[Norm, ...]:
-    """The norms each block of `cfg` holds (sub-norms only where the arch has them)."""
-    return (ATTN_NORM, FFN_NORM) + ((ATTN_SUB_NORM, FFN_SUB_NORM) if cfg.sub_norms else ())
+    """The norms each block of `cfg` holds (sub-norms and q/k norms only where the arch has
+    them; the optional per-projection input norms are `input_norms`')."""
+    return ((ATTN_NORM, FFN_NORM) + ((ATTN_SUB_NORM, FFN_SUB_NORM) if cfg.sub_norms else ())
+            + (QK_NORMS if cfg.qk_norm else ()))
+
+
+def input_norms(reader: GGUFReader, i: int, d: Dims) -> dict[str, np.ndarray]:
+    """The per-projection input norms block `i` holds (`which` -> float32 weights, as wide as
+    the projection's input): `blk.<i>.<projection>_norm_in.weight`, each optional; a
+    projection with one normalises its input before quantizing it (docs/FORMATS.md 1.6)."""
+    return {which: read_norm(reader, i, norm, d) for which, norm in INPUT_NORM.items()
+            if block_tensor(i, norm.suffix) in reader.tensors}
 
 
 def read_norm(reader: GGUFReader, i: int, norm: Norm, d: Dims) -> np.ndarray:
@@ -244,6 +256,9 @@ def check_tensors(reader: GGUFReader, cfg: ModelConfig) -> None:
     for i in range(cfg.n_layer):
         for norm in block_norms(cfg):
             need(block_tensor(i, norm.suffix), norm.shape(d), NORM_TYPES, norm_msg)
+        for norm in INPUT_NORM.values():
+            if block_tensor(i, norm.suffix) in reader.tensors:
+                need(block_tensor(i, norm.suffix), norm.shape(d), NORM_TYPES, norm_msg)
         for p in PROJECTIONS:
             name = block_tensor(i, p.suffix)
             need(name, p.shape(d), TERNARY_TYPES, tern_msg)

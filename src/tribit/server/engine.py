@@ -17,6 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from ..embedding import EmbeddingBatch
 from ..generation import FINISH_ERROR, BatchGenerator, GenerationChunk
 
 
@@ -37,6 +40,20 @@ class Job:
 
 
 @dataclass
+class EmbedJob:
+    """One embeddings request: its inputs (token ids), pooling, and where its result goes:
+    `emit` gets the (n, dim) float32 vectors in input order, or the exception that failed
+    the request (thread-safe, like Job's)."""
+
+    inputs: list[list[int]]
+    pooling: str
+    emit: Callable[[Any], None]
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    uids: list[int] = field(default_factory=list)
+    results: dict[int, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Metrics:
     """Counters for /metrics."""
 
@@ -46,6 +63,8 @@ class Metrics:
     generated_tokens_total: int = 0
     gen_seconds_total: float = 0.0
     steps_total: int = 0
+    embedding_inputs_total: int = 0  # texts embedded
+    embedding_tokens_total: int = 0
 
 
 class Engine:
@@ -57,6 +76,9 @@ class Engine:
         self.max_queue = max_queue
         self.batch = BatchGenerator(model, prefill_chunk=prefill_chunk,
                                     batch_tokens=batch_tokens)
+        # embedding requests: every input of every request shares the embedder's forwards
+        self.embedder = EmbeddingBatch(model, batch_tokens=max(batch_tokens, 512))
+        self._embed_jobs: dict[int, EmbedJob] = {}  # input uid -> its job
         self.metrics = Metrics()
         self._cv = threading.Condition()
         self._waiting: deque[Job] = deque()
@@ -74,7 +96,7 @@ class Engine:
             self._cv.notify_all()
         self._thread.join(timeout=5)
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: Job | EmbedJob) -> None:
         with self._cv:
             if len(self._waiting) >= self.max_queue:
                 raise QueueFullError(f"the request queue is full ({self.max_queue} waiting)")
@@ -94,10 +116,12 @@ class Engine:
     def _run(self) -> None:
         while True:
             with self._cv:
-                while not self._stop and not self._waiting and not self._active:
+                while (not self._stop and not self._waiting and not self._active
+                       and not self.embedder.busy):
                     self._cv.wait()
                 if self._stop:
                     self.batch.close()
+                    self.embedder.close()
                     return
                 admitted = self._admit()
             for job in admitted:
@@ -105,22 +129,43 @@ class Engine:
             for job in list(self._active.values()):
                 if job.cancelled.is_set():
                     self._end(job)
+            stepped = False
             if self._active:
                 self._step()
-            elif not admitted:
+                stepped = True
+            if self.embedder.busy:
+                stepped = self._embed_step() or stepped
+            if not stepped and not admitted:
                 time.sleep(0.01)  # every slot held outside the server (a library user)
 
-    def _admit(self) -> list[Job]:
-        """Waiting jobs for the free slots (under the lock)."""
-        jobs = []
+    def _admit(self) -> list[Job | EmbedJob]:
+        """Waiting jobs for the free slots (under the lock). An embeddings request goes to
+        the embedder at once: its inputs take slots as they free up, a forward at a time."""
+        jobs: list[Job | EmbedJob] = []
         free = self.model.slots.n_free()
-        while self._waiting and len(jobs) < free:
-            job = self._waiting.popleft()
+        n_gen = 0
+        while self._waiting:
+            job = self._waiting[0]
+            if isinstance(job, Job) and n_gen >= free:
+                break
+            self._waiting.popleft()
             if not job.cancelled.is_set():
                 jobs.append(job)
+                n_gen += isinstance(job, Job)
         return jobs
 
-    def _insert(self, job: Job) -> None:
+    def _insert(self, job: Job | EmbedJob) -> None:
+        if isinstance(job, EmbedJob):
+            try:
+                job.uids = [self.embedder.insert(t, job.pooling) for t in job.inputs]
+            except Exception as e:
+                for uid in job.uids:
+                    self.embedder.remove(uid)
+                self._deliver(job, e)
+                return
+            for uid in job.uids:
+                self._embed_jobs[uid] = job
+            return
         try:
             job.uid = self.batch.insert(job.prompt, **job.options)
         except Exception as e:  # a request the generator refuses: its client hears why
@@ -155,6 +200,44 @@ class Engine:
                 m.gen_seconds_total += chunk.generation_time_s
                 self._active.pop(chunk.uid, None)
             self._emit(job, chunk)
+
+    def _embed_step(self) -> bool:
+        """One embedder forward; finished requests get their vectors. False when no forward
+        ran (every slot taken)."""
+        for uid, job in list(self._embed_jobs.items()):
+            if job.cancelled.is_set():
+                self.embedder.remove(uid)
+                del self._embed_jobs[uid]
+        try:
+            done = self.embedder.step()
+        except Exception as e:  # a bug outside any one input: fail every embeddings request
+            for job in {id(j): j for j in self._embed_jobs.values()}.values():
+                self._deliver(job, e)
+            self.embedder.close()
+            self._embed_jobs.clear()
+            return True
+        for uid, result in done:
+            job = self._embed_jobs.pop(uid, None)
+            if job is None:
+                continue
+            if isinstance(result, BaseException):
+                for other in job.uids:
+                    self.embedder.remove(other)
+                    self._embed_jobs.pop(other, None)
+                self._deliver(job, result)
+                continue
+            job.results[uid] = result
+            if len(job.results) == len(job.uids):
+                self.metrics.embedding_inputs_total += len(job.uids)
+                self.metrics.embedding_tokens_total += sum(map(len, job.inputs))
+                self._deliver(job, np.stack([job.results[u] for u in job.uids]))
+        return self.embedder.last_step_tokens > 0
+
+    def _deliver(self, job: EmbedJob, result: Any) -> None:
+        try:
+            job.emit(result)
+        except Exception:
+            job.cancelled.set()
 
     def _emit(self, job: Job, chunk: GenerationChunk) -> None:
         try:

@@ -9,6 +9,7 @@ and the other clients keep being answered.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -20,15 +21,17 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ..chat import TemplateBudgetError, chat_prompt_tokens
+from ..embedding import POOLINGS, embedding_tokens
 from ..errors import ContextLengthError, ModelError, TribitError
 from ..generation import check_prompt
 from ..protocol import Responder
-from .engine import Job, QueueFullError
+from .engine import EmbedJob, Job, QueueFullError
 from .errors import context_error, error
 from .schemas import (
     ChatRequest,
     CompletionRequest,
     DetokenizeRequest,
+    EmbeddingRequest,
     SamplingFields,
     TokenizeRequest,
 )
@@ -164,9 +167,19 @@ def _ids_response(key: str, ids: list[int]) -> Response:
 
 
 # -- generation ---------------------------------------------------------------------
+def _not_generative(state: State) -> JSONResponse | None:
+    """An embedding model (its file defines a pooling type) has no head to generate with."""
+    if state.embedding_only:
+        return error(400, f"the model {state.model_id!r} is an embedding model (its file "
+                     f"defines pooling {state.model.config.pooling!r}): it serves "
+                     "/v1/embeddings, not completions", "model_not_generative",
+                     param="model")
+    return None
+
+
 async def completions(request: Request):
     state = _state(request)
-    if (r := _not_ready(state)) is not None:
+    if (r := _not_ready(state) or _not_generative(state)) is not None:
         return r
     body = await _body(request, CompletionRequest)
     m = state.model
@@ -182,7 +195,7 @@ async def completions(request: Request):
 
 async def chat_completions(request: Request):
     state = _state(request)
-    if (r := _not_ready(state)) is not None:
+    if (r := _not_ready(state) or _not_generative(state)) is not None:
         return r
     body = await _body(request, ChatRequest)
     if state.template_error:
@@ -223,6 +236,88 @@ async def _generate(request: Request, state: State, body: SamplingFields, prompt
     return await answer(request, job, queue, responder)
 
 
+# -- embeddings ---------------------------------------------------------------------
+async def embeddings(request: Request):
+    """OpenAI's /v1/embeddings: every input of every concurrent request shares the
+    engine's embedding forwards; vectors L2-normalised (truncated to `dimensions` and
+    renormalised when asked), as float lists or base64 of little-endian float32."""
+    state = _state(request)
+    if (r := _not_ready(state)) is not None:
+        return r
+    body = await _body(request, EmbeddingRequest)
+    m = state.model
+    pooling = state.pooling
+    if pooling is None:
+        return error(400, f"the model {state.model_id!r} defines no pooling (a generative "
+                     "model); start the server with --pooling last|mean|cls to embed with it",
+                     "model_not_embedding", param="model")
+    if pooling not in POOLINGS or pooling == "none":
+        return error(400, f"pooling {pooling!r} gives no one vector per input; "
+                     "/v1/embeddings needs last, mean or cls", "pooling_not_supported")
+    items = body.inputs()
+    if not items or any(len(x) == 0 for x in items):
+        return error(400, "an input is empty", "empty_input", param="input")
+    if body.dimensions is not None and body.dimensions > m.config.n_embd:
+        return error(400, f"dimensions {body.dimensions} is above the model's "
+                     f"{m.config.n_embd}", "invalid_dimensions", param="dimensions")
+
+    def tokenize() -> list[list[int]]:
+        return [embedding_tokens(m, x, pooling) if isinstance(x, str) else x for x in items]
+
+    try:
+        ids = await run_in_threadpool(tokenize)
+        for toks in ids:
+            await run_in_threadpool(check_prompt, m, toks)
+    except ContextLengthError as e:
+        return context_error(e)
+    except ModelError as e:
+        return error(400, str(e), "invalid_token", param="input")
+    except TribitError as e:
+        return error(400, str(e), "invalid_input", param="input")
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future = loop.create_future()
+
+    def emit(result) -> None:
+        loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(result))
+
+    job = EmbedJob(ids, pooling, emit)
+    try:
+        state.engine.submit(job)
+    except QueueFullError as e:
+        return error(503, str(e), "queue_full", etype="unavailable_error")
+    try:
+        result = await fut
+    finally:
+        job.cancelled.set()  # no-op when done; frees the slots if the client left
+    if isinstance(result, BaseException):
+        if isinstance(result, ContextLengthError):
+            return context_error(result)
+        if isinstance(result, TribitError):
+            return error(400, str(result), "invalid_input")
+        return error(500, f"embedding failed: {type(result).__name__}: {result}",
+                     "embedding_failed", etype="server_error")
+    return await run_in_threadpool(_embedding_response, state, body, result,
+                                   sum(map(len, ids)))
+
+
+def _embedding_response(state: State, body: EmbeddingRequest, vecs, n_tokens: int) -> Response:
+    import numpy as np
+
+    if body.dimensions is not None:
+        vecs = vecs[:, :body.dimensions].astype(np.float64)
+        vecs = (vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12))
+    vecs = np.ascontiguousarray(vecs, "<f4")
+    if body.encoding_format == "base64":
+        data = [base64.b64encode(v.tobytes()).decode("ascii") for v in vecs]
+    else:
+        data = [v.tolist() for v in vecs]
+    doc = {"object": "list", "model": state.model_id,
+           "data": [{"object": "embedding", "index": i, "embedding": e}
+                    for i, e in enumerate(data)],
+           "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}}
+    return JSONResponse(doc)
+
+
 ROUTES = [
     ("/health", health, ["GET"]),
     ("/", index, ["GET"]),
@@ -233,4 +328,5 @@ ROUTES = [
     ("/detokenize", detokenize, ["POST"]),
     ("/v1/completions", completions, ["POST"]),
     ("/v1/chat/completions", chat_completions, ["POST"]),
+    ("/v1/embeddings", embeddings, ["POST"]),
 ]

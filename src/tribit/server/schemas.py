@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
@@ -134,3 +134,32 @@ class TokenizeRequest(Body):
 
 class DetokenizeRequest(Body):
     tokens: list[StrictInt] = Field(max_length=1 << 20)
+
+
+MAX_EMBEDDING_INPUTS = 2048  # OpenAI's limit on the inputs of one request
+
+
+class EmbeddingRequest(Body):
+    """OpenAI's embeddings request: a string, strings, token ids, or lists of token ids."""
+
+    model: str | None = None
+    input: str | list[str] | list[StrictInt] | list[list[StrictInt]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1, le=1 << 20, strict=True)
+    user: str | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _inputs(cls, v):
+        if isinstance(v, list) and len(v) > MAX_EMBEDDING_INPUTS:
+            raise ValueError(f"at most {MAX_EMBEDDING_INPUTS} inputs per request")
+        return v
+
+    def inputs(self) -> list[str | list[int]]:
+        """The inputs as a list: texts, or token-id lists."""
+        v = self.input
+        if isinstance(v, str):
+            return [v]
+        if v and all(isinstance(x, int) for x in v):
+            return [list(v)]  # one input given as token ids
+        return list(v)

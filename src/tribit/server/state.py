@@ -24,6 +24,8 @@ class ServerSettings:
     max_body_bytes: int = 4 << 20
     model_name: str | None = None
     head_type: str | None = None  # tribit.load's: repack the head at load
+    # the pooling of /v1/embeddings: None: the file's (a file without one is generative)
+    pooling: str | None = None
 
 
 class State:
@@ -71,6 +73,17 @@ class State:
             log.error("%s", self.template_error)
         except TribitError as e:
             log.warning("the model's chat template fails on a sample conversation: %s", e)
+
+    @property
+    def pooling(self) -> str | None:
+        """The pooling /v1/embeddings uses: --pooling, else the file's (None: none)."""
+        return self.settings.pooling or (self.model.config.pooling if self.model else None)
+
+    @property
+    def embedding_only(self) -> bool:
+        """The file defines a pooling type: an embedding model, refused by completions
+        (BitNet-embedding files have no head; a token_embd to tie one to is an input table)."""
+        return self.model is not None and self.model.config.pooling not in (None, "none")
 
     @property
     def model_id(self) -> str:
