@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ContextWarning, ModelError
-from ..formats.keys import LLM, SUB_NORM_ARCHS, Arch, General, arch_key
+from ..formats.keys import LLM, SUB_NORM_ARCHS, Arch, General, Prism, arch_key
 
 # arch -> (FFN activation, RoPE pairing, logits always from tok_embd); sub-norms: the table's
 ARCHS: dict[str, tuple[str, str, bool]] = {
@@ -74,6 +74,7 @@ def config_from_metadata(
     md: dict[str, Any], n_vocab: int, has_output: bool, n_ctx: int | None = None
 ) -> ModelConfig:
     """Build and validate the configuration of a GGUF file's model."""
+    refuse_rotated(md)
     arch = md.get(General.ARCHITECTURE)
     if arch not in ARCHS:
         raise ModelError(
@@ -152,6 +153,18 @@ def config_from_metadata(
         sub_norms=sub_norms,
         tied_head=always_tied or not has_output,
     )
+
+
+def refuse_rotated(md: dict[str, Any]) -> None:
+    """ModelError for a file whose weights are Hadamard-folded (`prism.hadamard.*` keys):
+    computing it as stored gives fluent nonsense (stock llama.cpp does exactly that)."""
+    keys = sorted(k for k in md if k.startswith(Prism.HADAMARD_PREFIX))
+    if keys:
+        raise ModelError(
+            f"this file declares Hadamard-folded weights ({', '.join(keys[:3])}"
+            f"{', ...' if len(keys) > 3 else ''}): every folded matmul needs its activations "
+            "rotated first (PrismML's Ternary Bonsai-2 format), which tribit does not do; "
+            "computing the weights as stored would give fluent nonsense, so it is refused")
 
 
 def _caller_outside_tribit() -> int:
