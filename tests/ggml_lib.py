@@ -82,7 +82,8 @@ class GGML:
             fn(raw[r].ctypes.data, out[r].ctypes.data_as(_FLOAT_P), shape[1])
         return out
 
-    def matmul(self, typ: int, raw: np.ndarray, shape: tuple[int, int], x: np.ndarray) -> np.ndarray:
+    def matmul(self, typ: int, raw: np.ndarray, shape: tuple[int, int],
+               x: np.ndarray) -> np.ndarray:
         """y (n, m) as llama.cpp's CPU matmul computes it: x quantized to the type's
         vec_dot_type with the run-time quantizer, then vec_dot per (row, token)."""
         m, k = shape

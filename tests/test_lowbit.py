@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from ggml_lib import Q1_0, Q2_0, Q8_0
 from ggml_lib import load as load_ggml
-
 from tribit import _core
 from tribit.quant import lowbit
 
