@@ -126,11 +126,15 @@ size_t Model::kv_bytes() const {
 
 size_t Model::weight_bytes() const {
     size_t b = 0;
-    for (const Layer& l : layers)
+    auto gbytes = [](const GroupMatrix& g) { return g.empty() ? size_t(0) : size_t(g.m_pad / kGroupRows * g.group_bytes); };
+    for (const Layer& l : layers) {
         for (const TernaryMatrix* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.wgate, &l.wup, &l.wdown})
             b += size_t(w->m * w->row_bytes);
-    b += size_t(tok_embd.m * tok_embd.row_bytes);
+        for (const GroupMatrix* g : {&l.gq, &l.gk, &l.gv, &l.go, &l.ggate, &l.gup, &l.gdown}) b += gbytes(*g);
+    }
+    b += size_t(tok_embd.m * tok_embd.row_bytes) + gbytes(tok_embd_g);
     if (output.data != tok_embd.data) b += size_t(output.m * output.row_bytes);
+    if (output_g.data != tok_embd_g.data) b += gbytes(output_g);
     return b;
 }
 
@@ -162,6 +166,10 @@ void Model::reserve(int64_t n) {
     qa_.assign(size_t(n * kmax), 0);
     qs_.assign(size_t(n), 0);
     qsum_.assign(size_t(n), 0);
+    const int64_t kg = std::max({p.n_embd, p.n_ff, p.n_head * p.head_dim});
+    q8_.assign(size_t(n * kg), 0);
+    q8d_.assign(size_t(n * (kg / 32 + 1)), 0);
+    q8s_.assign(size_t(n * (kg / 32 + 1)), 0);
     cap_ = n;
 }
 
@@ -205,8 +213,58 @@ void Model::rmsnorm(float* out, const float* x, const float* w, int64_t n, int64
 
 // Quantize x (n tokens) once, then run one or several matrices that share the
 // input (Q/K/V; gate/up) in a single parallel pass over their stacked rows.
+void Model::group_linear(float* y, int64_t ldy, const GroupMatrix& w, const float* x, int64_t ldx,
+                         int64_t n, int64_t grain) {
+    if (params.group_f32) {
+        pool_->parallel_for(w.m, grain, [&](int64_t b, int64_t e) {
+            kt.group_matmul_f32(y, ldy, w, x, ldx, n, b, e);
+        });
+        return;
+    }
+    const int64_t k = w.k, na = k / 32;
+    auto quant = [&](int64_t b, int64_t e) {
+        kt.quantize_q8_0(q8_.data() + b * k, q8d_.data() + b * na, q8s_.data() + b * na, x + b * ldx, ldx,
+                         e - b, k);
+    };
+    if (n * k >= kSplitMin) pool_->parallel_for(n, 1, quant);
+    else quant(0, n);
+    group_matmul_fn fn = kt.group_matmul[int(w.type)];
+    pool_->parallel_for(w.m, grain, [&](int64_t b, int64_t e) {
+        fn(y, ldy, w, q8_.data(), q8d_.data(), q8s_.data(), n, b, e);
+    });
+}
+
 void Model::bitlinear(Op op, float* const* ys, const int64_t* ldys, const TernaryMatrix* const* ws,
-                      int n_mats, const float* x, int64_t ldx, int64_t n) {
+                      const GroupMatrix* const* gs, int n_mats, const float* x, int64_t ldx, int64_t n) {
+    bool any_group = false, all_group = true;
+    for (int i = 0; i < n_mats; i++) {
+        any_group |= !gs[i]->empty();
+        all_group &= !gs[i]->empty();
+    }
+    if (any_group) {
+        // Q2_0 / Q1_0: one matrix at a time (the activations are requantized per matrix:
+        // cheap next to the matmul), the ternary ones of a mixed group as before
+        OpTimer timer(prof_, op);
+        for (int i = 0; i < n_mats; i++)
+            if (!gs[i]->empty()) group_linear(ys[i], ldys[i], *gs[i], x, ldx, n, 16);
+        if (all_group) return;
+        const TernaryMatrix* tw[3];
+        float* ty[3];
+        int64_t tl[3];
+        const GroupMatrix* none[3] = {};
+        static const GroupMatrix kEmpty;
+        int nt = 0;
+        for (int i = 0; i < n_mats; i++)
+            if (gs[i]->empty()) {
+                tw[nt] = ws[i];
+                ty[nt] = ys[i];
+                tl[nt] = ldys[i];
+                none[nt] = &kEmpty;
+                nt++;
+            }
+        bitlinear(op, ty, tl, tw, none, nt, x, ldx, n);
+        return;
+    }
     const int64_t k = ws[0]->k, k_pad = ws[0]->k_pad;
     int8_t* q = qa_.data();
     auto quant = [&](int64_t b, int64_t e) {
@@ -404,7 +462,10 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* se
     float* x = x_.data();
     {
         OpTimer timer(prof_, Op::embed);
-        for (int64_t j = 0; j < n; j++) kt.float_row(x + j * d, tok_embd, tokens[j]);
+        for (int64_t j = 0; j < n; j++) {
+            if (!tok_embd_g.empty()) kt.group_row(x + j * d, tok_embd_g, tokens[j]);
+            else kt.float_row(x + j * d, tok_embd, tokens[j]);
+        }
     }
     rope_angles(pos, n);
 
@@ -414,9 +475,10 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* se
         rmsnorm(h, x, L.attn_norm.data(), n, d);
         {
             const TernaryMatrix* ws[3] = {&L.wq, &L.wk, &L.wv};
+            const GroupMatrix* gs[3] = {&L.gq, &L.gk, &L.gv};
             float* ys[3] = {q_.data(), k_.data(), v_.data()};
             const int64_t ld[3] = {qdim, kvdim, kvdim};
-            bitlinear(Op::matmul_qkv, ys, ld, ws, 3, h, d, n);
+            bitlinear(Op::matmul_qkv, ys, ld, ws, gs, 3, h, d, n);
         }
         rope(q_.data(), k_.data(), n);
         store_kv(l, pos, seq, n);
@@ -428,9 +490,10 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* se
         }
         {
             const TernaryMatrix* ws[1] = {&L.wo};
+            const GroupMatrix* gs[1] = {&L.go};
             float* ys[1] = {tmp_.data()};
             const int64_t ld[1] = {d};
-            bitlinear(Op::matmul_out, ys, ld, ws, 1, ain, qdim, n);
+            bitlinear(Op::matmul_out, ys, ld, ws, gs, 1, ain, qdim, n);
         }
         {
             OpTimer timer(prof_, Op::residual);
@@ -440,9 +503,10 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* se
         rmsnorm(h, x, L.ffn_norm.data(), n, d);
         {
             const TernaryMatrix* ws[2] = {&L.wgate, &L.wup};
+            const GroupMatrix* gs[2] = {&L.ggate, &L.gup};
             float* ys[2] = {gate_.data(), up_.data()};
             const int64_t ld[2] = {p.n_ff, p.n_ff};
-            bitlinear(Op::matmul_gate_up, ys, ld, ws, 2, h, d, n);
+            bitlinear(Op::matmul_gate_up, ys, ld, ws, gs, 2, h, d, n);
         }
         float* g = gate_.data();
         activation(g, up_.data(), n * p.n_ff);
@@ -453,9 +517,10 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* se
         }
         {
             const TernaryMatrix* ws[1] = {&L.wdown};
+            const GroupMatrix* gs[1] = {&L.gdown};
             float* ys[1] = {h};
             const int64_t ld[1] = {d};
-            bitlinear(Op::matmul_down, ys, ld, ws, 1, fin, p.n_ff, n);
+            bitlinear(Op::matmul_down, ys, ld, ws, gs, 1, fin, p.n_ff, n);
         }
         {
             OpTimer timer(prof_, Op::residual);
@@ -474,6 +539,10 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* se
     for (int64_t i = 0; i < nw; i++) std::memcpy(&sel[size_t(i * d)], x + rows[size_t(i)] * d, size_t(d) * 4);
     rmsnorm(normed.data(), sel.data(), output_norm.data(), nw, d);
     OpTimer timer(prof_, Op::head);
+    if (!output_g.empty()) {
+        group_linear(logits, output_g.m, output_g, normed.data(), d, nw, 64);
+        return;
+    }
     float_matmul_fn fn = kt.float_matmul[int(output.type)];
     pool_->parallel_for(output.m, 64, [&](int64_t b, int64_t e) {
         fn(logits, output.m, output, normed.data(), d, nw, b, e);

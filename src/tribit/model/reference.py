@@ -24,16 +24,17 @@ from ..formats.keys import (
     TOKEN_EMBD,
     block_tensor,
 )
-from ..quant import quantize_activations, ternary_matmul_ref
+from ..quant import lowbit, quantize_activations, ternary_matmul_ref
 from .config import ModelConfig, config_from_metadata
 from .weights import (
+    GroupWeight,
     block_norms,
     dims,
     float_matrix_f32,
     read_f32,
     read_float_matrix,
     read_norm,
-    read_ternary,
+    read_projection,
     repack_float_matrix,
 )
 
@@ -42,13 +43,14 @@ from .weights import (
 class ReferenceWeights:
     config: ModelConfig
     tok_embd: np.ndarray  # (n_vocab, n_embd) float64
-    output: np.ndarray  # head, (n_vocab, n_embd)
+    output: np.ndarray | GroupWeight  # head, (n_vocab, n_embd); Q2_0 / Q1_0 as blocks
     output_norm: np.ndarray
-    layers: list[dict]  # norms (float64 or None) and projections (t, gamma)
+    layers: list[dict]  # norms (float64 or None) and projections (t, gamma) or GroupWeight
+    group_mode: str = "llama"  # how Q2_0 / Q1_0 matrices compute (docs/FORMATS.md 3.11)
 
 
 def load_reference(
-    path, n_ctx: int | None = None, head_type: str | None = None
+    path, n_ctx: int | None = None, head_type: str | None = None, group_mode: str = "llama"
 ) -> ReferenceWeights:
     """Read a GGUF file into the oracle's weights (every tensor in memory).
 
@@ -64,10 +66,14 @@ def load_reference(
         raw, qt = repack_float_matrix(raw, qt, shape, head_type, name)
         return float_matrix_f32(raw, qt, shape).astype(np.float64)
 
+    def group_head(name: str):
+        raw, qt = read_float_matrix(r, name, shape)
+        return GroupWeight(raw, qt, shape, qt.upper()) if qt in lowbit.BLOCK_VALUES else None
+
     emb = head(TOKEN_EMBD)
-    out = emb
+    out = group_head(TOKEN_EMBD) or emb
     if not cfg.tied_head:
-        out = head(OUTPUT)
+        out = group_head(OUTPUT) or head(OUTPUT)
     d = dims(cfg)
     layers = []
     for i in range(cfg.n_layer):
@@ -76,19 +82,31 @@ def load_reference(
         for n in block_norms(cfg):
             layer[n.suffix] = read_norm(r, i, n, d).astype(np.float64)
         for p in PROJECTIONS:
-            w = read_ternary(r, block_tensor(i, p.suffix), p.shape(d))
-            layer[p.which] = (w.t, w.gamma)
+            w = read_projection(r, block_tensor(i, p.suffix), p.shape(d))
+            layer[p.which] = w if isinstance(w, GroupWeight) else (w.t, w.gamma)
         layers.append(layer)
     norm = read_f32(r, OUTPUT_NORM, (n_embd,)).astype(np.float64)
-    return ReferenceWeights(cfg, emb, out, norm, layers)
+    return ReferenceWeights(cfg, emb, out, norm, layers, group_mode)
 
 
 def rmsnorm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
 
 
-def bitlinear(x: np.ndarray, tw: tuple[np.ndarray, np.float32]) -> np.ndarray:
-    """The lossless BitLinear: int8 per-token activations, exact integer sums."""
+def group_linear(x: np.ndarray, g: GroupWeight, mode: str) -> np.ndarray:
+    """A Q2_0 / Q1_0 matrix in mode (a) "llama" or (b) "float" (quant/lowbit.py)."""
+    x32 = x.astype(np.float32)
+    if mode == "float":
+        return lowbit.matmul_f32(g.raw, g.shape, g.qtype, x32).astype(np.float64)
+    q, d = lowbit.quantize_act_q8_0(x32)
+    return lowbit.matmul_q8(g.raw, g.shape, g.qtype, q, d).astype(np.float64)
+
+
+def bitlinear(x: np.ndarray, tw, mode: str = "llama") -> np.ndarray:
+    """The lossless BitLinear: int8 per-token activations, exact integer sums (a Q2_0 /
+    Q1_0 projection: `group_linear`)."""
+    if isinstance(tw, GroupWeight):
+        return group_linear(x, tw, mode)
     t, gamma = tw
     q, scale, _ = quantize_activations(x.astype(np.float32))
     return ternary_matmul_ref(t, gamma, q, scale).astype(np.float64)
@@ -125,6 +143,7 @@ def forward(w: ReferenceWeights, tokens, act=None) -> np.ndarray:
     x = w.tok_embd[tokens]
     mask = np.triu(np.full((n, n), -np.inf), k=1)
     group = cfg.n_head // cfg.n_head_kv
+    gm = w.group_mode
     if act is None:
         act = (
             (lambda g: np.maximum(g, 0) ** 2)
@@ -133,9 +152,9 @@ def forward(w: ReferenceWeights, tokens, act=None) -> np.ndarray:
         )
     for L in w.layers:
         h = rmsnorm(x, L[ATTN_NORM.suffix], cfg.norm_eps)
-        q = bitlinear(h, L["q"]).reshape(n, cfg.n_head, hd)
-        k = bitlinear(h, L["k"]).reshape(n, cfg.n_head_kv, hd)
-        v = bitlinear(h, L["v"]).reshape(n, cfg.n_head_kv, hd)
+        q = bitlinear(h, L["q"], gm).reshape(n, cfg.n_head, hd)
+        k = bitlinear(h, L["k"], gm).reshape(n, cfg.n_head_kv, hd)
+        v = bitlinear(h, L["v"], gm).reshape(n, cfg.n_head_kv, hd)
         q, k = rope(q, pos, cfg), rope(k, pos, cfg)
         k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)  # GQA
         scores = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(hd) + mask
@@ -144,10 +163,13 @@ def forward(w: ReferenceWeights, tokens, act=None) -> np.ndarray:
         a = np.einsum("hqk,khd->qhd", p, v).reshape(n, cfg.n_head * hd)
         if L[ATTN_SUB_NORM.suffix] is not None:
             a = rmsnorm(a, L[ATTN_SUB_NORM.suffix], cfg.norm_eps)
-        x = x + bitlinear(a, L["o"])
+        x = x + bitlinear(a, L["o"], gm)
         h = rmsnorm(x, L[FFN_NORM.suffix], cfg.norm_eps)
-        f = act(bitlinear(h, L["gate"])) * bitlinear(h, L["up"])
+        f = act(bitlinear(h, L["gate"], gm)) * bitlinear(h, L["up"], gm)
         if L[FFN_SUB_NORM.suffix] is not None:
             f = rmsnorm(f, L[FFN_SUB_NORM.suffix], cfg.norm_eps)
-        x = x + bitlinear(f, L["down"])
-    return rmsnorm(x, w.output_norm, cfg.norm_eps) @ w.output.T
+        x = x + bitlinear(f, L["down"], gm)
+    h = rmsnorm(x, w.output_norm, cfg.norm_eps)
+    if isinstance(w.output, GroupWeight):
+        return group_linear(h, w.output, w.group_mode)
+    return h @ w.output.T
