@@ -149,6 +149,10 @@ void bind_kernels(nb::module_& m) {
         d["ternary_gemm"] = t.ternary_gemm_name;
         for (int i = 0; i < kNumFloatTypes; i++)
             d[std::string("matmul_") + float_type_name(FloatType(i))] = t.float_matmul_name[i];
+        d["quantize_q8_0"] = t.quantize_q8_0_name;
+        for (int i = 0; i < kNumGroupTypes; i++)
+            d[std::string("matmul_") + group_type_name(GroupType(i)) + "_q8_0"] = t.group_matmul_name[i];
+        d["matmul_group_f32"] = t.group_matmul_f32_name;
         return d;
     }, nb::arg("isa") = nb::none());
 
@@ -269,6 +273,89 @@ void bind_kernels(nb::module_& m) {
         auto out = owned<float>({size_t(n), size_t(w.k)});
         nb::gil_scoped_release rel;
         for (int64_t j = 0; j < n; j++) t.float_row(out.data() + j * w.k, w, rows.data()[j]);
+        return out;
+    }, nb::arg("w"), nb::arg("rows"), nb::arg("isa") = nb::none());
+
+    // ---- group-scaled low-bit weights (Q2_0, Q1_0): kernels.h, docs/FORMATS.md 3.11
+    nb::class_<GroupMatrix>(m, "GroupMatrix")
+        .def_ro("m", &GroupMatrix::m)
+        .def_ro("k", &GroupMatrix::k)
+        .def_prop_ro("qtype", [](const GroupMatrix& w) { return std::string(group_type_name(w.type)); })
+        .def_prop_ro("nbytes", [](const GroupMatrix& w) { return w.m_pad / kGroupRows * w.group_bytes; });
+
+    m.def("pack_group", [](Arr2<const uint8_t> raw, const std::string& qtype, int64_t rows, int64_t k) {
+        const GroupType gt = parse_group_type(qtype);  // invalid_argument -> ValueError
+        const int64_t block = group_block(gt);
+        if (rows <= 0 || k <= 0 || k % block)
+            throw nb::value_error(("pack_group: " + qtype + " needs k a positive multiple of " +
+                                   std::to_string(block)).c_str());
+        if (int64_t(raw.shape(0)) != rows || int64_t(raw.shape(1)) != k / block * 18)
+            throw nb::value_error("pack_group: array shape does not match (rows, k, type)");
+        nb::gil_scoped_release rel;
+        return pack_group(raw.data(), gt, rows, k);
+    }, nb::arg("raw"), nb::arg("qtype"), nb::arg("m"), nb::arg("k"),
+       "ggml Q2_0 / Q1_0 rows (m, k / block * 18 bytes) into the kernels' interleaved layout.");
+
+    m.def("quantize_q8_0", [](Arr2<const float> x, std::optional<std::string> isa) {
+        const KernelTable& t = table(isa);
+        const int64_t n = x.shape(0), k = x.shape(1);
+        if (k % 32) throw nb::value_error("quantize_q8_0: k must be a multiple of 32");
+        auto q = owned<int8_t>({size_t(n), size_t(k)});
+        auto d = owned<float>({size_t(n), size_t(k / 32)});
+        auto bs = owned<int32_t>({size_t(n), size_t(k / 32)});
+        {
+            nb::gil_scoped_release rel;
+            t.quantize_q8_0(q.data(), d.data(), bs.data(), x.data(), k, n, k);
+        }
+        return nb::make_tuple(q, d, bs);
+    }, nb::arg("x"), nb::arg("isa") = nb::none(),
+       "Activations to Q8_0 blocks as llama.cpp's x86 quantize_row_q8_0: (q, d, block sums).");
+
+    m.def("group_matmul", [](const GroupMatrix& w, Arr2<const int8_t> q, Arr2<const float> d,
+                             Arr2<const int32_t> bsum, std::optional<std::string> isa, int n_threads) {
+        const KernelTable& t = table(isa);
+        const int64_t n = q.shape(0);
+        if (int64_t(q.shape(1)) != w.k || int64_t(d.shape(0)) != n || int64_t(d.shape(1)) != w.k / 32 ||
+            int64_t(bsum.shape(0)) != n || int64_t(bsum.shape(1)) != w.k / 32)
+            throw nb::value_error("group_matmul: q (n, k), d and bsum (n, k / 32) do not match the matrix");
+        auto y = owned<float>({size_t(n), size_t(w.m)});
+        {
+            nb::gil_scoped_release rel;
+            group_matmul_fn fn = t.group_matmul[int(w.type)];
+            float* yd = y.data();
+            pool(n_threads).parallel_for(w.m, 16, [&](int64_t b, int64_t e) {
+                fn(yd, w.m, w, q.data(), d.data(), bsum.data(), n, b, e);
+            });
+        }
+        return y;
+    }, nb::arg("w"), nb::arg("q"), nb::arg("d"), nb::arg("bsum"), nb::arg("isa") = nb::none(),
+       nb::arg("n_threads") = 1, "Mode (a): y (n, m) with Q8_0 activations in ggml's order.");
+
+    m.def("group_matmul_f32", [](const GroupMatrix& w, Arr2<const float> x, std::optional<std::string> isa,
+                                 int n_threads) {
+        const KernelTable& t = table(isa);
+        const int64_t n = x.shape(0);
+        if (int64_t(x.shape(1)) != w.k) throw nb::value_error("group_matmul_f32: x has the wrong number of columns");
+        auto y = owned<float>({size_t(n), size_t(w.m)});
+        {
+            nb::gil_scoped_release rel;
+            float* yd = y.data();
+            pool(n_threads).parallel_for(w.m, 16, [&](int64_t b, int64_t e) {
+                t.group_matmul_f32(yd, w.m, w, x.data(), w.k, n, b, e);
+            });
+        }
+        return y;
+    }, nb::arg("w"), nb::arg("x"), nb::arg("isa") = nb::none(), nb::arg("n_threads") = 1,
+       "Mode (b): dequantized weights x float32 activations, summed in double.");
+
+    m.def("group_rows", [](const GroupMatrix& w, Arr1<const int64_t> rows, std::optional<std::string> isa) {
+        const KernelTable& t = table(isa);
+        const int64_t n = int64_t(rows.shape(0));
+        for (int64_t j = 0; j < n; j++)
+            if (rows.data()[j] < 0 || rows.data()[j] >= w.m) throw nb::value_error("group_rows: row out of range");
+        auto out = owned<float>({size_t(n), size_t(w.k)});
+        nb::gil_scoped_release rel;
+        for (int64_t j = 0; j < n; j++) t.group_row(out.data() + j * w.k, w, rows.data()[j]);
         return out;
     }, nb::arg("w"), nb::arg("rows"), nb::arg("isa") = nb::none());
 

@@ -51,17 +51,18 @@ enum class Width { embd, q, kv, ff };
 struct ProjectionSlot {
     const char* name;
     TernaryMatrix Layer::*dst;
+    GroupMatrix Layer::*gdst;  // the slot of a Q2_0 / Q1_0 projection
     Width rows, cols;  // (M, K) of the matrix
     std::vector<float> Layer::*norm_in;  // its optional input norm (cols wide)
 };
 constexpr ProjectionSlot kProjections[] = {
-    {"attn_q", &Layer::wq, Width::q, Width::embd, &Layer::wq_in},
-    {"attn_k", &Layer::wk, Width::kv, Width::embd, &Layer::wk_in},
-    {"attn_v", &Layer::wv, Width::kv, Width::embd, &Layer::wv_in},
-    {"attn_output", &Layer::wo, Width::embd, Width::q, &Layer::wo_in},
-    {"ffn_gate", &Layer::wgate, Width::ff, Width::embd, &Layer::wgate_in},
-    {"ffn_up", &Layer::wup, Width::ff, Width::embd, &Layer::wup_in},
-    {"ffn_down", &Layer::wdown, Width::embd, Width::ff, &Layer::wdown_in},
+    {"attn_q", &Layer::wq, &Layer::gq, Width::q, Width::embd, &Layer::wq_in},
+    {"attn_k", &Layer::wk, &Layer::gk, Width::kv, Width::embd, &Layer::wk_in},
+    {"attn_v", &Layer::wv, &Layer::gv, Width::kv, Width::embd, &Layer::wv_in},
+    {"attn_output", &Layer::wo, &Layer::go, Width::embd, Width::q, &Layer::wo_in},
+    {"ffn_gate", &Layer::wgate, &Layer::ggate, Width::ff, Width::embd, &Layer::wgate_in},
+    {"ffn_up", &Layer::wup, &Layer::gup, Width::ff, Width::embd, &Layer::wup_in},
+    {"ffn_down", &Layer::wdown, &Layer::gdown, Width::embd, Width::ff, &Layer::wdown_in},
 };
 
 const char* width_name(Width w) {
@@ -90,6 +91,20 @@ const ProjectionSlot& projection(const std::string& name) {
     throw nb::value_error(("unknown projection " + name).c_str());
 }
 
+bool is_group_type(const std::string& qtype) { return qtype == "q2_0" || qtype == "q1_0"; }
+
+// A Q2_0 / Q1_0 matrix of ggml rows (m x k / block * 18 bytes) packed into the kernels' layout.
+GroupMatrix make_group(nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu> a, const std::string& qtype,
+                       int64_t m, int64_t k) {
+    const GroupType gt = parse_group_type(qtype);
+    const int64_t block = group_block(gt);
+    if (k % block || int64_t(a.nbytes()) != m * (k / block) * 18)
+        throw nb::value_error((qtype + " weight: size does not match its shape").c_str());
+    const uint8_t* data = static_cast<const uint8_t*>(a.data());
+    nb::gil_scoped_release rel;
+    return pack_group(data, gt, m, k);
+}
+
 FloatMatrix make_float(nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu> a, const std::string& qtype,
                        int64_t m, int64_t k) {
     FloatMatrix w;
@@ -111,13 +126,14 @@ void bind_model(nb::module_& m) {
                             int64_t n_head, int64_t n_head_kv, int64_t head_dim, int64_t n_rot,
                             int64_t n_vocab, int64_t n_ctx, int64_t n_seq, float rope_theta,
                             float norm_eps, bool rope_neox, bool act_relu2, bool kv_f16,
-                            int n_threads, std::optional<std::string> isa) {
+                            int n_threads, std::optional<std::string> isa, bool group_f32) {
             ModelParams p;
             p.n_embd = n_embd; p.n_ff = n_ff; p.n_layer = n_layer; p.n_head = n_head;
             p.n_head_kv = n_head_kv; p.head_dim = head_dim; p.n_rot = n_rot; p.n_vocab = n_vocab;
             p.n_ctx = n_ctx; p.n_seq = n_seq; p.rope_theta = rope_theta; p.norm_eps = norm_eps;
             p.rope_neox = rope_neox; p.act_relu2 = act_relu2; p.kv_f16 = kv_f16;
             p.n_threads = n_threads;
+            p.group_f32 = group_f32;
             const KernelTable& kt = kernels_named(isa);  // invalid_argument -> ValueError
             std::unique_ptr<Model> model;
             try {
@@ -133,7 +149,7 @@ void bind_model(nb::module_& m) {
            nb::arg("n_head_kv"), nb::arg("head_dim"), nb::arg("n_rot"), nb::arg("n_vocab"),
            nb::arg("n_ctx"), nb::arg("n_seq"), nb::arg("rope_theta"), nb::arg("norm_eps"),
            nb::arg("rope_neox"), nb::arg("act_relu2"), nb::arg("kv_f16"), nb::arg("n_threads"),
-           nb::arg("isa") = nb::none())
+           nb::arg("isa") = nb::none(), nb::arg("group_f32") = false)
         .def("set_norms", [](PyModel& s, int64_t l, Arr1<const float> attn_norm,
                              std::optional<Arr1<const float>> attn_sub_norm, Arr1<const float> ffn_norm,
                              std::optional<Arr1<const float>> ffn_sub_norm,
@@ -175,6 +191,14 @@ void bind_model(nb::module_& m) {
             nb::gil_scoped_release rel;
             *dst = pack_ternary(t.data(), em, ek, gamma);
         })
+        .def("set_group", [](PyModel& s, int64_t l, const std::string& which,
+                             nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu> raw, const std::string& qtype) {
+            // a Q2_0 / Q1_0 projection: the ggml rows, packed here (kernels.h)
+            Model& M = *s.model;
+            Layer& L = M.layers.at(size_t(l));
+            const ProjectionSlot& slot = projection(which);
+            L.*slot.gdst = make_group(raw, qtype, width_of(M.params, slot.rows), width_of(M.params, slot.cols));
+        })
         .def_prop_ro_static("projections", [](nb::handle) {
             // (GGUF suffix, rows, cols) of every projection, in kProjections' order
             std::vector<std::tuple<std::string, std::string, std::string>> out;
@@ -185,6 +209,11 @@ void bind_model(nb::module_& m) {
         .def("set_embedding", [](PyModel& s, nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu> a,
                                  const std::string& qtype, bool tied) {
             Model& M = *s.model;
+            if (is_group_type(qtype)) {
+                M.tok_embd_g = make_group(a, qtype, M.params.n_vocab, M.params.n_embd);
+                if (tied) M.output_g = M.tok_embd_g;
+                return;
+            }
             M.tok_embd = make_float(a, qtype, M.params.n_vocab, M.params.n_embd);
             if (tied) M.output = M.tok_embd;
             s.keep.push_back(nb::find(a));
@@ -192,6 +221,12 @@ void bind_model(nb::module_& m) {
         .def("set_output", [](PyModel& s, nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu> a,
                               const std::string& qtype) {
             Model& M = *s.model;
+            if (is_group_type(qtype)) {
+                M.output_g = make_group(a, qtype, M.params.n_vocab, M.params.n_embd);
+                M.output = FloatMatrix();
+                return;
+            }
+            M.output_g = GroupMatrix();
             M.output = make_float(a, qtype, M.params.n_vocab, M.params.n_embd);
             s.keep.push_back(nb::find(a));
         })

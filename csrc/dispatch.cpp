@@ -64,6 +64,7 @@ static KernelTable make_table(Isa isa) {
     fill_ternary_generic(t);
     fill_float_generic(t);
     fill_attention_generic(t);
+    fill_group_generic(t);
     switch (isa) {
         case Isa::generic: break;
 #if defined(TRIBIT_X86)
@@ -72,7 +73,11 @@ static KernelTable make_table(Isa isa) {
             fill_ternary_avx2(t);
             fill_float_avx2(t);
             fill_attention_avx2(t);
-            if (isa == Isa::avx512) fill_ternary_avx512(t);
+            fill_group_avx2(t);
+            if (isa == Isa::avx512) {
+                fill_ternary_avx512(t);
+                fill_group_avx512(t);
+            }
             break;
 #endif
 #if defined(TRIBIT_ARM)

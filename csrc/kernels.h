@@ -62,6 +62,42 @@ int64_t float_row_bytes(FloatType type, int64_t k);  // -1 if k is invalid for t
 const char* float_type_name(FloatType type);
 FloatType parse_float_type(const std::string& name);
 
+// ------------------------------------- group-scaled low-bit weights (Q2_0, Q1_0)
+// ggml's Q2_0 (type 42: 64 weights, f16 d, codes 0..3 -> (c - 1) * d) and Q1_0 (type 41:
+// 128 weights, f16 d, bit ? d : -d), docs/FORMATS.md 3.11, tribit/quant/lowbit.py.
+// Repacked once at load (pack_group) into one layout for every ISA, rows interleaved in
+// groups of kGroupRows so that the kernels' int32 lanes are rows (each lane sums one row's
+// 32-weight activation block by itself; no horizontal sums):
+//   m_pad = m rounded up to 8; per row group (8 rows) and weight block b, 144 bytes:
+//   - the 8 rows' f16 d (16 bytes, row order), then per 32-weight activation block h
+//     (2 for Q2_0, 4 for Q1_0) and step s = 0..7 (weights 32h + 4s .. 32h + 4s + 3):
+//   - Q2_0: 8 bytes; byte i at bits 2L..2L+1 holds the code of row 2L + i/4, weight
+//     32h + 4s + i%4 (a 64-bit broadcast shifted by 0, 2, 4, 6 per 64-bit lane and masked
+//     with 3 gives 32 bytes: row g's 4 codes in bytes 4g..4g+3);
+//   - Q1_0: 4 bytes, bit 4g + w = the bit of row g, weight 32h + 4s + w.
+// Padding rows hold code 1 (value 0) / bit 0 with d = 0. The same 144 bytes per 8 x block
+// as ggml's 8 x 18.
+enum class GroupType : int { q2_0 = 0, q1_0 = 1 };
+constexpr int kNumGroupTypes = 2;
+constexpr int64_t kGroupRows = 8;
+constexpr int64_t kGroupBlockBytes = 144;  // per row group and weight block
+struct GroupMatrix {
+    int64_t m = 0, k = 0, m_pad = 0;
+    GroupType type = GroupType::q2_0;
+    int64_t block = 64;        // weights per scale: 64 (Q2_0) or 128 (Q1_0)
+    int64_t group_bytes = 0;   // bytes of one row group: k / block * 144
+    uint8_t* data = nullptr;   // 64-byte aligned
+    std::shared_ptr<uint8_t> storage;
+    bool empty() const { return data == nullptr; }
+};
+// "q2_0" / "q1_0"; std::invalid_argument otherwise
+const char* group_type_name(GroupType type);
+GroupType parse_group_type(const std::string& name);
+int64_t group_block(GroupType type);  // 64 or 128
+// ggml rows (m rows of k / block * 18 bytes) into the common layout; invalid_argument if k
+// is not a multiple of the block.
+GroupMatrix pack_group(const uint8_t* raw, GroupType type, int64_t m, int64_t k);
+
 // ----------------------------------------------------------- operations
 // x (n, k) float, rows ldx apart -> q (n, ldq) int8 codes with per-token scale
 // s_x = 127 / max(amax, 1e-5), round half to even, and sum_q = sum of codes.
@@ -82,6 +118,27 @@ using float_matmul_fn = void (*)(float* y, int64_t ldy, const FloatMatrix& w, co
 
 // One row of a float matrix to float32 (embedding lookup).
 using float_row_fn = void (*)(float* out, const FloatMatrix& w, int64_t row);
+
+// The two arithmetic modes of a group-scaled matrix (docs/FORMATS.md 3.11):
+// (a) llama.cpp-compatible: x (n, k) rows ldx apart, k % 32 == 0, quantized to Q8_0 blocks
+// as llama.cpp's x86 quantize_row_q8_0 does: per 32 values d = f16(amax / 127) (given back
+// as the float it rounds to), id = 127 / amax (0 if amax == 0), q = rint(x * id) (half to
+// even) saturated to int8; bsum = sum of the block's q. q is (n, k), d and bsum (n, k / 32).
+using quantize_q8_0_fn = void (*)(int8_t* q, float* d, int32_t* bsum, const float* x,
+                                  int64_t ldx, int64_t n, int64_t k);
+// y[j * ldy + r] for r in [row_begin, row_end): per weight block b the exact sums S_h of its
+// 32-weight activation blocks, t = 0 + da_0 * S_0 + da_1 * S_1 (+ ...) left to right, then
+// acc = acc + dw_b * t from acc = 0, each product rounded before its sum (ggml's
+// ggml_vec_dot_q2_0_q8_0 order; da * S is exact).
+using group_matmul_fn = void (*)(float* y, int64_t ldy, const GroupMatrix& w, const int8_t* q,
+                                 const float* d, const int32_t* bsum, int64_t n,
+                                 int64_t row_begin, int64_t row_end);
+// (b) float-activation reference: y = sum_i double(W[r, i]) * double(x[j, i]) in index
+// order, rounded to float32 once.
+using group_matmul_f32_fn = void (*)(float* y, int64_t ldy, const GroupMatrix& w, const float* x,
+                                     int64_t ldx, int64_t n, int64_t row_begin, int64_t row_end);
+// One dequantized row (embedding lookup): exactly ggml's dequantize_row_q2_0 / _q1_0.
+using group_row_fn = void (*)(float* out, const GroupMatrix& w, int64_t row);
 
 // Vector helpers for attention and the KV cache. Attention runs in double and is
 // rounded to float32 once, at its output: the products of two floats are exact
@@ -144,11 +201,18 @@ struct KernelTable {
     wsum_rows_f32_fn wsum_rows_f32 = nullptr;
     wsum_rows_f16_fn wsum_rows_f16 = nullptr;
     mac_probe_fn mac_probe = nullptr;  // SIMD variants only
+    quantize_q8_0_fn quantize_q8_0 = nullptr;
+    group_matmul_fn group_matmul[kNumGroupTypes] = {};
+    group_matmul_f32_fn group_matmul_f32 = nullptr;
+    group_row_fn group_row = nullptr;
     // names for `tribit info`: set only with the pointer, by TRIBIT_SET_KERNEL below
     const char* quantize_act_name = "";
     const char* ternary_gemv_name = "";
     const char* ternary_gemm_name = "";
     const char* float_matmul_name[kNumFloatTypes] = {};
+    const char* quantize_q8_0_name = "";
+    const char* group_matmul_name[kNumGroupTypes] = {};
+    const char* group_matmul_f32_name = "";
 };
 
 // Install kernel `fn` in a named slot of KernelTable `t` together with its name, both
@@ -158,6 +222,11 @@ struct KernelTable {
 #define TRIBIT_SET_FLOAT_KERNEL(t, type, fn)               \
     ((t).float_matmul[int(FloatType::type)] = (fn),        \
      (t).float_matmul_name[int(FloatType::type)] = #fn)
+
+// The same for the group matmul (mode a) of GroupType::type.
+#define TRIBIT_SET_GROUP_KERNEL(t, type, fn)               \
+    ((t).group_matmul[int(GroupType::type)] = (fn),        \
+     (t).group_matmul_name[int(GroupType::type)] = #fn)
 
 // llama.cpp's quantize_row_q6_K_ref on rows [row_begin, row_end) of x (m, k),
 // k % 256 == 0: out row r at out + r * (k / 256 * 210). The same float32
@@ -183,6 +252,9 @@ bool isa_runnable(Isa isa);
 // attention: the KV cache's vector kernels). A variant starts from the generic
 // table and overwrites what it implements (dispatch.cpp).
 void fill_ternary_generic(KernelTable& t);
+void fill_group_generic(KernelTable& t);
+void fill_group_avx2(KernelTable& t);
+void fill_group_avx512(KernelTable& t);
 void fill_float_generic(KernelTable& t);
 void fill_attention_generic(KernelTable& t);
 void fill_ternary_avx2(KernelTable& t);

@@ -13,6 +13,7 @@ from tribit.formats import GGMLType, GGUFReader, GGUFWriter
 from tribit.quant import (
     absmean_ternarize,
     f32_to_bf16,
+    lowbit,
     pack_i2s,
     pack_tq1_0,
     pack_tq2_0,
@@ -106,6 +107,8 @@ def random_weights(
     return w
 
 
+LOWBIT = {"q2_0": (GGMLType.Q2_0, lowbit.quantize_row_q2_0_ref),
+          "q1_0": (GGMLType.Q1_0, lowbit.quantize_row_q1_0_ref)}
 PROJ = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 
 
@@ -154,7 +157,9 @@ def write_model(
     for k, v in (extra_md or {}).items():
         w.add_metadata(k, v)
     for name, arr in weights.items():
-        if any(name.endswith(pj + ".weight") for pj in PROJ):
+        if any(name.endswith(pj + ".weight") for pj in PROJ) and qtype in LOWBIT:
+            _add_float(w, name, arr, qtype)  # group scales from the masters, as Bonsai's
+        elif any(name.endswith(pj + ".weight") for pj in PROJ):
             t, gamma = absmean_ternarize(arr)
             if qtype in ("tq1_0", "tq2_0"):
                 w.add_metadata("tribit.scale." + name, float(gamma))
@@ -193,6 +198,8 @@ def _add_float(w, name, arr, kind):
         w.add_tensor(name, arr.shape, GGMLType.Q8_0, quantize_q8_0(arr))
     elif kind == "q6_k":  # as bitnet.cpp's --quant-embd writes it
         w.add_tensor(name, arr.shape, GGMLType.Q6_K, quantize_q6_k(arr))
+    elif kind in LOWBIT:  # llama.cpp's reference quantizers
+        w.add_tensor(name, arr.shape, LOWBIT[kind][0], LOWBIT[kind][1](arr))
     else:
         raise ValueError(kind)
 

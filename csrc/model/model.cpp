@@ -126,11 +126,15 @@ size_t Model::kv_bytes() const {
 
 size_t Model::weight_bytes() const {
     size_t b = 0;
-    for (const Layer& l : layers)
+    auto gbytes = [](const GroupMatrix& g) { return g.empty() ? size_t(0) : size_t(g.m_pad / kGroupRows * g.group_bytes); };
+    for (const Layer& l : layers) {
         for (const TernaryMatrix* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.wgate, &l.wup, &l.wdown})
             b += size_t(w->m * w->row_bytes);
-    b += size_t(tok_embd.m * tok_embd.row_bytes);
+        for (const GroupMatrix* g : {&l.gq, &l.gk, &l.gv, &l.go, &l.ggate, &l.gup, &l.gdown}) b += gbytes(*g);
+    }
+    b += size_t(tok_embd.m * tok_embd.row_bytes) + gbytes(tok_embd_g);
     if (output.data != tok_embd.data) b += size_t(output.m * output.row_bytes);
+    if (output_g.data != tok_embd_g.data) b += gbytes(output_g);
     return b;
 }
 
@@ -163,6 +167,10 @@ void Model::reserve(int64_t n) {
     qa_.assign(size_t(n * kmax), 0);
     qs_.assign(size_t(n), 0);
     qsum_.assign(size_t(n), 0);
+    const int64_t kg = std::max({p.n_embd, p.n_ff, p.n_head * p.head_dim});
+    q8_.assign(size_t(n * kg), 0);
+    q8d_.assign(size_t(n * (kg / 32 + 1)), 0);
+    q8s_.assign(size_t(n * (kg / 32 + 1)), 0);
     cap_ = n;
 }
 
@@ -206,8 +214,58 @@ void Model::rmsnorm(float* out, const float* x, const float* w, int64_t n, int64
 
 // Quantize x (n tokens) once, then run one or several matrices that share the
 // input (Q/K/V; gate/up) in a single parallel pass over their stacked rows.
+void Model::group_linear(float* y, int64_t ldy, const GroupMatrix& w, const float* x, int64_t ldx,
+                         int64_t n, int64_t grain) {
+    if (params.group_f32) {
+        pool_->parallel_for(w.m, grain, [&](int64_t b, int64_t e) {
+            kt.group_matmul_f32(y, ldy, w, x, ldx, n, b, e);
+        });
+        return;
+    }
+    const int64_t k = w.k, na = k / 32;
+    auto quant = [&](int64_t b, int64_t e) {
+        kt.quantize_q8_0(q8_.data() + b * k, q8d_.data() + b * na, q8s_.data() + b * na, x + b * ldx, ldx,
+                         e - b, k);
+    };
+    if (n * k >= kSplitMin) pool_->parallel_for(n, 1, quant);
+    else quant(0, n);
+    group_matmul_fn fn = kt.group_matmul[int(w.type)];
+    pool_->parallel_for(w.m, grain, [&](int64_t b, int64_t e) {
+        fn(y, ldy, w, q8_.data(), q8d_.data(), q8s_.data(), n, b, e);
+    });
+}
+
 void Model::bitlinear(Op op, float* const* ys, const int64_t* ldys, const TernaryMatrix* const* ws,
-                      int n_mats, const float* x, int64_t ldx, int64_t n) {
+                      const GroupMatrix* const* gs, int n_mats, const float* x, int64_t ldx, int64_t n) {
+    bool any_group = false, all_group = true;
+    for (int i = 0; i < n_mats; i++) {
+        any_group |= !gs[i]->empty();
+        all_group &= !gs[i]->empty();
+    }
+    if (any_group) {
+        // Q2_0 / Q1_0: one matrix at a time (the activations are requantized per matrix:
+        // cheap next to the matmul), the ternary ones of a mixed group as before
+        OpTimer timer(prof_, op);
+        for (int i = 0; i < n_mats; i++)
+            if (!gs[i]->empty()) group_linear(ys[i], ldys[i], *gs[i], x, ldx, n, 16);
+        if (all_group) return;
+        const TernaryMatrix* tw[3];
+        float* ty[3];
+        int64_t tl[3];
+        const GroupMatrix* none[3] = {};
+        static const GroupMatrix kEmpty;
+        int nt = 0;
+        for (int i = 0; i < n_mats; i++)
+            if (gs[i]->empty()) {
+                tw[nt] = ws[i];
+                ty[nt] = ys[i];
+                tl[nt] = ldys[i];
+                none[nt] = &kEmpty;
+                nt++;
+            }
+        bitlinear(op, ty, tl, tw, none, nt, x, ldx, n);
+        return;
+    }
     const int64_t k = ws[0]->k, k_pad = ws[0]->k_pad;
     int8_t* q = qa_.data();
     auto quant = [&](int64_t b, int64_t e) {
@@ -239,21 +297,23 @@ void Model::bitlinear(Op op, float* const* ys, const int64_t* ldys, const Ternar
 }
 
 void Model::bitlinear_in(Op op, float* const* ys, const int64_t* ldys, const TernaryMatrix* const* ws,
-                         const std::vector<float>* const* norms, int n_mats, const float* x,
-                         int64_t ldx, int64_t n) {
+                         const GroupMatrix* const* gs, const std::vector<float>* const* norms,
+                         int n_mats, const float* x, int64_t ldx, int64_t n) {
     float* plain_ys[3];
     int64_t plain_ld[3];
     const TernaryMatrix* plain_ws[3];
+    const GroupMatrix* plain_gs[3];
     int n_plain = 0;
     for (int i = 0; i < n_mats; i++) {
         if (norms[i]->empty()) {
             plain_ys[n_plain] = ys[i];
             plain_ld[n_plain] = ldys[i];
+            plain_gs[n_plain] = gs[i];
             plain_ws[n_plain++] = ws[i];
             continue;
         }
         // x -> RMSNorm(x, norm_in) -> int8 -> ternary matmul, into a dense n x k buffer
-        const int64_t k = ws[i]->k;
+        const int64_t k = gs[i]->empty() ? ws[i]->k : gs[i]->k;
         const float* xin = x;
         if (ldx != k) {  // rmsnorm reads dense rows
             for (int64_t j = 0; j < n; j++)
@@ -261,9 +321,9 @@ void Model::bitlinear_in(Op op, float* const* ys, const int64_t* ldys, const Ter
             xin = nin_.data();
         }
         rmsnorm(nin_.data(), xin, norms[i]->data(), n, k);
-        bitlinear(op, ys + i, ldys + i, ws + i, 1, nin_.data(), k, n);
+        bitlinear(op, ys + i, ldys + i, ws + i, gs + i, 1, nin_.data(), k, n);
     }
-    if (n_plain) bitlinear(op, plain_ys, plain_ld, plain_ws, n_plain, x, ldx, n);
+    if (n_plain) bitlinear(op, plain_ys, plain_ld, plain_ws, plain_gs, n_plain, x, ldx, n);
 }
 
 // The cosine and sine of each batch token's angles pos * base^(-2i/n_rot), once
@@ -433,7 +493,10 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* se
     float* x = x_.data();
     {
         OpTimer timer(prof_, Op::embed);
-        for (int64_t j = 0; j < n; j++) kt.float_row(x + j * d, tok_embd, tokens[j]);
+        for (int64_t j = 0; j < n; j++) {
+            if (!tok_embd_g.empty()) kt.group_row(x + j * d, tok_embd_g, tokens[j]);
+            else kt.float_row(x + j * d, tok_embd, tokens[j]);
+        }
     }
     rope_angles(pos, n);
 
@@ -444,9 +507,10 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* se
         {
             const TernaryMatrix* ws[3] = {&L.wq, &L.wk, &L.wv};
             const std::vector<float>* ns[3] = {&L.wq_in, &L.wk_in, &L.wv_in};
+            const GroupMatrix* gs[3] = {&L.gq, &L.gk, &L.gv};
             float* ys[3] = {q_.data(), k_.data(), v_.data()};
             const int64_t ld[3] = {qdim, kvdim, kvdim};
-            bitlinear_in(Op::matmul_qkv, ys, ld, ws, ns, 3, h, d, n);
+            bitlinear_in(Op::matmul_qkv, ys, ld, ws, gs, ns, 3, h, d, n);
         }
         if (!L.attn_q_norm.empty()) {  // Qwen3: each head of q and k normalised before RoPE
             rmsnorm(q_.data(), q_.data(), L.attn_q_norm.data(), n * p.n_head, hd);
@@ -463,9 +527,10 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* se
         {
             const TernaryMatrix* ws[1] = {&L.wo};
             const std::vector<float>* ns[1] = {&L.wo_in};
+            const GroupMatrix* gs[1] = {&L.go};
             float* ys[1] = {tmp_.data()};
             const int64_t ld[1] = {d};
-            bitlinear_in(Op::matmul_out, ys, ld, ws, ns, 1, ain, qdim, n);
+            bitlinear_in(Op::matmul_out, ys, ld, ws, gs, ns, 1, ain, qdim, n);
         }
         {
             OpTimer timer(prof_, Op::residual);
@@ -476,9 +541,10 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* se
         {
             const TernaryMatrix* ws[2] = {&L.wgate, &L.wup};
             const std::vector<float>* ns[2] = {&L.wgate_in, &L.wup_in};
+            const GroupMatrix* gs[2] = {&L.ggate, &L.gup};
             float* ys[2] = {gate_.data(), up_.data()};
             const int64_t ld[2] = {p.n_ff, p.n_ff};
-            bitlinear_in(Op::matmul_gate_up, ys, ld, ws, ns, 2, h, d, n);
+            bitlinear_in(Op::matmul_gate_up, ys, ld, ws, gs, ns, 2, h, d, n);
         }
         float* g = gate_.data();
         activation(g, up_.data(), n * p.n_ff);
@@ -490,9 +556,10 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* se
         {
             const TernaryMatrix* ws[1] = {&L.wdown};
             const std::vector<float>* ns[1] = {&L.wdown_in};
+            const GroupMatrix* gs[1] = {&L.gdown};
             float* ys[1] = {h};
             const int64_t ld[1] = {d};
-            bitlinear_in(Op::matmul_down, ys, ld, ws, ns, 1, fin, p.n_ff, n);
+            bitlinear_in(Op::matmul_down, ys, ld, ws, gs, ns, 1, fin, p.n_ff, n);
         }
         {
             OpTimer timer(prof_, Op::residual);
@@ -515,6 +582,10 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* se
     }
     rmsnorm(normed.data(), sel.data(), output_norm.data(), nw, d);
     OpTimer timer(prof_, Op::head);
+    if (!output_g.empty()) {
+        group_linear(logits, output_g.m, output_g, normed.data(), d, nw, 64);
+        return;
+    }
     float_matmul_fn fn = kt.float_matmul[int(output.type)];
     pool_->parallel_for(output.m, 64, [&](int64_t b, int64_t e) {
         fn(logits, output.m, output, normed.data(), d, nw, b, e);

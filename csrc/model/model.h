@@ -19,6 +19,9 @@ struct ModelParams {
     bool rope_neox = true;   // NeoX pairs (i, i + n_rot/2) vs normal (2i, 2i+1)
     bool act_relu2 = true;   // ReLU^2 (2B-4T) or SiLU (1bitLLM, llama)
     bool kv_f16 = true;
+    // Q2_0 / Q1_0 matrices (kernels.h): mode (a), Q8_0 activations as llama.cpp (false), or
+    // mode (b), the float-activation reference (true)
+    bool group_f32 = false;
     int n_threads = 1;
 };
 
@@ -38,6 +41,8 @@ struct Layer {
     // optional RMSNorm of each projection's input, as wide as its K (BitNet-embedding's
     // per-projection norms, docs/FORMATS.md 1.6); empty: the input goes in as it is
     std::vector<float> wq_in, wk_in, wv_in, wo_in, wgate_in, wup_in, wdown_in;
+    // the same projections when the file stores them as Q2_0 / Q1_0 (then used instead)
+    GroupMatrix gq, gk, gv, go, ggate, gup, gdown;
 };
 
 // Where a forward pass spends its wall time (Model::profile): each op's time is
@@ -64,6 +69,7 @@ public:
     std::vector<Layer> layers;
     std::vector<float> output_norm;
     FloatMatrix tok_embd, output;  // output == tok_embd when tied
+    GroupMatrix tok_embd_g, output_g;  // Q2_0 / Q1_0 embedding / head (used when set)
 
     // Runs the batch; writes logits of the rows with want[i] into `out`
     // (count(want) x n_vocab, in batch order), or with `hidden` their final-norm hidden
@@ -96,6 +102,9 @@ private:
     std::vector<int8_t> qa_;
     std::vector<float> qs_;
     std::vector<int32_t> qsum_;
+    std::vector<int8_t> q8_;     // Q8_0 activations of the group matrices (n x k)
+    std::vector<float> q8d_;     // their block scales (n x k / 32)
+    std::vector<int32_t> q8s_;   // their block sums
     std::vector<double> att_scratch_;  // per thread: scores + output rows
     std::vector<double> rope_freq_;    // base^(-2i/n_rot), i < n_rot/2
     std::vector<float> rope_cs_;       // per batch token: cos, sin of each pair (rope_angles)
@@ -103,13 +112,17 @@ private:
     void reserve(int64_t n);
     void rmsnorm(float* out, const float* x, const float* w, int64_t n, int64_t d);
     // y_i (n x ldy_i) = BitLinear_i(x) for up to 3 matrices sharing the input x
+    // (a projection is a GroupMatrix instead when gs[i] is set: Q8_0 or float activations)
     void bitlinear(Op op, float* const* ys, const int64_t* ldys, const TernaryMatrix* const* ws,
-                   int n_mats, const float* x, int64_t ldx, int64_t n);
+                   const GroupMatrix* const* gs, int n_mats, const float* x, int64_t ldx, int64_t n);
     // the same with each matrix's optional input norm (norms[i] empty: none): matrices
     // without one share the quantized input, each one with a norm gets its own pass
     void bitlinear_in(Op op, float* const* ys, const int64_t* ldys, const TernaryMatrix* const* ws,
-                      const std::vector<float>* const* norms, int n_mats, const float* x,
-                      int64_t ldx, int64_t n);
+                      const GroupMatrix* const* gs, const std::vector<float>* const* norms,
+                      int n_mats, const float* x, int64_t ldx, int64_t n);
+    // y (n x w.m, rows ldy apart) = w x, in the model's group mode
+    void group_linear(float* y, int64_t ldy, const GroupMatrix& w, const float* x, int64_t ldx, int64_t n,
+                      int64_t grain);
     // rotates the n tokens' query and key heads in place
     void rope_angles(const int32_t* pos, int64_t n);
     void rope(float* q, float* k, int64_t n);

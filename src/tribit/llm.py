@@ -64,6 +64,7 @@ def load(
     n_seq: int = 1,
     isa: str | None = None,
     head_type: str | None = None,
+    group_mode: str = "llama",
 ) -> Model:
     """Load a GGUF model as a `tribit.Model`; with no path, the embedded default model.
 
@@ -72,7 +73,8 @@ def load(
     or "f32" KV cache. n_seq: sequence slots (batched serving, several conversations kept
     warm). isa: force a kernel variant ("generic", "avx2", ...). head_type: "q8_0" or
     "q6_k" repacks an F32/F16/BF16 head at load (faster, slightly lossy); None keeps the
-    file's type, lossless.
+    file's type, lossless. group_mode: how Q2_0 / Q1_0 weights compute, "llama" (Q8_0
+    activations as llama.cpp) or "float" (the float-activation reference).
     """
     return runtime.load(path, n_threads=n_threads, n_ctx=n_ctx, kv_type=kv_type, n_seq=n_seq,
-                        isa=isa, head_type=head_type, cls=Model)
+                        isa=isa, head_type=head_type, cls=Model, group_mode=group_mode)

@@ -81,6 +81,9 @@ class GGMLType(IntEnum):
     MXFP4 = 39  # mainline; TL2 in bitnet.cpp's fork (dispatch on arch, docs/FORMATS.md 7.1)
     NVFP4 = 40  # mainline (gguf 0.19)
     Q1_0 = 41  # mainline (gguf 0.19)
+    Q2_0 = 42  # mainline (llama.cpp 2026-06; not in gguf 0.19)
+    PQ2_0 = 142  # PrismML's fork: group-128 ternary, Hadamard-rotated (refused)
+    PTQ1_0 = 143  # PrismML's fork: group-128 base-3 ternary, Hadamard-rotated (refused)
 
 
 # type -> (values per block, bytes per block)
@@ -119,7 +122,19 @@ BLOCK_SIZES: dict[int, tuple[int, int]] = {
     GGMLType.MXFP4: (32, 17),
     GGMLType.NVFP4: (64, 36),
     GGMLType.Q1_0: (128, 18),
+    GGMLType.Q2_0: (64, 18),
 }
+
+# Types a reader recognises only to refuse them, with the reason (docs/FORMATS.md 3.11):
+# their blocks are group-128 and their weights live in a Hadamard-rotated basis that only
+# PrismML's fork computes.
+REFUSED_TYPES: dict[int, str] = {
+    GGMLType.PQ2_0: "PQ2_0 (type 142), PrismML's group-128 ternary format",
+    GGMLType.PTQ1_0: "PTQ1_0 (type 143), PrismML's group-128 base-3 ternary format",
+}
+# PrismML's first Q2_0 files stored group-128 blocks (f16 d + 32 bytes per 128 weights)
+# under id 42 before mainline fixed Q2_0 at group 64: recognised by their byte size.
+LEGACY_Q2_0_G128 = (128, 34)
 
 class FileType(IntEnum):
     """Values of `general.file_type` (llama.cpp's llama_ftype; MOSTLY_I2_S is the fork's)."""
@@ -128,7 +143,8 @@ class FileType(IntEnum):
     MOSTLY_F16 = 1
     MOSTLY_TQ1_0 = 36
     MOSTLY_TQ2_0 = 37
-    MOSTLY_I2_S = 40  # bitnet.cpp fork
+    MOSTLY_I2_S = 40  # bitnet.cpp fork (mainline's MOSTLY_Q1_0 = 40)
+    MOSTLY_Q2_0 = 41  # mainline
 
 
 QUANTIZATION_VERSION = 2  # `general.quantization_version` of the files we write (ggml's)

@@ -8,6 +8,7 @@ problem. Tensor data is handed out as zero-copy views of a read-only mapping.
 
 from __future__ import annotations
 
+import bisect
 import mmap
 import os
 import stat
@@ -24,6 +25,8 @@ from .constants import (
     DEFAULT_ALIGNMENT,
     GGUF_MAGIC,
     GGUF_VERSION,
+    LEGACY_Q2_0_G128,
+    REFUSED_TYPES,
     TL1_TYPE_ID,
     VALUE_DTYPES,
     GGMLType,
@@ -252,6 +255,7 @@ class GGUFReader:
             self.tensors[name] = None  # type: ignore[assignment]  # reserve for dup check
         data_start = -(-c.pos // self.alignment) * self.alignment
         self.data_offset = data_start
+        self._refuse_legacy_q2_0(infos, data_start)
         for name, ne, ggml_type, offset, nbytes in infos:
             if offset % self.alignment:
                 raise FormatError(
@@ -265,6 +269,32 @@ class GGUFReader:
                     f"of {self.file_size} bytes (truncated?)"
                 )
             self.tensors[name] = TensorInfo(name, tuple(reversed(ne)), ne, ggml_type, start, nbytes)
+
+    def _refuse_legacy_q2_0(self, infos: list, data_start: int) -> None:
+        """Refuse id-42 tensors that hold PrismML's legacy group-128 blocks (34 bytes per 128
+        weights) instead of mainline Q2_0 (18 bytes per 64): the file does not record the
+        block size, only the space between a tensor and the next one (or the end of the file)
+        tells them apart (docs/FORMATS.md 3.11)."""
+        if not any(info[2] == GGMLType.Q2_0 for info in infos):
+            return
+        starts = sorted({data_start + info[3] for info in infos} | {self.file_size})
+        block, size = LEGACY_Q2_0_G128
+        for name, ne, ggml_type, offset, nbytes in infos:
+            if ggml_type != GGMLType.Q2_0:
+                continue
+            start = data_start + offset
+            nxt = starts[min(bisect.bisect_right(starts, start), len(starts) - 1)]
+            n = 1
+            for d in ne:
+                n *= d
+            legacy = n // block * size if ne[0] % block == 0 else None
+            if nbytes > nxt - start and legacy is not None and legacy <= nxt - start:
+                raise FormatError(
+                    f"tensor {name!r} is stored as type 42 (Q2_0) with {nxt - start} bytes of "
+                    f"data: that is PrismML's legacy group-128 Q2_0 ({n // block} blocks of "
+                    f"{size} bytes), not mainline Q2_0 (group 64: {nbytes} bytes). tribit "
+                    "reads only mainline Q2_0; use a current Q2_0 file (the Ternary Bonsai "
+                    "'Q2_0' downloads re-released for mainline llama.cpp)")
 
     @staticmethod
     def _value_type(raw: int, key: str) -> GGUFValueType:
@@ -324,6 +354,11 @@ class GGUFReader:
                 f"tensor {name!r} is TL1 (type 38): TL1/TL2 files are tied to a kernel "
                 "configuration the file does not carry; convert the checkpoint again"
             )
+        if ggml_type in REFUSED_TYPES:
+            raise FormatError(
+                f"tensor {name!r} is {REFUSED_TYPES[ggml_type]}: its weights are stored in a "
+                "Hadamard-rotated basis that only PrismML's llama.cpp fork computes; tribit "
+                "cannot run it (use the model's mainline Q2_0 file)")
         if ggml_type not in BLOCK_SIZES and ggml_type != GGMLType.I2_S:
             raise FormatError(f"tensor {name!r} has unknown ggml type {ggml_type}")
         try:

@@ -121,6 +121,14 @@ class Tribit:
     TRAIN_SEED = "tribit.train.seed"
 
 
+class Prism:
+    """PrismML's keys: `prism.hadamard.*` declares Hadamard-folded weights (Ternary
+    Bonsai-2): every folded matmul needs its activations rotated first, which tribit does
+    not do, so a file carrying any such key is refused (docs/FORMATS.md 3.11)."""
+
+    HADAMARD_PREFIX = "prism.hadamard."
+
+
 def scale_key(tensor: str) -> str:
     """The metadata key holding the exact weight scale of ternary tensor `tensor`."""
     return Tribit.SCALE_PREFIX + tensor

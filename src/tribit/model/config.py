@@ -16,6 +16,7 @@ from ..formats.keys import (
     Arch,
     General,
     PoolingType,
+    Prism,
     arch_key,
 )
 
@@ -91,6 +92,7 @@ def config_from_metadata(
     md: dict[str, Any], n_vocab: int, has_output: bool, n_ctx: int | None = None
 ) -> ModelConfig:
     """Build and validate the configuration of a GGUF file's model."""
+    refuse_rotated(md)
     arch = md.get(General.ARCHITECTURE)
     if arch not in ARCHS:
         raise ModelError(
@@ -191,6 +193,18 @@ def config_from_metadata(
         qk_norm=arch in QK_NORM_ARCHS,
         pooling=pooling,
     )
+
+
+def refuse_rotated(md: dict[str, Any]) -> None:
+    """ModelError for a file whose weights are Hadamard-folded (`prism.hadamard.*` keys):
+    computing it as stored gives fluent nonsense (stock llama.cpp does exactly that)."""
+    keys = sorted(k for k in md if k.startswith(Prism.HADAMARD_PREFIX))
+    if keys:
+        raise ModelError(
+            f"this file declares Hadamard-folded weights ({', '.join(keys[:3])}"
+            f"{', ...' if len(keys) > 3 else ''}): every folded matmul needs its activations "
+            "rotated first (PrismML's Ternary Bonsai-2 format), which tribit does not do; "
+            "computing the weights as stored would give fluent nonsense, so it is refused")
 
 
 def _caller_outside_tribit() -> int:

@@ -31,6 +31,8 @@ from ..formats.keys import (
 from .config import ModelConfig, check_ctx, config_from_metadata
 from .slots import SlotTable
 from .weights import (
+    GroupWeight,
+    check_group_mode,
     check_head_type,
     check_tensors,
     dims,
@@ -38,7 +40,7 @@ from .weights import (
     read_f32,
     read_float_matrix,
     read_norm,
-    read_ternary,
+    read_projection,
     repack_float_matrix,
 )
 
@@ -127,7 +129,7 @@ def _human(n: int) -> str:
 
 def check_arguments(n_threads: int | None = None, n_ctx: int | None = None, n_seq: int = 1,
                     kv_type: str = "f16", isa: str | None = None,
-                    head_type: str | None = None) -> int:
+                    head_type: str | None = None, group_mode: str = "llama") -> int:
     """What `load` refuses before it reads any file (ModelError naming the argument);
     returns the thread count to use. n_ctx is checked against the model at load, here
     only against what the core supports."""
@@ -142,6 +144,7 @@ def check_arguments(n_threads: int | None = None, n_ctx: int | None = None, n_se
             raise ModelError(f"n_ctx must be an integer, got {n_ctx!r}")
         check_ctx(int(n_ctx))
     check_head_type(head_type)
+    check_group_mode(group_mode)
     if isa is not None and isa not in _core.runnable_isas():
         raise ModelError(f"ISA {isa!r} cannot run on this CPU; available: "
                          f"{', '.join(_core.runnable_isas())}")
@@ -157,6 +160,7 @@ def load(
     isa: str | None = None,
     head_type: str | None = None,
     cls: type[Model] | None = None,
+    group_mode: str = "llama",
 ) -> Model:
     """Load a GGUF model; with no path, the embedded default model.
 
@@ -167,6 +171,9 @@ def load(
     head_type: "q8_0" or "q6_k" repacks an F32/F16/BF16 token_embd/output once, here, into
     that smaller type (a faster, slightly lossy head; tied heads keep one copy); None
     (default) keeps the file's type, lossless. Q6_K needs n_embd % 256 == 0, Q8_0 % 32.
+    group_mode: how Q2_0 / Q1_0 weights compute (docs/FORMATS.md 3.11): "llama" (default),
+    activations quantized to Q8_0 blocks as llama.cpp does; "float", the float-activation
+    reference (dequantized weights times float activations).
     cls: the class of the result, a subclass of Model (`tribit.load` passes the public
     `tribit.Model`, which adds the generation methods).
     """
@@ -176,12 +183,12 @@ def load(
         path = default_model_path()
         if path is None:
             raise ModelError("no model path given and no embedded default model is installed")
-    n_threads = check_arguments(n_threads, n_ctx, n_seq, kv_type, isa, head_type)
+    n_threads = check_arguments(n_threads, n_ctx, n_seq, kv_type, isa, head_type, group_mode)
     t0, rss0 = time.perf_counter(), _rss_bytes()
     reader = GGUFReader(path)
     try:
         return _build(reader, path, n_threads, n_ctx, kv_type, int(n_seq), isa, head_type, t0, rss0,
-                      cls or Model)
+                      cls or Model, group_mode)
     except TribitError:
         raise
     except (MemoryError, ValueError, TypeError, RuntimeError, OverflowError, IndexError) as e:
@@ -192,7 +199,7 @@ def load(
 
 
 def _build(reader, path, n_threads, n_ctx, kv_type, n_seq, isa, head_type, t0, rss0,
-           cls: type[Model]) -> Model:
+           cls: type[Model], group_mode: str = "llama") -> Model:
     md = reader.metadata
     if TOKEN_EMBD not in reader.tensors:
         raise ModelError(f"missing tensor {TOKEN_EMBD!r}")
@@ -226,6 +233,7 @@ def _build(reader, path, n_threads, n_ctx, kv_type, n_seq, isa, head_type, t0, r
         kv_f16=kv_type == "f16",
         n_threads=n_threads,
         isa=isa,
+        group_f32=group_mode == "float",
     )
     types: dict[str, int] = {}
     n_norm_in = 0  # per-projection input norms loaded
@@ -242,8 +250,11 @@ def _build(reader, path, n_threads, n_ctx, kv_type, n_seq, isa, head_type, t0, r
             native.set_input_norm(i, PROJECTION[which].suffix, w_in)
             n_norm_in += 1
         for p in PROJECTIONS:
-            w = read_ternary(reader, block_tensor(i, p.suffix), p.shape(d))
-            native.set_ternary(i, p.suffix, w.t, float(w.gamma))
+            w = read_projection(reader, block_tensor(i, p.suffix), p.shape(d))
+            if isinstance(w, GroupWeight):
+                native.set_group(i, p.suffix, w.raw, w.qtype)
+            else:
+                native.set_ternary(i, p.suffix, w.t, float(w.gamma))
             types[w.source_type] = types.get(w.source_type, 0) + 1
             del w  # one projection's int8 copy at a time
     head_shape = (cfg.n_vocab, cfg.n_embd)

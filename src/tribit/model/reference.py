@@ -26,9 +26,10 @@ from ..formats.keys import (
     TOKEN_EMBD,
     block_tensor,
 )
-from ..quant import quantize_activations, ternary_matmul_ref
+from ..quant import lowbit, quantize_activations, ternary_matmul_ref
 from .config import ModelConfig, config_from_metadata
 from .weights import (
+    GroupWeight,
     block_norms,
     dims,
     float_matrix_f32,
@@ -36,7 +37,7 @@ from .weights import (
     read_f32,
     read_float_matrix,
     read_norm,
-    read_ternary,
+    read_projection,
     repack_float_matrix,
 )
 
@@ -45,15 +46,16 @@ from .weights import (
 class ReferenceWeights:
     config: ModelConfig
     tok_embd: np.ndarray  # (n_vocab, n_embd) float64
-    output: np.ndarray  # head, (n_vocab, n_embd)
+    output: np.ndarray | GroupWeight  # head, (n_vocab, n_embd); Q2_0 / Q1_0 as blocks
     output_norm: np.ndarray
     # per layer: norms by GGUF suffix (float64, or None where absent), projections by
-    # `which` ((t, gamma)), and "norm_in": `which` -> float64 input norm, where present
+    # `which` ((t, gamma) or GroupWeight), and "norm_in": `which` -> float64 input norm
     layers: list[dict]
+    group_mode: str = "llama"  # how Q2_0 / Q1_0 matrices compute (docs/FORMATS.md 3.11)
 
 
 def load_reference(
-    path, n_ctx: int | None = None, head_type: str | None = None
+    path, n_ctx: int | None = None, head_type: str | None = None, group_mode: str = "llama"
 ) -> ReferenceWeights:
     """Read a GGUF file into the oracle's weights (every tensor in memory).
 
@@ -69,10 +71,14 @@ def load_reference(
         raw, qt = repack_float_matrix(raw, qt, shape, head_type, name)
         return float_matrix_f32(raw, qt, shape).astype(np.float64)
 
+    def group_head(name: str):
+        raw, qt = read_float_matrix(r, name, shape)
+        return GroupWeight(raw, qt, shape, qt.upper()) if qt in lowbit.BLOCK_VALUES else None
+
     emb = head(TOKEN_EMBD)
-    out = emb
+    out = group_head(TOKEN_EMBD) or emb
     if not cfg.tied_head:
-        out = head(OUTPUT)
+        out = group_head(OUTPUT) or head(OUTPUT)
     d = dims(cfg)
     layers = []
     for i in range(cfg.n_layer):
@@ -83,19 +89,31 @@ def load_reference(
             layer[n.suffix] = read_norm(r, i, n, d).astype(np.float64)
         layer["norm_in"] = {k: v.astype(np.float64) for k, v in input_norms(r, i, d).items()}
         for p in PROJECTIONS:
-            w = read_ternary(r, block_tensor(i, p.suffix), p.shape(d))
-            layer[p.which] = (w.t, w.gamma)
+            w = read_projection(r, block_tensor(i, p.suffix), p.shape(d))
+            layer[p.which] = w if isinstance(w, GroupWeight) else (w.t, w.gamma)
         layers.append(layer)
     norm = read_f32(r, OUTPUT_NORM, (n_embd,)).astype(np.float64)
-    return ReferenceWeights(cfg, emb, out, norm, layers)
+    return ReferenceWeights(cfg, emb, out, norm, layers, group_mode)
 
 
 def rmsnorm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
 
 
-def bitlinear(x: np.ndarray, tw: tuple[np.ndarray, np.float32]) -> np.ndarray:
-    """The lossless BitLinear: int8 per-token activations, exact integer sums."""
+def group_linear(x: np.ndarray, g: GroupWeight, mode: str) -> np.ndarray:
+    """A Q2_0 / Q1_0 matrix in mode (a) "llama" or (b) "float" (quant/lowbit.py)."""
+    x32 = x.astype(np.float32)
+    if mode == "float":
+        return lowbit.matmul_f32(g.raw, g.shape, g.qtype, x32).astype(np.float64)
+    q, d = lowbit.quantize_act_q8_0(x32)
+    return lowbit.matmul_q8(g.raw, g.shape, g.qtype, q, d).astype(np.float64)
+
+
+def bitlinear(x: np.ndarray, tw, mode: str = "llama") -> np.ndarray:
+    """The lossless BitLinear: int8 per-token activations, exact integer sums (a Q2_0 /
+    Q1_0 projection: `group_linear`)."""
+    if isinstance(tw, GroupWeight):
+        return group_linear(x, tw, mode)
     t, gamma = tw
     q, scale, _ = quantize_activations(x.astype(np.float32))
     return ternary_matmul_ref(t, gamma, q, scale).astype(np.float64)
@@ -135,6 +153,7 @@ def forward(w: ReferenceWeights, tokens, act=None, hidden: bool = False,
     x = w.tok_embd[tokens]
     mask = np.triu(np.full((n, n), -np.inf), k=1)
     group = cfg.n_head // cfg.n_head_kv
+    gm = w.group_mode
     if act is None:
         act = (
             (lambda g: np.maximum(g, 0) ** 2)
@@ -148,7 +167,7 @@ def forward(w: ReferenceWeights, tokens, act=None, hidden: bool = False,
                 x = rmsnorm(x, L["norm_in"][which], cfg.norm_eps)
             if codes is not None:
                 codes.append((li, which, quantize_activations(x.astype(np.float32))[0]))
-            return bitlinear(x, L[which])
+            return bitlinear(x, L[which], gm)
 
         h = rmsnorm(x, L[ATTN_NORM.suffix], cfg.norm_eps)
         q = proj(h, "q").reshape(n, cfg.n_head, hd)
@@ -172,4 +191,8 @@ def forward(w: ReferenceWeights, tokens, act=None, hidden: bool = False,
             f = rmsnorm(f, L[FFN_SUB_NORM.suffix], cfg.norm_eps)
         x = x + proj(f, "down")
     out = rmsnorm(x, w.output_norm, cfg.norm_eps)
-    return out if hidden else out @ w.output.T
+    if hidden:
+        return out
+    if isinstance(w.output, GroupWeight):
+        return group_linear(out, w.output, w.group_mode)
+    return out @ w.output.T

@@ -38,6 +38,7 @@ from ..quant import (
     dequantize_q6_k,
     dequantize_q8_0,
     f32_to_bf16,
+    lowbit,
     quantize_q6_k,
     quantize_q8_0,
     unpack_i2s,
@@ -52,12 +53,20 @@ FLOAT_TYPES = {
     GGMLType.BF16: "bf16",
     GGMLType.Q8_0: "q8_0",
     GGMLType.Q6_K: "q6_k",
+    GGMLType.Q2_0: "q2_0",
+    GGMLType.Q1_0: "q1_0",
 }
+# group-scaled low-bit projection types (docs/FORMATS.md 3.11): kept as their ggml blocks,
+# computed in a `GROUP_MODES` mode, never ternarized per tensor
+GROUP_TYPES = {GGMLType.Q2_0: "q2_0", GGMLType.Q1_0: "q1_0"}
+# "llama": mode (a), Q8_0 activations as llama.cpp; "float": mode (b), float activations
+GROUP_MODES = ("llama", "float")
 # what tribit.load(head_type=...) can repack an F32/F16/BF16 embedding/head into,
 # with the block length its rows must be a multiple of
 HEAD_TYPES = {"q8_0": 32, "q6_k": 256}
 _ROW_BYTES = {"f32": lambda k: 4 * k, "f16": lambda k: 2 * k, "bf16": lambda k: 2 * k,
-              "q8_0": lambda k: k // 32 * 34, "q6_k": lambda k: k // 256 * 210}
+              "q8_0": lambda k: k // 32 * 34, "q6_k": lambda k: k // 256 * 210,
+              "q2_0": lambda k: k // 64 * 18, "q1_0": lambda k: k // 128 * 18}
 
 
 def dims(cfg: ModelConfig) -> Dims:
@@ -120,7 +129,8 @@ def read_float_matrix(reader: GGUFReader, name: str, shape: tuple[int, int], cop
     ti = require(reader, name, shape)
     if ti.ggml_type not in FLOAT_TYPES:
         raise ModelError(
-            f"tensor {name!r} is {ti.type_name}; tribit reads F32, F16, BF16, Q8_0 or Q6_K for it"
+            f"tensor {name!r} is {ti.type_name}; tribit reads F32, F16, BF16, Q8_0, Q6_K, Q2_0 "
+            "or Q1_0 for it"
         )
     return (reader.copy(name) if copy else reader.raw(name)), FLOAT_TYPES[ti.ggml_type]
 
@@ -135,6 +145,8 @@ def float_matrix_f32(raw: np.ndarray, qtype: str, shape: tuple[int, int]) -> np.
         return bf16_to_f32(raw.view("<u2")).reshape(shape)
     if qtype == "q6_k":
         return dequantize_q6_k(raw, shape)
+    if qtype in ("q2_0", "q1_0"):
+        return lowbit.dequantize(raw, shape, qtype)
     return dequantize_q8_0(raw, shape)
 
 
@@ -181,6 +193,32 @@ def repack_float_matrix(
         x = float_matrix_f32(flat[r0 * src_rb:r1 * src_rb], qtype, (r1 - r0, k))
         out[r0:r1] = quant(np.ascontiguousarray(x, np.float32))
     return out, head_type
+
+
+@dataclass
+class GroupWeight:
+    raw: np.ndarray  # the ggml blocks, (m * k / block * 18,) uint8
+    qtype: str  # "q2_0" | "q1_0"
+    shape: tuple[int, int]
+    source_type: str
+
+
+def check_group_mode(mode: str) -> None:
+    if mode not in GROUP_MODES:
+        raise ModelError(f"group_mode must be one of {', '.join(GROUP_MODES)}, got {mode!r}")
+
+
+def read_projection(reader: GGUFReader, name: str,
+                    shape: tuple[int, int]) -> TernaryWeight | GroupWeight:
+    """A projection: Q2_0 / Q1_0 as their blocks (group scales, not one ternary scale),
+    anything else as exact ternary values and a per-tensor scale (`read_ternary`)."""
+    ti = require(reader, name, shape)
+    if ti.ggml_type in GROUP_TYPES:
+        if scale_tensor(name) in reader.tensors:
+            raise ModelError(f"tensor {scale_tensor(name)!r}: a {ti.type_name} projection takes "
+                             "no output multiplier")
+        return GroupWeight(reader.raw(name), GROUP_TYPES[ti.ggml_type], shape, ti.type_name)
+    return read_ternary(reader, name, shape)
 
 
 def read_ternary(reader: GGUFReader, name: str, shape: tuple[int, int]) -> TernaryWeight:
@@ -236,7 +274,7 @@ def read_ternary(reader: GGUFReader, name: str, shape: tuple[int, int]) -> Terna
 
 NORM_TYPES = (GGMLType.F32, GGMLType.F16, GGMLType.BF16)
 TERNARY_TYPES = (GGMLType.TQ1_0, GGMLType.TQ2_0, GGMLType.I2_S, GGMLType.F32, GGMLType.F16,
-                 GGMLType.BF16)
+                 GGMLType.BF16, GGMLType.Q2_0, GGMLType.Q1_0)
 
 
 def check_tensors(reader: GGUFReader, cfg: ModelConfig) -> None:
@@ -251,7 +289,7 @@ def check_tensors(reader: GGUFReader, cfg: ModelConfig) -> None:
             raise ModelError(f"tensor {name!r} is {ti.type_name}; {what}")
 
     norm_msg = "norms must be F32, F16 or BF16"
-    tern_msg = "ternary projections must be TQ1_0, TQ2_0, I2_S, F32, F16 or BF16"
+    tern_msg = "ternary projections must be TQ1_0, TQ2_0, I2_S, Q2_0, Q1_0, F32, F16 or BF16"
     d = dims(cfg)
     for i in range(cfg.n_layer):
         for norm in block_norms(cfg):
@@ -268,7 +306,7 @@ def check_tensors(reader: GGUFReader, cfg: ModelConfig) -> None:
                 ti = reader.tensors[scale_name]
                 if ti.ggml_type not in NORM_TYPES or int(np.prod(ti.shape)) != 1:
                     raise ModelError(f"tensor {scale_name!r} must hold one F32/F16/BF16 value")
-    float_msg = "tribit reads F32, F16, BF16 or Q8_0 for it"
+    float_msg = "tribit reads F32, F16, BF16, Q8_0, Q6_K, Q2_0 or Q1_0 for it"
     need(TOKEN_EMBD, (cfg.n_vocab, cfg.n_embd), tuple(FLOAT_TYPES), float_msg)
     if not cfg.tied_head:
         need(OUTPUT, (cfg.n_vocab, cfg.n_embd), tuple(FLOAT_TYPES), float_msg)

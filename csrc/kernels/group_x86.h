@@ -1,0 +1,141 @@
+// The x86 group matmul (Q2_0 / Q1_0 weights x Q8_0 activations, mode a of kernels.h),
+// written once over an integer-dot trait: AVX2 (vpmaddubsw into int16, widened once per
+// 32-weight block) and AVX-512 VNNI (vpdpbusd into int32, 256-bit). Included by
+// group_avx2.cpp and group_avx512.cpp, each compiled with its own flags; internal linkage.
+//
+// Lanes are rows: one ymm holds the 8 rows of a row group (the layout of kernels.h), so each
+// int32 lane sums one row's 32-weight activation block by itself, and the float epilogue
+// is lane-wise in exactly the generic kernel's order: S = sum - bsum (Q1_0: 2 sum - bsum),
+// t = t + da * float(S) per activation block, acc = acc + dw * t per weight block.
+#pragma once
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "kernels.h"
+
+namespace tribit {
+namespace {
+
+inline __m256i load_i32_bcast(const int8_t* p) {
+    int32_t v;
+    std::memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+// The 32 codes (8 rows x 4 weights) of one Q2_0 step: bytes 4g..4g+3 are row g's.
+inline __m256i unpack_q2_step(const uint8_t* p) {
+    int64_t v;
+    std::memcpy(&v, p, 8);
+    const __m256i shifts = _mm256_setr_epi64x(0, 2, 4, 6);
+    return _mm256_and_si256(_mm256_srlv_epi64(_mm256_set1_epi64x(v), shifts), _mm256_set1_epi8(3));
+}
+
+// Rows [r0, r1) of row group g for the T tokens from j0.
+template <class Dot, GroupType Type, int T>
+inline void group_tile(float* y, int64_t ldy, const GroupMatrix& w, const int8_t* q, const float* d,
+                       const int32_t* bsum, int64_t j0, int64_t g, int64_t r0, int64_t r1) {
+    constexpr int per = Type == GroupType::q2_0 ? 2 : 4;  // activation blocks per weight block
+    constexpr int step_bytes = Type == GroupType::q2_0 ? 8 : 4;
+    const int64_t block = per * 32, nb = w.k / block, na = w.k / 32;
+    const uint8_t* base = w.data + g * w.group_bytes;
+    __m256 acc[T];
+    for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t* blk = base + b * kGroupBlockBytes;
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)blk));
+        __m256 tb[T];
+        for (int t = 0; t < T; t++) tb[t] = _mm256_setzero_ps();
+        for (int h = 0; h < per; h++) {
+            typename Dot::Acc s0[T], s1[T];  // even and odd steps: two independent chains
+            for (int t = 0; t < T; t++) s0[t] = s1[t] = Dot::zero();
+            const uint8_t* st = blk + 16 + h * 8 * step_bytes;
+            const int64_t qoff = b * block + h * 32;
+            for (int s = 0; s < 8; s += 2) {
+                const __m256i c0 = Dot::template unpack<Type>(st + s * step_bytes);
+                const __m256i c1 = Dot::template unpack<Type>(st + (s + 1) * step_bytes);
+                for (int t = 0; t < T; t++) {
+                    const int8_t* qt = q + (j0 + t) * w.k + qoff + 4 * s;
+                    s0[t] = Dot::step(s0[t], c0, load_i32_bcast(qt));
+                    s1[t] = Dot::step(s1[t], c1, load_i32_bcast(qt + 4));
+                }
+            }
+            for (int t = 0; t < T; t++) {
+                const int64_t a = (j0 + t) * na + b * per + h;
+                __m256i sum = Dot::finish(s0[t], s1[t]);
+                if (Type == GroupType::q1_0) sum = _mm256_slli_epi32(sum, 1);
+                sum = _mm256_sub_epi32(sum, _mm256_set1_epi32(bsum[a]));
+                tb[t] = _mm256_add_ps(tb[t], _mm256_mul_ps(_mm256_set1_ps(d[a]), _mm256_cvtepi32_ps(sum)));
+            }
+        }
+        for (int t = 0; t < T; t++) acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(dw, tb[t]));
+    }
+    const int64_t g0 = g * kGroupRows;
+    for (int t = 0; t < T; t++) {
+        float* yt = y + (j0 + t) * ldy;
+        if (r0 == g0 && r1 == g0 + kGroupRows) {
+            _mm256_storeu_ps(yt + g0, acc[t]);
+        } else {
+            alignas(32) float tmp[kGroupRows];
+            _mm256_store_ps(tmp, acc[t]);
+            for (int64_t r = r0; r < r1; r++) yt[r] = tmp[r - g0];
+        }
+    }
+}
+
+template <class Dot, GroupType Type>
+void group_matmul_x86(float* y, int64_t ldy, const GroupMatrix& w, const int8_t* q, const float* d,
+                      const int32_t* bsum, int64_t n, int64_t row_begin, int64_t row_end) {
+    if (row_begin >= row_end) return;
+    for (int64_t g = row_begin / kGroupRows; g * kGroupRows < row_end; g++) {
+        const int64_t r0 = g * kGroupRows > row_begin ? g * kGroupRows : row_begin;
+        const int64_t r1 = (g + 1) * kGroupRows < row_end ? (g + 1) * kGroupRows : row_end;
+        int64_t j = 0;
+        for (; j + 4 <= n; j += 4) group_tile<Dot, Type, 4>(y, ldy, w, q, d, bsum, j, g, r0, r1);
+        switch (n - j) {
+            case 3: group_tile<Dot, Type, 3>(y, ldy, w, q, d, bsum, j, g, r0, r1); break;
+            case 2: group_tile<Dot, Type, 2>(y, ldy, w, q, d, bsum, j, g, r0, r1); break;
+            case 1: group_tile<Dot, Type, 1>(y, ldy, w, q, d, bsum, j, g, r0, r1); break;
+            default: break;
+        }
+    }
+}
+
+// Q8_0 activations with llama.cpp's x86 arithmetic (kernels.h), 8 values a vector.
+inline void quantize_q8_0_x86(int8_t* q, float* d, int32_t* bsum, const float* x, int64_t ldx,
+                              int64_t n, int64_t k) {
+    const int64_t nb = k / 32;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t j = 0; j < n; j++) {
+        for (int64_t b = 0; b < nb; b++) {
+            const float* xb = x + j * ldx + b * 32;
+            __m256 v[4];
+            for (int i = 0; i < 4; i++) v[i] = _mm256_loadu_ps(xb + 8 * i);
+            __m256 mx = _mm256_andnot_ps(sign, v[0]);
+            for (int i = 1; i < 4; i++) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, v[i]));
+            __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(mx, 1), _mm256_castps256_ps128(mx));
+            m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+            const float amax = _mm_cvtss_f32(m4);
+            const float dd = amax / 127.0f;
+            d[j * nb + b] = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph(_mm_set_ss(dd), _MM_FROUND_TO_NEAREST_INT)));
+            const __m256 id = _mm256_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
+            __m256i iv[4];
+            for (int i = 0; i < 4; i++)
+                iv[i] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[i], id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+            __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(iv[0], iv[1]), _mm256_packs_epi32(iv[2], iv[3]));
+            p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256((__m256i*)(q + j * k + b * 32), p);
+            // the sum of the stored (saturated) codes
+            const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), p), _mm256_set1_epi16(1));
+            __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+            bsum[j * nb + b] = _mm_cvtsi128_si32(s4);
+        }
+    }
+}
+
+}  // namespace
+}  // namespace tribit
