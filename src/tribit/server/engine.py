@@ -10,6 +10,7 @@ Cancelled requests (the client left) leave the batch between steps. All decoding
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -19,9 +20,15 @@ from typing import Any
 
 from ..generation import FINISH_ERROR, BatchGenerator, GenerationChunk
 
+log = logging.getLogger("tribit.serve")
+
 
 class QueueFullError(Exception):
     """The request queue is at its limit (the server answers 503)."""
+
+
+class EngineStoppedError(Exception):
+    """The engine thread is not running: shut down, or died (the server answers 503)."""
 
 
 @dataclass
@@ -62,6 +69,7 @@ class Engine:
         self._waiting: deque[Job] = deque()
         self._active: dict[int, Job] = {}  # uid -> job
         self._stop = False
+        self.error: str | None = None  # why the engine thread died, if it did
         self._thread = threading.Thread(target=self._run, name="tribit-engine", daemon=True)
 
     # -- client side ---------------------------------------------------------------
@@ -74,8 +82,17 @@ class Engine:
             self._cv.notify_all()
         self._thread.join(timeout=5)
 
+    @property
+    def alive(self) -> bool:
+        """The engine thread is running: False before `start`, after `shutdown`, and when
+        it died (`error` says why); a health check fails on it."""
+        return self._thread.is_alive()
+
     def submit(self, job: Job) -> None:
         with self._cv:
+            if self._stop or self.error is not None:
+                why = f": {self.error}" if self.error else ""
+                raise EngineStoppedError(f"the engine has stopped{why}")
             if len(self._waiting) >= self.max_queue:
                 raise QueueFullError(f"the request queue is full ({self.max_queue} waiting)")
             self._waiting.append(job)
@@ -92,12 +109,30 @@ class Engine:
 
     # -- engine thread -------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as e:  # a bug: fail every request instead of leaving it hanging
+            self.error = f"{type(e).__name__}: {e}"
+            log.error("the engine thread died: %s", self.error, exc_info=True)
+            self._fail_all(e)
+
+    def _fail_all(self, e: BaseException) -> None:
+        """End every active and waiting job with an error chunk (none is left hanging)."""
+        with self._cv:
+            jobs = [*self._active.values(), *self._waiting]
+            self._active.clear()
+            self._waiting.clear()
+        for job in jobs:
+            self._emit(job, _error_chunk(e))
+
+    def _loop(self) -> None:
         while True:
             with self._cv:
                 while not self._stop and not self._waiting and not self._active:
                     self._cv.wait()
                 if self._stop:
                     self.batch.close()
+                    self._fail_all(EngineStoppedError("the server is shutting down"))
                     return
                 admitted = self._admit()
             for job in admitted:

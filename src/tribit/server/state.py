@@ -24,6 +24,7 @@ class ServerSettings:
     max_body_bytes: int = 4 << 20
     model_name: str | None = None
     head_type: str | None = None  # tribit.load's: repack the head at load
+    stream_interval_ms: float = 0.0  # > 0: at most one SSE text event per interval
 
 
 class State:
