@@ -20,6 +20,7 @@ ALLOWED = {
     "llm": {"errors", "model", "generation", "completion", "llm"},
     "cli": None,  # public API only: checked below
     "server": None,
+    "integrations": None,  # public API and tribit.server.app only (optional extras: Ray)
     "convert": {"errors", "formats", "quant", "tokenizer", "convert", "data"},
     "bench": None,  # benchmarks may use anything, including _core
     "data": {"data"},
