@@ -14,7 +14,8 @@ cancels its request: Serve cancels the replica's task, the app's stream ends in 
 `finally` and the engine frees the slot.
 
 Sizing (`deployment_options`): each replica books `threads` CPUs and runs exactly `threads`
-threads (Ray only books CPUs; tribit's thread count is set, not guessed); Serve sends a
+threads (Ray only books CPUs; tribit's thread count is set, not guessed; by default the
+CPUs of the machine building the app less one, left to Ray's own processes); Serve sends a
 replica at most `slots` requests at a time (its default of 5 would silently cap a bigger
 replica or queue inside a smaller one) and queues at most `max_queued` more before
 answering 503; with `max_replicas` it autoscales on ongoing requests per replica (target
@@ -62,7 +63,8 @@ class ServeArgs(BaseModel):
     slots: int = Field(4, ge=1, description="sequence slots per replica (tribit serve -np)")
     ctx: int | None = Field(None, ge=1, description="context per slot (tribit serve -c)")
     threads: int | None = Field(None, ge=1, description="threads and CPUs per replica "
-                                "(default: the CPUs of the machine building the app)")
+                                "(default: the CPUs of the machine building the app, less "
+                                "one for Ray's own processes)")
     head_type: str | None = Field(None, description="repack the head at load: q8_0, q6_k")
     api_key: str | None = Field(None, description="Bearer key every replica requires")
     api_key_file: str | None = Field(None, description="file holding the key, on every node")
@@ -84,12 +86,16 @@ class ServeArgs(BaseModel):
     name: str = Field("tribit", description="the deployment's name")
 
     def resolved_threads(self) -> int:
+        """`threads`, or this machine's CPUs less one: Ray's GCS, raylet, controller and
+        proxy need some CPU, and an engine thread they preempt stalls every step
+        (docs/SCALING.md, "Overhead")."""
         if self.threads is not None:
             return self.threads
         try:
-            return len(os.sched_getaffinity(0))
+            n = len(os.sched_getaffinity(0))
         except AttributeError:  # not Linux
-            return os.cpu_count() or 1
+            n = os.cpu_count() or 1
+        return max(1, n - 1)
 
     def api_key_value(self) -> str | None:
         """The key, read from `api_key_file` (on the replica's node) if given."""

@@ -86,19 +86,18 @@ def stream_answer(job: Job, queue: asyncio.Queue, responder: Responder,
                 yield sse(obj)
             async for chunks in _coalesced(queue, interval_s):
                 last = chunks[-1]
-                if len(chunks) > 1:  # one chunk with the text of all, the last one's state
-                    text = "".join(c.text for c in chunks if c.finish_reason != FINISH_ERROR)
-                    body = chunks[-2] if last.finish_reason == FINISH_ERROR else last
-                    for obj in responder.events(dataclasses.replace(body, text=text)):
+                failed = last.finish_reason == FINISH_ERROR
+                texts = chunks[:-1] if failed else chunks
+                if texts:  # one chunk with the text of all and the state of the last
+                    merged = texts[-1]
+                    if len(texts) > 1:
+                        merged = dataclasses.replace(merged, text="".join(c.text for c in texts))
+                    for obj in responder.events(merged):
                         yield sse(obj)
-                if last.finish_reason == FINISH_ERROR:
-                    e = last.error
-                    yield sse({"error": {"message": f"generation failed: {e}",
+                if failed:
+                    yield sse({"error": {"message": f"generation failed: {last.error}",
                                          "type": "server_error"}})
                     break
-                if len(chunks) == 1:
-                    for obj in responder.events(last):
-                        yield sse(obj)
                 if last.finish_reason is not None:
                     for obj in responder.end(last, include_usage):
                         yield sse(obj)
