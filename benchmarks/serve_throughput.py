@@ -21,6 +21,7 @@ and the ratio of each median to the one-stream median, all from this one run.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import statistics
@@ -39,7 +40,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str, parallel: int, threads: int | None, ctx: int) -> tuple:
+def start_server(model: str, parallel: int, threads: int | None, ctx: int,
+                 extra: tuple[str, ...] = ()) -> tuple:
     """Start `tribit serve` on a free loopback port; return (process, base URL) once healthy."""
     port = free_port()
     cmd = [
@@ -58,6 +60,7 @@ def start_server(model: str, parallel: int, threads: int | None, ctx: int) -> tu
     ]
     if threads:
         cmd += ["-t", str(threads)]
+    cmd += list(extra)
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
@@ -133,9 +136,25 @@ def run_streams(
         body = {"prompt": prompt(i), "max_tokens": args.max_tokens, "temperature": 0}
         if bias:
             body["logit_bias"] = bias
+        if getattr(args, "stream", False):
+            return streamed(body)
         r = httpx.post(base + "/v1/completions", json=body, headers=headers, timeout=3600)
         r.raise_for_status()
         return r.json()
+
+    def streamed(body: dict) -> dict:
+        """A streamed request: the last chunk's timings and the usage chunk's usage."""
+        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        out = {"events": 0}
+        with httpx.stream("POST", base + "/v1/completions", json=body, headers=headers,
+                          timeout=3600) as r:
+            r.raise_for_status()
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    chunk = json.loads(line[6:])
+                    out["events"] += 1
+                    out.update({k: chunk[k] for k in ("usage", "timings") if k in chunk})
+        return out
 
     c0 = cpu_seconds(proc)
     t0 = time.perf_counter()
@@ -144,10 +163,12 @@ def run_streams(
     wall = time.perf_counter() - t0
     c1 = cpu_seconds(proc)
     gen = sum(a["usage"]["completion_tokens"] for a in answers)
+    n_events = sum(a.get("events", 0) for a in answers)
     per = [a["timings"]["predicted_per_second"] for a in answers if a.get("timings")]
     # tokens per second of server CPU time: the machine-load-independent view
     cpu_tps = gen / (c1 - c0) if c0 is not None and c1 is not None and c1 > c0 else None
-    return {"tokens": gen, "wall": wall, "tps": gen / wall, "per_stream": per, "cpu_tps": cpu_tps}
+    return {"tokens": gen, "wall": wall, "tps": gen / wall, "per_stream": per, "cpu_tps": cpu_tps,
+            "events": n_events}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3, help="rounds; medians are reported")
     p.add_argument("--api-key", default=None)
+    p.add_argument("--stream", action="store_true", help="streamed requests (SSE)")
     p.add_argument(
         "--ban-eog",
         type=int,

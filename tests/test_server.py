@@ -254,3 +254,72 @@ def test_a_model_that_fails_to_load_is_reported_on_health_and_console(tmp_path):
     finally:
         out = stop_server(proc)
     assert "the model failed to load" in out, out[-2000:]
+
+
+# -- coalesced streams (--stream-interval) ------------------------------------------------
+def _stream_summary(base, route, body, headers=None):
+    """(text, finish_reason, usage, number of text events) of one streamed request."""
+    chat = "chat" in route
+    body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    with httpx.stream("POST", base + route, json=body, headers=headers, timeout=60) as r:
+        assert r.status_code == 200, r.read()
+        data = [x[6:] for x in r.iter_lines() if x.startswith("data: ")]
+    assert data[-1] == "[DONE]"
+    text, finish, usage, n = "", None, None, 0
+    for c in map(json.loads, data[:-1]):
+        usage = c.get("usage") or usage
+        for ch in c["choices"]:
+            piece = (ch["delta"].get("content") or "") if chat else ch["text"]
+            text, n = text + piece, n + bool(piece)
+            finish = ch["finish_reason"] or finish
+    return text, finish, usage, n
+
+
+def test_a_coalesced_stream_has_the_same_text(server, tmp_path):
+    path = tiny_model(tmp_path / "m.gguf", n_vocab=300, ctx=512)
+    cases = [
+        ("/v1/completions", {"prompt": "The cat", "max_tokens": 100, "temperature": 0}),
+        ("/v1/completions", {"prompt": "abc", "max_tokens": 60, "temperature": 0.9, "seed": 4,
+                             "stop": ["q", "zz"]}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}],
+                                  "max_tokens": 80, "temperature": 1.0, "seed": 2}),
+    ]
+    with serving(path, "--parallel", "2", "-c", str(N_CTX), "-t", "1",
+                 "--stream-interval", "50") as coalesced:
+        for route, body in cases:
+            one = _stream_summary(server, route, body, _h())
+            merged = _stream_summary(coalesced, route, body)
+            assert merged[:3] == one[:3], (route, body)
+            assert merged[3] <= one[3]
+        # a fast stream of many tokens goes out in far fewer events
+        one = _stream_summary(server, *cases[0], _h())
+        merged = _stream_summary(coalesced, *cases[0])
+        assert one[3] > 50 and merged[3] < one[3] / 2
+
+
+def test_coalescing_sends_the_text_before_an_error():
+    import asyncio
+
+    from tribit.generation import GenerationChunk
+    from tribit.protocol import Responder
+    from tribit.server.engine import Job
+    from tribit.server.streaming import stream_answer
+
+    async def run(interval):
+        queue = asyncio.Queue()
+        for t in "abc":
+            queue.put_nowait(GenerationChunk(t, 1))
+        err = GenerationChunk("", -1, "error")
+        err.error = RuntimeError("boom")
+        queue.put_nowait(err)
+        job = Job([1], {}, emit=None)
+        resp = stream_answer(job, queue, Responder(chat=False, model="m"), False, interval)
+        out = [x async for x in resp.body_iterator]
+        assert job.cancelled.is_set()
+        return out
+
+    plain, merged = asyncio.run(run(0.0)), asyncio.run(run(0.05))
+    texts = lambda out: [json.loads(x[6:])["choices"][0]["text"]  # noqa: E731
+                         for x in out if '"choices"' in x]
+    assert texts(plain) == ["a", "b", "c"] and texts(merged) == ["abc"]
+    assert "boom" in plain[-2] and plain[-2:] == merged[-2:] and merged[-1] == "data: [DONE]\n\n"

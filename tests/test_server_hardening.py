@@ -219,3 +219,39 @@ def test_engine_isolates_a_failing_job(tmp_path):
     assert mixed[1][-1].finish_reason == "error" and "out of range" in str(mixed[1][-1].error)
     assert mixed[2][-1].finish_reason == "error" and "processor failed" in str(mixed[2][-1].error)
     assert all(c.error is None for c in mixed[0]) and mixed[0][-1].finish_reason == "length"
+
+
+def test_a_dead_engine_thread_fails_health_and_its_requests(tmp_path):
+    """A bug that kills the engine thread must not freeze the server: the waiting requests
+    get an error at once, /health answers 500, new requests 503 (a load balancer or Ray
+    Serve's health check then replaces the replica). Also: create_app(state=) serves a
+    State loaded by the caller."""
+    from fastapi.testclient import TestClient
+
+    from tribit.server.app import ServerSettings, State, create_app
+    from tribit.server.engine import Job
+
+    settings = ServerSettings(str(tiny_model(tmp_path / "m.gguf", n_vocab=N_VOCAB)),
+                              n_parallel=1, n_ctx=64, n_threads=1)
+    state = State(settings)
+    state.load()
+    with TestClient(create_app(settings, state=state)) as client:
+        assert client.get("/health").json() == {"status": "ok"}
+        body = {"prompt": "ab", "max_tokens": 3, "temperature": 0}
+        assert client.post("/v1/completions", json=body).status_code == 200
+        engine = state.engine
+        assert engine.alive
+
+        def boom():
+            raise RuntimeError("a bug in the scheduler")
+
+        engine._admit = boom  # the next loop iteration raises outside any one request
+        got = []
+        engine.submit(Job([1, 2, 3], {"max_tokens": 4}, got.append))
+        engine._thread.join(10)
+        assert not engine.alive and "a bug in the scheduler" in engine.error
+        assert got and got[-1].finish_reason == "error"  # told, not left hanging
+        r = client.get("/health")
+        assert r.status_code == 500 and "a bug in the scheduler" in r.json()["error"]
+        r = client.post("/v1/completions", json=body)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "engine_stopped"

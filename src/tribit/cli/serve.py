@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pooling", choices=("last", "mean", "cls"), default=None,
                    help="pooling of /v1/embeddings, overriding the file's pooling_type (and "
                         "letting a generative model embed); BitNet-embedding needs last")
+    p.add_argument("--stream-interval", type=float, default=0.0, metavar="MS",
+                   help="coalesce streamed tokens: at most one SSE event per MS milliseconds "
+                        "(default 0: one event per token)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
             raise TribitError(f"API key file {args.api_key_file} is empty")
     if args.parallel < 1 or args.max_queue < 1 or args.max_body < 1:
         raise TribitError("--parallel, --max-queue and --max-body must be >= 1")
+    if not 0 <= args.stream_interval <= 10_000:
+        raise TribitError("--stream-interval must be between 0 and 10000 ms")
     _check_model_arguments(args)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         print(f"tribit serve: warning: listening on {args.host} without --api-key: anyone who "
@@ -70,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         model_name=args.alias,
         head_type=args.head_type,
         pooling=args.pooling,
+        stream_interval_ms=args.stream_interval,
     )
     _log_to_console()
     app = create_app(settings)

@@ -3,8 +3,10 @@
     app = create_app(ServerSettings(model_path="model.gguf"))
 
 The model loads in the background at startup (/health answers 503 "loading" meanwhile);
-the engine stops at shutdown. Routes live in `routes`, errors in `errors`, the API key and
-body limit in `guard`, shared state in `state`.
+the engine stops at shutdown. A host that loads the model itself first (a Ray Serve
+replica: tribit.integrations.ray_serve) passes its loaded `State` instead. Routes live in
+`routes`, errors in `errors`, the API key and body limit in `guard`, shared state in
+`state`.
 """
 
 from __future__ import annotations
@@ -19,15 +21,23 @@ from .guard import GuardMiddleware
 from .routes import ROUTES
 from .state import ServerSettings, State
 
-__all__ = ["ServerSettings", "create_app"]
+__all__ = ["ServerSettings", "State", "create_app"]
 
 
-def create_app(settings: ServerSettings, load_in_background: bool = True) -> FastAPI:
-    state = State(settings)
+def create_app(settings: ServerSettings, load_in_background: bool = True,
+               state: State | None = None) -> FastAPI:
+    """The app for `settings`. With `state` (loaded by the caller: `State.load()`) the app
+    serves that model and its settings instead of loading one at startup. Either way it
+    stops the engine at shutdown."""
+    if state is None:
+        state = State(settings)
+    settings = state.settings
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if load_in_background:
+        if state.engine is not None or state.load_error is not None:
+            pass  # loaded by the caller
+        elif load_in_background:
             threading.Thread(target=state.load, daemon=True).start()
         else:
             state.load()

@@ -10,6 +10,7 @@ Cancelled requests (the client left) leave the batch between steps. All decoding
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -22,9 +23,15 @@ import numpy as np
 from ..embedding import EmbeddingBatch
 from ..generation import FINISH_ERROR, BatchGenerator, GenerationChunk
 
+log = logging.getLogger("tribit.serve")
+
 
 class QueueFullError(Exception):
     """The request queue is at its limit (the server answers 503)."""
+
+
+class EngineStoppedError(Exception):
+    """The engine thread is not running: shut down, or died (the server answers 503)."""
 
 
 @dataclass
@@ -84,6 +91,7 @@ class Engine:
         self._waiting: deque[Job] = deque()
         self._active: dict[int, Job] = {}  # uid -> job
         self._stop = False
+        self.error: str | None = None  # why the engine thread died, if it did
         self._thread = threading.Thread(target=self._run, name="tribit-engine", daemon=True)
 
     # -- client side ---------------------------------------------------------------
@@ -96,8 +104,17 @@ class Engine:
             self._cv.notify_all()
         self._thread.join(timeout=5)
 
+    @property
+    def alive(self) -> bool:
+        """The engine thread is running: False before `start`, after `shutdown`, and when
+        it died (`error` says why); a health check fails on it."""
+        return self._thread.is_alive()
+
     def submit(self, job: Job | EmbedJob) -> None:
         with self._cv:
+            if self._stop or self.error is not None:
+                why = f": {self.error}" if self.error else ""
+                raise EngineStoppedError(f"the engine has stopped{why}")
             if len(self._waiting) >= self.max_queue:
                 raise QueueFullError(f"the request queue is full ({self.max_queue} waiting)")
             self._waiting.append(job)
@@ -114,6 +131,29 @@ class Engine:
 
     # -- engine thread -------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as e:  # a bug: fail every request instead of leaving it hanging
+            self.error = f"{type(e).__name__}: {e}"
+            log.error("the engine thread died: %s", self.error, exc_info=True)
+            self._fail_all(e)
+
+    def _fail_all(self, e: BaseException) -> None:
+        """End every active and waiting job with an error (none is left hanging)."""
+        with self._cv:
+            embeds = {id(j): j for j in self._embed_jobs.values()}
+            jobs = [*self._active.values(), *self._waiting, *embeds.values()]
+            self._active.clear()
+            self._waiting.clear()
+            self._embed_jobs.clear()
+        self.embedder.close()
+        for job in jobs:
+            if isinstance(job, EmbedJob):
+                self._deliver(job, e)
+            else:
+                self._emit(job, _error_chunk(e))
+
+    def _loop(self) -> None:
         while True:
             with self._cv:
                 while (not self._stop and not self._waiting and not self._active
@@ -121,7 +161,7 @@ class Engine:
                     self._cv.wait()
                 if self._stop:
                     self.batch.close()
-                    self.embedder.close()
+                    self._fail_all(EngineStoppedError("the server is shutting down"))
                     return
                 admitted = self._admit()
             for job in admitted:

@@ -25,7 +25,7 @@ from ..embedding import POOLINGS, embedding_tokens
 from ..errors import ContextLengthError, ModelError, TribitError
 from ..generation import check_prompt
 from ..protocol import Responder
-from .engine import EmbedJob, Job, QueueFullError
+from .engine import EmbedJob, EngineStoppedError, Job, QueueFullError
 from .errors import context_error, error
 from .schemas import (
     ChatRequest,
@@ -78,6 +78,10 @@ async def health(request: Request):
         return JSONResponse({"status": "error", "error": state.load_error}, status_code=500)
     if state.engine is None:
         return JSONResponse({"status": "loading"}, status_code=503)
+    if not state.engine.alive:  # died (a bug) or shutting down: nothing gets answered
+        why = state.engine.error or "stopped"
+        return JSONResponse({"status": "error", "error": f"the engine thread is not running: "
+                             f"{why}"}, status_code=500)
     return {"status": "ok"}
 
 
@@ -228,11 +232,14 @@ async def _generate(request: Request, state: State, body: SamplingFields, prompt
         state.engine.submit(job)
     except QueueFullError as e:
         return error(503, str(e), "queue_full", etype="unavailable_error")
+    except EngineStoppedError as e:
+        return error(503, str(e), "engine_stopped", etype="unavailable_error")
     except TribitError as e:  # sampling parameters the library refuses
         return error(400, str(e), "invalid_request")
     responder = Responder(chat=chat, model=state.model_id, with_timings=True)
     if body.stream:
-        return stream_answer(job, queue, responder, body.include_usage())
+        return stream_answer(job, queue, responder, body.include_usage(),
+                             state.settings.stream_interval_ms / 1000)
     return await answer(request, job, queue, responder)
 
 
@@ -285,6 +292,8 @@ async def embeddings(request: Request):
         state.engine.submit(job)
     except QueueFullError as e:
         return error(503, str(e), "queue_full", etype="unavailable_error")
+    except EngineStoppedError as e:
+        return error(503, str(e), "engine_stopped", etype="unavailable_error")
     try:
         result = await fut
     finally:

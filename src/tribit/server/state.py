@@ -26,6 +26,7 @@ class ServerSettings:
     head_type: str | None = None  # tribit.load's: repack the head at load
     # the pooling of /v1/embeddings: None: the file's (a file without one is generative)
     pooling: str | None = None
+    stream_interval_ms: float = 0.0  # > 0: at most one SSE text event per interval
 
 
 class State:
