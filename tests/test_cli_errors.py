@@ -93,3 +93,12 @@ def test_context_above_training_is_a_one_line_warning(capsys, model_path):
     warn = [ln for ln in err.splitlines() if "warning" in ln]
     assert warn == ["tribit: warning: n_ctx 512 is above the model's trained context (256): "
                     "positions past it were never trained and answers there may be poor"]
+
+
+def test_every_command_prints_its_help(capsys):
+    """argparse formats help strings with %: a literal % in one crashed `--help`."""
+    from tribit.cli.main import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.choices and isinstance(a.choices, dict))
+    for name, parser in sub.choices.items():
+        assert parser.format_help(), name
