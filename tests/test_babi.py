@@ -99,13 +99,62 @@ def test_splits_use_disjoint_names_and_places():
     tr_names, tr_places = words(babi.generate(3000, "train", seed=1))
     ho_names, ho_places = words(babi.generate(1000, "heldout", seed=1))
     assert not tr_names & ho_names and not tr_places & ho_places
-    assert not {w.lower() for w in tr_names | tr_places} & {
-        w.lower() for w in babi.HELDOUT_NAMES + babi.HELDOUT_PLACES}
+    held = babi.HELDOUT_NAMES + babi.HELDOUT_PLACES + babi.SHAPE_NAMES + babi.SHAPE_PLACES
+    assert not {w.lower() for w in tr_names | tr_places} & {w.lower() for w in held}
+    listed = {w.lower() for w in babi.TRAIN_NAMES + babi.TRAIN_PLACES + babi.HELDOUT_NAMES
+              + babi.HELDOUT_PLACES}
+    assert not listed & {w.lower() for w in babi.SHAPE_NAMES + babi.SHAPE_PLACES}
     assert ho_names <= set(babi.HELDOUT_NAMES) and ho_places <= set(babi.HELDOUT_PLACES)
     assert len(ho_names) > 20 and len(ho_places) > 10
     # the seed prompt's people and places belong to the train split
     assert {"Daniel", "Mary", "Sandra", "John"} <= set(babi.TRAIN_NAMES)
     assert {"garden", "kitchen", "hallway", "bedroom"} <= set(babi.TRAIN_PLACES)
+
+
+def _stats(split: str, n: int = 1000) -> dict:
+    exs = babi.generate(n, split, seed=5, tasks=(1,))
+    sentences = [ex.prompt.count(". ") for ex in exs]  # the story's, before the question
+    people = [len({m[1] for s in re.split(r"(?<=[.?]) ", ex.prompt) if (m := MOVE_RE.match(
+        s.rstrip(".")))}) for ex in exs]
+    names, places = words(exs)
+    return {"sentences": (min(sentences), max(sentences)), "people": (min(people), max(people)),
+            "names": names, "places": places}
+
+
+def test_shapes_split_holds_words_of_other_shapes_in_longer_stories():
+    """The "shapes" split's words differ from the train and heldout lists in shape, not
+    only in spelling: longer (more pieces), rare letters; its stories are longer and
+    about more people; every answer is right."""
+    for ex in babi.generate(400, "shapes", seed=3):
+        assert solve(ex.prompt) == ex.answer, ex
+    sh, ho = _stats("shapes"), _stats("heldout")
+    assert sh["names"] <= set(babi.SHAPE_NAMES) and sh["places"] <= set(babi.SHAPE_PLACES)
+    assert len(sh["names"]) > 30 and len(sh["places"]) > 30
+    assert 4 <= sh["sentences"][0] and sh["sentences"][1] == 8 and ho["sentences"][0] == 2
+    assert sh["people"][1] == 5 and ho["people"][1] == 4
+
+    def mean_len(ws):
+        return sum(map(len, ws)) / len(ws)
+
+    lists = babi.TRAIN_NAMES + babi.TRAIN_PLACES + babi.HELDOUT_NAMES + babi.HELDOUT_PLACES
+    assert mean_len(babi.SHAPE_NAMES) > mean_len(babi.TRAIN_NAMES + babi.HELDOUT_NAMES) + 3
+    assert mean_len(babi.SHAPE_PLACES) > mean_len(babi.TRAIN_PLACES + babi.HELDOUT_PLACES) + 2
+    assert max(map(len, babi.SHAPE_NAMES + babi.SHAPE_PLACES)) > max(map(len, lists))
+    rare = set("jkqvwxz")
+    share = [sum(bool(rare & set(w.lower())) for w in ws) / len(ws)
+             for ws in (babi.SHAPE_NAMES + babi.SHAPE_PLACES, lists)]
+    assert share[0] > 2 * share[1], share
+
+
+def test_made_up_words_cover_the_shapes():
+    """Train stories have as many people and sentences as the shapes split's, and made-up
+    words as long as its longest and with its rare letters (what the model must copy)."""
+    tr = _stats("train")
+    assert tr["sentences"] == (2, 8) and tr["people"][1] == 5
+    listed = {w.lower() for w in babi.TRAIN_NAMES + babi.TRAIN_PLACES}
+    made = {w.lower() for w in tr["names"] | tr["places"]} - listed
+    assert sum(len(w) >= 12 for w in made) > 100 and sum(len(w) <= 3 for w in made) > 30
+    assert sum(bool(set("jkqvwxz") & set(w)) for w in made) > len(made) / 4
 
 
 def test_made_up_words_are_varied_and_never_held_out_or_story_words():
