@@ -58,6 +58,8 @@ class TrainSettings:
     fact_weight: float = 1.0
     fact_layer: int | None = None
     fact_heads: tuple[int, ...] = (0,)
+    # fine-tune: start from this file's weights and tokenizer (`from_gguf`), not from scratch
+    init: str | None = None
     pool: int = 8  # batches generated together and bucketed by length
     log_every: int = 25
     eval_every: int = 250
@@ -263,9 +265,11 @@ def exact_match(model: BitNetLM, x: torch.Tensor, m: torch.Tensor) -> torch.Tens
 
 
 def eval_set(enc: Encoder, n: int = 64, seed: int = 12345):
-    """A fixed held-out batch per task, for progress reports."""
-    return {t: collate([encode_example(enc, e) for e in babi.generate(n, "heldout", seed, (t,))],
-                       enc.eos) for t in babi.TASKS}
+    """A fixed held-out batch per task, for progress reports; "s1": task 1 of the
+    "shapes" split (held-out words of other shapes)."""
+    sets = {t: babi.generate(n, "heldout", seed, (t,)) for t in babi.TASKS}
+    sets["s1"] = babi.generate(n, "shapes", seed, (1,))
+    return {t: collate([encode_example(enc, e) for e in exs], enc.eos) for t, exs in sets.items()}
 
 
 def train(out_dir: Path, cfg: BitNetConfig, st: TrainSettings, progress: bool = True,
@@ -278,15 +282,23 @@ def train(out_dir: Path, cfg: BitNetConfig, st: TrainSettings, progress: bool = 
     torch.manual_seed(st.seed)
     torch.set_num_threads(st.threads)
     ckpt_path = out_dir / "model.pt"
+    init = None
     if resume and ckpt_path.is_file():
         ck = torch.load(ckpt_path, weights_only=False)
         md, cfg = ck["tokenizer"], BitNetConfig(**ck["config"])
+    elif st.init:  # --init: fine-tune an exported file (its shape and tokenizer)
+        from .from_gguf import load_gguf
+
+        ck, (init, md) = None, load_gguf(st.init)
+        cfg = init.cfg
     else:
         ck = None
         md = build_tokenizer(st.vocab_size, st.seed)
         cfg.n_vocab = len(md["tokenizer.ggml.tokens"])
     enc = Encoder(md)
     model = BitNetLM(cfg)
+    if init is not None:
+        model.load_state_dict(init.state_dict())
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": st.weight_decay},
