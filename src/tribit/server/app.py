@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import TribitError
 from ..generate import make_sampling
+from .card import model_card
 from .engine import Engine, Job, QueueFullError
 from .schemas import ChatRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
 
@@ -277,6 +278,7 @@ def create_app(settings: ServerSettings, load_in_background: bool = True) -> Fas
                         "n_vocab": m.config.n_vocab,
                         "arch": m.config.arch,
                         "n_parallel": m.n_seq,
+                        **model_card(m.metadata),  # description, examples: the web page
                     },
                 }
             ],
