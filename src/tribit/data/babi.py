@@ -125,27 +125,30 @@ SEED = Example(1, SEED_PROMPT, SEED_ANSWER)
 
 
 def _made_up(rng: random.Random, capital: bool, exclude: set[str]) -> str:
-    """A made-up word that is none of `exclude` (held-out and story words): half the time
-    syllables (sometimes vowel-first, like "airport" or "Omar"), half the time
-    random letters, so that the model learns to copy any sequence of pieces, not
-    only the pieces and pairs of pieces that the word lists and syllables have;
-    some begin like a word of the sentences (`_WORD_START_RATE`). Lengths run from
-    2 letters to long words of many pieces (`_LONG_RATE`: 3-4 syllables or 9-14
-    letters), and some hold a rare letter (`_RARE`)."""
+    """A made-up word that is none of `exclude` (held-out and story words), of one of
+    three kinds: syllables (sometimes vowel-first, like "airport" or "Omar"), random
+    letters, or a blend of 2-4 pieces cut from the train lists' words (`_blend`), so
+    that the model learns to copy any sequence of pieces, not only the pieces and
+    pairs of pieces that the word lists and syllables have; some begin like a word of
+    the sentences (`_WORD_START_RATE`). Lengths run from 2 letters to long words of
+    many pieces (`_LONG_RATE`), and some hold a rare letter (`_RARE`)."""
     while True:
         start = ""
         if rng.random() < _WORD_START_RATE:
             word = rng.choice(_SENTENCE_WORDS)
             start = word[: rng.randint(2, min(4, len(word)))]
         long = rng.random() < _LONG_RATE
-        if rng.random() < 0.5:
+        kind = rng.random()
+        if kind < 0.35:
             w = rng.choice(_VOWELS) if rng.random() < 0.25 else ""
             w += "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS)
                          for _ in range(rng.randint(3, 4) if long else rng.randint(1, 2)))
             w += rng.choice(_CODAS)
-        else:
+        elif kind < 0.7:
             n = rng.randint(9, 14) if long else rng.randint(2, 8)
             w = "".join(rng.choice(_LETTERS) for _ in range(n))
+        else:
+            w = _blend(rng, rng.randint(3, 4) if long else 2)
         if rng.random() < _RARE_RATE:
             i = rng.randrange(len(w) + 1)
             w = w[:i] + rng.choice(_RARE) + w[i:]
@@ -153,6 +156,19 @@ def _made_up(rng: random.Random, capital: bool, exclude: set[str]) -> str:
         w = w.capitalize() if capital else w
         if len(w) >= 2 and w.lower() not in exclude:
             return w
+
+
+def _blend(rng: random.Random, k: int) -> str:
+    """`k` pieces of 2-5 letters cut from words of the train lists ("cell" + "ond" +
+    "ary"): the tokenizer's own pieces, in orders and places where the lists never put
+    them (held-out "vineyard" came out as "vippard", "cloakroom" as "cloakine")."""
+    out = ""
+    for _ in range(k):
+        word = rng.choice(_BLEND_WORDS)
+        n = rng.randint(2, min(5, len(word)))
+        i = rng.randint(0, len(word) - n)
+        out += word[i : i + n]
+    return out
 
 
 _SENTENCE_WORDS = tuple(sorted(
@@ -165,11 +181,12 @@ _NOT_MADE_UP = ({w.lower() for w in HELDOUT_NAMES + HELDOUT_PLACES + SHAPE_NAMES
 # " tra", ...), so the model learns to copy them rather than continue the familiar
 # word: without them "island" (" is" + "l" + "and") came out as "ishand" or "ishel"
 _WORD_START_RATE = 0.15
-# shares of made-up words that are long (3-4 syllables, 9-14 letters) and that hold a
-# rare letter: without them the file read long held-out words of other shapes worse
-# ("Krzysztof", "planetarium": 74 % of task 1 against 96 % on the heldout lists)
-_LONG_RATE = 0.3
+# shares of made-up words that are long (3-4 syllables or blended pieces, 9-14 letters)
+# and that hold a rare letter: the file trained without them read held-out words of
+# other shapes worse ("Krzysztof", "vineyard": 77 % of task 1, 95 % on the heldout lists)
+_LONG_RATE = 0.35
 _RARE_RATE = 0.2
+_BLEND_WORDS = tuple(w.lower() for w in TRAIN_NAMES + TRAIN_PLACES)
 
 
 class _Vocab:
