@@ -76,4 +76,4 @@ def test_train_cli_fine_tunes_a_file(tmp_path, capsys):
         assert list(md["tokenizer.ggml.tokens"]) == list(a.metadata["tokenizer.ggml.tokens"])
         assert md["tokenizer.chat_template"] == babi.CHAT_TEMPLATE
         assert md["general.description"] == babi.DESCRIPTION
-        assert md["tribit.train.steps"] == 2
+        assert md["tribit.train.steps"] == 2 and md["tribit.train.init"] == _embedded().name

@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     last = ck["log"][-1] if ck["log"] else {}
     export_gguf(model, ck["tokenizer"], args.out, embd_type=args.embd_type,
                 extra_md={"tribit.train.steps": int(ck["step"]), "tribit.train.seed": args.seed,
+                          **({"tribit.train.init": args.init.name} if args.init else {}),
                           **babi.model_metadata()})
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB) after {ck['step']} steps, "
           f"last loss {last.get('loss')}, held-out exact-answer accuracy "
