@@ -99,13 +99,62 @@ def test_splits_use_disjoint_names_and_places():
     tr_names, tr_places = words(babi.generate(3000, "train", seed=1))
     ho_names, ho_places = words(babi.generate(1000, "heldout", seed=1))
     assert not tr_names & ho_names and not tr_places & ho_places
-    assert not {w.lower() for w in tr_names | tr_places} & {
-        w.lower() for w in babi.HELDOUT_NAMES + babi.HELDOUT_PLACES}
+    held = babi.HELDOUT_NAMES + babi.HELDOUT_PLACES + babi.SHAPE_NAMES + babi.SHAPE_PLACES
+    assert not {w.lower() for w in tr_names | tr_places} & {w.lower() for w in held}
+    listed = {w.lower() for w in babi.TRAIN_NAMES + babi.TRAIN_PLACES + babi.HELDOUT_NAMES
+              + babi.HELDOUT_PLACES}
+    assert not listed & {w.lower() for w in babi.SHAPE_NAMES + babi.SHAPE_PLACES}
     assert ho_names <= set(babi.HELDOUT_NAMES) and ho_places <= set(babi.HELDOUT_PLACES)
     assert len(ho_names) > 20 and len(ho_places) > 10
     # the seed prompt's people and places belong to the train split
     assert {"Daniel", "Mary", "Sandra", "John"} <= set(babi.TRAIN_NAMES)
     assert {"garden", "kitchen", "hallway", "bedroom"} <= set(babi.TRAIN_PLACES)
+
+
+def _stats(split: str, n: int = 1000) -> dict:
+    exs = babi.generate(n, split, seed=5, tasks=(1,))
+    sentences = [ex.prompt.count(". ") for ex in exs]  # the story's, before the question
+    people = [len({m[1] for s in re.split(r"(?<=[.?]) ", ex.prompt) if (m := MOVE_RE.match(
+        s.rstrip(".")))}) for ex in exs]
+    names, places = words(exs)
+    return {"sentences": (min(sentences), max(sentences)), "people": (min(people), max(people)),
+            "names": names, "places": places}
+
+
+def test_shapes_split_holds_words_of_other_shapes_in_longer_stories():
+    """The "shapes" split's words differ from the train and heldout lists in shape, not
+    only in spelling: longer (more pieces), rare letters; its stories are longer and
+    about more people; every answer is right."""
+    for ex in babi.generate(400, "shapes", seed=3):
+        assert solve(ex.prompt) == ex.answer, ex
+    sh, ho = _stats("shapes"), _stats("heldout")
+    assert sh["names"] <= set(babi.SHAPE_NAMES) and sh["places"] <= set(babi.SHAPE_PLACES)
+    assert len(sh["names"]) > 30 and len(sh["places"]) > 30
+    assert 4 <= sh["sentences"][0] and sh["sentences"][1] == 8 and ho["sentences"][0] == 2
+    assert sh["people"][1] == 5 and ho["people"][1] == 4
+
+    def mean_len(ws):
+        return sum(map(len, ws)) / len(ws)
+
+    lists = babi.TRAIN_NAMES + babi.TRAIN_PLACES + babi.HELDOUT_NAMES + babi.HELDOUT_PLACES
+    assert mean_len(babi.SHAPE_NAMES) > mean_len(babi.TRAIN_NAMES + babi.HELDOUT_NAMES) + 3
+    assert mean_len(babi.SHAPE_PLACES) > mean_len(babi.TRAIN_PLACES + babi.HELDOUT_PLACES) + 2
+    assert max(map(len, babi.SHAPE_NAMES + babi.SHAPE_PLACES)) > max(map(len, lists))
+    rare = set("jkqvwxz")
+    share = [sum(bool(rare & set(w.lower())) for w in ws) / len(ws)
+             for ws in (babi.SHAPE_NAMES + babi.SHAPE_PLACES, lists)]
+    assert share[0] > 2 * share[1], share
+
+
+def test_made_up_words_cover_the_shapes():
+    """Train stories have as many people and sentences as the shapes split's, and made-up
+    words as long as its longest and with its rare letters (what the model must copy)."""
+    tr = _stats("train")
+    assert tr["sentences"] == (2, 8) and tr["people"][1] == 5
+    listed = {w.lower() for w in babi.TRAIN_NAMES + babi.TRAIN_PLACES}
+    made = {w.lower() for w in tr["names"] | tr["places"]} - listed
+    assert sum(len(w) >= 12 for w in made) > 100 and sum(len(w) <= 3 for w in made) > 30
+    assert sum(bool(set("jkqvwxz") & set(w)) for w in made) > len(made) / 4
 
 
 def test_made_up_words_are_varied_and_never_held_out_or_story_words():
@@ -210,14 +259,26 @@ def test_embedded_model_answers_the_seed_prompt():
 
 def test_embedded_model_meets_the_task_1_target():
     """The issue's target, >= 95 % of held-out task-1 questions (names and places it
-    never saw), on 1000 of them: the shipped file gets 954 (95.5-96.0 % on other draws
-    of 2000, docs/TRAINING.md); the file before got 930, a broken runtime or an
-    untrained file (close to) none."""
+    never saw), on 1000 of them: the shipped file gets 975 (97.2-98.0 % on other draws
+    of 2000, docs/TRAINING.md); the files before got 954 and 930, a broken runtime or
+    an untrained file (close to) none."""
     answer = _embedded_answerer()
     exs = babi_eval.held_out_questions(1000, seed=7, tasks=(1,))
     res = babi_eval.evaluate(answer, exs)
     wrong = [(e.answer, a) for e, a, _ in res.rows if not babi.is_correct(a, e)]
     assert res.total().correct >= 950, wrong
+
+
+def test_embedded_model_reads_words_of_other_shapes():
+    """Held-out task-1 questions with words of other shapes (the "shapes" split: long
+    names of many pieces, rare letters, places of no list; 4-8 sentences, 3-5 people).
+    The issue's target, 90 %, is not reached yet: the shipped file gets 888 of these 1000,
+    the file before 779 (docs/TRAINING.md); this holds the gain."""
+    answer = _embedded_answerer()
+    exs = babi_eval.held_out_questions(1000, seed=7, tasks=(1,), split="shapes")
+    res = babi_eval.evaluate(answer, exs)
+    wrong = [(e.answer, a) for e, a, _ in res.rows if not babi.is_correct(a, e)]
+    assert res.total().correct >= 870, wrong
 
 
 def test_embedded_model_answers_held_out_questions():

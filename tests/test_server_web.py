@@ -13,6 +13,7 @@ import pytest
 
 from server_process import serving, wait_idle
 from tiny_models import tiny_model
+from tribit.data import babi, default_model_path
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
@@ -91,9 +92,10 @@ class Page:
 
 
 def _expected_answer(base: str, messages: list[dict]) -> str:
+    """The API's answer as the page shows it (without the blank it may start with)."""
     r = httpx.post(base + "/v1/chat/completions", timeout=60, json={"messages": messages, **GREEDY})
     assert r.status_code == 200, r.text
-    return r.json()["choices"][0]["message"]["content"]
+    return r.json()["choices"][0]["message"]["content"].removeprefix(" ")
 
 
 def test_page_streams_an_answer(server, browser):
@@ -121,6 +123,9 @@ def test_page_streams_an_answer(server, browser):
         assert p.bodies[0]["stream"] is True
         assert p.bodies[0]["messages"] == [{"role": "user", "content": "Hello there"}]
         sync_api.expect(page.locator("#model")).to_have_text("m")
+        # a file without a description or example prompts: nothing more on the page
+        sync_api.expect(page.locator("#about")).to_be_hidden()
+        assert page.locator(".example").count() == 0
         # everything came from the server itself: no CDN, no other origin
         assert p.urls and all(u.startswith(server + "/") for u in p.urls), p.urls
         assert p.errors == []
@@ -217,4 +222,39 @@ def _expected_answer_with_key(base: str) -> str:
         json={"messages": [{"role": "user", "content": "hi"}], **GREEDY},
     )
     assert r.status_code == 200, r.text
-    return r.json()["choices"][0]["message"]["content"]
+    return r.json()["choices"][0]["message"]["content"].removeprefix(" ")
+
+
+def test_page_presents_the_embedded_demo_model(browser):
+    """The embedded bAbI model: the page says what it is (the file's description), offers
+    its example prompts, and a click on one gets the one-sentence answer; a follow-up
+    question is about the same story. The page's own request (the file's recommended
+    temperature, 0), not the test's greedy override."""
+    path = default_model_path()
+    if path is None:
+        pytest.skip("no embedded model in this installation")
+    with serving(path, "-t", "1") as base:
+        p = Page(browser, base, overrides={})
+        try:
+            page = p.page
+            about = page.locator("#about")
+            sync_api.expect(about).to_be_visible()
+            sync_api.expect(about).to_contain_text("tiny demo model that answers bAbI location")
+            examples = page.locator(".example")
+            sync_api.expect(examples).to_have_count(len(babi.CHAT_EXAMPLES))
+            assert examples.all_text_contents() == list(babi.CHAT_EXAMPLES)
+            examples.first.click()
+            p.idle()
+            sync_api.expect(page.locator(".msg.user")).to_have_text(babi.CHAT_EXAMPLES[0])
+            answers = page.locator(".msg.assistant")
+            sync_api.expect(answers).to_have_text(["Mary is in the kitchen."])
+            p.send("Where is Daniel?")
+            p.idle()
+            sync_api.expect(answers).to_have_text(["Mary is in the kitchen.",
+                                                   "Daniel is in the garden."])
+            assert [b["temperature"] for b in p.bodies] == [0, 0]
+            assert p.bodies[1]["messages"][1] == {"role": "assistant",
+                                                  "content": "Mary is in the kitchen."}
+            assert page.locator(".msg.error").count() == 0 and p.errors == []
+        finally:
+            p.close()

@@ -18,8 +18,8 @@ def add_qtype_arguments(parser: argparse.ArgumentParser) -> None:
                              "row length is not a multiple of 256 fall back to i2_s, then f16)")
     parser.add_argument("--head", choices=HEAD_TYPES, default="f16",
                         help="storage of token_embd / output (default: f16, lossless; q8_0 and "
-                             "q6_k are smaller and faster, slightly lossy; q6_k needs n_embd %% 256 "
-                             "== 0, else q8_0)")
+                             "q6_k are smaller and faster, slightly lossy; q6_k needs n_embd %% "
+                             "256 == 0, else q8_0)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -20,6 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=1000, help="number of questions (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out questions")
     p.add_argument("--tasks", default="1,2,3,6", help="comma-separated bAbI task numbers")
+    p.add_argument("--split", choices=["heldout", "shapes"], default="heldout",
+                   help="held-out words: the heldout lists (default), or words of other shapes "
+                        "(long, rare letters, unseen places) in stories of 4-8 sentences")
     p.add_argument("--torch", type=Path, default=None, metavar="CKPT",
                    help="also answer with this PyTorch checkpoint and report agreement")
     p.add_argument("-t", "--threads", type=int, default=None)
@@ -36,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from tribit.errors import TribitError
 
     try:
-        questions = babi_eval.held_out_questions(args.n, args.seed, babi.parse_tasks(args.tasks))
+        questions = babi_eval.held_out_questions(args.n, args.seed, babi.parse_tasks(args.tasks),
+                                                 args.split)
     except ValueError as e:
         raise TribitError(f"bad --tasks: {e}") from e
     if args.n <= 0:
@@ -60,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
     res = babi_eval.evaluate(answer_a, questions, answer_b, progress)
     if sys.stderr.isatty():
         print(file=sys.stderr)
-    print(f"model: {args.model or 'embedded babi-tiny'}; {args.n} held-out questions, "
-          f"seed {args.seed}; greedy; {time.time() - t0:.1f} s")
+    print(f"model: {args.model or 'embedded babi-tiny'}; {args.n} held-out questions "
+          f"(split {args.split}), seed {args.seed}; greedy; {time.time() - t0:.1f} s")
     print(babi_eval.format_report(res, "tribit", name_b))
     verdict = "correct" if babi.is_correct(seed_answer, babi.SEED) else "WRONG"
     print(f"seed prompt -> {seed_answer!r} ({verdict})")
@@ -72,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         tot = res.total()
         args.json.write_text(json.dumps({
-            "n": args.n, "seed": args.seed, "seed_prompt_answer": seed_answer,
+            "n": args.n, "seed": args.seed, "split": args.split,
+            "seed_prompt_answer": seed_answer,
             "tasks": {str(t): {"n": s.n, "tribit": s.accuracy, "torch": s.accuracy_b
                                if name_b else None, "agree": s.agree if name_b else None}
                       for t, s in res.tasks.items()},

@@ -45,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt-dir", type=Path, default=None,
                    help="checkpoints and logs (default: OUT with suffix .ckpt)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    p.add_argument("--init", type=Path, default=None, metavar="GGUF",
+                   help="fine-tune: start from this exported file's weights and tokenizer "
+                        "(its shape options win over --n-layer etc.)")
     p.add_argument("--embd-type", choices=["f32", "f16"], default="f32")
     p.add_argument("--no-progress", action="store_true")
 
@@ -52,9 +55,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tribit.data import babi
     from tribit.errors import TribitError
+    from tribit.formats.keys import Tribit
 
     try:
-        from tribit.train.babi import TrainSettings, train
+        from tribit.train.babi import TrainSettings, model_metadata, train
         from tribit.train.export import export_gguf, provenance
         from tribit.train.model import BitNetConfig
         from tribit.train.trainer import load_checkpoint
@@ -91,14 +95,16 @@ def run(args: argparse.Namespace) -> int:
                        prompt_weight=args.prompt_weight, prompt_weight_from=args.prompt_weight_from,
                        questions=args.questions, p_not_last=args.not_last,
                        fact_weight=args.fact_weight, fact_layer=args.fact_layer,
-                       fact_heads=fact_heads)
+                       fact_heads=fact_heads, init=str(args.init) if args.init else None)
     ckpt_dir = args.ckpt_dir or args.out.with_suffix(".ckpt")
     ckpt = train(ckpt_dir, cfg, st, progress=not args.no_progress, resume=args.resume,
                  log_file=ckpt_dir / "log.jsonl")
     model, ck = load_checkpoint(ckpt)
     last = ck["log"][-1] if ck["log"] else {}
     export_gguf(model, ck["tokenizer"], args.out, embd_type=args.embd_type,
-                extra_md=provenance(int(ck["step"]), args.seed))
+                extra_md={**provenance(int(ck["step"]), args.seed),
+                          **({Tribit.TRAIN_INIT: args.init.name} if args.init else {}),
+                          **model_metadata()})
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB) after {ck['step']} steps, "
           f"last loss {last.get('loss')}, held-out exact-answer accuracy "
           f"{last.get('heldout_acc')}; checkpoint {ckpt}")

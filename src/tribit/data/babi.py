@@ -14,7 +14,10 @@ answers are one sentence with a leading space: `` Mary is in the garden.``,
 `` The apple is in the office.``, `` Yes.`` / `` No.``.
 
 The "train" and "heldout" splits use disjoint sets of names and places, so a
-held-out score measures reading, not memorization. The seed prompt's names and
+held-out score measures reading, not memorization. The "shapes" split is held out
+too, with words of other shapes than the train lists' (long names of many pieces,
+rare letters and clusters, places of none of the lists) in longer stories about
+more people (4-8 sentences, 3-5 people). The seed prompt's names and
 places (Daniel, Mary, Sandra, John; garden, kitchen, hallway, bedroom) are in the
 train split. Besides its word lists, the train split mostly makes up names and
 places, from syllables or random letters (never a held-out word), which teaches a
@@ -55,6 +58,26 @@ HELDOUT_PLACES = (
     "playground", "stadium", "airport", "temple", "zoo", "laundry", "gym", "shed", "island",
     "garret", "chapel", "bridge", "dungeon", "meadow", "canyon", "wharf",
 )
+# held-out words of other shapes than the train and heldout lists' short, common ones:
+# long names of many pieces, rare letters and letter clusters ("Krzysztof", "Xiomara",
+# "Nkechi"), places that are long, compound or spelled unusually ("planetarium", "fjord")
+SHAPE_NAMES = (
+    "Bartholomew", "Maximiliano", "Oluwaseun", "Krzysztof", "Xiomara", "Zephyrine",
+    "Jacqueline", "Evangeline", "Wilhelmina", "Konstantin", "Anastasia", "Guinevere",
+    "Fitzgerald", "Svetlana", "Ignatius", "Ximena", "Zbigniew", "Kazimierz", "Yevgeny",
+    "Quentin", "Thelonious", "Persephone", "Montgomery", "Seraphina", "Ekaterina",
+    "Hyacinth", "Quirinus", "Xanthippe", "Zachariah", "Jedediah", "Cassiopeia",
+    "Wojciech", "Kwabena", "Tshepiso", "Nkechi", "Hrothgar", "Bjorn", "Dagny", "Oyelaran",
+    "Vercingetorix",
+)
+SHAPE_PLACES = (
+    "observatory", "greenhouse", "lighthouse", "planetarium", "conservatory", "amphitheater",
+    "laboratory", "vineyard", "boathouse", "quarry", "jacuzzi", "ziggurat", "gazebo",
+    "pavilion", "mezzanine", "vestibule", "scriptorium", "orangery", "fjord", "bazaar",
+    "kiosk", "oasis", "monastery", "aquarium", "crypt", "sauna", "workshop", "courtyard",
+    "treehouse", "igloo", "junkyard", "skatepark", "waxworks", "cloakroom", "dormitory",
+    "wigwam", "yurt",
+)
 OBJECTS = (
     "apple", "football", "milk", "book", "key", "box", "ball", "cup", "hat", "pen", "bag",
     "phone", "bottle", "lamp", "coin",
@@ -66,7 +89,7 @@ DROPS = ("dropped", "put down", "discarded", "left")
 TASKS = (1, 2, 3, 6)
 TASK_NAMES = {1: "single supporting fact", 2: "two supporting facts",
               3: "three supporting facts", 6: "yes/no questions"}
-SPLITS = ("train", "heldout")
+SPLITS = ("train", "heldout", "shapes")
 
 SEED_PROMPT = (
     "Daniel went back to the the the garden. Mary travelled to the kitchen. Sandra journeyed "
@@ -83,6 +106,9 @@ _VOWELS = ("a", "e", "i", "o", "u", "y", "ai", "ou", "ea", "oo")
 _CODAS = ("", "", "", "n", "l", "r", "s", "m", "x", "ck", "rd", "th", "nd", "t")
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 _MADE_UP_RATE = 0.7  # share of train-split names/places made up (syllables or letters)
+# letters that English words use least: made-up letter strings draw them as often as the
+# others, and a share of made-up words is forced to hold one ("Xiomara", "fjord")
+_RARE = "jkqvwxz"
 
 
 @dataclass(frozen=True)
@@ -99,47 +125,86 @@ SEED = Example(1, SEED_PROMPT, SEED_ANSWER)
 
 
 def _made_up(rng: random.Random, capital: bool, exclude: set[str]) -> str:
-    """A made-up word that is none of `exclude` (held-out and story words): half the time
-    syllables (sometimes vowel-first, like "airport" or "Omar"), half the time 3-8
-    random letters, so that the model learns to copy any sequence of pieces, not
-    only the pieces and pairs of pieces that the word lists and syllables have;
-    some begin like a word of the sentences (`_WORD_START_RATE`)."""
+    """A made-up word that is none of `exclude` (held-out and story words), of one of
+    three kinds: syllables (sometimes vowel-first, like "airport" or "Omar"), random
+    letters, or a blend of 2-4 pieces cut from the train lists' words (`_blend`), so
+    that the model learns to copy any sequence of pieces, not only the pieces and
+    pairs of pieces that the word lists and syllables have; some begin like a word of
+    the sentences (`_WORD_START_RATE`). Lengths run from 2 letters to long words of
+    many pieces (`_LONG_RATE`), and some hold a rare letter (`_RARE`)."""
     while True:
         start = ""
         if rng.random() < _WORD_START_RATE:
             word = rng.choice(_SENTENCE_WORDS)
             start = word[: rng.randint(2, min(4, len(word)))]
-        if rng.random() < 0.5:
+        long = rng.random() < _LONG_RATE
+        kind = rng.random()
+        if kind < 0.35:
             w = rng.choice(_VOWELS) if rng.random() < 0.25 else ""
             w += "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS)
-                         for _ in range(rng.randint(1, 2)))
+                         for _ in range(rng.randint(3, 4) if long else rng.randint(1, 2)))
             w += rng.choice(_CODAS)
+        elif kind < 0.7:
+            n = rng.randint(9, 14) if long else rng.randint(2, 8)
+            w = "".join(rng.choice(_LETTERS) for _ in range(n))
         else:
-            w = "".join(rng.choice(_LETTERS) for _ in range(rng.randint(3, 8)))
+            w = _blend(rng, rng.randint(3, 4) if long else 2)
+        if rng.random() < _RARE_RATE:
+            i = rng.randrange(len(w) + 1)
+            w = w[:i] + rng.choice(_RARE) + w[i:]
         w = start + w
         w = w.capitalize() if capital else w
-        if len(w) >= 3 and w.lower() not in exclude:
+        if len(w) >= 2 and w.lower() not in exclude:
             return w
+
+
+def _blend(rng: random.Random, k: int) -> str:
+    """`k` pieces of 2-5 letters cut from words of the train text ("cell" + "ney" +
+    "ary"): the tokenizer's own pieces, in orders and places where the lists never put
+    them (held-out "vineyard" came out as "vippard", "cloakroom" as "cloakine")."""
+    out = ""
+    for _ in range(k):
+        word = rng.choice(_BLEND_WORDS)
+        n = rng.randint(2, min(5, len(word)))
+        i = rng.randint(0, len(word) - n)
+        out += word[i : i + n]
+    return out
 
 
 _SENTENCE_WORDS = tuple(sorted(
     {w for phrase in MOVES + GRABS + DROPS for w in phrase.split()}
     | {"the", "where", "is", "in", "was", "before", "answer", "yes", "no", "and"}))
 # made-up words are never held-out words, nor words of the stories' sentences
-_NOT_MADE_UP = {w.lower() for w in HELDOUT_NAMES + HELDOUT_PLACES + OBJECTS} | set(_SENTENCE_WORDS)
+_NOT_MADE_UP = ({w.lower() for w in HELDOUT_NAMES + HELDOUT_PLACES + SHAPE_NAMES
+                 + SHAPE_PLACES + OBJECTS} | set(_SENTENCE_WORDS))
 # a share of made-up words begin like a word of the sentences (" is", " in", " the",
 # " tra", ...), so the model learns to copy them rather than continue the familiar
 # word: without them "island" (" is" + "l" + "and") came out as "ishand" or "ishel"
 _WORD_START_RATE = 0.15
+# shares of made-up words that are long (3-4 syllables or blended pieces, 9-14 letters)
+# and that hold a rare letter: the file trained without them read held-out words of
+# other shapes worse ("Krzysztof", "vineyard": 77 % of task 1, 95 % on the heldout lists)
+_LONG_RATE = 0.35
+_RARE_RATE = 0.2
+# every word of the train text: the tokenizer's pieces are pieces of these (" phone" gives
+# "hone", " journeyed" "ney"; held-out "vineyard" is " v" "i" "ney" "ard"), so blends put
+# each piece where a name or place is copied (else "ney" is there once in 3000 stories)
+_BLEND_WORDS = tuple(sorted({w.lower() for w in TRAIN_NAMES + TRAIN_PLACES + OBJECTS
+                             + _SENTENCE_WORDS}))
 
 
 class _Vocab:
-    """Names and places of one split; the train split mixes in made-up words."""
+    """Names and places of one split (the train split mixes in made-up words) and
+    its stories' sizes: people in a story, sentences of a task-1 story."""
 
     def __init__(self, rng: random.Random, split: str):
         self.rng, self.train = rng, split == "train"
-        self.names = TRAIN_NAMES if self.train else HELDOUT_NAMES
-        self.places = TRAIN_PLACES if self.train else HELDOUT_PLACES
+        self.names, self.places = {"train": (TRAIN_NAMES, TRAIN_PLACES),
+                                   "heldout": (HELDOUT_NAMES, HELDOUT_PLACES),
+                                   "shapes": (SHAPE_NAMES, SHAPE_PLACES)}[split]
+        # heldout: the sizes its draws were made with; train covers the shapes split's
+        self.n_people, self.n_lines = {"train": ((2, 5), (2, 8)), "heldout": ((2, 4), (2, 8)),
+                                       "shapes": ((3, 5), (4, 8))}[split]
 
     def people(self, k: int) -> list[str]:
         if self.train and self.rng.random() < _MADE_UP_RATE:
@@ -162,11 +227,11 @@ def _move(rng: random.Random, who: str, place: str) -> str:
 
 
 def _task1_story(rng: random.Random, v: _Vocab) -> tuple[list[str], dict[str, str]]:
-    people = v.people(rng.randint(2, 4))
+    people = v.people(rng.randint(*v.n_people))
     places = v.place_set()
     where: dict[str, str] = {}
     lines = []
-    for _ in range(rng.randint(2, 8)):
+    for _ in range(rng.randint(*v.n_lines)):
         who, place = rng.choice(people), rng.choice(places)
         lines.append(_move(rng, who, place))
         where[who] = place
@@ -268,7 +333,7 @@ _MAKERS = {1: _task1, 2: _task2, 3: _task3, 6: _task6}
 
 def _check_split(split: str) -> None:
     if split not in SPLITS:
-        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
 
 
 def _check_tasks(tasks: Sequence[int]) -> None:
@@ -360,3 +425,32 @@ def is_correct(generated: str, ex: Example) -> bool:
     """Exact-answer match: the generated text up to the first newline, with
     trailing blanks removed, must equal the answer."""
     return generated.split("\n", 1)[0].rstrip() == ex.answer
+
+
+# -- chat ---------------------------------------------------------------------------------
+# The chat template written into the model file (`tokenizer.chat_template`): it renders a
+# conversation as the one prompt shape the model was trained on, `<story> <question>\nAnswer:`.
+# History: the story is every user turn's statements, in order (a turn's text up to its
+# last sentence when that sentence is a question, else the whole turn); the question is
+# the last user turn's. So "story + question" then "another question" asks the second
+# question about the same story, and a turn of new sentences adds to the story. The
+# assistant's answers and system messages are left out (the model never saw them).
+CHAT_TEMPLATE = (
+    "{%- set ns = namespace(story='', question='') -%}"
+    "{%- for m in messages if m['role'] == 'user' -%}"
+    "{%- set c = m['content'] | replace('\\n', ' ') | trim -%}"
+    "{%- set cut = (c.rfind('. ') + 1) if c.endswith('?') else (c | length) -%}"
+    "{%- set ns.story = (ns.story ~ ' ' ~ c[:cut]) | trim -%}"
+    "{%- set ns.question = c[cut:] | trim -%}"
+    "{%- endfor -%}"
+    "{{- (ns.story ~ ' ' ~ ns.question) | trim -}}"
+    "{%- if add_generation_prompt %}{{ '\\nAnswer:' }}{% endif -%}"
+)
+DESCRIPTION = ("A tiny demo model that answers bAbI location questions (1.8 M ternary "
+               "parameters): tell it where people went, in a few short sentences, then ask "
+               "where one of them is.")
+CHAT_EXAMPLES = (
+    "Daniel went to the garden. Mary travelled to the kitchen. Where is Mary?",
+    "Sandra journeyed to the hallway. John went back to the bedroom. Sandra moved to the "
+    "office. Where is Sandra?",
+)

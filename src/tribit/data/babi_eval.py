@@ -100,10 +100,13 @@ def evaluate(answer: Answerer, examples: Sequence[babi.Example],
     return res
 
 
-def held_out_questions(n: int, seed: int = 0,
-                       tasks: Sequence[int] = babi.TASKS) -> list[babi.Example]:
-    """`n` held-out questions (names and places never seen in training)."""
-    return babi.generate(n, "heldout", seed=seed, tasks=tasks)
+def held_out_questions(n: int, seed: int = 0, tasks: Sequence[int] = babi.TASKS,
+                       split: str = "heldout") -> list[babi.Example]:
+    """`n` held-out questions (names and places never seen in training): split
+    "heldout" (the heldout lists), or "shapes" (words of other shapes, longer stories)."""
+    if split == "train":
+        raise ValueError("held-out questions come from 'heldout' or 'shapes', not 'train'")
+    return babi.generate(n, split, seed=seed, tasks=tasks)
 
 
 def format_report(res: EvalResult, name_a: str = "tribit", name_b: str | None = None) -> str:

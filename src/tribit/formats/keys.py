@@ -37,6 +37,8 @@ class General:
     FILE_TYPE = "general.file_type"
     QUANTIZATION_VERSION = "general.quantization_version"
     ALIGNMENT = "general.alignment"
+    DESCRIPTION = "general.description"
+    SAMPLING_TEMP = "general.sampling.temp"  # llama.cpp's: the makers' recommended temperature
 
 
 class LLM:
@@ -119,6 +121,8 @@ class Tribit:
     DUMMY_SEED = "tribit.dummy.seed"
     TRAIN_STEPS = "tribit.train.steps"
     TRAIN_SEED = "tribit.train.seed"
+    TRAIN_INIT = "tribit.train.init"  # the file a fine-tune started from
+    CHAT_EXAMPLES = "tribit.chat.examples"  # example prompts the web page offers
 
 
 class Prism:

@@ -25,6 +25,7 @@ from ..embedding import POOLINGS, embedding_tokens
 from ..errors import ContextLengthError, ModelError, TribitError
 from ..generation import check_prompt
 from ..protocol import Responder
+from .card import model_card
 from .engine import EmbedJob, EngineStoppedError, Job, QueueFullError
 from .errors import context_error, error
 from .schemas import (
@@ -102,7 +103,8 @@ async def models(request: Request):
         return r
     m = state.model
     meta = {"n_ctx": m.n_ctx, "n_vocab": m.config.n_vocab, "arch": m.config.arch,
-            "n_parallel": m.n_seq}
+            "n_parallel": m.n_seq,
+            **model_card(m.metadata)}  # description, examples, temperature: the web page
     card = {"id": state.model_id, "object": "model", "created": int(state.t_start),
             "owned_by": "tribit", "meta": meta}
     return {"object": "list", "data": [card]}

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..data import babi
-from ..formats.keys import TokenizerKey
+from ..formats.keys import General, TokenizerKey, Tribit
 from ..tokenizer.train import train_bpe_metadata
 from .model import BitNetConfig, BitNetLM
 from .tokenizer import Encoder
@@ -68,6 +68,8 @@ class TrainSettings:
     fact_weight: float = 1.0
     fact_layer: int | None = None
     fact_heads: tuple[int, ...] = (0,)
+    # fine-tune: start from this file's weights and tokenizer (`from_gguf`), not from scratch
+    init: str | None = None
     pool: int = 8  # batches generated together and bucketed by length
     log_every: int = 25
     eval_every: int = 250
@@ -186,9 +188,11 @@ def pool_batches(enc: Encoder, st: TrainSettings, pool_index: int) -> list[list[
 
 
 def eval_set(enc: Encoder, n: int = 64, seed: int = 12345):
-    """A fixed held-out batch per task, for progress reports."""
-    return {t: collate([encode_example(enc, e) for e in babi.generate(n, "heldout", seed, (t,))],
-                       enc.eos) for t in babi.TASKS}
+    """A fixed held-out batch per task, for progress reports; "s1": task 1 of the
+    "shapes" split (held-out words of other shapes)."""
+    sets = {t: babi.generate(n, "heldout", seed, (t,)) for t in babi.TASKS}
+    sets["s1"] = babi.generate(n, "shapes", seed, (1,))
+    return {t: collate([encode_example(enc, e) for e in exs], enc.eos) for t, exs in sets.items()}
 
 
 def train(out_dir: Path, cfg: BitNetConfig, st: TrainSettings, progress: bool = True,
@@ -201,15 +205,23 @@ def train(out_dir: Path, cfg: BitNetConfig, st: TrainSettings, progress: bool = 
     torch.manual_seed(st.seed)
     torch.set_num_threads(st.threads)
     ckpt_path = out_dir / "model.pt"
+    init = None
     if resume and ckpt_path.is_file():
         ck = torch.load(ckpt_path, weights_only=False)
         md, cfg = ck["tokenizer"], BitNetConfig(**ck["config"])
+    elif st.init:  # --init: fine-tune an exported file (its shape and tokenizer)
+        from .from_gguf import load_gguf
+
+        ck, (init, md) = None, load_gguf(st.init)
+        cfg = init.cfg
     else:
         ck = None
         md = build_tokenizer(st.vocab_size, st.seed)
         cfg.n_vocab = len(md[TokenizerKey.TOKENS])
     enc = Encoder(md)
     model = BitNetLM(cfg)
+    if init is not None:
+        model.load_state_dict(init.state_dict())
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": st.weight_decay},
@@ -257,3 +269,11 @@ def train(out_dir: Path, cfg: BitNetConfig, st: TrainSettings, progress: bool = 
         if (step + 1) % st.ckpt_every == 0 or last:
             save(ckpt_path, model, opt, step + 1, md, cfg, st, log)
     return ckpt_path
+
+
+def model_metadata() -> dict[str, object]:
+    """GGUF metadata that makes a bAbI model usable in chat: its chat template, a
+    description and example prompts (shown by the server's web page), and greedy decoding
+    as the recommended temperature (llama.cpp's `general.sampling.temp`)."""
+    return {General.DESCRIPTION: babi.DESCRIPTION, TokenizerKey.CHAT_TEMPLATE: babi.CHAT_TEMPLATE,
+            Tribit.CHAT_EXAMPLES: list(babi.CHAT_EXAMPLES), General.SAMPLING_TEMP: 0.0}

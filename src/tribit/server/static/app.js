@@ -8,6 +8,10 @@ const speed = document.getElementById("speed");
 const keyBox = document.getElementById("key");
 const messages = [];
 let controller = null;
+// what the model file says about itself (/v1/models meta): a description and example
+// prompts (a demo model's), the temperature its makers recommend; a file without them
+// (a real chat model) shows nothing more and is sampled at 0.7
+let temperature = 0.7;
 
 // The API key (servers started with --api-key) lives only for this tab's session.
 keyBox.value = sessionStorage.getItem("tribit.apiKey") || "";
@@ -22,6 +26,12 @@ function headers() {
   const key = keyBox.value.trim();
   if (key) h.Authorization = "Bearer " + key;
   return h;
+}
+
+// A reply's first blank is the word separator of a model trained on "...Answer: text"
+// (like the embedded bAbI model's " Mary is in the kitchen."): not shown, not resent.
+function shown(answer) {
+  return answer.startsWith(" ") ? answer.slice(1) : answer;
 }
 
 function add(role, text) {
@@ -53,7 +63,30 @@ function loadModel() {
     if (!r.ok) { label.textContent = r.status === 503 ? "model loading" : await errorMessage(r); return; }
     const j = await r.json();
     label.textContent = j.data && j.data.length ? j.data[0].id : "no model";
+    showCard((j.data && j.data.length && j.data[0].meta) || {});
   }).catch(() => { label.textContent = "server unreachable"; });
+}
+
+function showCard(meta) {
+  const about = document.getElementById("about");
+  const examples = document.getElementById("examples");
+  document.getElementById("description").textContent = meta.description || "";
+  examples.replaceChildren();
+  for (const text of Array.isArray(meta.examples) ? meta.examples : []) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "example";
+    b.textContent = text;
+    b.title = "send this example";
+    b.addEventListener("click", () => {
+      if (controller) return;
+      input.value = text;
+      form.requestSubmit();
+    });
+    examples.appendChild(b);
+  }
+  about.hidden = !meta.description && !examples.children.length;
+  if (typeof meta.temperature === "number") temperature = meta.temperature;
 }
 loadModel();
 
@@ -79,7 +112,7 @@ form.addEventListener("submit", async e => {
   const render = () => {
     if (frame) cancelAnimationFrame(frame);
     frame = 0;
-    out.textContent = answer;
+    out.textContent = shown(answer);
     log.scrollTop = log.scrollHeight;
     const s = (performance.now() - t0) / 1000;
     // the server's own count, once it comes, is exact (pieces can hold several tokens, or none)
@@ -90,7 +123,7 @@ form.addEventListener("submit", async e => {
     const resp = await fetch("/v1/chat/completions", {
       method: "POST",
       headers: headers(),
-      body: JSON.stringify({ messages, stream: true, max_tokens: 512, temperature: 0.7 }),
+      body: JSON.stringify({ messages, stream: true, max_tokens: 512, temperature }),
       signal: controller.signal,
     });
     if (!resp.ok) throw new Error(await errorMessage(resp));
@@ -123,11 +156,11 @@ form.addEventListener("submit", async e => {
       }
     }
     render();
-    messages.push({ role: "assistant", content: answer });
+    messages.push({ role: "assistant", content: shown(answer) });
   } catch (err) {
     if (err.name === "AbortError") {
       render();
-      messages.push({ role: "assistant", content: answer });
+      messages.push({ role: "assistant", content: shown(answer) });
     } else {
       // a failed turn is not resent with the next message (templates want roles to alternate)
       if (frame) cancelAnimationFrame(frame);
