@@ -84,7 +84,7 @@ def test_tribit_chat_answers_and_stops():
     assert r.returncode == 0, r.stderr
     # each answer is the one sentence (after the blank that follows "Answer:"), then the
     # model's end of generation: nothing more
-    assert r.stdout.splitlines() == [" Mary is in the kitchen.", " Daniel is in the garden."]
+    assert r.stdout.splitlines() == ["Mary is in the kitchen.", "Daniel is in the garden."]
 
 
 @pytest.fixture(scope="module")
@@ -109,11 +109,11 @@ def _chat(base: str, messages: list[dict], **kw) -> dict:
 @pytest.mark.parametrize("temperature", [0, 0.8])
 def test_chat_completions_answer_the_question_and_stop(server, temperature):
     c = _chat(server, _user(ASK), temperature=temperature, seed=1)
-    assert c["message"]["content"] == " Mary is in the kitchen." and c["finish_reason"] == "stop"
+    assert c["message"]["content"] == "Mary is in the kitchen." and c["finish_reason"] == "stop"
     follow = _user(ASK, "Where is Daniel?")
     follow[1]["content"] = c["message"]["content"]
     c = _chat(server, follow, temperature=temperature, seed=1)
-    assert c["message"]["content"] == " Daniel is in the garden." and c["finish_reason"] == "stop"
+    assert c["message"]["content"] == "Daniel is in the garden." and c["finish_reason"] == "stop"
 
 
 def test_models_route_describes_the_embedded_model(server):

@@ -202,8 +202,10 @@ def test_run_without_prompt_or_model_file(model_path, tmp_path):
 
 
 def _expected_chat(model, system, turns, n):
+    """The session's answers as `tribit chat` prints them (without a reply's leading blank,
+    as the API sends it)."""
     session = ChatSession(model, system=system, max_tokens=n, temperature=0)
-    return [session.send(t) for t in turns]
+    return [session.send(t).removeprefix(" ") for t in turns]
 
 
 def test_chat_repl_two_turns_then_exit(model_path, model):

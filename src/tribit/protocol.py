@@ -8,7 +8,8 @@ chunks (anything with `text`, `finish_reason`, `usage` and the timing fields of
 - text completion: `text_completion` objects; a stream chunk per piece of text, the last
   carrying `finish_reason`.
 - chat completion: `chat.completion`; a stream starts with the assistant role, then content
-  deltas, then an empty delta with `finish_reason` (as OpenAI streams).
+  deltas, then an empty delta with `finish_reason` (as OpenAI streams). A reply's leading
+  blank (the word separator after a template's "Answer:") is not sent.
 - `usage` (prompt, completion, total tokens) in the response, and in a last stream chunk
   with empty `choices` when the client asks (`stream_options.include_usage`).
 - `timings` (llama-server's extension) when the responder is asked for it.
@@ -54,6 +55,19 @@ class Responder:
     def __post_init__(self) -> None:
         if not self.id:
             self.id = ("chatcmpl-" if self.chat else "cmpl-") + uuid.uuid4().hex
+        self._replied = False  # a chat reply's first character was seen
+
+    def _reply_text(self, text: str) -> str:
+        """A chat reply's text without the one blank it may start with: the word separator
+        of a template that ends in "Answer:" (" Mary is in the kitchen."); completions keep
+        every character."""
+        if not self.chat or self._replied or not text:
+            return text
+        self._replied = True
+        return text.removeprefix(" ")
+        text = text.lstrip()
+        self._replied = bool(text)
+        return text
 
     def _head(self, obj: str) -> dict[str, Any]:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
@@ -62,6 +76,7 @@ class Responder:
     def response(self, text: str, last: Any | None) -> dict[str, Any]:
         """The whole answer: `text`, finished by chunk `last` (None: nothing generated)."""
         finish = last.finish_reason if last is not None else "length"
+        text = self._reply_text(text)
         if self.chat:
             choice = {"index": 0, "message": {"role": "assistant", "content": text},
                       "logprobs": None, "finish_reason": finish}
@@ -83,8 +98,9 @@ class Responder:
         """The stream chunks for one generation chunk (none for empty text)."""
         out = []
         if self.chat:
-            if chunk.text:
-                out.append(self._chunk({"content": chunk.text}, None))
+            text = self._reply_text(chunk.text)
+            if text:
+                out.append(self._chunk({"content": text}, None))
             if chunk.finish_reason is not None:
                 out.append(self._chunk({}, chunk.finish_reason))
         elif chunk.text or chunk.finish_reason is not None:

@@ -128,12 +128,15 @@ def turn_stats(chunk, wall_s: float) -> str:
 
 
 def _stream_answer(chunks):
-    last = None
+    last, started = None, False
     try:
         for chunk in chunks:
             last = chunk
-            if chunk.text:
-                sys.stdout.write(chunk.text)
+            # without the reply's leading blank, as the API sends it (tribit.protocol)
+            text = chunk.text if started else chunk.text.removeprefix(" ")
+            started = started or bool(chunk.text)
+            if text:
+                sys.stdout.write(text)
                 sys.stdout.flush()
     except KeyboardInterrupt:
         print("\ntribit: (answer stopped)", file=sys.stderr)

@@ -28,10 +28,10 @@ function headers() {
   return h;
 }
 
-// A reply's first blank is the word separator of a model trained on "...Answer: text"
-// (like the embedded bAbI model's " Mary is in the kitchen."): not shown, not resent.
+// The reply as the server sends it (it drops a reply's leading blank: the word separator
+// of a model trained on "...Answer: text", like the embedded bAbI model).
 function shown(answer) {
-  return answer.startsWith(" ") ? answer.slice(1) : answer;
+  return answer;
 }
 
 function add(role, text) {
