@@ -1,0 +1,97 @@
+// The q6_k head's integer path on AVX2 (kernels.h, docs/KERNELS.md "Q6_K head"):
+// per 128-value half of a super-block the 6-bit codes are unpacked to bytes 0..63
+// (32 at a time, the unpacking of matmul_q6_k_avx2 without the - 32), multiplied by
+// the int8 activation codes with _mm256_maddubs_epi16 (|pair| <= 2 * 63 * 127: no
+// saturation), and the 16-bit pair sums weighted by the sub-block scales with
+// _mm256_madd_epi16 into int32 lanes. - 32 * sum_s scale_s * bsums_s is taken once
+// per block (madd of the bsums with the scales). The lanes are summed to the exact
+// S_b and the float32 step is generic's: acc = acc + (d_w * d_x) * float(S_b).
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "kernels.h"
+#include "x86_shared.h"
+
+namespace tribit {
+namespace {
+
+// NT tokens of one row: each unpacked code vector and scale vector serves all NT.
+template <int NT>
+void q6_k_q8_k_tile(float* y, int64_t ldy, const FloatMatrix& w, const uint8_t* q, int64_t ldq,
+                    int64_t j0, int64_t r) {
+    const int64_t nb = w.k / kQ6KBlock;
+    const uint8_t* row = w.data + r * w.row_bytes;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
+    float acc[NT];
+    for (int t = 0; t < NT; t++) acc[t] = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t* blk = row + b * kQ6KBlockBytes;
+        for (int o = 1024; o < 1024 + 256; o += 64) _mm_prefetch((const char*)(blk + o), _MM_HINT_T0);
+        const uint8_t* xb = q + j0 * ldq + b * kQ8KBlockBytes;
+        const __m128i sc8 = _mm_loadu_si128((const __m128i*)(blk + 192));
+        __m256i isum[NT];
+        for (int t = 0; t < NT; t++) isum[t] = _mm256_setzero_si256();
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            const __m256i la = _mm256_loadu_si256((const __m256i*)(blk + 64 * h));
+            const __m256i lb = _mm256_loadu_si256((const __m256i*)(blk + 64 * h + 32));
+            const __m256i hb = _mm256_loadu_si256((const __m256i*)(blk + 128 + 32 * h));
+            // codes l, l+32, l+64, l+96 of the half: low nibbles of la, lb, high of la, lb;
+            // high bits from hb bits 0-1, 2-3, 4-5, 6-7 moved to bits 4-5
+            __m256i v[4];
+            v[0] = _mm256_or_si256(_mm256_and_si256(la, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m2));
+            v[1] = _mm256_or_si256(_mm256_and_si256(lb, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m2));
+            v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), m4), _mm256_and_si256(hb, m2));
+            v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), m4),
+                                   _mm256_and_si256(_mm256_srli_epi16(hb, 2), m2));
+#pragma GCC unroll 4
+            for (int p = 0; p < 4; p++) {
+                // codes 32p + l are sub-blocks s0 = 8h + 2p (low 128 bits) and s0 + 1
+                const long long s0 = 8 * h + 2 * p;
+                const __m128i pick = _mm_set_epi64x((s0 + 1) * 0x0101010101010101LL, s0 * 0x0101010101010101LL);
+                const __m256i scl = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, pick));
+#pragma GCC unroll 4
+                for (int t = 0; t < NT; t++) {
+                    const __m256i a = _mm256_loadu_si256((const __m256i*)(xb + t * ldq + 4 + 128 * h + 32 * p));
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(v[p], a), scl));
+                }
+            }
+        }
+        uint16_t dh;
+        std::memcpy(&dh, blk + 208, 2);
+        const float dw = _cvtsh_ss(dh);
+        const __m256i s16 = _mm256_cvtepi8_epi16(sc8);
+        for (int t = 0; t < NT; t++) {
+            const uint8_t* xt = xb + t * ldq;
+            const __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(xt + 260)), s16);
+            const int32_t s = hsum_i32(_mm256_sub_epi32(isum[t], _mm256_slli_epi32(corr, 5)));
+            float dx;
+            std::memcpy(&dx, xt, 4);
+            acc[t] = acc[t] + (dw * dx) * float(s);
+        }
+    }
+    for (int t = 0; t < NT; t++) y[(j0 + t) * ldy + r] = acc[t];
+}
+
+void matmul_q6_k_q8_k_avx2(float* y, int64_t ldy, const FloatMatrix& w, const uint8_t* q, int64_t ldq,
+                           int64_t n, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t j = 0;
+        for (; j + 4 <= n; j += 4) q6_k_q8_k_tile<4>(y, ldy, w, q, ldq, j, r);
+        switch (n - j) {
+            case 3: q6_k_q8_k_tile<3>(y, ldy, w, q, ldq, j, r); break;
+            case 2: q6_k_q8_k_tile<2>(y, ldy, w, q, ldq, j, r); break;
+            case 1: q6_k_q8_k_tile<1>(y, ldy, w, q, ldq, j, r); break;
+            default: break;
+        }
+    }
+}
+
+}  // namespace
+
+void fill_q6_k_q8_k_avx2(KernelTable& t) {
+    TRIBIT_SET_KERNEL(t, matmul_q6_k_q8_k, matmul_q6_k_q8_k_avx2);
+}
+
+}  // namespace tribit
