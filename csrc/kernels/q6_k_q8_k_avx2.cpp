@@ -27,9 +27,14 @@ void q6_k_q8_k_tile(float* y, int64_t ldy, const FloatMatrix& w, const uint8_t* 
     for (int t = 0; t < NT; t++) acc[t] = 0.0f;
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t* blk = row + b * kQ6KBlockBytes;
-        for (int o = 1024; o < 1024 + 256; o += 64) _mm_prefetch((const char*)(blk + o), _MM_HINT_T0);
+        for (int o = 1024; o < 1024 + kQ6KBlockBytes; o += 64) _mm_prefetch((const char*)(blk + o), _MM_HINT_T0);
         const uint8_t* xb = q + j0 * ldq + b * kQ8KBlockBytes;
         const __m128i sc8 = _mm_loadu_si128((const __m128i*)(blk + 192));
+        // the 16 scales as int16, even sub-blocks in the low 128 bits, odd ones in the
+        // high: one in-lane byte shuffle then broadcasts scale s0 (even) to the low
+        // half and s0 + 1 to the high half
+        const __m256i sc_eo = _mm256_cvtepi8_epi16(
+            _mm_shuffle_epi8(sc8, _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15)));
         __m256i isum[NT];
         for (int t = 0; t < NT; t++) isum[t] = _mm256_setzero_si256();
 #pragma GCC unroll 2
@@ -48,9 +53,12 @@ void q6_k_q8_k_tile(float* y, int64_t ldy, const FloatMatrix& w, const uint8_t* 
 #pragma GCC unroll 4
             for (int p = 0; p < 4; p++) {
                 // codes 32p + l are sub-blocks s0 = 8h + 2p (low 128 bits) and s0 + 1
-                const long long s0 = 8 * h + 2 * p;
-                const __m128i pick = _mm_set_epi64x((s0 + 1) * 0x0101010101010101LL, s0 * 0x0101010101010101LL);
-                const __m256i scl = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, pick));
+                const char e = char(2 * (4 * h + p));  // bytes of int16 element s0 / 2 = 4h + p
+                const __m256i scl = _mm256_shuffle_epi8(sc_eo, _mm256_setr_epi8(
+                    e, char(e + 1), e, char(e + 1), e, char(e + 1), e, char(e + 1),
+                    e, char(e + 1), e, char(e + 1), e, char(e + 1), e, char(e + 1),
+                    e, char(e + 1), e, char(e + 1), e, char(e + 1), e, char(e + 1),
+                    e, char(e + 1), e, char(e + 1), e, char(e + 1), e, char(e + 1)));
 #pragma GCC unroll 4
                 for (int t = 0; t < NT; t++) {
                     const __m256i a = _mm256_loadu_si256((const __m256i*)(xb + t * ldq + 4 + 128 * h + 32 * p));

@@ -26,7 +26,7 @@ from ..formats.keys import (
     TOKEN_EMBD,
     block_tensor,
 )
-from ..quant import quantize_activations, ternary_matmul_ref
+from ..quant import dequantize_q8_k, quantize_activations, quantize_q8_k, ternary_matmul_ref
 from .config import ModelConfig, config_from_metadata
 from .weights import (
     block_norms,
@@ -50,6 +50,9 @@ class ReferenceWeights:
     # per layer: norms by GGUF suffix (float64, or None where absent), projections by
     # `which` ((t, gamma)), and "norm_in": `which` -> float64 input norm, where present
     layers: list[dict]
+    # a Q6_K head: the runtime multiplies it by the final-norm rows quantized to q8_K
+    # (docs/KERNELS.md "Q6_K head"), and so does the oracle
+    head_q8_k: bool = False
 
 
 def load_reference(
@@ -64,15 +67,20 @@ def load_reference(
     cfg = config_from_metadata(r.metadata, n_vocab, OUTPUT in r.tensors, n_ctx)
     shape = (n_vocab, n_embd)
 
+    qtypes = {}
+
     def head(name: str) -> np.ndarray:
         raw, qt = read_float_matrix(r, name, shape)
         raw, qt = repack_float_matrix(raw, qt, shape, head_type, name)
+        qtypes[name] = qt
         return float_matrix_f32(raw, qt, shape).astype(np.float64)
 
     emb = head(TOKEN_EMBD)
     out = emb
+    head_name = TOKEN_EMBD
     if not cfg.tied_head:
         out = head(OUTPUT)
+        head_name = OUTPUT
     d = dims(cfg)
     layers = []
     for i in range(cfg.n_layer):
@@ -87,7 +95,7 @@ def load_reference(
             layer[p.which] = (w.t, w.gamma)
         layers.append(layer)
     norm = read_f32(r, OUTPUT_NORM, (n_embd,)).astype(np.float64)
-    return ReferenceWeights(cfg, emb, out, norm, layers)
+    return ReferenceWeights(cfg, emb, out, norm, layers, head_q8_k=qtypes[head_name] == "q6_k")
 
 
 def rmsnorm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
@@ -172,4 +180,8 @@ def forward(w: ReferenceWeights, tokens, act=None, hidden: bool = False,
             f = rmsnorm(f, L[FFN_SUB_NORM.suffix], cfg.norm_eps)
         x = x + proj(f, "down")
     out = rmsnorm(x, w.output_norm, cfg.norm_eps)
-    return out if hidden else out @ w.output.T
+    if hidden:
+        return out
+    if w.head_q8_k:
+        out = dequantize_q8_k(quantize_q8_k(out.astype(np.float32))).astype(np.float64)
+    return out @ w.output.T

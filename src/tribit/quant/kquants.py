@@ -223,5 +223,16 @@ def q6_k_q8_k_matmul_ref(w_raw: np.ndarray, xq: np.ndarray, k: int) -> np.ndarra
     s = np.einsum("mbi,nbi->nmb", wq.reshape(m, nb, 256), qs)  # exact (int64)
     acc = np.zeros((n, m), f32)
     for bi in range(nb):
-        acc = (acc + (dw[None, :, bi] * dx[:, None, bi]).astype(f32) * s[:, :, bi].astype(f32)).astype(f32)
+        dd = (dw[None, :, bi] * dx[:, None, bi]).astype(f32)
+        acc = (acc + dd * s[:, :, bi].astype(f32)).astype(f32)
     return acc
+
+
+def dequantize_q8_k(raw: np.ndarray) -> np.ndarray:
+    """q8_K bytes (n, k/256*292) -> float32 (n, k): d * qs per block."""
+    raw = np.asarray(raw, np.uint8)
+    n = raw.shape[0]
+    b = raw.reshape(-1, Q8_K_BLOCK_BYTES)
+    d = b[:, :4].copy().view("<f4")  # (nb, 1)
+    qs = b[:, 4:260].view(np.int8).astype(np.float32)
+    return (d * qs).reshape(n, -1)
