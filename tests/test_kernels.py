@@ -591,7 +591,7 @@ def test_bench_kernels_records(capsys):
     for isa in ISAS:
         for t in (1, 2):
             for op in ("ternary_gemv", "ternary_gemm", "matmul_f16", "matmul_q8_0",
-                       "matmul_q6_k"):
+                       "matmul_q6_k", "matmul_q6_k_q8_k"):
                 assert (op, isa, t) in ops
     gemv = next(r for r in recs if r["op"] == "ternary_gemv")
     assert gemv["copies"] == 2 and gemv["m"] == 64 and gemv["median_s"] > 0

@@ -1,4 +1,5 @@
-"""Kernel benchmark: ternary GEMV/GEMM and the head GEMV (f16, q8_0, q6_k) on 2B-4T shapes.
+"""Kernel benchmark: ternary GEMV/GEMM and the head GEMV (f16, q8_0, q6_k float and integer
+paths) on 2B-4T shapes.
 
 Each op is timed per ISA and thread count, the variants interleaved back to back so that
 a noisy (shared) machine hits them alike; the median of the repetitions is reported next
@@ -85,13 +86,18 @@ def _head_case(rng: np.random.Generator, m: int, k: int) -> _Case:
 _QUANT_HEADS = {"q8_0": (32, 34, 0), "q6_k": (256, 210, 208)}
 
 
-def _quant_head_case(rng: np.random.Generator, qtype: str, m: int, k: int) -> _Case:
+def _quant_head_case(
+    rng: np.random.Generator, qtype: str, m: int, k: int, integer: bool = False
+) -> _Case:
     # random blocks (codes and scales: any bytes) with a small finite f16 d: the timing
     # does not depend on the values, and quantizing a real 2B-4T head takes a while
     qk, nbytes, d_at = _QUANT_HEADS[qtype]
     raw = rng.integers(0, 256, (m * (k // qk), nbytes), dtype=np.uint8)
     raw[:, d_at:d_at + 2] = np.frombuffer(np.float16(1e-3).tobytes(), np.uint8)
     x = rng.standard_normal((1, k)).astype(np.float32)
+    if integer:  # the q6_k head as the model runs it: q8_K activations, integer sums
+        call = native.q6_k_q8_k_call(raw.reshape(m, -1), m, k, x)
+        return _Case("matmul_q6_k_q8_k", qtype, m, k, 1, 1, raw.nbytes, call)
     call = native.float_matmul_call(raw.reshape(m, -1), qtype, m, k, x)
     return _Case(f"matmul_{qtype}", qtype, m, k, 1, 1, raw.nbytes, call)
 
@@ -116,6 +122,8 @@ def _cases(
             for qtype, (qk, _, _) in _QUANT_HEADS.items():
                 if head[1] % qk == 0:
                     yield _quant_head_case(rng, qtype, *head)
+            if head[1] % 256 == 0:
+                yield _quant_head_case(rng, "q6_k", *head, integer=True)
         else:
             raise ValueError(f"unknown op {op!r} (gemv, gemm, head)")
 
