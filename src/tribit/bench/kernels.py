@@ -256,22 +256,22 @@ def bench_kernels(
 def format_table(records: Sequence[Record]) -> str:
     """A fixed-width text table of bench_kernels records (wall clock, then CPU time)."""
     head = (
-        f"{'op':<14}{'qtype':<6}{'isa':<8}{'m':>7}{'k':>6}{'n':>5}{'thr':>4}"
+        f"{'op':<18}{'qtype':<6}{'isa':<8}{'m':>7}{'k':>6}{'n':>5}{'thr':>4}"
         f"{'ms':>10}{'GB/s':>7}{'ratio':>6}{'GMAC/s':>7}{'roof':>6}"
         f" |{'cpu ms':>9}{'GB/s':>7}{'ratio':>6}{'GMAC/s':>7}"
     )
     lines = [head, "-" * len(head)]
     for r in records:
-        shape = f"{r['op']:<14}{r['qtype']:<6}{r['isa']:<8}{r['m']:>7}{r['k']:>6}{r['n']:>5}"
+        shape = f"{r['op']:<18}{r['qtype']:<6}{r['isa']:<8}{r['m']:>7}{r['k']:>6}{r['n']:>5}"
         if r["op"] == "read_bandwidth":
-            shape = f"{'read_bw probe':<28}{'':>18}"
+            shape = f"{'read_bw probe':<32}{'':>18}"
             lines.append(
                 f"{shape}{r['threads']:>4}{'':>10}{r['gbps']:>7.2f}{'':>19}"
                 f" |{'':>9}{r['cpu_gbps']:>7.2f}"
             )
             continue
         if r["op"] == "mac_peak":
-            shape = f"{'mac_peak probe':<20}{r['isa']:<8}{'':>18}"
+            shape = f"{'mac_peak probe':<24}{r['isa']:<8}{'':>18}"
             lines.append(f"{shape}{r['threads']:>4}{'':>23}{r['gmacs']:>7.1f}{1.0:>6.2f} |")
             continue
         roof = f"{r['mac_ratio']:>6.2f}" if r.get("mac_ratio") is not None else f"{'':>6}"
