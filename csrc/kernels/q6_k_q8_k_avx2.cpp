@@ -22,7 +22,6 @@ void q6_k_q8_k_tile(float* y, int64_t ldy, const FloatMatrix& w, const uint8_t* 
                     int64_t j0, int64_t r) {
     const int64_t nb = w.k / kQ6KBlock;
     const uint8_t* row = w.data + r * w.row_bytes;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
     float acc[NT];
     for (int t = 0; t < NT; t++) acc[t] = 0.0f;
     for (int64_t b = 0; b < nb; b++) {
@@ -39,17 +38,8 @@ void q6_k_q8_k_tile(float* y, int64_t ldy, const FloatMatrix& w, const uint8_t* 
         for (int t = 0; t < NT; t++) isum[t] = _mm256_setzero_si256();
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
-            const __m256i la = _mm256_loadu_si256((const __m256i*)(blk + 64 * h));
-            const __m256i lb = _mm256_loadu_si256((const __m256i*)(blk + 64 * h + 32));
-            const __m256i hb = _mm256_loadu_si256((const __m256i*)(blk + 128 + 32 * h));
-            // codes l, l+32, l+64, l+96 of the half: low nibbles of la, lb, high of la, lb;
-            // high bits from hb bits 0-1, 2-3, 4-5, 6-7 moved to bits 4-5
-            __m256i v[4];
-            v[0] = _mm256_or_si256(_mm256_and_si256(la, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m2));
-            v[1] = _mm256_or_si256(_mm256_and_si256(lb, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m2));
-            v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), m4), _mm256_and_si256(hb, m2));
-            v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), m4),
-                                   _mm256_and_si256(_mm256_srli_epi16(hb, 2), m2));
+            __m256i v[4];  // the codes 0..63 (the float kernel's unpacking without the - 32)
+            unpack_q6_k_half(blk, h, v);
 #pragma GCC unroll 4
             for (int p = 0; p < 4; p++) {
                 // codes 32p + l are sub-blocks s0 = 8h + 2p (low 128 bits) and s0 + 1
@@ -84,16 +74,8 @@ void q6_k_q8_k_tile(float* y, int64_t ldy, const FloatMatrix& w, const uint8_t* 
 
 void matmul_q6_k_q8_k_avx2(float* y, int64_t ldy, const FloatMatrix& w, const uint8_t* q, int64_t ldq,
                            int64_t n, int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; r++) {
-        int64_t j = 0;
-        for (; j + 4 <= n; j += 4) q6_k_q8_k_tile<4>(y, ldy, w, q, ldq, j, r);
-        switch (n - j) {
-            case 3: q6_k_q8_k_tile<3>(y, ldy, w, q, ldq, j, r); break;
-            case 2: q6_k_q8_k_tile<2>(y, ldy, w, q, ldq, j, r); break;
-            case 1: q6_k_q8_k_tile<1>(y, ldy, w, q, ldq, j, r); break;
-            default: break;
-        }
-    }
+    for (int64_t r = r0; r < r1; r++)
+        for_token_tiles(n, [&](auto nt, int64_t j) { q6_k_q8_k_tile<decltype(nt)::value>(y, ldy, w, q, ldq, j, r); });
 }
 
 }  // namespace
