@@ -81,8 +81,8 @@ using float_matmul_fn = void (*)(float* y, int64_t ldy, const FloatMatrix& w, co
                                  int64_t ldx, int64_t n, int64_t row_begin, int64_t row_end);
 
 // The q6_k head's integer path (llama.cpp's ggml_vec_dot_q6_K_q8_K arithmetic,
-// docs/KERNELS.md "Q6_K head"). Activations as q8_K (ggml's block_q8_K): per token
-// k / 256 blocks of 292 bytes, float32 d, int8 qs[256], int16 bsums[16] (sums of
+// docs/KERNELS.md "The Q6_K head's integer path"). Activations as q8_K (ggml's
+// block_q8_K): per token k / 256 blocks of 292 bytes, float32 d, int8 qs[256], int16 bsums[16] (sums of
 // 16 codes), with x ~ d * qs; a token's blocks start ldq bytes apart.
 constexpr int64_t kQ8KBlockBytes = 292;
 // x (n, k) float, k % 256 == 0 -> q8_K rows: per block, max = the first value of

@@ -1,5 +1,5 @@
-// The q6_k head's integer path on AVX2 (kernels.h, docs/KERNELS.md "Q6_K head"):
-// per 128-value half of a super-block the 6-bit codes are unpacked to bytes 0..63
+// The q6_k head's integer path on AVX2 (kernels.h, docs/KERNELS.md "The Q6_K head's
+// integer path"): per 128-value half of a super-block the 6-bit codes are unpacked to bytes 0..63
 // (32 at a time, the unpacking of matmul_q6_k_avx2 without the - 32), multiplied by
 // the int8 activation codes with _mm256_maddubs_epi16 (|pair| <= 2 * 63 * 127: no
 // saturation), and the 16-bit pair sums weighted by the sub-block scales with

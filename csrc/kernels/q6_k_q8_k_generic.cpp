@@ -1,5 +1,5 @@
-// The q6_k head's integer path, scalar reference (kernels.h, docs/KERNELS.md "Q6_K
-// head"): activations quantized to q8_K as llama.cpp's quantize_row_q8_K_ref does,
+// The q6_k head's integer path, scalar reference (kernels.h, docs/KERNELS.md "The
+// Q6_K head's integer path"): activations quantized to q8_K as llama.cpp's quantize_row_q8_K_ref does,
 // then per 256-value super-block an exact int32 sum of 6-bit codes times 8-bit codes
 // weighted by the int8 sub-block scales (llama.cpp's ggml_vec_dot_q6_K_q8_K), and
 // one float32 multiply-add per super-block in block order. The SIMD variants give

@@ -65,8 +65,8 @@ public:
     std::vector<float> output_norm;
     FloatMatrix tok_embd, output;  // output == tok_embd when tied
     // A q6_k head runs the integer path (final-norm rows to q8_K, then
-    // matmul_q6_k_q8_k; docs/KERNELS.md "Q6_K head"); false: the float kernel
-    // float_matmul[q6_k] on float activations. From TRIBIT_Q6K_HEAD at construction
+    // matmul_q6_k_q8_k; docs/KERNELS.md "The Q6_K head's integer path"); false: the
+    // float kernel float_matmul[q6_k] on float activations. From TRIBIT_Q6K_HEAD at construction
     // ("float" selects the float kernel, for comparisons).
     bool q6_k_int_head = true;
 

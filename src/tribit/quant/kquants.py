@@ -198,10 +198,11 @@ def quantize_q8_k(x: np.ndarray) -> np.ndarray:
 
 
 def q6_k_q8_k_matmul_ref(w_raw: np.ndarray, xq: np.ndarray, k: int) -> np.ndarray:
-    """The q6_k head's integer path (docs/KERNELS.md "Q6_K head"): Q6_K bytes (m, k/256*210)
-    times q8_K bytes (n, k/256*292) -> float32 (n, m). Per super-block the exact integer
-    S_b = sum_i (q6_i - 32) * qs_i * scale_{i // 16}, then acc = acc + (d_w * d_x) * float(S_b)
-    in float32, in block order from acc = 0 (bit-identical to the native kernels)."""
+    """The q6_k head's integer path (docs/KERNELS.md "The Q6_K head's integer path"): Q6_K
+    bytes (m, k/256*210) times q8_K bytes (n, k/256*292) -> float32 (n, m). Per super-block
+    the exact integer S_b = sum_i (q6_i - 32) * qs_i * scale_{i // 16}, then
+    acc = acc + (d_w * d_x) * float(S_b) in float32, in block order from acc = 0
+    (bit-identical to the native kernels)."""
     f32 = np.float32
     m = w_raw.shape[0]
     n = xq.shape[0]
