@@ -153,6 +153,8 @@ void bind_kernels(nb::module_& m) {
         for (int i = 0; i < kNumGroupTypes; i++)
             d[std::string("matmul_") + group_type_name(GroupType(i)) + "_q8_0"] = t.group_matmul_name[i];
         d["matmul_group_f32"] = t.group_matmul_f32_name;
+        d["quantize_q8_k"] = t.quantize_q8_k_name;
+        d["matmul_q6_k_q8_k"] = t.matmul_q6_k_q8_k_name;
         return d;
     }, nb::arg("isa") = nb::none());
 
@@ -262,6 +264,38 @@ void bind_kernels(nb::module_& m) {
         }
         return y;
     }, nb::arg("w"), nb::arg("x"), nb::arg("isa") = nb::none(), nb::arg("n_threads") = 1);
+
+    m.def("quantize_q8_k", [](Arr2<const float> x, std::optional<std::string> isa) {
+        const KernelTable& t = table(isa);
+        const int64_t n = int64_t(x.shape(0)), k = int64_t(x.shape(1));
+        if (k % kQ6KBlock) throw nb::value_error(("quantize_q8_k: k must be a multiple of 256, got " + std::to_string(k)).c_str());
+        const int64_t ldq = k / kQ6KBlock * kQ8KBlockBytes;
+        auto q = owned<uint8_t>({size_t(n), size_t(ldq)});
+        nb::gil_scoped_release rel;
+        t.quantize_q8_k(q.data(), ldq, x.data(), k, n, k);
+        return q;
+    }, nb::arg("x"), nb::arg("isa") = nb::none(),
+       "float32 (n, k) -> q8_K bytes (n, k / 256 * 292): llama.cpp's block_q8_K.");
+
+    m.def("matmul_q6_k_q8_k", [](const PyFloatMatrix& fw, Arr2<const uint8_t> q, std::optional<std::string> isa,
+                                 int n_threads) {
+        const KernelTable& t = table(isa);
+        const FloatMatrix& w = fw.w;
+        if (w.type != FloatType::q6_k) throw nb::value_error("matmul_q6_k_q8_k: w must be q6_k");
+        const int64_t ldq = w.k / kQ6KBlock * kQ8KBlockBytes;
+        if (int64_t(q.shape(1)) != ldq) throw nb::value_error("matmul_q6_k_q8_k: q has the wrong number of bytes per token");
+        const int64_t n = int64_t(q.shape(0));
+        auto y = owned<float>({size_t(n), size_t(w.m)});
+        {
+            nb::gil_scoped_release rel;
+            float* yd = y.data();
+            pool(n_threads).parallel_for(w.m, 64, [&](int64_t b, int64_t e) {
+                t.matmul_q6_k_q8_k(yd, w.m, w, q.data(), ldq, n, b, e);
+            });
+        }
+        return y;
+    }, nb::arg("w"), nb::arg("q"), nb::arg("isa") = nb::none(), nb::arg("n_threads") = 1,
+       "The q6_k head's integer path: Q6_K (m, k) times q8_K activations -> y (n, m).");
 
     m.def("float_rows", [](const PyFloatMatrix& fw, Arr1<const int64_t> rows, std::optional<std::string> isa) {
         // the embedding lookup: rows of a float matrix as float32

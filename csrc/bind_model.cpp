@@ -268,6 +268,9 @@ void bind_model(nb::module_& m) {
         .def_prop_ro("kv_bytes", [](PyModel& s) { return s.model->kv_bytes(); })
         .def_prop_ro("weight_bytes", [](PyModel& s) { return s.model->weight_bytes(); })
         .def_prop_ro("isa", [](PyModel& s) { return std::string(isa_name(s.model->kt.isa)); })
+        .def_prop_rw("q6_k_int_head", [](PyModel& s) { return s.model->q6_k_int_head; },
+                     [](PyModel& s, bool v) { s.model->q6_k_int_head = v; },
+                     "A q6_k head's integer path (q8_K activations); False: the float kernel.")
         .def("profile", [](PyModel& s) {
             // op -> (seconds, calls), wall time since the last reset_profile()
             std::map<std::string, std::tuple<double, int64_t>> out;

@@ -116,6 +116,26 @@ using ternary_matmul_fn = void (*)(float* y, int64_t ldy, const TernaryMatrix& w
 using float_matmul_fn = void (*)(float* y, int64_t ldy, const FloatMatrix& w, const float* x,
                                  int64_t ldx, int64_t n, int64_t row_begin, int64_t row_end);
 
+// The q6_k head's integer path (llama.cpp's ggml_vec_dot_q6_K_q8_K arithmetic,
+// docs/KERNELS.md "The Q6_K head's integer path"). Activations as q8_K (ggml's
+// block_q8_K): per token k / 256 blocks of 292 bytes, float32 d, int8 qs[256], int16 bsums[16] (sums of
+// 16 codes), with x ~ d * qs; a token's blocks start ldq bytes apart.
+constexpr int64_t kQ8KBlockBytes = 292;
+// x (n, k) float, k % 256 == 0 -> q8_K rows: per block, max = the first value of
+// largest |x|, iscale = -127 / max, qs = min(127, round-half-even(iscale * x)),
+// d = 1 / iscale (ggml's quantize_row_q8_K_ref; an all-zero block: d = 0, codes 0).
+using quantize_q8_k_fn = void (*)(uint8_t* q, int64_t ldq, const float* x, int64_t ldx,
+                                  int64_t n, int64_t k);
+// y[j * ldy + r] for r in [row_begin, row_end), W Q6_K (m, k), q the q8_K rows:
+// per super-block b the int32 S_b = sum_s scale_s * sum_{i in s} q6_i * qs_i
+// - 32 * sum_s scale_s * bsums_s (q6_i in 0..63; exact), then
+// acc = acc + (d_w(b) * d_x(b)) * float(S_b) in float32 for b = 0, 1, ... in order
+// (two roundings, no FMA), acc starting at +0: the same bits on every ISA and for a
+// token alone or in a batch.
+using q6_k_q8_k_matmul_fn = void (*)(float* y, int64_t ldy, const FloatMatrix& w,
+                                     const uint8_t* q, int64_t ldq, int64_t n,
+                                     int64_t row_begin, int64_t row_end);
+
 // One row of a float matrix to float32 (embedding lookup).
 using float_row_fn = void (*)(float* out, const FloatMatrix& w, int64_t row);
 
@@ -191,6 +211,8 @@ struct KernelTable {
     ternary_matmul_fn ternary_gemm = nullptr;  // tuned for large n (prefill); any n correct
     float_matmul_fn float_matmul[kNumFloatTypes] = {};
     float_row_fn float_row = nullptr;
+    quantize_q8_k_fn quantize_q8_k = nullptr;
+    q6_k_q8_k_matmul_fn matmul_q6_k_q8_k = nullptr;
     cvt_f32_f16_fn cvt_f32_f16 = nullptr;
     dot_f32_fn dot_f32 = nullptr;
     axpy_f32_fn axpy_f32 = nullptr;
@@ -213,6 +235,8 @@ struct KernelTable {
     const char* quantize_q8_0_name = "";
     const char* group_matmul_name[kNumGroupTypes] = {};
     const char* group_matmul_f32_name = "";
+    const char* quantize_q8_k_name = "";
+    const char* matmul_q6_k_q8_k_name = "";
 };
 
 // Install kernel `fn` in a named slot of KernelTable `t` together with its name, both
@@ -257,6 +281,8 @@ void fill_group_avx2(KernelTable& t);
 void fill_group_avx512(KernelTable& t);
 void fill_float_generic(KernelTable& t);
 void fill_attention_generic(KernelTable& t);
+void fill_q6_k_q8_k_generic(KernelTable& t);  // the q6_k head's integer path
+void fill_q6_k_q8_k_avx2(KernelTable& t);
 void fill_ternary_avx2(KernelTable& t);
 void fill_float_avx2(KernelTable& t);
 void fill_attention_avx2(KernelTable& t);

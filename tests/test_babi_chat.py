@@ -77,7 +77,6 @@ def test_model_card_ignores_what_is_not_there_or_malformed():
 
 
 def test_tribit_chat_answers_and_stops():
-    pytest.importorskip("tribit._core")
     turns = f"{ASK}\nWhere is Daniel?\n/exit\n"
     r = subprocess.run([sys.executable, "-m", "tribit", "chat", "-m", str(_embedded()), "-t", "1",
                         "--temp", "0"], input=turns, capture_output=True, text=True, timeout=120)
@@ -89,7 +88,6 @@ def test_tribit_chat_answers_and_stops():
 
 @pytest.fixture(scope="module")
 def server():
-    pytest.importorskip("tribit._core")
     pytest.importorskip("fastapi")
     pytest.importorskip("httpx")
     from server_process import serving

@@ -13,7 +13,13 @@ from tribit import _core
 from tribit.errors import ModelError
 from tribit.formats import GGMLType, GGUFReader
 from tribit.model import reference
-from tribit.quant import dequantize_q6_k, quantize_q6_k, quantize_q8_0
+from tribit.quant import (
+    dequantize_q6_k,
+    q6_k_q8_k_matmul_ref,
+    quantize_q6_k,
+    quantize_q8_0,
+    quantize_q8_k,
+)
 
 gguf = pytest.importorskip("gguf")
 KLD_MAX, TOP1_MIN = 2e-3, 0.95
@@ -61,6 +67,40 @@ def test_repacked_embedding_rows_are_the_spec_s(tmp_path):
     assert np.array_equal(_core.float_rows(fm, np.arange(emb.shape[0], dtype=np.int64)), dense)
     q8 = tribit.load(path, head_type="q8_0")
     assert q8.embd_bytes == quantize_q8_0(emb).nbytes
+
+
+@pytest.mark.parametrize("arch", ["bitnet-b1.58", "llama"])  # tied and untied heads
+def test_q6_k_head_is_the_integer_path(tmp_path, arch, monkeypatch):
+    """A q6_k head's logits are, bit for bit, the integer path's spec on the model's own
+    final-norm rows (q8_K activations, exact block sums), for a token alone or in a batch
+    and on 1 or 2 threads; TRIBIT_Q6K_HEAD=float (or q6_k_int_head = False) runs the float
+    kernel instead, the lossy step the integer path adds measured against the f16 head."""
+    path = tiny_model(tmp_path / "m.gguf", arch=arch, emb_type="f16", seed=14)
+    toks = _tokens(9)
+    r = GGUFReader(path)
+    name = "token_embd.weight" if arch == "bitnet-b1.58" else "output.weight"
+    emb = r.array(name).astype(np.float32)
+    raw = quantize_q6_k(emb)
+    f16 = tribit.load(path, kv_type="f32").logits(toks)
+    for nt in (1, 2):
+        m = tribit.load(path, kv_type="f32", head_type="q6_k", n_threads=nt)
+        assert m._native.q6_k_int_head
+        hidden = m.forward(toks, pos=0, logits="all", hidden=True)
+        m.reset()
+        got = m.forward(toks, pos=0, logits="all")
+        want = q6_k_q8_k_matmul_ref(raw, quantize_q8_k(hidden), emb.shape[1])
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+        m.reset()
+        m._native.q6_k_int_head = False
+        flt = m.forward(toks, pos=0, logits="all")
+        fm = _core.FloatMatrix(raw, "q6_k", *emb.shape)
+        assert np.array_equal(flt, _core.float_matmul(fm, hidden, n_threads=nt))
+        # the integer path's extra error is of the order of the Q6_K head's own
+        kld_i, _ = kld_top1(f16.astype(np.float64), got)
+        kld_f, _ = kld_top1(f16.astype(np.float64), flt)
+        assert kld_i <= 2 * kld_f + 1e-4, (kld_i, kld_f)
+    monkeypatch.setenv("TRIBIT_Q6K_HEAD", "float")
+    assert not tribit.load(path, head_type="q6_k")._native.q6_k_int_head
 
 
 def test_head_type_errors(tmp_path):

@@ -20,10 +20,13 @@ from tribit import _core
 from tribit.quant import (
     dequantize_q6_k,
     dequantize_q8_0,
+    dequantize_q8_k,
     f32_to_bf16,
+    q6_k_q8_k_matmul_ref,
     quantize_activations,
     quantize_q6_k,
     quantize_q8_0,
+    quantize_q8_k,
     ternary_matmul_ref,
 )
 
@@ -321,6 +324,139 @@ def test_q6_k_simd_agrees_with_generic(isa):
                 assert np.all(np.abs(y - ref) <= 1e-5 * scale + 1e-30), (m, k, n, nt)
 
 
+# ------------------------------------------- q6_k head: the integer path (q8_K)
+def _q8_k_blocks(rng, n, k):
+    """float32 activations (n, k) with the quantizer's corner cases in some blocks: an
+    all-zero block, exact ties (iscale = 1: codes x.5 round half to even), equal |max|
+    of both signs (the first wins), a negative and a positive max, huge and tiny values."""
+    x = rng.standard_normal((n, k)).astype(np.float32)
+    b = x.reshape(-1, 256)
+    b[0] = 0
+    if len(b) > 1:
+        b[1] = np.arange(256) % 11 - 5.5
+        b[1, 7] = -127  # max = -127: iscale = 1 exactly
+    if len(b) > 2:
+        b[2, 3], b[2, 9] = 40, -40
+    if len(b) > 3:
+        b[3] *= 1e30
+    if len(b) > 4:
+        b[4] *= 1e-30
+    return x
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_quantize_q8_k_is_the_spec(isa):
+    """The head's activation quantizer: the bytes of llama.cpp's quantize_row_q8_K_ref
+    (the numpy spec quantize_q8_k), every ISA; d * qs within d / 2 of x."""
+    rng = np.random.default_rng(21)
+    for n, k in [(1, 256), (2, 512), (3, 1280), (5, 2560), (9, 768), (1, 6912)]:
+        x = _q8_k_blocks(rng, n, k)
+        want = quantize_q8_k(x)
+        assert want.shape == (n, k // 256 * 292)
+        got = _core.quantize_q8_k(x, isa=isa)
+        assert got.dtype == np.uint8 and np.array_equal(got, want), (n, k)
+        blocks = want.reshape(-1, 292)
+        d = blocks[:, :4].copy().view("<f4")[:, 0]
+        qs = blocks[:, 4:260].view(np.int8)
+        assert np.array_equal(blocks[:, 260:].copy().view("<i2"),
+                              qs.reshape(-1, 16, 16).sum(axis=2))
+        err = np.abs(dequantize_q8_k(want) - x).reshape(-1, 256)
+        assert np.all(err <= np.abs(d)[:, None] * 0.5000001 + 1e-45)
+    # the sign convention: the value of largest |x| gets code -127 (d has the other sign)
+    x = np.zeros((1, 256), np.float32)
+    x[0, 5], x[0, 6] = 2.0, -2.0
+    q = _core.quantize_q8_k(x, isa=isa)
+    assert q[0, 4 + 5].view(np.int8) == -127 and q[0, 4 + 6].view(np.int8) == 127
+    assert q[0, :4].view("<f4")[0] == np.float32(1) / (np.float32(-127) / np.float32(2))
+    with pytest.raises(ValueError, match="multiple of 256"):
+        _core.quantize_q8_k(np.zeros((1, 100), np.float32), isa=isa)
+
+
+def _q6_k_raw(rng, m, k):
+    """Q6_K rows with every code and every int8 scale (-128 too), d in [0.5, 2]."""
+    raw = rng.integers(0, 256, (m, k // 256 * 210), dtype=np.uint8)
+    blk = raw.reshape(m, -1, 210)
+    d = rng.uniform(0.5, 2, blk.shape[:2]).astype("<f2")
+    blk[:, :, 208:] = d.view(np.uint8).reshape(m, -1, 2)
+    return raw
+
+
+def _q8_k_raw(rng, n, k, d=None):
+    """q8_K rows with codes over the whole int8 range (-128 too) and consistent bsums."""
+    nb = n * k // 256
+    qs = rng.integers(-128, 128, (nb, 256)).astype(np.int8)
+    out = np.empty((nb, 292), np.uint8)
+    dd = rng.uniform(0.5, 2, nb) if d is None else np.full(nb, d)
+    out[:, :4] = dd.astype("<f4").view(np.uint8).reshape(nb, 4)
+    out[:, 4:260] = qs.view(np.uint8)
+    out[:, 260:] = qs.reshape(nb, 16, 16).sum(axis=2).astype("<i2").view(np.uint8).reshape(nb, 32)
+    return out.reshape(n, -1)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_q6_k_q8_k_integer_sums_are_exact(isa):
+    """One super-block with d_w = d_x = 1 and |S| < 2^24: y is the exact integer sum
+    sum_i (q6_i - 32) * qs_i * scale_{i // 16}, extreme codes and scales included."""
+    rng = np.random.default_rng(22)
+    m, n = 257, 9
+    raw = _q6_k_raw(rng, m, 256)
+    blk = raw.reshape(m, 210)
+    blk[:, 192:208] = rng.integers(-4, 5, (m, 16)).astype(np.int8).view(np.uint8)
+    blk[0, :192], blk[0, 192:208] = 0xFF, np.uint8(0x80)  # all codes 63, scales -128 ...
+    blk[:, 208:] = np.frombuffer(np.float16(1).tobytes(), np.uint8)
+    q = _q8_k_raw(rng, n, 256, d=1.0)
+    q[0, 4:260] = 0x80  # ... against codes -128: |S| = 16 * 16 * 31 * 128 * 128
+    q[0, 260:] = np.full(16, -2048, "<i2").view(np.uint8)
+    codes = dequantize_q6_k(raw, (m, 256)).astype(np.int64)  # d = 1: (q6 - 32) * scale exactly
+    s = q[:, 4:260].view(np.int8).astype(np.int64) @ codes.T
+    assert np.abs(s[:, 1:]).max() < 1 << 24 and s[0, 0] == 16 * 16 * 31 * 128 * 128
+    y = _core.matmul_q6_k_q8_k(_core.FloatMatrix(raw, "q6_k", m, 256), q, isa=isa, n_threads=3)
+    assert np.array_equal(y[:, 1:], s[:, 1:].astype(np.float32))
+    assert y[0, 0] == np.float32(s[0, 0])
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_q6_k_q8_k_is_the_spec_on_odd_shapes(isa):
+    """The integer path, every ISA, bit for bit the numpy spec (exact block sums, then
+    acc + (d_w * d_x) * S_b in block order): rows 1..257, k up to 6912, 1-9 tokens, 1-3
+    threads; a token gives the same bits alone as in a batch."""
+    rng = np.random.default_rng(23)
+    cases = [(1, 256, 1), (2, 512, 9), (7, 768, 3), (64, 2560, 1), (65, 2560, 5),
+             (130, 1280, 4), (257, 256, 8), (33, 6912, 2), (5, 6912, 7), (100, 512, 6)]
+    for m, k, n in cases:
+        raw = _q6_k_raw(rng, m, k)
+        fm = _core.FloatMatrix(raw, "q6_k", m, k)
+        for q in (_q8_k_raw(rng, n, k), quantize_q8_k(_q8_k_blocks(rng, n, k))):
+            want = q6_k_q8_k_matmul_ref(raw, q, k)
+            for nt in (1, 2, 3):
+                y = _core.matmul_q6_k_q8_k(fm, q, isa=isa, n_threads=nt)
+                assert y.shape == (n, m) and y.dtype == np.float32
+                assert np.array_equal(y.view(np.uint32), want.view(np.uint32)), (m, k, n, nt)
+            alone = np.concatenate([_core.matmul_q6_k_q8_k(fm, q[j:j + 1], isa=isa)
+                                    for j in range(n)])
+            assert np.array_equal(alone.view(np.uint32), want.view(np.uint32))
+    with pytest.raises(ValueError, match="bytes per token"):
+        _core.matmul_q6_k_q8_k(fm, np.zeros((1, 292), np.uint8), isa=isa)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_q6_k_q8_k_is_close_to_the_float_head(isa):
+    """What the activation quantization costs a head row: |y - x.W| within the q8_K
+    rounding bound sum_i |W_i| * d_x / 2 (+ float32 rounding)."""
+    rng = np.random.default_rng(24)
+    m, k, n = 97, 2560, 4
+    w = (rng.standard_normal((m, k)) * 0.05).astype(np.float32)
+    raw = quantize_q6_k(w)
+    dense = dequantize_q6_k(raw, (m, k)).astype(np.float64)
+    x = rng.standard_normal((n, k)).astype(np.float32)
+    q = quantize_q8_k(x)
+    y = _core.matmul_q6_k_q8_k(_core.FloatMatrix(raw, "q6_k", m, k), q, isa=isa)
+    d = np.abs(q.reshape(n, -1, 292)[:, :, :4].copy().view("<f4")[:, :, 0]).astype(np.float64)
+    bound = (np.abs(dense).reshape(m, -1, 256).sum(axis=2) @ d.T).T * 0.5
+    bound += 1e-5 * (np.abs(x).astype(np.float64) @ np.abs(dense).T)
+    assert np.all(np.abs(y - x.astype(np.float64) @ dense.T) <= bound)
+
+
 def test_float_matrix_checks_sizes():
     with pytest.raises(ValueError, match="size"):
         _core.FloatMatrix(np.zeros((4, 10), np.float32), "f32", 4, 11)
@@ -455,7 +591,7 @@ def test_bench_kernels_records(capsys):
     for isa in ISAS:
         for t in (1, 2):
             for op in ("ternary_gemv", "ternary_gemm", "matmul_f16", "matmul_q8_0",
-                       "matmul_q6_k"):
+                       "matmul_q6_k", "matmul_q6_k_q8_k"):
                 assert (op, isa, t) in ops
     gemv = next(r for r in recs if r["op"] == "ternary_gemv")
     assert gemv["copies"] == 2 and gemv["m"] == 64 and gemv["median_s"] > 0

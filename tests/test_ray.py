@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-pytest.importorskip("tribit._core")
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -40,7 +40,6 @@ def test_loaded_file_reexports_to_the_same_tensors(tmp_path):
 
 
 def test_loaded_file_computes_what_tribit_computes():
-    pytest.importorskip("tribit._core")
     import tribit
 
     model, tok = load_gguf(_embedded())

@@ -140,7 +140,7 @@ void q6_k_tile(float* y, int64_t ldy, const FloatMatrix& w, const float* x, int6
     constexpr int C = NT == 1 ? 4 : 2;
     const int64_t nb = w.k / kQ6KBlock;
     const uint8_t* row = w.data + r * w.row_bytes;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30), off = _mm256_set1_epi8(32);
+    const __m256i off = _mm256_set1_epi8(32);
     __m256 acc[NT][C];
     for (int t = 0; t < NT; t++)
         for (int c = 0; c < C; c++) acc[t][c] = _mm256_setzero_ps();
@@ -158,17 +158,8 @@ void q6_k_tile(float* y, int64_t ldy, const FloatMatrix& w, const float* x, int6
         const float* xb = x + j0 * ldx + b * kQ6KBlock;
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
-            const __m256i la = _mm256_loadu_si256((const __m256i*)(blk + 64 * h));
-            const __m256i lb = _mm256_loadu_si256((const __m256i*)(blk + 64 * h + 32));
-            const __m256i hb = _mm256_loadu_si256((const __m256i*)(blk + 128 + 32 * h));
-            // values l, l+32, l+64, l+96 of the half: low nibbles of la, lb, high of la, lb;
-            // high bits from hb bits 0-1, 2-3, 4-5, 6-7 moved to bits 4-5
-            __m256i v[4];
-            v[0] = _mm256_or_si256(_mm256_and_si256(la, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m2));
-            v[1] = _mm256_or_si256(_mm256_and_si256(lb, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m2));
-            v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), m4), _mm256_and_si256(hb, m2));
-            v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), m4),
-                                   _mm256_and_si256(_mm256_srli_epi16(hb, 2), m2));
+            __m256i v[4];  // values 32p + l of the half, as codes 0..63
+            unpack_q6_k_half(blk, h, v);
 #pragma GCC unroll 4
             for (int p = 0; p < 4; p++) {
                 const __m256i q = _mm256_sub_epi8(v[p], off);  // values 32p + l: sub-blocks 2p, 2p+1
@@ -186,16 +177,8 @@ void q6_k_tile(float* y, int64_t ldy, const FloatMatrix& w, const float* x, int6
 }
 
 void matmul_q6_k_avx2(float* y, int64_t ldy, const FloatMatrix& w, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; r++) {
-        int64_t j = 0;
-        for (; j + 4 <= n; j += 4) q6_k_tile<4>(y, ldy, w, x, ldx, j, r);
-        switch (n - j) {
-            case 3: q6_k_tile<3>(y, ldy, w, x, ldx, j, r); break;
-            case 2: q6_k_tile<2>(y, ldy, w, x, ldx, j, r); break;
-            case 1: q6_k_tile<1>(y, ldy, w, x, ldx, j, r); break;
-            default: break;
-        }
-    }
+    for (int64_t r = r0; r < r1; r++)
+        for_token_tiles(n, [&](auto nt, int64_t j) { q6_k_tile<decltype(nt)::value>(y, ldy, w, x, ldx, j, r); });
 }
 }  // namespace
 

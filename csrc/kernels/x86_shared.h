@@ -8,6 +8,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <type_traits>
 
 namespace tribit {
 namespace {
@@ -45,6 +46,36 @@ inline void load_block(const int8_t* qb, __m256i a[4]) {
 inline __m128i hsum4_i32(__m256i a0, __m256i a1, __m256i a2, __m256i a3) {
     const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
     return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
+// The 6-bit codes (0..63) of 128-value half h of a Q6_K super-block (kernels.h): v[p]
+// holds values 32p + l, l < 32 (sub-blocks 8h + 2p in the low 128 bits, 8h + 2p + 1 in
+// the high): low nibbles of ql[64h ..] and ql[64h + 32 ..], then their high nibbles; the
+// two high bits from qh[32h + l] bits 2p, 2p + 1, moved to bits 4-5.
+inline void unpack_q6_k_half(const uint8_t* blk, int h, __m256i v[4]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
+    const __m256i la = _mm256_loadu_si256((const __m256i*)(blk + 64 * h));
+    const __m256i lb = _mm256_loadu_si256((const __m256i*)(blk + 64 * h + 32));
+    const __m256i hb = _mm256_loadu_si256((const __m256i*)(blk + 128 + 32 * h));
+    v[0] = _mm256_or_si256(_mm256_and_si256(la, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m2));
+    v[1] = _mm256_or_si256(_mm256_and_si256(lb, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m2));
+    v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), m4), _mm256_and_si256(hb, m2));
+    v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), m4),
+                           _mm256_and_si256(_mm256_srli_epi16(hb, 2), m2));
+}
+
+// Runs tile(std::integral_constant<int, NT>, j) over the n tokens of a row: tiles of 4
+// tokens, then one of 3, 2 or 1 (each token's sums are the same in any tile).
+template <class Tile>
+inline void for_token_tiles(int64_t n, Tile&& tile) {
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) tile(std::integral_constant<int, 4>{}, j);
+    switch (n - j) {
+        case 3: tile(std::integral_constant<int, 3>{}, j); break;
+        case 2: tile(std::integral_constant<int, 2>{}, j); break;
+        case 1: tile(std::integral_constant<int, 1>{}, j); break;
+        default: break;
+    }
 }
 
 }  // namespace

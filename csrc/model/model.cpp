@@ -6,6 +6,7 @@
 #include <climits>
 #include <cstdint>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -68,6 +69,7 @@ size_t kv_cache_elements(const ModelParams& p) {
 }
 
 Model::Model(const ModelParams& p, const KernelTable& table) : params(p), kt(table) {
+    if (const char* h = std::getenv("TRIBIT_Q6K_HEAD")) q6_k_int_head = std::string(h) != "float";
     if (p.n_head <= 0 || p.n_head_kv <= 0 || p.n_head % p.n_head_kv)
         throw std::invalid_argument("n_head must be a positive multiple of n_head_kv");
     if (p.n_seq <= 0 || p.n_ctx <= 0) throw std::invalid_argument("n_seq and n_ctx must be positive");
@@ -584,6 +586,17 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* se
     OpTimer timer(prof_, Op::head);
     if (!output_g.empty()) {
         group_linear(logits, output_g.m, output_g, normed.data(), d, nw, 64);
+        return;
+    }
+    if (output.type == FloatType::q6_k && q6_k_int_head) {
+        // the integer path: each wanted row quantized to q8_K once, then exact int32
+        // sums per super-block (kernels.h)
+        const int64_t ldq = d / kQ6KBlock * kQ8KBlockBytes;
+        q8k_.resize(size_t(nw * ldq));
+        kt.quantize_q8_k(q8k_.data(), ldq, normed.data(), d, nw, d);
+        pool_->parallel_for(output.m, 64, [&](int64_t b, int64_t e) {
+            kt.matmul_q6_k_q8_k(logits, output.m, output, q8k_.data(), ldq, nw, b, e);
+        });
         return;
     }
     float_matmul_fn fn = kt.float_matmul[int(output.type)];

@@ -70,6 +70,11 @@ public:
     std::vector<float> output_norm;
     FloatMatrix tok_embd, output;  // output == tok_embd when tied
     GroupMatrix tok_embd_g, output_g;  // Q2_0 / Q1_0 embedding / head (used when set)
+    // A q6_k head runs the integer path (final-norm rows to q8_K, then
+    // matmul_q6_k_q8_k; docs/KERNELS.md "The Q6_K head's integer path"); false: the
+    // float kernel float_matmul[q6_k] on float activations. From TRIBIT_Q6K_HEAD at construction
+    // ("float" selects the float kernel, for comparisons).
+    bool q6_k_int_head = true;
 
     // Runs the batch; writes logits of the rows with want[i] into `out`
     // (count(want) x n_vocab, in batch order), or with `hidden` their final-norm hidden
@@ -105,6 +110,7 @@ private:
     std::vector<int8_t> q8_;     // Q8_0 activations of the group matrices (n x k)
     std::vector<float> q8d_;     // their block scales (n x k / 32)
     std::vector<int32_t> q8s_;   // their block sums
+    std::vector<uint8_t> q8k_;  // the head's q8_K activations (q6_k head)
     std::vector<double> att_scratch_;  // per thread: scores + output rows
     std::vector<double> rope_freq_;    // base^(-2i/n_rot), i < n_rot/2
     std::vector<float> rope_cs_;       // per batch token: cos, sin of each pair (rope_angles)

@@ -1,4 +1,5 @@
-"""Kernel benchmark: ternary GEMV/GEMM and the head GEMV (f16, q8_0, q6_k) on 2B-4T shapes.
+"""Kernel benchmark: ternary GEMV/GEMM and the head GEMV (f16, q8_0, q6_k float and integer
+paths) on 2B-4T shapes.
 
 Each op is timed per ISA and thread count, the variants interleaved back to back so that
 a noisy (shared) machine hits them alike; the median of the repetitions is reported next
@@ -85,13 +86,18 @@ def _head_case(rng: np.random.Generator, m: int, k: int) -> _Case:
 _QUANT_HEADS = {"q8_0": (32, 34, 0), "q6_k": (256, 210, 208)}
 
 
-def _quant_head_case(rng: np.random.Generator, qtype: str, m: int, k: int) -> _Case:
+def _quant_head_case(
+    rng: np.random.Generator, qtype: str, m: int, k: int, integer: bool = False
+) -> _Case:
     # random blocks (codes and scales: any bytes) with a small finite f16 d: the timing
     # does not depend on the values, and quantizing a real 2B-4T head takes a while
     qk, nbytes, d_at = _QUANT_HEADS[qtype]
     raw = rng.integers(0, 256, (m * (k // qk), nbytes), dtype=np.uint8)
     raw[:, d_at:d_at + 2] = np.frombuffer(np.float16(1e-3).tobytes(), np.uint8)
     x = rng.standard_normal((1, k)).astype(np.float32)
+    if integer:  # the q6_k head as the model runs it: q8_K activations, integer sums
+        call = native.q6_k_q8_k_call(raw.reshape(m, -1), m, k, x)
+        return _Case("matmul_q6_k_q8_k", qtype, m, k, 1, 1, raw.nbytes, call)
     call = native.float_matmul_call(raw.reshape(m, -1), qtype, m, k, x)
     return _Case(f"matmul_{qtype}", qtype, m, k, 1, 1, raw.nbytes, call)
 
@@ -116,6 +122,8 @@ def _cases(
             for qtype, (qk, _, _) in _QUANT_HEADS.items():
                 if head[1] % qk == 0:
                     yield _quant_head_case(rng, qtype, *head)
+            if head[1] % 256 == 0:
+                yield _quant_head_case(rng, "q6_k", *head, integer=True)
         else:
             raise ValueError(f"unknown op {op!r} (gemv, gemm, head)")
 
@@ -248,22 +256,22 @@ def bench_kernels(
 def format_table(records: Sequence[Record]) -> str:
     """A fixed-width text table of bench_kernels records (wall clock, then CPU time)."""
     head = (
-        f"{'op':<14}{'qtype':<6}{'isa':<8}{'m':>7}{'k':>6}{'n':>5}{'thr':>4}"
+        f"{'op':<18}{'qtype':<6}{'isa':<8}{'m':>7}{'k':>6}{'n':>5}{'thr':>4}"
         f"{'ms':>10}{'GB/s':>7}{'ratio':>6}{'GMAC/s':>7}{'roof':>6}"
         f" |{'cpu ms':>9}{'GB/s':>7}{'ratio':>6}{'GMAC/s':>7}"
     )
     lines = [head, "-" * len(head)]
     for r in records:
-        shape = f"{r['op']:<14}{r['qtype']:<6}{r['isa']:<8}{r['m']:>7}{r['k']:>6}{r['n']:>5}"
+        shape = f"{r['op']:<18}{r['qtype']:<6}{r['isa']:<8}{r['m']:>7}{r['k']:>6}{r['n']:>5}"
         if r["op"] == "read_bandwidth":
-            shape = f"{'read_bw probe':<28}{'':>18}"
+            shape = f"{'read_bw probe':<32}{'':>18}"
             lines.append(
                 f"{shape}{r['threads']:>4}{'':>10}{r['gbps']:>7.2f}{'':>19}"
                 f" |{'':>9}{r['cpu_gbps']:>7.2f}"
             )
             continue
         if r["op"] == "mac_peak":
-            shape = f"{'mac_peak probe':<20}{r['isa']:<8}{'':>18}"
+            shape = f"{'mac_peak probe':<24}{r['isa']:<8}{'':>18}"
             lines.append(f"{shape}{r['threads']:>4}{'':>23}{r['gmacs']:>7.1f}{1.0:>6.2f} |")
             continue
         roof = f"{r['mac_ratio']:>6.2f}" if r.get("mac_ratio") is not None else f"{'':>6}"

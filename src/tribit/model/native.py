@@ -79,6 +79,18 @@ def ternary_matmul_call(t: np.ndarray, gamma: float, x: np.ndarray, kind: str) -
     return call
 
 
+def q6_k_q8_k_call(data: np.ndarray, m: int, k: int, x: np.ndarray) -> KernelCall:
+    """The q6_k head's integer path on Q6_K `data` (m, k) and x (n, k) float32: x quantized
+    to q8_K once, here; the call times the integer kernel alone."""
+    fm = _core.FloatMatrix(data, "q6_k", m, k)
+    q = _core.quantize_q8_k(np.ascontiguousarray(x, np.float32))
+
+    def call(isa: str, threads: int) -> object:
+        return _core.matmul_q6_k_q8_k(fm, q, isa=isa, n_threads=threads)
+
+    return call
+
+
 def float_matmul_call(data: np.ndarray, qtype: str, m: int, k: int, x: np.ndarray) -> KernelCall:
     """The head's matmul of a float/quantized matrix (m, k) stored as `data` in `qtype`
     (f32, f16, bf16, q8_0, q6_k) on x (n, k) float32."""

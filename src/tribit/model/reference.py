@@ -26,7 +26,13 @@ from ..formats.keys import (
     TOKEN_EMBD,
     block_tensor,
 )
-from ..quant import lowbit, quantize_activations, ternary_matmul_ref
+from ..quant import (
+    dequantize_q8_k,
+    lowbit,
+    quantize_activations,
+    quantize_q8_k,
+    ternary_matmul_ref,
+)
 from .config import ModelConfig, config_from_metadata
 from .weights import (
     GroupWeight,
@@ -52,6 +58,9 @@ class ReferenceWeights:
     # `which` ((t, gamma) or GroupWeight), and "norm_in": `which` -> float64 input norm
     layers: list[dict]
     group_mode: str = "llama"  # how Q2_0 / Q1_0 matrices compute (docs/FORMATS.md 3.11)
+    # a Q6_K head: the runtime multiplies it by the final-norm rows quantized to q8_K
+    # (docs/KERNELS.md "Q6_K head"), and so does the oracle
+    head_q8_k: bool = False
 
 
 def load_reference(
@@ -66,9 +75,12 @@ def load_reference(
     cfg = config_from_metadata(r.metadata, n_vocab, OUTPUT in r.tensors, n_ctx)
     shape = (n_vocab, n_embd)
 
+    qtypes = {}
+
     def head(name: str) -> np.ndarray:
         raw, qt = read_float_matrix(r, name, shape)
         raw, qt = repack_float_matrix(raw, qt, shape, head_type, name)
+        qtypes[name] = qt
         return float_matrix_f32(raw, qt, shape).astype(np.float64)
 
     def group_head(name: str):
@@ -76,8 +88,10 @@ def load_reference(
         return GroupWeight(raw, qt, shape, qt.upper()) if qt in lowbit.BLOCK_VALUES else None
 
     emb = head(TOKEN_EMBD)
+    head_name = TOKEN_EMBD
     out = group_head(TOKEN_EMBD) or emb
     if not cfg.tied_head:
+        head_name = OUTPUT
         out = group_head(OUTPUT) or head(OUTPUT)
     d = dims(cfg)
     layers = []
@@ -93,7 +107,8 @@ def load_reference(
             layer[p.which] = w if isinstance(w, GroupWeight) else (w.t, w.gamma)
         layers.append(layer)
     norm = read_f32(r, OUTPUT_NORM, (n_embd,)).astype(np.float64)
-    return ReferenceWeights(cfg, emb, out, norm, layers, group_mode)
+    return ReferenceWeights(cfg, emb, out, norm, layers, group_mode,
+                            head_q8_k=qtypes.get(head_name) == "q6_k")
 
 
 def rmsnorm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
@@ -195,4 +210,6 @@ def forward(w: ReferenceWeights, tokens, act=None, hidden: bool = False,
         return out
     if isinstance(w.output, GroupWeight):
         return group_linear(out, w.output, w.group_mode)
+    if w.head_q8_k:
+        out = dequantize_q8_k(quantize_q8_k(out.astype(np.float32))).astype(np.float64)
     return out @ w.output.T

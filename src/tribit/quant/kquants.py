@@ -160,3 +160,80 @@ def dequantize_q6_k(raw: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     ds = (d * sc).reshape(nb, 16, 1)
     vals = (q.reshape(nb, 16, 16) - 32).astype(np.float32)
     return (ds * vals).reshape(m, k)
+
+
+Q8_K_BLOCK_BYTES = 292  # float32 d, int8 qs[256], int16 bsums[16]
+
+
+def quantize_q8_k(x: np.ndarray) -> np.ndarray:
+    """float32 (n, k), k % 256 == 0 -> q8_K bytes (n, k/256*292): llama.cpp's
+    `quantize_row_q8_K_ref`, the activations of the q6_k head's integer path.
+
+    Per 256 values: max = the first value of largest |x| (the C loop's strict '>'),
+    iscale = -127 / max (float32; the sign makes that value's code -127), codes
+    min(127, round-half-even(iscale * x)), bsums = the sums of each 16 codes, d = 1 / iscale;
+    an all-zero block has d = 0 and zero codes. So x ~ d * qs."""
+    f32 = np.float32
+    x = np.asarray(x, f32)
+    if x.ndim != 2 or x.shape[1] % QK_K:
+        raise ValueError(f"quantize_q8_k needs (n, k) with k % 256 == 0, got shape {x.shape}")
+    n, k = x.shape
+    blocks = x.reshape(-1, QK_K)
+    nb = blocks.shape[0]
+    imax = np.argmax(np.abs(blocks), axis=1)
+    vmax = blocks[np.arange(nb), imax]
+    zero = vmax == 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iscale = (f32(-127) / np.where(zero, f32(1), vmax)).astype(f32)
+        qs = np.minimum(127, _nearest_int((iscale[:, None] * blocks).astype(f32)))
+        d = (f32(1) / iscale).astype(f32)
+    qs = np.where(zero[:, None], 0, qs).astype(np.int8)
+    d = np.where(zero, f32(0), d).astype("<f4")
+    bsums = qs.reshape(nb, 16, 16).astype(np.int16).sum(axis=2, dtype=np.int16).astype("<i2")
+    out = np.empty((nb, Q8_K_BLOCK_BYTES), np.uint8)
+    out[:, :4] = d.view(np.uint8).reshape(nb, 4)
+    out[:, 4:260] = qs.view(np.uint8)
+    out[:, 260:] = bsums.view(np.uint8).reshape(nb, 32)
+    return out.reshape(n, k // QK_K * Q8_K_BLOCK_BYTES)
+
+
+def q6_k_q8_k_matmul_ref(w_raw: np.ndarray, xq: np.ndarray, k: int) -> np.ndarray:
+    """The q6_k head's integer path (docs/KERNELS.md "The Q6_K head's integer path"): Q6_K
+    bytes (m, k/256*210) times q8_K bytes (n, k/256*292) -> float32 (n, m). Per super-block
+    the exact integer S_b = sum_i (q6_i - 32) * qs_i * scale_{i // 16}, then
+    acc = acc + (d_w * d_x) * float(S_b) in float32, in block order from acc = 0
+    (bit-identical to the native kernels)."""
+    f32 = np.float32
+    m = w_raw.shape[0]
+    n = xq.shape[0]
+    nb = k // QK_K
+    b = np.asarray(w_raw, np.uint8).reshape(m, nb, Q6_K_BLOCK_BYTES)
+    ql = b[:, :, :128].reshape(m, nb, 2, 64)
+    qh = b[:, :, 128:192].reshape(m, nb, 2, 32)
+    q = np.empty((m, nb, 2, 4, 32), np.int64)
+    q[..., 0, :] = (ql[..., :32] & 0xF) | ((qh & 3) << 4)
+    q[..., 1, :] = (ql[..., 32:] & 0xF) | (((qh >> 2) & 3) << 4)
+    q[..., 2, :] = (ql[..., :32] >> 4) | (((qh >> 4) & 3) << 4)
+    q[..., 3, :] = (ql[..., 32:] >> 4) | (((qh >> 6) & 3) << 4)
+    sc = b[:, :, 192:208].view(np.int8).astype(np.int64)  # (m, nb, 16)
+    wq = (q.reshape(m, nb, 16, 16) - 32) * sc[..., None]  # (m, nb, 16, 16)
+    dw = b[:, :, 208:].copy().view("<f2").astype(f32)[..., 0]  # (m, nb)
+    x = np.asarray(xq, np.uint8).reshape(n, nb, Q8_K_BLOCK_BYTES)
+    dx = x[:, :, :4].copy().view("<f4")[..., 0]  # (n, nb)
+    qs = x[:, :, 4:260].view(np.int8).astype(np.int64)  # (n, nb, 256)
+    s = np.einsum("mbi,nbi->nmb", wq.reshape(m, nb, 256), qs)  # exact (int64)
+    acc = np.zeros((n, m), f32)
+    for bi in range(nb):
+        dd = (dw[None, :, bi] * dx[:, None, bi]).astype(f32)
+        acc = (acc + dd * s[:, :, bi].astype(f32)).astype(f32)
+    return acc
+
+
+def dequantize_q8_k(raw: np.ndarray) -> np.ndarray:
+    """q8_K bytes (n, k/256*292) -> float32 (n, k): d * qs per block."""
+    raw = np.asarray(raw, np.uint8)
+    n = raw.shape[0]
+    b = raw.reshape(-1, Q8_K_BLOCK_BYTES)
+    d = b[:, :4].copy().view("<f4")  # (nb, 1)
+    qs = b[:, 4:260].view(np.int8).astype(np.float32)
+    return (d * qs).reshape(n, -1)
