@@ -52,15 +52,26 @@ def run_engine(e: Engine, prompt: int, gen: int, threads: list[int], reps: int) 
     """(test, threads) -> tokens/s (the engine's own median or mean of `reps`)."""
     t = ",".join(map(str, threads))
     if e.kind == "tribit":
-        cmd = [*e.cmd, "-p", str(prompt), "-n", str(gen), "-t", t, "-r", str(reps), "--json",
-               "--no-probe"]
+        cmd = [
+            *e.cmd,
+            "-p",
+            str(prompt),
+            "-n",
+            str(gen),
+            "-t",
+            t,
+            "-r",
+            str(reps),
+            "--json",
+            "--no-probe",
+        ]
     else:
         cmd = [*e.cmd, "-p", str(prompt), "-n", str(gen), "-t", t, "-r", str(reps), "-o", "json"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"bench_peers: {e.name} failed ({out.returncode}):\n{out.stderr[-2000:]}")
     text = out.stdout
-    recs = json.loads(text[text.index("["):])  # llama-bench may print a line before the JSON
+    recs = json.loads(text[text.index("[") :])  # llama-bench may print a line before the JSON
     res = {}
     for r in recs:
         if e.kind == "tribit":
@@ -95,11 +106,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-t", default="1,2", help="thread counts, comma-separated")
     ap.add_argument("-r", type=int, default=3, help="reps inside each engine run")
     ap.add_argument("--rounds", type=int, default=2, help="rounds over all engines")
-    ap.add_argument("--macs-per-token", type=float, default=2.08e9,
-                    help="ternary multiply-accumulates per token (2B-4T: 2.08e9)")
+    ap.add_argument(
+        "--macs-per-token",
+        type=float,
+        default=2.08e9,
+        help="ternary multiply-accumulates per token (2B-4T: 2.08e9)",
+    )
     ap.add_argument("--isa", default=None, help="TRIBIT_ISA for tribit's runs")
-    ap.add_argument("--head-types", default="",
-                    help="also run tribit with these load-time head types (e.g. q8_0,q6_k)")
+    ap.add_argument(
+        "--head-types",
+        default="",
+        help="also run tribit with these load-time head types (e.g. q8_0,q6_k)",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     threads = [int(v) for v in args.t.split(",") if v]
@@ -107,10 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     tribit_cmd = [sys.executable, "-m", "tribit", "bench", "-m", args.model]
     if args.isa:
         os.environ["TRIBIT_ISA"] = args.isa
-    engines = [Engine("tribit", tribit_cmd, "tribit"),
-               *(Engine(f"tribit {h} head", [*tribit_cmd, "--head-type", h], "tribit")
-                 for h in args.head_types.split(",") if h),
-               *(parse_peer(s) for s in specs)]
+    engines = [
+        Engine("tribit", tribit_cmd, "tribit"),
+        *(
+            Engine(f"tribit {h} head", [*tribit_cmd, "--head-type", h], "tribit")
+            for h in args.head_types.split(",")
+            if h
+        ),
+        *(parse_peer(s) for s in specs),
+    ]
     roofs = probes(threads)
     runs: dict[str, list[dict]] = {e.name: [] for e in engines}
     for rnd in range(args.rounds):
@@ -132,12 +155,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cpu: {roofs['cpu']}  tribit isa: {roofs['isa']}")
     for t in threads:
         mac = roofs["mac_gmacs"][t]
-        print(f"  {t} thread(s): read bandwidth {roofs['read_gbps'][t]:.1f} GB/s, "
-              f"multiply roof {mac:.0f} GMAC/s = {mac * 1e9 / args.macs_per_token:.1f} tok/s "
-              "of ternary GEMM" if mac else "")
+        print(
+            f"  {t} thread(s): read bandwidth {roofs['read_gbps'][t]:.1f} GB/s, "
+            f"multiply roof {mac:.0f} GMAC/s = {mac * 1e9 / args.macs_per_token:.1f} tok/s "
+            "of ternary GEMM"
+            if mac
+            else ""
+        )
     names = [e.name for e in engines]
-    print(f"\nmedian over {args.rounds} rounds of each engine's median of {args.r} reps "
-          "(tokens/s); tribit/peer = tribit's speed / the peer's")
+    print(
+        f"\nmedian over {args.rounds} rounds of each engine's median of {args.r} reps "
+        "(tokens/s); tribit/peer = tribit's speed / the peer's"
+    )
     head = ["test", "thr", *names, *(f"tribit/{n}" for n in names[1:]), "pp roof"]
     print("| " + " | ".join(head) + " |")
     print("|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|")
@@ -148,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         cells += [f"{vals[0] / v:.2f}" if v and vals[0] else "-" for v in vals[1:]]
         mac = roofs["mac_gmacs"][row["threads"]]
         roof = mac * 1e9 / args.macs_per_token if mac else None
-        cells.append(f"{vals[0] / roof:.2f}" if roof and vals[0] and row["test"].startswith("pp")
-                     else "")
+        cells.append(
+            f"{vals[0] / roof:.2f}" if roof and vals[0] and row["test"].startswith("pp") else ""
+        )
         print("| " + " | ".join(cells) + " |")
     return 0
 

@@ -91,8 +91,14 @@ class LlamaCpp:
     def __init__(self, path: Path, threads: int, n_ctx: int, n_batch: int):
         llama_cpp = _need_llama_cpp()
         self.m = llama_cpp.Llama(
-            model_path=str(path), n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch,
-            n_threads=threads, n_threads_batch=threads, logits_all=False, verbose=False,
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_batch=n_batch,
+            n_ubatch=n_batch,
+            n_threads=threads,
+            n_threads_batch=threads,
+            logits_all=False,
+            verbose=False,
         )
         self.n_vocab = self.m.n_vocab()
         self.version = getattr(llama_cpp, "__version__", "?")
@@ -137,14 +143,21 @@ def compare(path: Path, prompts, gens, threads: int, reps: int, seed: int) -> li
     for kind, n in tests:
         a, b = times[("tribit", (kind, n))], times[("llama.cpp", (kind, n))]
         per_round = [y / x for x, y in zip(a, b, strict=True)]  # tribit speed / llama speed
-        out.append({
-            "test": f"{kind}{n}", "threads": threads, "file": str(path),
-            "tribit_tps": n / statistics.median(a), "llama_cpp_tps": n / statistics.median(b),
-            "ratio": statistics.median(b) / statistics.median(a),
-            "ratio_per_round": statistics.median(per_round),
-            "ratio_min": min(per_round), "ratio_max": max(per_round), "reps": reps,
-            "llama_cpp_python": engines[1].version,
-        })
+        out.append(
+            {
+                "test": f"{kind}{n}",
+                "threads": threads,
+                "file": str(path),
+                "tribit_tps": n / statistics.median(a),
+                "llama_cpp_tps": n / statistics.median(b),
+                "ratio": statistics.median(b) / statistics.median(a),
+                "ratio_per_round": statistics.median(per_round),
+                "ratio_min": min(per_round),
+                "ratio_max": max(per_round),
+                "reps": reps,
+                "llama_cpp_python": engines[1].version,
+            }
+        )
     return out
 
 
@@ -174,13 +187,17 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(records, indent=1))
         return 0
     print(f"median of {args.r} alternating rounds; ratio = tribit t/s / llama.cpp t/s")
-    print("| layout | qtype | threads | test | tribit t/s | llama.cpp t/s | ratio | "
-          "ratio per round (min-max) |")
+    print(
+        "| layout | qtype | threads | test | tribit t/s | llama.cpp t/s | ratio | "
+        "ratio per round (min-max) |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in records:
-        print(f"| {r['layout']} | {r['qtype']} | {r['threads']} | {r['test']} | "
-              f"{r['tribit_tps']:.2f} | {r['llama_cpp_tps']:.2f} | {r['ratio']:.2f} | "
-              f"{r['ratio_per_round']:.2f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) |")
+        print(
+            f"| {r['layout']} | {r['qtype']} | {r['threads']} | {r['test']} | "
+            f"{r['tribit_tps']:.2f} | {r['llama_cpp_tps']:.2f} | {r['ratio']:.2f} | "
+            f"{r['ratio_per_round']:.2f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) |"
+        )
     return 0
 
 

@@ -31,13 +31,15 @@ def cpu_line() -> str:
     return str(info.get("cpu") or info)
 
 
-def run(model_path: str, n_tokens: int, n_texts: int, threads: int, parallel: int,
-        reps: int) -> dict:
+def run(
+    model_path: str, n_tokens: int, n_texts: int, threads: int, parallel: int, reps: int
+) -> dict:
     m = tribit.load(model_path, n_threads=threads, n_seq=parallel, n_ctx=max(n_tokens, 256))
     rng = np.random.default_rng(0)
     eos = m.tokenizer.eos_id
-    texts = [list(rng.integers(300, m.config.n_vocab, n_tokens - 1)) + [eos]
-             for _ in range(n_texts)]
+    texts = [
+        list(rng.integers(300, m.config.n_vocab, n_tokens - 1)) + [eos] for _ in range(n_texts)
+    ]
     m.embed(texts[:parallel], batch_tokens=parallel * n_tokens)  # warm-up
     times = []
     for _ in range(reps):
@@ -46,9 +48,16 @@ def run(model_path: str, n_tokens: int, n_texts: int, threads: int, parallel: in
         times.append(time.perf_counter() - t0)
     assert v.shape == (n_texts, m.config.n_embd)
     t = statistics.median(times)
-    return {"threads": threads, "parallel": parallel, "tokens": n_tokens, "texts": n_texts,
-            "texts_per_s": round(n_texts / t, 2), "tokens_per_s": round(n_texts * n_tokens / t, 1),
-            "spread_s": round(max(times) - min(times), 3), "isa": m.isa}
+    return {
+        "threads": threads,
+        "parallel": parallel,
+        "tokens": n_tokens,
+        "texts": n_texts,
+        "texts_per_s": round(n_texts / t, 2),
+        "tokens_per_s": round(n_texts * n_tokens / t, 1),
+        "spread_s": round(max(times) - min(times), 3),
+        "isa": m.isa,
+    }
 
 
 def main() -> None:
@@ -69,8 +78,10 @@ def main() -> None:
     print("| threads | texts/forward | tokens/text | texts/s | tokens/s | spread (s) | isa |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in rows:
-        print(f"| {r['threads']} | {r['parallel']} | {r['tokens']} | {r['texts_per_s']} | "
-              f"{r['tokens_per_s']} | {r['spread_s']} | {r['isa']} |")
+        print(
+            f"| {r['threads']} | {r['parallel']} | {r['tokens']} | {r['texts_per_s']} | "
+            f"{r['tokens_per_s']} | {r['spread_s']} | {r['isa']} |"
+        )
 
 
 if __name__ == "__main__":

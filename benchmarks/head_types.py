@@ -34,8 +34,10 @@ def main() -> None:
         for ht in types:
             t0 = time.perf_counter()
             models[ht] = tribit.load(a.model, n_threads=threads, n_ctx=a.n_gen + 8, head_type=ht)
-            print(f"threads {threads}: loaded head {models[ht].head_type} "
-                  f"in {time.perf_counter() - t0:.1f} s")
+            print(
+                f"threads {threads}: loaded head {models[ht].head_type} "
+                f"in {time.perf_counter() - t0:.1f} s"
+            )
         wall: dict = {ht: [] for ht in types}
         cpu: dict = {ht: [] for ht in types}
         n_vocab = next(iter(models.values())).config.n_vocab
@@ -53,9 +55,11 @@ def main() -> None:
             w, c = wall[ht][1:], cpu[ht][1:]
             mw, mc = statistics.median(w), statistics.median(c)
             base = base or (mw, mc)
-            print(f"threads {threads} head {models[ht].head_type:5}: {mw:6.2f} tok/s "
-                  f"(min {min(w):.2f}, max {max(w):.2f}; x{mw / base[0]:.2f})  "
-                  f"{mc:6.2f} tok per CPU-s (x{mc / base[1]:.2f})")
+            print(
+                f"threads {threads} head {models[ht].head_type:5}: {mw:6.2f} tok/s "
+                f"(min {min(w):.2f}, max {max(w):.2f}; x{mw / base[0]:.2f})  "
+                f"{mc:6.2f} tok per CPU-s (x{mc / base[1]:.2f})"
+            )
         del models
 
 

@@ -31,9 +31,11 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve_throughput import eog_ids, start_server, stop_server  # noqa: E402
 
-WORDS = ("garden kitchen office hallway bedroom bathroom mary john sandra daniel went moved "
-         "travelled journeyed back to the apple football milk picked up dropped left there "
-         "where is was before after then").split()
+WORDS = (
+    "garden kitchen office hallway bedroom bathroom mary john sandra daniel went moved "
+    "travelled journeyed back to the apple football milk picked up dropped left there "
+    "where is was before after then"
+).split()
 
 
 def conversation(rng: random.Random, n_turns: int, words_per_turn: int) -> list[dict]:
@@ -45,8 +47,13 @@ def conversation(rng: random.Random, n_turns: int, words_per_turn: int) -> list[
 
 
 def ask(base: str, messages: list[dict], max_tokens: int, cache: bool, bias: dict) -> dict:
-    body = {"messages": messages, "max_tokens": max_tokens, "temperature": 0,
-            "cache_prompt": cache, "logit_bias": bias}
+    body = {
+        "messages": messages,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "cache_prompt": cache,
+        "logit_bias": bias,
+    }
     t0 = time.perf_counter()
     r = httpx.post(base + "/v1/chat/completions", json=body, timeout=3600)
     r.raise_for_status()
@@ -76,14 +83,20 @@ def main(argv: list[str] | None = None) -> int:
             msgs = conversation(random.Random(100 + r), 12, words)
             msgs.append({"role": "user", "content": "Where is Mary?"})
             first = ask(base, msgs, 8, True, bias)
-            msgs += [{"role": "assistant", "content": first["choices"][0]["message"]["content"]},
-                     {"role": "user", "content": "And where is John?"}]
+            msgs += [
+                {"role": "assistant", "content": first["choices"][0]["message"]["content"]},
+                {"role": "user", "content": "And where is John?"},
+            ]
             second = ask(base, msgs, 1, cache, bias)
-            rows[cache].append({"history": first["usage"]["prompt_tokens"],
-                                "prompt": second["usage"]["prompt_tokens"],
-                                "cached": second["timings"]["cache_n"],
-                                "prompt_ms": second["timings"]["prompt_ms"],
-                                "wall_ms": second["wall_s"] * 1000})
+            rows[cache].append(
+                {
+                    "history": first["usage"]["prompt_tokens"],
+                    "prompt": second["usage"]["prompt_tokens"],
+                    "cached": second["timings"]["cache_n"],
+                    "prompt_ms": second["timings"]["prompt_ms"],
+                    "wall_ms": second["wall_s"] * 1000,
+                }
+            )
             print(f"round {r}: cache_prompt={cache} {rows[cache][-1]}", flush=True)
     finally:
         stop_server(proc)
@@ -91,14 +104,18 @@ def main(argv: list[str] | None = None) -> int:
     def med(kind: bool, key: str) -> float:
         return statistics.median(x[key] for x in rows[kind])
 
-    print(f"\nsecond turn of a chat with a {med(True, 'history'):.0f}-token history "
-          f"({med(True, 'prompt'):.0f}-token prompt), medians of {args.rounds} rounds each:")
+    print(
+        f"\nsecond turn of a chat with a {med(True, 'history'):.0f}-token history "
+        f"({med(True, 'prompt'):.0f}-token prompt), medians of {args.rounds} rounds each:"
+    )
     print("| turn 2 | prompt tokens computed | prompt_ms | wall ms (TTFT) |")
     print("|---|---|---|---|")
     for kind, name in ((False, "recomputed (cache_prompt false)"), (True, "prefix reused")):
         computed = med(kind, "prompt") - med(kind, "cached")
-        print(f"| {name} | {computed:.0f} | {med(kind, 'prompt_ms'):.1f} | "
-              f"{med(kind, 'wall_ms'):.1f} |")
+        print(
+            f"| {name} | {computed:.0f} | {med(kind, 'prompt_ms'):.1f} | "
+            f"{med(kind, 'wall_ms'):.1f} |"
+        )
     print(f"\nTTFT ratio recomputed / reused: {med(False, 'wall_ms') / med(True, 'wall_ms'):.1f}x")
     return 0
 

@@ -39,9 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-stream", dest="stream", action="store_false")
-    p.add_argument("--intervals", default="0",
-                   help="comma-separated --stream-interval values (ms) to compare, each for "
-                        "both servers (e.g. 0,30)")
+    p.add_argument(
+        "--intervals",
+        default="0",
+        help="comma-separated --stream-interval values (ms) to compare, each for "
+        "both servers (e.g. 0,30)",
+    )
     args = p.parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
@@ -49,27 +52,49 @@ def main(argv: list[str] | None = None) -> int:
 
     from tribit.integrations.ray_serve import build_app
 
-    cpu = subprocess.run([sys.executable, "-m", "tribit", "info"], capture_output=True,
-                         text=True).stdout
+    cpu = subprocess.run(
+        [sys.executable, "-m", "tribit", "info"], capture_output=True, text=True
+    ).stdout
     print(next((x.strip() for x in cpu.splitlines() if x.strip().startswith("cpu:")), "cpu: ?"))
-    print(f"model {args.model}, -t {args.threads}, --parallel {args.parallel}, "
-          f"{args.streams} streams x {args.max_tokens} tokens, "
-          f"{'streamed' if args.stream else 'whole answers'}", flush=True)
+    print(
+        f"model {args.model}, -t {args.threads}, --parallel {args.parallel}, "
+        f"{args.streams} streams x {args.max_tokens} tokens, "
+        f"{'streamed' if args.stream else 'whole answers'}",
+        flush=True,
+    )
     intervals = [float(x) for x in args.intervals.split(",")]
     procs, targets = [], {}
     try:
-        ray.init(address="local", num_cpus=args.threads * len(intervals),
-                 include_dashboard=False, log_to_driver=False)
+        ray.init(
+            address="local",
+            num_cpus=args.threads * len(intervals),
+            include_dashboard=False,
+            log_to_driver=False,
+        )
         port = st.free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         for ms in intervals:
-            proc, direct = st.start_server(args.model, args.parallel, args.threads,
-                                           args.ctx_size, ("--stream-interval", str(ms)))
+            proc, direct = st.start_server(
+                args.model,
+                args.parallel,
+                args.threads,
+                args.ctx_size,
+                ("--stream-interval", str(ms)),
+            )
             procs.append(proc)
             prefix = f"/i{int(ms)}"
-            serve.run(build_app(model=args.model, slots=args.parallel, threads=args.threads,
-                                ctx=args.ctx_size, stream_interval_ms=ms, name=f"tribit{int(ms)}"),
-                      name=f"tribit{int(ms)}", route_prefix=prefix)
+            serve.run(
+                build_app(
+                    model=args.model,
+                    slots=args.parallel,
+                    threads=args.threads,
+                    ctx=args.ctx_size,
+                    stream_interval_ms=ms,
+                    name=f"tribit{int(ms)}",
+                ),
+                name=f"tribit{int(ms)}",
+                route_prefix=prefix,
+            )
             targets[f"direct {ms:g} ms"] = (direct, proc)
             targets[f"serve {ms:g} ms"] = (f"http://127.0.0.1:{port}{prefix}", None)
         meta = httpx.get(direct + "/v1/models", timeout=30).json()["data"][0]
@@ -84,9 +109,12 @@ def main(argv: list[str] | None = None) -> int:
                 res = st.run_streams(base, args.streams, args, n_vocab, bias, {}, r, pr)
                 tps[name].append(res["tps"])
                 events[name].append(res.get("events", 0) / args.streams)
-                print(f"  round {r + 1} {name:14}: {res['tps']:.2f} tokens/s "
-                      f"({res['tokens']} tokens in {res['wall']:.2f} s, "
-                      f"{res.get('events', 0) / args.streams:.0f} events a stream)", flush=True)
+                print(
+                    f"  round {r + 1} {name:14}: {res['tps']:.2f} tokens/s "
+                    f"({res['tokens']} tokens in {res['wall']:.2f} s, "
+                    f"{res.get('events', 0) / args.streams:.0f} events a stream)",
+                    flush=True,
+                )
     finally:
         for proc in procs:
             st.stop_server(proc)

@@ -40,8 +40,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str, parallel: int, threads: int | None, ctx: int,
-                 extra: tuple[str, ...] = ()) -> tuple:
+def start_server(
+    model: str, parallel: int, threads: int | None, ctx: int, extra: tuple[str, ...] = ()
+) -> tuple:
     """Start `tribit serve` on a free loopback port; return (process, base URL) once healthy."""
     port = free_port()
     cmd = [
@@ -146,8 +147,9 @@ def run_streams(
         """A streamed request: the last chunk's timings and the usage chunk's usage."""
         body = {**body, "stream": True, "stream_options": {"include_usage": True}}
         out = {"events": 0}
-        with httpx.stream("POST", base + "/v1/completions", json=body, headers=headers,
-                          timeout=3600) as r:
+        with httpx.stream(
+            "POST", base + "/v1/completions", json=body, headers=headers, timeout=3600
+        ) as r:
             r.raise_for_status()
             for line in r.iter_lines():
                 if line.startswith("data: {"):
@@ -167,8 +169,14 @@ def run_streams(
     per = [a["timings"]["predicted_per_second"] for a in answers if a.get("timings")]
     # tokens per second of server CPU time: the machine-load-independent view
     cpu_tps = gen / (c1 - c0) if c0 is not None and c1 is not None and c1 > c0 else None
-    return {"tokens": gen, "wall": wall, "tps": gen / wall, "per_stream": per, "cpu_tps": cpu_tps,
-            "events": n_events}
+    return {
+        "tokens": gen,
+        "wall": wall,
+        "tps": gen / wall,
+        "per_stream": per,
+        "cpu_tps": cpu_tps,
+        "events": n_events,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,9 +44,12 @@ def _use_source_tree() -> None:
     sys.meta_path[:] = [f for f in sys.meta_path if "Redirecting" not in type(f).__name__]
     sys.path.insert(0, str(ROOT / "src"))
     if "TRIBIT_CORE_DIR" not in os.environ:
-        cores = sorted((c for c in (ROOT / "build").glob("*/_core*.so")
-                        if c.parent.name != "asan"),  # scripts/sanitize.sh's: needs preload
-                       key=lambda p: p.stat().st_mtime)
+        cores = sorted(
+            (
+                c for c in (ROOT / "build").glob("*/_core*.so") if c.parent.name != "asan"
+            ),  # scripts/sanitize.sh's: needs preload
+            key=lambda p: p.stat().st_mtime,
+        )
         if cores:
             os.environ["TRIBIT_CORE_DIR"] = str(cores[-1].parent)
 
@@ -76,10 +79,22 @@ def load_seeds() -> list[bytes]:
 
         out = []
         with tempfile.TemporaryDirectory() as d:
-            for i, kw in enumerate([dict(qtype="tq2_0"), dict(qtype="tq1_0", emb_type="f16"),
-                                    dict(qtype="i2_s", arch="llama", emb_type="q8_0")]):
-                p = tiny_model(Path(d) / f"s{i}.gguf", n_embd=256, n_ff=256, n_layer=1,
-                               n_vocab=260, ctx=64, **kw)
+            for i, kw in enumerate(
+                [
+                    dict(qtype="tq2_0"),
+                    dict(qtype="tq1_0", emb_type="f16"),
+                    dict(qtype="i2_s", arch="llama", emb_type="q8_0"),
+                ]
+            ):
+                p = tiny_model(
+                    Path(d) / f"s{i}.gguf",
+                    n_embd=256,
+                    n_ff=256,
+                    n_layer=1,
+                    n_vocab=260,
+                    ctx=64,
+                    **kw,
+                )
                 out.append(Path(p).read_bytes())
         _LOAD_SEEDS = out
     return _LOAD_SEEDS
@@ -203,9 +218,15 @@ class TemplateTarget(Target):
         self.render, self.alarm = _render_source, Alarm
         # a render past 2 s or out of memory is what the worker's budget is for (expected)
         self.expected = (TribitError, Alarm, MemoryError)
-        self.ctx = {"messages": [{"role": "system", "content": "be brief"},
-                                 {"role": "user", "content": "<|eot_id|>hi {{ x }}"}],
-                    "add_generation_prompt": True, "bos_token": "<s>", "eos_token": "</s>"}
+        self.ctx = {
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "<|eot_id|>hi {{ x }}"},
+            ],
+            "add_generation_prompt": True,
+            "bos_token": "<s>",
+            "eos_token": "</s>",
+        }
 
     def seeds(self) -> list[bytes]:
         return template_seeds()
@@ -272,8 +293,11 @@ def run_plain(target: Target, runs: int, seed: int, max_seconds: float | None) -
         if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
             break
     dt = time.perf_counter() - t0
-    print(f"target={target.name} inputs={n} seconds={dt:.1f} rate={n / dt:.0f}/s "
-          f"expected_errors={rejected} accepted={accepted} findings={findings}", flush=True)
+    print(
+        f"target={target.name} inputs={n} seconds={dt:.1f} rate={n / dt:.0f}/s "
+        f"expected_errors={rejected} accepted={accepted} findings={findings}",
+        flush=True,
+    )
     return 1 if findings else 0
 
 
@@ -297,8 +321,11 @@ def run_atheris(target_cls, argv: list[str]) -> None:
         counts[0] += 1
         counts[1] += bool(target(data))
         if counts[0] % 5000 == 0:  # libFuzzer does not know what "accepted" means
-            print(f"tribit-fuzz: target={target.name} inputs={counts[0]} accepted={counts[1]}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"tribit-fuzz: target={target.name} inputs={counts[0]} accepted={counts[1]}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     atheris.Setup([argv[0], *flags, *(dirs or [corpus])], one)
     atheris.Fuzz()

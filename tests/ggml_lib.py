@@ -19,20 +19,38 @@ Q8_0, Q1_0, Q2_0 = 8, 41, 42
 _FLOAT_P = ctypes.POINTER(ctypes.c_float)
 _TO_FLOAT = ctypes.CFUNCTYPE(None, ctypes.c_void_p, _FLOAT_P, ctypes.c_int64)
 _FROM_FLOAT = ctypes.CFUNCTYPE(None, _FLOAT_P, ctypes.c_void_p, ctypes.c_int64)
-_VEC_DOT = ctypes.CFUNCTYPE(None, ctypes.c_int, _FLOAT_P, ctypes.c_size_t, ctypes.c_void_p,
-                            ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+_VEC_DOT = ctypes.CFUNCTYPE(
+    None,
+    ctypes.c_int,
+    _FLOAT_P,
+    ctypes.c_size_t,
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_int,
+)
 
 
 class _Traits(ctypes.Structure):
-    _fields_ = [("type_name", ctypes.c_char_p), ("blck_size", ctypes.c_int64),
-                ("blck_size_interleave", ctypes.c_int64), ("type_size", ctypes.c_size_t),
-                ("is_quantized", ctypes.c_bool), ("to_float", _TO_FLOAT),
-                ("from_float_ref", _FROM_FLOAT)]
+    _fields_ = [
+        ("type_name", ctypes.c_char_p),
+        ("blck_size", ctypes.c_int64),
+        ("blck_size_interleave", ctypes.c_int64),
+        ("type_size", ctypes.c_size_t),
+        ("is_quantized", ctypes.c_bool),
+        ("to_float", _TO_FLOAT),
+        ("from_float_ref", _FROM_FLOAT),
+    ]
 
 
 class _TraitsCpu(ctypes.Structure):
-    _fields_ = [("from_float", _FROM_FLOAT), ("vec_dot", _VEC_DOT), ("vec_dot_type", ctypes.c_int),
-                ("nrows", ctypes.c_int64)]
+    _fields_ = [
+        ("from_float", _FROM_FLOAT),
+        ("vec_dot", _VEC_DOT),
+        ("vec_dot_type", ctypes.c_int),
+        ("nrows", ctypes.c_int64),
+    ]
 
 
 class GGML:
@@ -82,8 +100,9 @@ class GGML:
             fn(raw[r].ctypes.data, out[r].ctypes.data_as(_FLOAT_P), shape[1])
         return out
 
-    def matmul(self, typ: int, raw: np.ndarray, shape: tuple[int, int],
-               x: np.ndarray) -> np.ndarray:
+    def matmul(
+        self, typ: int, raw: np.ndarray, shape: tuple[int, int], x: np.ndarray
+    ) -> np.ndarray:
         """y (n, m) as llama.cpp's CPU matmul computes it: x quantized to the type's
         vec_dot_type with the run-time quantizer, then vec_dot per (row, token)."""
         m, k = shape

@@ -20,8 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-PROJ = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-        "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+PROJ = [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+]
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
     "Mary went to the kitchen and picked up the apple.",
@@ -67,14 +74,23 @@ def write_bpe_tokenizer(d: Path, vocab_size: int = 300) -> int:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(SENTENCES * 4, trainer)
     tok.save(str(d / "tokenizer.json"))
-    (d / "tokenizer_config.json").write_text(json.dumps({
-        "bos_token": SPECIALS[0], "eos_token": SPECIALS[1], "add_bos_token": True,
-        "tokenizer_class": "PreTrainedTokenizerFast",
-    }))
+    (d / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "bos_token": SPECIALS[0],
+                "eos_token": SPECIALS[1],
+                "add_bos_token": True,
+                "tokenizer_class": "PreTrainedTokenizerFast",
+            }
+        )
+    )
     return tok.get_vocab_size()
 
 
@@ -117,22 +133,40 @@ def write_sentencepiece_model(d: Path, n_pieces: int = 300) -> int:
     pieces += [(w, -float(i + 1), 1) for i, w in enumerate(words)]
     blob = b""
     for piece, score, ptype in pieces:
-        sp = (_pb_field(1, 2, piece.encode()) + _pb_field(2, 5, struct.pack("<f", score))
-              + _pb_field(3, 0, _pb_varint(ptype)))
+        sp = (
+            _pb_field(1, 2, piece.encode())
+            + _pb_field(2, 5, struct.pack("<f", score))
+            + _pb_field(3, 0, _pb_varint(ptype))
+        )
         blob += _pb_field(1, 2, sp)
     # TrainerSpec: model_type BPE (3: 2), vocab_size (4), byte_fallback (35), unk/bos/eos/pad ids
-    trainer = (_pb_field(3, 0, _pb_varint(2)) + _pb_field(4, 0, _pb_varint(len(pieces)))
-               + _pb_field(35, 0, _pb_varint(1)) + _pb_field(40, 0, _pb_varint(0))
-               + _pb_field(41, 0, _pb_varint(1)) + _pb_field(42, 0, _pb_varint(2))
-               + _pb_field(43, 0, _pb_varint((1 << 64) - 1)))
-    normalizer = (_pb_field(1, 2, b"identity") + _pb_field(3, 0, _pb_varint(1))
-                  + _pb_field(4, 0, _pb_varint(0)))
+    trainer = (
+        _pb_field(3, 0, _pb_varint(2))
+        + _pb_field(4, 0, _pb_varint(len(pieces)))
+        + _pb_field(35, 0, _pb_varint(1))
+        + _pb_field(40, 0, _pb_varint(0))
+        + _pb_field(41, 0, _pb_varint(1))
+        + _pb_field(42, 0, _pb_varint(2))
+        + _pb_field(43, 0, _pb_varint((1 << 64) - 1))
+    )
+    normalizer = (
+        _pb_field(1, 2, b"identity")
+        + _pb_field(3, 0, _pb_varint(1))
+        + _pb_field(4, 0, _pb_varint(0))
+    )
     blob += _pb_field(2, 2, trainer) + _pb_field(3, 2, normalizer)
     (d / "tokenizer.model").write_bytes(blob)
-    (d / "tokenizer_config.json").write_text(json.dumps({
-        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": True,
-        "tokenizer_class": "LlamaTokenizer",
-    }))
+    (d / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "unk_token": "<unk>",
+                "add_bos_token": True,
+                "tokenizer_class": "LlamaTokenizer",
+            }
+        )
+    )
     return len(pieces)
 
 
@@ -156,23 +190,31 @@ def weight_quant(w: np.ndarray) -> tuple[np.ndarray, np.float32]:
     return t.to(torch.int8).numpy(), np.float32(1.0 / scale.item())
 
 
-def random_masters(dims: Dims, seed: int, sub_norms: dict[str, int] | None,
-                   lm_head: bool) -> dict[str, np.ndarray]:
+def random_masters(
+    dims: Dims, seed: int, sub_norms: dict[str, int] | None, lm_head: bool
+) -> dict[str, np.ndarray]:
     """Float32 master weights in HF names (q/k/v/o/gate/up/down std 0.02)."""
     rng = np.random.default_rng(seed)
     hd = dims.n_embd // dims.n_head
     d_kv = dims.n_head_kv * hd
-    shapes = {"self_attn.q_proj": (dims.n_embd, dims.n_embd),
-              "self_attn.k_proj": (d_kv, dims.n_embd), "self_attn.v_proj": (d_kv, dims.n_embd),
-              "self_attn.o_proj": (dims.n_embd, dims.n_embd),
-              "mlp.gate_proj": (dims.n_ff, dims.n_embd), "mlp.up_proj": (dims.n_ff, dims.n_embd),
-              "mlp.down_proj": (dims.n_embd, dims.n_ff)}
+    shapes = {
+        "self_attn.q_proj": (dims.n_embd, dims.n_embd),
+        "self_attn.k_proj": (d_kv, dims.n_embd),
+        "self_attn.v_proj": (d_kv, dims.n_embd),
+        "self_attn.o_proj": (dims.n_embd, dims.n_embd),
+        "mlp.gate_proj": (dims.n_ff, dims.n_embd),
+        "mlp.up_proj": (dims.n_ff, dims.n_embd),
+        "mlp.down_proj": (dims.n_embd, dims.n_ff),
+    }
 
     def norm(n: int) -> np.ndarray:
         return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
 
-    w = {"model.embed_tokens.weight":
-         (0.1 * rng.standard_normal((dims.n_vocab, dims.n_embd))).astype(np.float32)}
+    w = {
+        "model.embed_tokens.weight": (
+            0.1 * rng.standard_normal((dims.n_vocab, dims.n_embd))
+        ).astype(np.float32)
+    }
     for i in range(dims.n_layer):
         p = f"model.layers.{i}."
         w[p + "input_layernorm.weight"] = norm(dims.n_embd)
@@ -183,8 +225,9 @@ def random_masters(dims: Dims, seed: int, sub_norms: dict[str, int] | None,
             w[f"{p}{mod}.weight"] = norm(width)
     w["model.norm.weight"] = norm(dims.n_embd)
     if lm_head:
-        w["lm_head.weight"] = (0.1 * rng.standard_normal((dims.n_vocab, dims.n_embd))
-                               ).astype(np.float32)
+        w["lm_head.weight"] = (0.1 * rng.standard_normal((dims.n_vocab, dims.n_embd))).astype(
+            np.float32
+        )
     return w
 
 
@@ -193,8 +236,14 @@ def save_safetensors(path: Path, tensors: dict[str, np.ndarray], dtypes: dict[st
     import torch
     from safetensors.torch import save_file
 
-    save_file({k: torch.from_numpy(np.ascontiguousarray(v)).to(getattr(torch, dtypes[k]))
-               for k, v in tensors.items()}, str(path), metadata={"format": "pt"})
+    save_file(
+        {
+            k: torch.from_numpy(np.ascontiguousarray(v)).to(getattr(torch, dtypes[k]))
+            for k, v in tensors.items()
+        },
+        str(path),
+        metadata={"format": "pt"},
+    )
 
 
 def shard(d: Path, n: int = 2) -> None:
@@ -211,8 +260,9 @@ def shard(d: Path, n: int = 2) -> None:
         part = {k: tensors[k] for k in names[j::n]}
         save_file(part, str(d / fname), metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(part, fname))
-    (d / "model.safetensors.index.json").write_text(json.dumps(
-        {"metadata": {"total_size": 0}, "weight_map": weight_map}))
+    (d / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": 0}, "weight_map": weight_map})
+    )
 
 
 # --- references ---------------------------------------------------------------------------
@@ -251,8 +301,9 @@ def torch_reference(model_cls, config, effective: dict[str, np.ndarray]) -> Call
 # --- families -----------------------------------------------------------------------------
 
 
-def make_bitnet(d: Path, variant: str = "master-f32", dims: Dims | None = None,
-                seed: int = 0) -> Synthetic:
+def make_bitnet(
+    d: Path, variant: str = "master-f32", dims: Dims | None = None, seed: int = 0
+) -> Synthetic:
     """2B-4T style: `variant` "master-f32" / "master-bf16" (online, docs/FORMATS.md 2.2) or "packed"
     (uint8 + bf16 weight_scale, multiply, docs/FORMATS.md 2.1)."""
     from transformers import BitNetConfig, BitNetForCausalLM
@@ -260,11 +311,19 @@ def make_bitnet(d: Path, variant: str = "master-f32", dims: Dims | None = None,
     dims = dims or Dims()
     d.mkdir(parents=True, exist_ok=True)
     n_tokens = write_bpe_tokenizer(d)
-    config = BitNetConfig(vocab_size=dims.n_vocab, hidden_size=dims.n_embd,
-                          intermediate_size=dims.n_ff, num_hidden_layers=dims.n_layer,
-                          num_attention_heads=dims.n_head, num_key_value_heads=dims.n_head_kv,
-                          tie_word_embeddings=True, max_position_embeddings=256,
-                          bos_token_id=0, eos_token_id=1, attn_implementation="eager")
+    config = BitNetConfig(
+        vocab_size=dims.n_vocab,
+        hidden_size=dims.n_embd,
+        intermediate_size=dims.n_ff,
+        num_hidden_layers=dims.n_layer,
+        num_attention_heads=dims.n_head,
+        num_key_value_heads=dims.n_head_kv,
+        tie_word_embeddings=True,
+        max_position_embeddings=256,
+        bos_token_id=0,
+        eos_token_id=1,
+        attn_implementation="eager",
+    )
     sub = {"self_attn.attn_sub_norm": dims.n_embd, "mlp.ffn_sub_norm": dims.n_ff}
     masters = random_masters(dims, seed, sub, lm_head=False)
     storage = "float32" if variant == "master-f32" else "bfloat16"
@@ -296,17 +355,23 @@ def make_bitnet(d: Path, variant: str = "master-f32", dims: Dims | None = None,
         model.load_state_dict({k: torch.from_numpy(v) for k, v in masters.items()}, strict=False)
         model.to(getattr(torch, storage)).save_pretrained(d)
         cfg = json.loads((d / "config.json").read_text())
-    cfg.update(architectures=["BitNetForCausalLM"], torch_dtype=storage,
-               quantization_config={"quant_method": "bitnet", "linear_class": "autobitlinear",
-                                    "quantization_mode": "offline" if variant == "packed"
-                                    else "online"})
+    cfg.update(
+        architectures=["BitNetForCausalLM"],
+        torch_dtype=storage,
+        quantization_config={
+            "quant_method": "bitnet",
+            "linear_class": "autobitlinear",
+            "quantization_mode": "offline" if variant == "packed" else "online",
+        },
+    )
     (d / "config.json").write_text(json.dumps(cfg, indent=1))
     ref = torch_reference(BitNetForCausalLM, config, effective)
     return Synthetic(d, "bitnet-b1.58", cfg, effective, n_tokens, ref)
 
 
-def make_1bitllm(d: Path, dims: Dims | None = None, seed: int = 1,
-                 dtype: str = "float32") -> Synthetic:
+def make_1bitllm(
+    d: Path, dims: Dims | None = None, seed: int = 1, dtype: str = "float32"
+) -> Synthetic:
     """1bitLLM style (docs/FORMATS.md 2.3, 6.4): BitnetForCausalLM, model_type llama, SiLU, MHA,
     inner_attn_ln / ffn_layernorm, float masters, tied, SentencePiece tokenizer.model."""
     from transformers import BitNetConfig, BitNetForCausalLM
@@ -315,16 +380,31 @@ def make_1bitllm(d: Path, dims: Dims | None = None, seed: int = 1,
     d.mkdir(parents=True, exist_ok=True)
     n_tokens = write_sentencepiece_model(d)
     sub = {"self_attn.inner_attn_ln": dims.n_embd, "mlp.ffn_layernorm": dims.n_ff}
-    masters = {k: _round(v, dtype)
-               for k, v in random_masters(dims, seed, sub, lm_head=False).items()}
+    masters = {
+        k: _round(v, dtype) for k, v in random_masters(dims, seed, sub, lm_head=False).items()
+    }
     save_safetensors(d / "model.safetensors", masters, dict.fromkeys(masters, dtype))
-    cfg = {"architectures": ["BitnetForCausalLM"], "model_type": "llama", "hidden_act": "silu",
-           "hidden_size": dims.n_embd, "intermediate_size": dims.n_ff,
-           "num_hidden_layers": dims.n_layer, "num_attention_heads": dims.n_head,
-           "num_key_value_heads": dims.n_head, "vocab_size": dims.n_vocab,
-           "max_position_embeddings": 256, "rope_theta": 10000.0, "rms_norm_eps": 1e-5,
-           "tie_word_embeddings": True, "bos_token_id": 1, "eos_token_id": 2,
-           "pad_token_id": 32000, "weight_bits": 1, "input_bits": 8, "torch_dtype": dtype}
+    cfg = {
+        "architectures": ["BitnetForCausalLM"],
+        "model_type": "llama",
+        "hidden_act": "silu",
+        "hidden_size": dims.n_embd,
+        "intermediate_size": dims.n_ff,
+        "num_hidden_layers": dims.n_layer,
+        "num_attention_heads": dims.n_head,
+        "num_key_value_heads": dims.n_head,
+        "vocab_size": dims.n_vocab,
+        "max_position_embeddings": 256,
+        "rope_theta": 10000.0,
+        "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": True,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 32000,
+        "weight_bits": 1,
+        "input_bits": 8,
+        "torch_dtype": dtype,
+    }
     (d / "config.json").write_text(json.dumps(cfg, indent=1))
     rename = {"inner_attn_ln": "attn_sub_norm", "ffn_layernorm": "ffn_sub_norm"}
     effective = {}
@@ -335,13 +415,21 @@ def make_1bitllm(d: Path, dims: Dims | None = None, seed: int = 1,
         for a, b in rename.items():
             k = k.replace(a, b)
         effective[k] = v
-    config = BitNetConfig(vocab_size=dims.n_vocab, hidden_size=dims.n_embd,
-                          intermediate_size=dims.n_ff, num_hidden_layers=dims.n_layer,
-                          num_attention_heads=dims.n_head, num_key_value_heads=dims.n_head,
-                          hidden_act="silu", tie_word_embeddings=True,
-                          max_position_embeddings=256, bos_token_id=1, eos_token_id=2,
-                          rope_parameters={"rope_theta": 10000.0, "rope_type": "default"},
-                          attn_implementation="eager")
+    config = BitNetConfig(
+        vocab_size=dims.n_vocab,
+        hidden_size=dims.n_embd,
+        intermediate_size=dims.n_ff,
+        num_hidden_layers=dims.n_layer,
+        num_attention_heads=dims.n_head,
+        num_key_value_heads=dims.n_head,
+        hidden_act="silu",
+        tie_word_embeddings=True,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        rope_parameters={"rope_theta": 10000.0, "rope_type": "default"},
+        attn_implementation="eager",
+    )
     ref = torch_reference(BitNetForCausalLM, config, effective)
     return Synthetic(d, "1bitllm", cfg, effective, n_tokens, ref)
 
@@ -355,8 +443,9 @@ def make_llama(d: Path, dims: Dims | None = None, seed: int = 2) -> Synthetic:
     dims = dims or Dims()
     d.mkdir(parents=True, exist_ok=True)
     n_tokens = write_bpe_tokenizer(d)
-    masters = {k: _round(v, "bfloat16")
-               for k, v in random_masters(dims, seed, None, lm_head=True).items()}
+    masters = {
+        k: _round(v, "bfloat16") for k, v in random_masters(dims, seed, None, lm_head=True).items()
+    }
     effective, tensors, dtypes = {}, {}, {}
     from tribit.quant import pack_hf
 
@@ -370,17 +459,28 @@ def make_llama(d: Path, dims: Dims | None = None, seed: int = 2) -> Synthetic:
         else:
             tensors[k], dtypes[k], effective[k] = v, "bfloat16", v
     save_safetensors(d / "model.safetensors", tensors, dtypes)
-    config = LlamaConfig(vocab_size=dims.n_vocab, hidden_size=dims.n_embd,
-                         intermediate_size=dims.n_ff, num_hidden_layers=dims.n_layer,
-                         num_attention_heads=dims.n_head, num_key_value_heads=dims.n_head_kv,
-                         hidden_act="silu", tie_word_embeddings=False,
-                         max_position_embeddings=256, rms_norm_eps=1e-5, bos_token_id=0,
-                         eos_token_id=1,
-                         rope_parameters={"rope_theta": 500000.0, "rope_type": "default"},
-                         attn_implementation="eager")
+    config = LlamaConfig(
+        vocab_size=dims.n_vocab,
+        hidden_size=dims.n_embd,
+        intermediate_size=dims.n_ff,
+        num_hidden_layers=dims.n_layer,
+        num_attention_heads=dims.n_head,
+        num_key_value_heads=dims.n_head_kv,
+        hidden_act="silu",
+        tie_word_embeddings=False,
+        max_position_embeddings=256,
+        rms_norm_eps=1e-5,
+        bos_token_id=0,
+        eos_token_id=1,
+        rope_parameters={"rope_theta": 500000.0, "rope_type": "default"},
+        attn_implementation="eager",
+    )
     cfg = config.to_dict()
-    cfg.update(architectures=["LlamaForCausalLM"], torch_dtype="bfloat16",
-               quantization_config={"quant_method": "bitnet"})
+    cfg.update(
+        architectures=["LlamaForCausalLM"],
+        torch_dtype="bfloat16",
+        quantization_config={"quant_method": "bitnet"},
+    )
     cfg.pop("attn_implementation", None)
     (d / "config.json").write_text(json.dumps(cfg, indent=1))
     ref = torch_reference(LlamaForCausalLM, config, effective)
@@ -405,8 +505,9 @@ def read_gguf(path) -> tuple[dict, dict[str, np.ndarray]]:
         if field.types[0] == gguf.GGUFValueType.ARRAY:
             continue
         val = field.parts[field.data[0]]
-        meta[name] = (bytes(val).decode() if field.types[0] == gguf.GGUFValueType.STRING
-                      else val.item())
+        meta[name] = (
+            bytes(val).decode() if field.types[0] == gguf.GGUFValueType.STRING else val.item()
+        )
     tensors = {}
     for t in r.tensors:
         shape = tuple(int(x) for x in reversed(t.shape))
@@ -436,7 +537,7 @@ def _rope(x, pos, theta, neox):
     ang = pos[:, None] * inv[None, :]
     cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
     if neox:
-        a, b = x[..., : d // 2], x[..., d // 2:]
+        a, b = x[..., : d // 2], x[..., d // 2 :]
         return np.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
     a, b = x[..., 0::2], x[..., 1::2]
     out = np.empty_like(x)
@@ -488,6 +589,7 @@ def forward(meta: dict, w: dict[str, np.ndarray], tokens: list[int]) -> np.ndarr
 
 def kl_top1(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:
     """(mean KL(ref || got) over positions, top-1 agreement) of two logit matrices."""
+
     def logsoftmax(z):
         z = z.astype(np.float64)
         z = z - z.max(-1, keepdims=True)

@@ -43,8 +43,9 @@ def busy_slots(base: str, headers: dict | None = None) -> float:
     return float(line.split()[1])
 
 
-def wait_idle(base: str, headers: dict | None = None, timeout: float = 30.0,
-              poll: float = 0.2) -> float:
+def wait_idle(
+    base: str, headers: dict | None = None, timeout: float = 30.0, poll: float = 0.2
+) -> float:
     """Poll until no slot is busy or `timeout` passes; return the last busy count."""
     deadline = time.time() + timeout
     while (busy := busy_slots(base, headers)) > 0 and time.time() < deadline:

@@ -101,8 +101,10 @@ def test_splits_use_disjoint_names_and_places():
     assert not tr_names & ho_names and not tr_places & ho_places
     held = babi.HELDOUT_NAMES + babi.HELDOUT_PLACES + babi.SHAPE_NAMES + babi.SHAPE_PLACES
     assert not {w.lower() for w in tr_names | tr_places} & {w.lower() for w in held}
-    listed = {w.lower() for w in babi.TRAIN_NAMES + babi.TRAIN_PLACES + babi.HELDOUT_NAMES
-              + babi.HELDOUT_PLACES}
+    listed = {
+        w.lower()
+        for w in babi.TRAIN_NAMES + babi.TRAIN_PLACES + babi.HELDOUT_NAMES + babi.HELDOUT_PLACES
+    }
     assert not listed & {w.lower() for w in babi.SHAPE_NAMES + babi.SHAPE_PLACES}
     assert ho_names <= set(babi.HELDOUT_NAMES) and ho_places <= set(babi.HELDOUT_PLACES)
     assert len(ho_names) > 20 and len(ho_places) > 10
@@ -114,11 +116,23 @@ def test_splits_use_disjoint_names_and_places():
 def _stats(split: str, n: int = 1000) -> dict:
     exs = babi.generate(n, split, seed=5, tasks=(1,))
     sentences = [ex.prompt.count(". ") for ex in exs]  # the story's, before the question
-    people = [len({m[1] for s in re.split(r"(?<=[.?]) ", ex.prompt) if (m := MOVE_RE.match(
-        s.rstrip(".")))}) for ex in exs]
+    people = [
+        len(
+            {
+                m[1]
+                for s in re.split(r"(?<=[.?]) ", ex.prompt)
+                if (m := MOVE_RE.match(s.rstrip(".")))
+            }
+        )
+        for ex in exs
+    ]
     names, places = words(exs)
-    return {"sentences": (min(sentences), max(sentences)), "people": (min(people), max(people)),
-            "names": names, "places": places}
+    return {
+        "sentences": (min(sentences), max(sentences)),
+        "people": (min(people), max(people)),
+        "names": names,
+        "places": places,
+    }
 
 
 def test_shapes_split_holds_words_of_other_shapes_in_longer_stories():
@@ -141,8 +155,10 @@ def test_shapes_split_holds_words_of_other_shapes_in_longer_stories():
     assert mean_len(babi.SHAPE_PLACES) > mean_len(babi.TRAIN_PLACES + babi.HELDOUT_PLACES) + 2
     assert max(map(len, babi.SHAPE_NAMES + babi.SHAPE_PLACES)) > max(map(len, lists))
     rare = set("jkqvwxz")
-    share = [sum(bool(rare & set(w.lower())) for w in ws) / len(ws)
-             for ws in (babi.SHAPE_NAMES + babi.SHAPE_PLACES, lists)]
+    share = [
+        sum(bool(rare & set(w.lower())) for w in ws) / len(ws)
+        for ws in (babi.SHAPE_NAMES + babi.SHAPE_PLACES, lists)
+    ]
     assert share[0] > 2 * share[1], share
 
 
@@ -167,8 +183,9 @@ def test_made_up_words_are_varied_and_never_held_out_or_story_words():
     assert sum(bool(re.search(r"[^aeiouy]{4}", w)) for w in made) > 100
     # and words that begin like a word of the sentences (" is" + ..., like "island")
     assert sum(w.startswith(("is", "in", "the", "tra")) for w in made) > 200  # 90 without
-    story_words = {w.lower() for s in (babi.MOVES + babi.GRABS + babi.DROPS + babi.OBJECTS)
-                   for w in s.split()} | {"the", "where", "is", "in", "was", "before", "answer"}
+    story_words = {
+        w.lower() for s in (babi.MOVES + babi.GRABS + babi.DROPS + babi.OBJECTS) for w in s.split()
+    } | {"the", "where", "is", "in", "was", "before", "answer"}
     assert not made & story_words
 
 
@@ -202,8 +219,10 @@ def test_story_questions_share_the_story_and_can_defeat_recency():
             who = [re.search(r"(?:Where is|Is) (\w+)", e.prompt).group(1) for e in exs]
             assert len(set(who)) == len(who) <= 3
             out += [(e, _last_place(e.prompt)) for e in exs if e.task == 1]
-    recency = [sum(e.answer == f" {e.answer.split()[0]} is in the {last}." for e, last in xs)
-               / len(xs) for xs in (plain, hard)]
+    recency = [
+        sum(e.answer == f" {e.answer.split()[0]} is in the {last}." for e, last in xs) / len(xs)
+        for xs in (plain, hard)
+    ]
     # "the place named last" answers ~half of the plain questions; p_not_last=1 leaves
     # it only the stories where everyone who moved is there (one person, often)
     assert 0.35 < recency[0] < 0.65 and recency[1] < 0.2, recency

@@ -38,14 +38,18 @@ def test_template_renders_the_trained_prompt_and_keeps_the_story():
     # messages are left out, blanks and newlines tidied
     assert render(_user(ASK, "Where is Daniel?")) == STORY + " Where is Daniel?\nAnswer:"
     sysmsg = [{"role": "system", "content": "Be brief."}]
-    assert render(sysmsg + _user(ASK, " Where is Daniel? \n")) == render(_user(ASK, "Where is "
-                                                                            "Daniel?"))
+    assert render(sysmsg + _user(ASK, " Where is Daniel? \n")) == render(
+        _user(ASK, "Where is Daniel?")
+    )
     assert render(_user(ASK, "Mary went to the hallway.", "Where is Mary?")) == (
-        STORY + " Mary went to the hallway. Where is Mary?\nAnswer:")
+        STORY + " Mary went to the hallway. Where is Mary?\nAnswer:"
+    )
     assert render(_user(ASK, "Mary ran to the cellar. Where is Mary?")) == (
-        STORY + " Mary ran to the cellar. Where is Mary?\nAnswer:")
+        STORY + " Mary ran to the cellar. Where is Mary?\nAnswer:"
+    )
     assert render(_user("Mary went to the park.\nWhere is Mary?")) == (
-        "Mary went to the park. Where is Mary?\nAnswer:")
+        "Mary went to the park. Where is Mary?\nAnswer:"
+    )
     assert render(_user("Where is Mary?")) == "Where is Mary?\nAnswer:"
 
 
@@ -68,18 +72,31 @@ def test_embedded_file_carries_the_chat_metadata():
 
 def test_model_card_ignores_what_is_not_there_or_malformed():
     assert model_card({"general.name": "x", "tokenizer.chat_template": "{{ 1 }}"}) == {}
-    bad = {"general.description": 3, "tribit.chat.examples": "one string",
-           "general.sampling.temp": True}
+    bad = {
+        "general.description": 3,
+        "tribit.chat.examples": "one string",
+        "general.sampling.temp": True,
+    }
     assert model_card(bad) == {}
-    card = model_card({"general.description": " d ", "tribit.chat.examples": [1, " a ", ""] * 9,
-                       "general.sampling.temp": 9.0})
+    card = model_card(
+        {
+            "general.description": " d ",
+            "tribit.chat.examples": [1, " a ", ""] * 9,
+            "general.sampling.temp": 9.0,
+        }
+    )
     assert card == {"description": "d", "examples": ["a"] * 4}
 
 
 def test_tribit_chat_answers_and_stops():
     turns = f"{ASK}\nWhere is Daniel?\n/exit\n"
-    r = subprocess.run([sys.executable, "-m", "tribit", "chat", "-m", str(_embedded()), "-t", "1",
-                        "--temp", "0"], input=turns, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "tribit", "chat", "-m", str(_embedded()), "-t", "1", "--temp", "0"],
+        input=turns,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     # each answer is the one sentence (after the blank that follows "Answer:"), then the
     # model's end of generation: nothing more

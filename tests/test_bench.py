@@ -8,8 +8,24 @@ from tiny_models import tiny_model
 from tribit.bench import model as bm
 from tribit.cli.main import main
 
-KEYS = {"test", "threads", "tokens_per_s", "min", "max", "gbps", "ratio", "model", "qtype",
-        "isa", "commit", "peak_rss", "bytes_per_token", "bw_gbps", "cpu", "version"}
+KEYS = {
+    "test",
+    "threads",
+    "tokens_per_s",
+    "min",
+    "max",
+    "gbps",
+    "ratio",
+    "model",
+    "qtype",
+    "isa",
+    "commit",
+    "peak_rss",
+    "bytes_per_token",
+    "bw_gbps",
+    "cpu",
+    "version",
+}
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +39,13 @@ def test_bench_json(tiny, capsys):
     assert main(argv) == 0
     recs = json.loads(capsys.readouterr().out)
     assert [(r["test"], r["threads"]) for r in recs] == [
-        ("pp8", 1), ("pp8", 2), ("pp16", 1), ("pp16", 2), ("tg4", 1), ("tg4", 2)]
+        ("pp8", 1),
+        ("pp8", 2),
+        ("pp16", 1),
+        ("pp16", 2),
+        ("tg4", 1),
+        ("tg4", 2),
+    ]
     for r in recs:
         assert KEYS <= set(r), KEYS - set(r)
         assert r["reps"] == 2 and r["qtype"] == "TQ2_0"
@@ -39,12 +61,31 @@ def test_bench_json(tiny, capsys):
 
 def test_bench_depth(tiny, capsys):
     """-d: every test also runs after N tokens in the cache (llama-bench's depth)."""
-    argv = ["bench", "-m", str(tiny), "-p", "8", "-n", "4", "-d", "0,40", "-t", "1", "-r", "1",
-            "--json", "--no-probe"]
+    argv = [
+        "bench",
+        "-m",
+        str(tiny),
+        "-p",
+        "8",
+        "-n",
+        "4",
+        "-d",
+        "0,40",
+        "-t",
+        "1",
+        "-r",
+        "1",
+        "--json",
+        "--no-probe",
+    ]
     assert main(argv) == 0
     recs = json.loads(capsys.readouterr().out)
     assert [(r["test"], r["n_depth"]) for r in recs] == [
-        ("pp8", 0), ("pp8 @ d40", 40), ("tg4", 0), ("tg4 @ d40", 40)]
+        ("pp8", 0),
+        ("pp8 @ d40", 40),
+        ("tg4", 0),
+        ("tg4 @ d40", 40),
+    ]
     tg0, tg40 = recs[2], recs[3]
     # 2 layers x K and V x n_head_kv * head_dim x 2 bytes (f16 cache) x mean positions read
     c = bm._Runner(tiny, 1, 64, None, 0).model.config
@@ -57,16 +98,52 @@ def test_bench_depth(tiny, capsys):
 
 
 def test_bench_markdown_and_reps_alias(tiny, capsys):
-    assert main(["bench", "-m", str(tiny), "-p", "8", "-n", "0", "--reps", "1", "--md",
-                 "--no-probe", "-t", "1"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "-m",
+                str(tiny),
+                "-p",
+                "8",
+                "-n",
+                "0",
+                "--reps",
+                "1",
+                "--md",
+                "--no-probe",
+                "-t",
+                "1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| model |" in out and "| pp8 |" in out and "tg" not in out.split("| model |")[1]
 
 
 def test_bench_profile(tiny, capsys):
     """--profile: each test's time per op (Model.profile), the rest shown as 'python'."""
-    assert main(["bench", "-m", str(tiny), "-p", "8", "-n", "3", "-r", "2", "--no-probe",
-                 "-t", "1", "--profile"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "-m",
+                str(tiny),
+                "-p",
+                "8",
+                "-n",
+                "3",
+                "-r",
+                "2",
+                "--no-probe",
+                "-t",
+                "1",
+                "--profile",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out.split("share of each test's median time per op:")[1]
     lines = out.strip().splitlines()
     assert [ln.split(" (")[0] for ln in lines] == ["pp8 t1", "tg3 t1"]
@@ -91,8 +168,21 @@ def test_bench_bad_input(tiny, tmp_path, capsys):
 
 def test_bench_layout_is_cached(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("TRIBIT_CACHE", str(tmp_path))
-    argv = ["bench", "--layout", "125M", "-p", "4", "-n", "2", "-r", "1", "-t", "1",
-            "--json", "--no-probe"]
+    argv = [
+        "bench",
+        "--layout",
+        "125M",
+        "-p",
+        "4",
+        "-n",
+        "2",
+        "-r",
+        "1",
+        "-t",
+        "1",
+        "--json",
+        "--no-probe",
+    ]
     assert main(argv) == 0
     recs = json.loads(capsys.readouterr().out)
     assert recs[0]["model"] == "dummy-125M" and recs[1]["test"] == "tg2"

@@ -29,18 +29,22 @@ def test_bitnet_2b4t_single_message():
     msgs = [{"role": "user", "content": "Hey, are you conscious?"}]
     assert render_chat(msgs) == "User: Hey, are you conscious?<|eot_id|>Assistant: "
     assert render_chat(msgs, "bitnet-2b4t", add_generation_prompt=False) == (
-        "User: Hey, are you conscious?<|eot_id|>")
+        "User: Hey, are you conscious?<|eot_id|>"
+    )
 
 
 def test_bitnet_2b4t_multi_turn_with_system():
     assert render_chat(CONVO) == (
         "System: You are terse.<|eot_id|>User: Hi<|eot_id|>Assistant: Hello!<|eot_id|>"
-        "User: 2+2?<|eot_id|>Assistant: ")
+        "User: 2+2?<|eot_id|>Assistant: "
+    )
 
 
 def test_bitnet_placeholder_and_names_select_builtin():
-    placeholder = ("{% for message in messages %}Human: {{ message['content'] }}BITNETAssistant: "
-                   "{{ eos_token }}{% endfor %}")
+    placeholder = (
+        "{% for message in messages %}Human: {{ message['content'] }}BITNETAssistant: "
+        "{{ eos_token }}{% endfor %}"
+    )
     want = render_chat(CONVO)
     for t in (None, "", placeholder, "bitnet", "bitnet-2b4t"):
         assert render_chat(CONVO, t) == want
@@ -49,15 +53,18 @@ def test_bitnet_placeholder_and_names_select_builtin():
 
 def test_llama3_and_chatml():
     msgs = CONVO[:2]
-    want = ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are terse."
-            "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
-            "<|start_header_id|>assistant<|end_header_id|>\n\n")
+    want = (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are terse."
+        "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
     assert render_chat(msgs, LLAMA3_HF, bos_token="<|begin_of_text|>") == want
     assert render_chat(msgs, "llama3", bos_token="<|begin_of_text|>") == want
     assert render_chat(msgs, "llama3").startswith("<|start_header_id|>system")  # BOS left out
     assert render_chat(msgs, "chatml") == (
         "<|im_start|>system\n  You are terse. <|im_end|>\n<|im_start|>user\nHi\n<|im_end|>\n"
-        "<|im_start|>assistant\n")
+        "<|im_start|>assistant\n"
+    )
 
 
 def test_hf_jinja_features():
@@ -83,11 +90,13 @@ def test_hf_jinja_features():
 
 
 def test_message_normalisation():
-    msgs = [{"role": "user", "content": [{"type": "text", "text": "a"},
-                                         {"type": "text", "text": "b"}]},
-            {"role": "assistant", "content": None}]
+    msgs = [
+        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+        {"role": "assistant", "content": None},
+    ]
     assert render_chat(msgs, add_generation_prompt=False) == (
-        "User: ab<|eot_id|>Assistant: <|eot_id|>")
+        "User: ab<|eot_id|>Assistant: <|eot_id|>"
+    )
     for bad in ("hello", [{"content": "x"}], [42]):
         with pytest.raises(TribitError):
             render_chat(bad)  # type: ignore[arg-type]

@@ -23,8 +23,9 @@ def test_cli_embed(tmp_path, capsys):
     assert main(["embed", "-m", path, "-f", str(texts), "-o", str(out), "--dimensions", "8"]) == 0
     w = np.load(out)
     assert w.shape == (2, 8) and w.dtype == np.float32
-    np.testing.assert_allclose(w, v[:, :8] / np.linalg.norm(v[:, :8], axis=1, keepdims=True),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        w, v[:, :8] / np.linalg.norm(v[:, :8], axis=1, keepdims=True), atol=1e-6
+    )
     assert main(["embed", "-m", path]) == 1
     assert "no texts" in capsys.readouterr().err
     assert main(["embed", "-m", path, "x", "--dimensions", "999"]) == 1

@@ -52,24 +52,47 @@ def _tokens(s: H.Synthetic, n: int = 48, seed: int = 0) -> list[int]:
 # --- detection ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("config,family", [
-    ({"architectures": ["BitNetForCausalLM"], "model_type": "bitnet"}, "bitnet-b1.58"),
-    ({"architectures": ["BitnetForCausalLM"], "model_type": "llama"}, "1bitllm"),
-    ({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
-      "quantization_config": {"quant_method": "bitnet"}}, "llama-bitnet"),
-])
+@pytest.mark.parametrize(
+    "config,family",
+    [
+        ({"architectures": ["BitNetForCausalLM"], "model_type": "bitnet"}, "bitnet-b1.58"),
+        ({"architectures": ["BitnetForCausalLM"], "model_type": "llama"}, "1bitllm"),
+        (
+            {
+                "architectures": ["LlamaForCausalLM"],
+                "model_type": "llama",
+                "quantization_config": {"quant_method": "bitnet"},
+            },
+            "llama-bitnet",
+        ),
+    ],
+)
 def test_detect_family(config, family):
     assert detect_family(config) == family
 
 
-@pytest.mark.parametrize("config,words", [
-    ({"architectures": ["MistralForCausalLM"], "model_type": "mistral"}, "Supported"),
-    ({"architectures": ["LlamaForCausalLM"], "model_type": "llama"}, "not a ternary"),
-    ({"architectures": ["BitNetForCausalLM"], "model_type": "bitnet",
-      "quantization_config": {"quant_method": "bitnet", "use_rms_norm": True}}, "use_rms_norm"),
-    ({"architectures": ["LlamaForCausalLM"], "quantization_config": {"quant_method": "gptq"}},
-     "not a ternary"),
-])
+@pytest.mark.parametrize(
+    "config,words",
+    [
+        ({"architectures": ["MistralForCausalLM"], "model_type": "mistral"}, "Supported"),
+        ({"architectures": ["LlamaForCausalLM"], "model_type": "llama"}, "not a ternary"),
+        (
+            {
+                "architectures": ["BitNetForCausalLM"],
+                "model_type": "bitnet",
+                "quantization_config": {"quant_method": "bitnet", "use_rms_norm": True},
+            },
+            "use_rms_norm",
+        ),
+        (
+            {
+                "architectures": ["LlamaForCausalLM"],
+                "quantization_config": {"quant_method": "gptq"},
+            },
+            "not a ternary",
+        ),
+    ],
+)
 def test_detect_family_refuses(config, words):
     with pytest.raises(FormatError, match=words) as e:
         detect_family(config)
@@ -102,12 +125,19 @@ def test_permute_qk_gqa_uses_kv_heads():
     assert not np.array_equal(permute_qk(w, 4, 2), permute_qk(w, 4))
 
 
-@pytest.mark.parametrize("qtype,k,want", [
-    ("tq2_0", 2560, GGMLType.TQ2_0), ("tq2_0", 3200, GGMLType.I2_S),
-    ("tq2_0", 8640, GGMLType.F16), ("tq1_0", 4096, GGMLType.TQ1_0),
-    ("tq1_0", 384, GGMLType.I2_S), ("i2_s", 640, GGMLType.I2_S), ("i2_s", 8640, GGMLType.F16),
-    ("f16", 4096, GGMLType.F16),
-])
+@pytest.mark.parametrize(
+    "qtype,k,want",
+    [
+        ("tq2_0", 2560, GGMLType.TQ2_0),
+        ("tq2_0", 3200, GGMLType.I2_S),
+        ("tq2_0", 8640, GGMLType.F16),
+        ("tq1_0", 4096, GGMLType.TQ1_0),
+        ("tq1_0", 384, GGMLType.I2_S),
+        ("i2_s", 640, GGMLType.I2_S),
+        ("i2_s", 8640, GGMLType.F16),
+        ("f16", 4096, GGMLType.F16),
+    ],
+)
 def test_ternary_storage_fallback(qtype, k, want):
     assert ternary_storage(qtype, k) == want
 
@@ -119,8 +149,12 @@ def test_checkpoint_reader_matches_safetensors(ckpt):
     s = ckpt("bitnet-packed")
     c = Checkpoint(s.dir)
     ref = load_file(str(s.dir / "model.safetensors"))
-    for name in ("model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
-                 "model.layers.1.mlp.down_proj.weight_scale", "model.norm.weight"):
+    for name in (
+        "model.embed_tokens.weight",
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.1.mlp.down_proj.weight_scale",
+        "model.norm.weight",
+    ):
         got = c.read(name)
         want = ref[name].to(torch.float32 if ref[name].is_floating_point() else ref[name].dtype)
         np.testing.assert_array_equal(got, want.numpy())
@@ -133,13 +167,17 @@ def _scales(path) -> dict[str, float]:
     import gguf
 
     r = gguf.GGUFReader(str(path))
-    return {k[len("tribit.scale."):]: float(f.parts[f.data[0]][0])
-            for k, f in r.fields.items() if k.startswith("tribit.scale.")}
+    return {
+        k[len("tribit.scale.") :]: float(f.parts[f.data[0]][0])
+        for k, f in r.fields.items()
+        if k.startswith("tribit.scale.")
+    }
 
 
 @pytest.mark.parametrize("qtype", ["tq2_0", "tq1_0", "f16"])
-@pytest.mark.parametrize("name", ["bitnet-f32", "bitnet-bf16", "bitnet-packed", "1bitllm-f16",
-                                  "llama"])
+@pytest.mark.parametrize(
+    "name", ["bitnet-f32", "bitnet-bf16", "bitnet-packed", "1bitllm-f16", "llama"]
+)
 def test_convert_matches_reference(ckpt, tmp_path, name, qtype):
     s = ckpt(name)
     out = tmp_path / "m.gguf"
@@ -188,8 +226,9 @@ def test_llama_qk_rows_are_permuted(ckpt, tmp_path):
     n_head, n_kv = s.config["num_attention_heads"], s.config["num_key_value_heads"]
     np.testing.assert_allclose(w["blk.0.attn_q.weight"], permute_qk(q, n_head), rtol=1e-3)
     np.testing.assert_allclose(w["blk.0.attn_k.weight"], permute_qk(k, n_head, n_kv), rtol=1e-3)
-    np.testing.assert_allclose(w["blk.0.attn_v.weight"],
-                               s.effective["model.layers.0.self_attn.v_proj.weight"], rtol=1e-3)
+    np.testing.assert_allclose(
+        w["blk.0.attn_v.weight"], s.effective["model.layers.0.self_attn.v_proj.weight"], rtol=1e-3
+    )
 
 
 def _decode_i2s(raw: np.ndarray, shape) -> tuple[np.ndarray, np.float32]:
@@ -198,7 +237,7 @@ def _decode_i2s(raw: np.ndarray, shape) -> tuple[np.ndarray, np.float32]:
     codes = raw[: m * k // 4].reshape(-1, 32)
     vals = np.stack([(codes >> 6) & 3, (codes >> 4) & 3, (codes >> 2) & 3, codes & 3], axis=1)
     t = vals.reshape(m, k).astype(np.int8) - 1
-    return t, np.frombuffer(raw[m * k // 4: m * k // 4 + 4].tobytes(), "<f4")[0]
+    return t, np.frombuffer(raw[m * k // 4 : m * k // 4 + 4].tobytes(), "<f4")[0]
 
 
 def test_fallback_i2s_like_the_3b(ckpt, tmp_path):
@@ -207,16 +246,18 @@ def test_fallback_i2s_like_the_3b(ckpt, tmp_path):
     s = ckpt("1bitllm")  # n_ff 384: ffn_down rows of 384 are not 256-blocks
     out = tmp_path / "ob.gguf"
     rep = convert_hf(s.dir, out, head="f32", progress=False)
-    assert sorted(n for n, _ in rep.fallbacks) == ["blk.0.ffn_down.weight",
-                                                  "blk.1.ffn_down.weight"]
+    assert sorted(n for n, _ in rep.fallbacks) == ["blk.0.ffn_down.weight", "blk.1.ffn_down.weight"]
     assert {t for _, t in rep.fallbacks} == {"I2_S"}
     r = GGUFReader(out)
     info = r.tensors["blk.1.ffn_down.weight"]
     assert info.ggml_type == GGMLType.I2_S and info.nbytes == 256 * 384 // 4 + 32
     t, gamma = _decode_i2s(np.asarray(r.raw(info.name)), info.shape)
     eff = s.effective["model.layers.1.mlp.down_proj.weight"]
-    assert gamma == np.float32(np.abs(eff).max()) == np.float32(
-        r.metadata["tribit.scale.blk.1.ffn_down.weight"])
+    assert (
+        gamma
+        == np.float32(np.abs(eff).max())
+        == np.float32(r.metadata["tribit.scale.blk.1.ffn_down.weight"])
+    )
     np.testing.assert_array_equal(t.astype(np.float32) * gamma, eff)
     assert r.tensors["blk.1.ffn_up.weight"].ggml_type == GGMLType.TQ2_0
     assert r.metadata["general.architecture"] == "bitnet"
@@ -238,9 +279,16 @@ def test_fallback_f16(tmp_path):
     assert kl <= KL_MAX and top1 >= TOP1_MIN
 
 
-@pytest.mark.parametrize("head,gtype", [("q8_0", GGMLType.Q8_0), ("q6_k", GGMLType.Q6_K),
-                                        ("bf16", GGMLType.BF16),
-                                        ("f32", GGMLType.F32), ("f16", GGMLType.F16)])
+@pytest.mark.parametrize(
+    "head,gtype",
+    [
+        ("q8_0", GGMLType.Q8_0),
+        ("q6_k", GGMLType.Q6_K),
+        ("bf16", GGMLType.BF16),
+        ("f32", GGMLType.F32),
+        ("f16", GGMLType.F16),
+    ],
+)
 def test_head_types(ckpt, tmp_path, head, gtype):
     from tribit.formats import GGUFReader
 
@@ -255,8 +303,7 @@ def test_head_types(ckpt, tmp_path, head, gtype):
         return
     meta, w = H.read_gguf(out)
     # bf16 values are exact in f16 except the f16 subnormals (|x| < 6e-5)
-    np.testing.assert_allclose(w["output.weight"], s.effective["lm_head.weight"], rtol=0,
-                               atol=3e-8)
+    np.testing.assert_allclose(w["output.weight"], s.effective["lm_head.weight"], rtol=0, atol=3e-8)
 
 
 def test_sharded_equals_single(ckpt, tmp_path):
@@ -292,8 +339,9 @@ def test_bad_config_and_tensors(ckpt, tmp_path):
     (d / "config.json").write_text(json.dumps({**cfg, "hidden_act": "gelu"}))
     with pytest.raises(FormatError, match="hidden_act"):
         convert_hf(d, tmp_path / "x.gguf", progress=False)
-    (d / "config.json").write_text(json.dumps({**cfg, "quantization_config": {
-        "quant_method": "bitnet", "use_rms_norm": True}}))
+    (d / "config.json").write_text(
+        json.dumps({**cfg, "quantization_config": {"quant_method": "bitnet", "use_rms_norm": True}})
+    )
     with pytest.raises(FormatError, match="use_rms_norm"):
         convert_hf(d, tmp_path / "x.gguf", progress=False)
     (d / "config.json").write_text(json.dumps(cfg))
@@ -349,8 +397,22 @@ def test_cli_convert(ckpt, tmp_path, capsys):
 
     s = ckpt("bitnet-packed")
     out = tmp_path / "cli.gguf"
-    assert main(["convert", str(s.dir), "-o", str(out), "--qtype", "tq1_0", "--name", "tiny",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                str(s.dir),
+                "-o",
+                str(out),
+                "--qtype",
+                "tq1_0",
+                "--name",
+                "tiny",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "TQ1_0" in capsys.readouterr().out
     meta, _ = H.read_gguf(out)
     assert meta["general.name"] == "tiny" and meta["general.file_type"] == 36
@@ -360,10 +422,18 @@ def test_cli_convert(ckpt, tmp_path, capsys):
 # --- the runtime (tribit.load) against the same references --------------------------------
 
 
-@pytest.mark.parametrize("name,qtype", [("bitnet-f32", "tq2_0"), ("bitnet-bf16", "tq1_0"),
-                                        ("bitnet-packed", "tq2_0"), ("1bitllm", "tq2_0"),
-                                        ("1bitllm-f16", "i2_s"), ("llama", "tq2_0"),
-                                        ("llama", "f16")])
+@pytest.mark.parametrize(
+    "name,qtype",
+    [
+        ("bitnet-f32", "tq2_0"),
+        ("bitnet-bf16", "tq1_0"),
+        ("bitnet-packed", "tq2_0"),
+        ("1bitllm", "tq2_0"),
+        ("1bitllm-f16", "i2_s"),
+        ("llama", "tq2_0"),
+        ("llama", "f16"),
+    ],
+)
 def test_runtime_matches_reference(ckpt, tmp_path, name, qtype):
     from tribit.model import load
 

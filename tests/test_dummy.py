@@ -14,10 +14,17 @@ from tribit.errors import FormatError
 
 # bitnet.cpp utils/generate-dummy-bitnet-model.py (docs/FORMATS.md 4.1): hidden, ffn, layers, heads
 BITNET_CPP = {
-    "125M": (768, 3072, 11, 12), "350M": (1024, 3072, 24, 16), "1B": (2048, 3584, 24, 32),
-    "1.5B": (1536, 9216, 28, 32), "2.7B": (3072, 7680, 24, 32), "3.8B": (3840, 8192, 24, 32),
-    "7B": (4096, 12032, 32, 32), "13B": (5120, 13824, 40, 40), "30B": (6656, 16384, 60, 52),
-    "70B": (8192, 24576, 80, 64), "100B": (8192, 45568, 72, 64),
+    "125M": (768, 3072, 11, 12),
+    "350M": (1024, 3072, 24, 16),
+    "1B": (2048, 3584, 24, 32),
+    "1.5B": (1536, 9216, 28, 32),
+    "2.7B": (3072, 7680, 24, 32),
+    "3.8B": (3840, 8192, 24, 32),
+    "7B": (4096, 12032, 32, 32),
+    "13B": (5120, 13824, 40, 40),
+    "30B": (6656, 16384, 60, 52),
+    "70B": (8192, 24576, 80, 64),
+    "100B": (8192, 45568, 72, 64),
 }
 TINY = Layout("tiny", "bitnet", 256, 512, 2, 4, 4, 600)
 
@@ -27,14 +34,23 @@ def test_layout_table_matches_bitnet_cpp():
         lay = LAYOUTS[name]
         assert (lay.n_embd, lay.n_ff, lay.n_layer, lay.n_head) == (n_embd, n_ff, n_layer, n_head)
         assert lay.arch == "bitnet" and lay.n_head_kv == lay.n_head and lay.n_vocab == 32002
-    real = {"large": ("bitnet", 1536, 4096, 24, 16, 16, 32002),
-            "3B": ("bitnet", 3200, 8640, 26, 32, 32, 32002),
-            "2B-4T": ("bitnet-b1.58", 2560, 6912, 30, 20, 5, 128256),
-            "8B": ("llama", 4096, 14336, 32, 32, 8, 128256)}
+    real = {
+        "large": ("bitnet", 1536, 4096, 24, 16, 16, 32002),
+        "3B": ("bitnet", 3200, 8640, 26, 32, 32, 32002),
+        "2B-4T": ("bitnet-b1.58", 2560, 6912, 30, 20, 5, 128256),
+        "8B": ("llama", 4096, 14336, 32, 32, 8, 128256),
+    }
     for name, row in real.items():
         lay = get_layout(name.lower())
-        assert (lay.arch, lay.n_embd, lay.n_ff, lay.n_layer, lay.n_head, lay.n_head_kv,
-                lay.n_vocab) == row
+        assert (
+            lay.arch,
+            lay.n_embd,
+            lay.n_ff,
+            lay.n_layer,
+            lay.n_head,
+            lay.n_head_kv,
+            lay.n_vocab,
+        ) == row
     assert 2.3e9 < LAYOUTS["2B-4T"].n_params() < 2.5e9
     assert 7.9e9 < LAYOUTS["8B"].n_params() < 8.1e9
     assert 68e9 < LAYOUTS["70B"].n_params() < 72e9
@@ -110,8 +126,9 @@ def test_dummy_activations_are_sane(tmp_path, arch):
     """A numpy forward (gguf-py weights) stays finite with moderate logits in every arch."""
     import hf_checkpoints as H
 
-    lay = dataclasses.replace(TINY, arch=arch, n_head_kv=2 if arch != "bitnet" else 4,
-                              tied=arch != "llama")
+    lay = dataclasses.replace(
+        TINY, arch=arch, n_head_kv=2 if arch != "bitnet" else 4, tied=arch != "llama"
+    )
     out = tmp_path / "s.gguf"
     write_gguf(dummy_plan(lay, seed=3), out, qtype="tq1_0", progress=False)
     meta, w = H.read_gguf(out)

@@ -14,8 +14,9 @@ MD = {"qwen3.pooling_type": np.uint32(3), "tokenizer.ggml.add_eos_token": True}
 
 @pytest.fixture(scope="module")
 def emb_path(tmp_path_factory):
-    return qwen3_model(tmp_path_factory.mktemp("e") / "e.gguf", "i2_s", head_dim=128,
-                       norm_in=True, extra_md=MD)
+    return qwen3_model(
+        tmp_path_factory.mktemp("e") / "e.gguf", "i2_s", head_dim=128, norm_in=True, extra_md=MD
+    )
 
 
 def test_embed_last_pooling_matches_the_oracle(emb_path):

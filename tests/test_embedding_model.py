@@ -20,8 +20,7 @@ from tribit.quant import quantize_activations
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-SHAPE = dict(n_embd=1024, n_ff=3072, n_layer=2, n_head=16, n_head_kv=8, head_dim=128,
-             n_vocab=300)
+SHAPE = dict(n_embd=1024, n_ff=3072, n_layer=2, n_head=16, n_head_kv=8, head_dim=128, n_vocab=300)
 EPS = 1e-6
 EOS = 257  # tiny_models' <|end_of_text|>
 HOOKED = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -29,34 +28,77 @@ WHICH = dict(zip(HOOKED, ("q", "k", "v", "o", "gate", "up", "down"), strict=True
 
 
 def bitnet_embedding_weights(seed=0):
-    return qwen3_weights(SHAPE["n_embd"], SHAPE["n_ff"], SHAPE["n_layer"], SHAPE["n_head"],
-                         SHAPE["n_head_kv"], SHAPE["n_vocab"], seed, tied=True,
-                         head_dim=SHAPE["head_dim"], norm_in=True)
+    return qwen3_weights(
+        SHAPE["n_embd"],
+        SHAPE["n_ff"],
+        SHAPE["n_layer"],
+        SHAPE["n_head"],
+        SHAPE["n_head_kv"],
+        SHAPE["n_vocab"],
+        seed,
+        tied=True,
+        head_dim=SHAPE["head_dim"],
+        norm_in=True,
+    )
 
 
 def write_bitnet_embedding(path, weights, pooling=3):
     """As bitnet.cpp's converter writes it: I2_S projections, F16 token_embd and norms, no
     output tensor, pooling_type, add_eos_token."""
-    return write_model(path, weights, "qwen3", "i2_s", "f16", SHAPE["n_head"],
-                       SHAPE["n_head_kv"], rope_theta=1e6, eps=EPS, norm_type="f16",
-                       extra_md={"qwen3.pooling_type": np.uint32(pooling),
-                                 "tokenizer.ggml.add_eos_token": True})
+    return write_model(
+        path,
+        weights,
+        "qwen3",
+        "i2_s",
+        "f16",
+        SHAPE["n_head"],
+        SHAPE["n_head_kv"],
+        rope_theta=1e6,
+        eps=EPS,
+        norm_type="f16",
+        extra_md={"qwen3.pooling_type": np.uint32(pooling), "tokenizer.ggml.add_eos_token": True},
+    )
 
 
 def build_reference(weights, codes: list, inputs: list | None = None):
     """transformers' Qwen3Model with the BitNet hooks; `codes` receives (layer, which,
     int8 codes) of every projection input, `inputs` the input before its norm."""
     inputs = [] if inputs is None else inputs
-    f16 = {k: (v.astype(np.float16).astype(np.float32) if not any(
-        p in k for p in ("attn_q.", "attn_k.", "attn_v.", "attn_output.", "ffn_gate.",
-                         "ffn_up.", "ffn_down.")) else v) for k, v in weights.items()}
+    f16 = {
+        k: (
+            v.astype(np.float16).astype(np.float32)
+            if not any(
+                p in k
+                for p in (
+                    "attn_q.",
+                    "attn_k.",
+                    "attn_v.",
+                    "attn_output.",
+                    "ffn_gate.",
+                    "ffn_up.",
+                    "ffn_down.",
+                )
+            )
+            else v
+        )
+        for k, v in weights.items()
+    }
     cfg = transformers.Qwen3Config(
-        vocab_size=SHAPE["n_vocab"], hidden_size=SHAPE["n_embd"],
-        intermediate_size=SHAPE["n_ff"], num_hidden_layers=SHAPE["n_layer"],
-        num_attention_heads=SHAPE["n_head"], num_key_value_heads=SHAPE["n_head_kv"],
-        head_dim=SHAPE["head_dim"], max_position_embeddings=256, rms_norm_eps=EPS,
-        rope_theta=1e6, tie_word_embeddings=True, hidden_act="silu", attention_bias=False,
-        use_sliding_window=False)
+        vocab_size=SHAPE["n_vocab"],
+        hidden_size=SHAPE["n_embd"],
+        intermediate_size=SHAPE["n_ff"],
+        num_hidden_layers=SHAPE["n_layer"],
+        num_attention_heads=SHAPE["n_head"],
+        num_key_value_heads=SHAPE["n_head_kv"],
+        head_dim=SHAPE["head_dim"],
+        max_position_embeddings=256,
+        rms_norm_eps=EPS,
+        rope_theta=1e6,
+        tie_word_embeddings=True,
+        hidden_act="silu",
+        attention_bias=False,
+        use_sliding_window=False,
+    )
     cfg._attn_implementation = "eager"
     model = transformers.Qwen3Model(cfg).float().eval()
     params = dict(model.named_parameters())
@@ -86,6 +128,7 @@ def build_reference(weights, codes: list, inputs: list | None = None):
             q = (x * scale).round().clamp(-128, 127)
             codes.append((layer, which, q[0].to(torch.int8).numpy()))
             return (q / scale,) + tuple(args[1:])
+
         return hook
 
     for name, mod in model.named_modules():
@@ -130,7 +173,7 @@ def test_bitnet_embedding_matches_transformers(tmp_path, seed):
     n_diff = n_all = 0
     for (layer, which, x), (_, _, q_ref) in zip(hf_inputs, hf_codes, strict=True):
         x = reference.rmsnorm(x, ref.layers[layer]["norm_in"][which], EPS)
-        d = quantize_activations(x.astype(np.float32))[0][:, :x.shape[1]].astype(int) - q_ref
+        d = quantize_activations(x.astype(np.float32))[0][:, : x.shape[1]].astype(int) - q_ref
         assert np.abs(d).max() <= 1
         n_diff, n_all = n_diff + np.count_nonzero(d), n_all + d.size
     # identical but for a value within an ulp of a rounding tie (float64 norm here, float32
@@ -142,8 +185,8 @@ def test_bitnet_embedding_matches_transformers(tmp_path, seed):
         h = reference.forward(ref, toks, hidden=True, codes=codes)[-1]
         assert np.dot(h / np.linalg.norm(h), w) >= 0.9999
         mine = {(layer, which): q for layer, which, q in codes}
-        theirs = {(layer, which): q for layer, which, q in hf_codes[:len(codes)]}
-        del hf_codes[:len(codes)]
+        theirs = {(layer, which): q for layer, which, q in hf_codes[: len(codes)]}
+        del hf_codes[: len(codes)]
         assert mine.keys() == theirs.keys()
         n_diff = n_all = 0
         for (layer, which), q in mine.items():

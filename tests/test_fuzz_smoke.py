@@ -17,8 +17,14 @@ RUNS = {"gguf": 400, "load": 150, "template": 300}
 
 def fuzz(*args, cwd):
     env = dict(os.environ, PYTHONHASHSEED="0")
-    return subprocess.run([sys.executable, str(RUN), *args], capture_output=True, text=True,
-                          timeout=600, cwd=cwd, env=env)
+    return subprocess.run(
+        [sys.executable, str(RUN), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env=env,
+    )
 
 
 @pytest.mark.parametrize("target", sorted(RUNS))

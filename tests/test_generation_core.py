@@ -110,16 +110,21 @@ def test_batched_equals_alone(model):
     ascii_ = SamplerParams(logit_bias={EOS: -100.0, EOT: -100.0})
     specs = {
         "a": ([BOS, 65, 66, 67], dict(max_tokens=9, sampling=ascii_)),
-        "b": (list(range(BOS - 40, BOS)), dict(max_tokens=12, stop=["q"],
-                                               sampling=SamplerParams(temperature=0.9, seed=3))),
+        "b": (
+            list(range(BOS - 40, BOS)),
+            dict(max_tokens=12, stop=["q"], sampling=SamplerParams(temperature=0.9, seed=3)),
+        ),
         "c": ([BOS, 10, 20], dict(max_tokens=5, sampling=SamplerParams(repeat_penalty=1.3))),
         "d": ([BOS] + [100] * 30, dict(max_tokens=7)),
     }
     want = {n: _alone(model, p, **kw) for n, (p, kw) in specs.items()}
     model.reset()
     batch = BatchGenerator(model, prefill_chunk=8, batch_tokens=20)
-    joins = {0: [("a", *specs["a"]), ("b", *specs["b"])], 3: [("c", *specs["c"])],
-             5: [("d", *specs["d"])]}
+    joins = {
+        0: [("a", *specs["a"]), ("b", *specs["b"])],
+        3: [("c", *specs["c"])],
+        5: [("d", *specs["d"])],
+    }
     got = _run(batch, joins)
     for name in specs:
         assert [c.token for c in got[name]] == [c.token for c in want[name]], name
@@ -185,18 +190,26 @@ def test_chat_session_samples_one_stream_across_turns(model):
     assert [replay.send("hello"), replay.send("again")] == turns
     # what a sampler reseeded for the second turn draws: another answer (the old bug)
     reseeded = tribit.ChatSession(model, max_tokens=6, sampling=params)
-    reseeded.messages = [{"role": "user", "content": "hello"},
-                         {"role": "assistant", "content": turns[0]}]
+    reseeded.messages = [
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": turns[0]},
+    ]
     assert reseeded.send("again") != turns[1]
 
 
 def test_developer_role_is_the_system_turn(model):
-    a = create_chat_completion(model, [{"role": "developer", "content": "Be brief."},
-                                       {"role": "user", "content": "Hi"}],
-                               max_tokens=6, temperature=0)
-    b = create_chat_completion(model, [{"role": "system", "content": "Be brief."},
-                                       {"role": "user", "content": "Hi"}],
-                               max_tokens=6, temperature=0)
+    a = create_chat_completion(
+        model,
+        [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+        max_tokens=6,
+        temperature=0,
+    )
+    b = create_chat_completion(
+        model,
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+        max_tokens=6,
+        temperature=0,
+    )
     assert a["choices"] == b["choices"] and a["usage"] == b["usage"]
 
 
@@ -208,12 +221,26 @@ CASES = [
     ("/v1/completions", {"prompt": [BOS] + [71] * (N_CTX - 4), "max_tokens": 50}),  # runs into it
     ("/v1/completions", {"prompt": "x", "max_tokens": 3, "logit_bias": {str(BOS): 100}}),
     ("/v1/completions", {"prompt": "x", "max_tokens": 4, "logit_bias": {str(EOT): 100}}),
-    ("/v1/completions", {"prompt": "aaaa", "max_tokens": 8, "repeat_penalty": 1.5,
-                         "repeat_last_n": 2, "temperature": 0.7, "seed": 5}),
+    (
+        "/v1/completions",
+        {
+            "prompt": "aaaa",
+            "max_tokens": 8,
+            "repeat_penalty": 1.5,
+            "repeat_last_n": 2,
+            "temperature": 0.7,
+            "seed": 5,
+        },
+    ),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 7}),
-    ("/v1/chat/completions", {"messages": [{"role": "developer", "content": "D"},
-                                           {"role": "user", "content": "Q"}],
-                              "max_tokens": 9, "stop": "a"}),
+    (
+        "/v1/chat/completions",
+        {
+            "messages": [{"role": "developer", "content": "D"}, {"role": "user", "content": "Q"}],
+            "max_tokens": 9,
+            "stop": "a",
+        },
+    ),
 ]
 
 
@@ -222,10 +249,12 @@ def _library(model, route, body, stream):
     kw.setdefault("temperature", 0.0)
     params = dict(top_k=0, top_p=1.0, min_p=0.0)  # the server's (OpenAI's) defaults
     if route == "/v1/completions":
-        return create_completion(model, body["prompt"], stream=stream, include_usage=True,
-                                 **params, **kw)
-    return create_chat_completion(model, body["messages"], stream=stream, include_usage=True,
-                                  **params, **kw)
+        return create_completion(
+            model, body["prompt"], stream=stream, include_usage=True, **params, **kw
+        )
+    return create_chat_completion(
+        model, body["messages"], stream=stream, include_usage=True, **params, **kw
+    )
 
 
 def _summary(obj_or_chunks, stream: bool, chat: bool):
@@ -253,8 +282,12 @@ def test_library_and_server_give_the_same_answers(path, model):
         for route, body in CASES:
             chat = "chat" in route
             for stream in (False, True):
-                req = {"temperature": 0.0, **body, "stream": stream,
-                       "stream_options": {"include_usage": True}}
+                req = {
+                    "temperature": 0.0,
+                    **body,
+                    "stream": stream,
+                    "stream_options": {"include_usage": True},
+                }
                 if stream:
                     with httpx.stream("POST", base + route, json=req, timeout=60) as r:
                         assert r.status_code == 200, r.read()
@@ -275,8 +308,9 @@ def test_library_and_server_give_the_same_answers(path, model):
         r = httpx.post(base + "/v1/completions", json=long, timeout=60).json()
         after = _metric(httpx.get(base + "/metrics").text, "prompt_tokens_cached_total")
         assert after - before >= 39 and r["timings"]["cache_n"] >= 39
-        r2 = httpx.post(base + "/v1/completions", json={**long, "cache_prompt": False},
-                        timeout=60).json()
+        r2 = httpx.post(
+            base + "/v1/completions", json={**long, "cache_prompt": False}, timeout=60
+        ).json()
         assert r2["timings"]["cache_n"] == 0 and r2["choices"] == r["choices"]
 
 

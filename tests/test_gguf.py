@@ -340,8 +340,6 @@ def test_copy_is_the_tensor_bytes_and_refuses_a_truncated_file(tmp_path):
     r.close()
 
 
-
-
 V = GGUFValueType
 # boundary values of every scalar type
 SCALARS = {
@@ -594,8 +592,6 @@ def test_data_ending_exactly_at_eof(tmp_path):
     p.write_bytes(blob[:-1])
     with pytest.raises(FormatError, match="outside the file"):
         GGUFReader(p)
-
-
 
 
 def test_every_value_type_to_gguf_py(tmp_path):

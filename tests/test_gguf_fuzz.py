@@ -58,8 +58,6 @@ def test_mutations_fail_cleanly(tmp_path, blob):
         int(np.asarray(raw[:16]).sum())
 
 
-
-
 def _base(tmp_dir) -> bytes:
     p = tmp_dir / "base.gguf"
     w = GGUFWriter(p, alignment=64)

@@ -129,8 +129,18 @@ def test_q6_k_file_from_the_writer_loads_and_decodes(tmp_path, tied):
     from tribit.convert.layouts import Layout
     from tribit.convert.writer import write_gguf
 
-    lay = Layout("tiny", "bitnet-b1.58" if tied else "llama", n_embd=256, n_ff=512, n_layer=2,
-                 n_head=4, n_head_kv=2, n_vocab=300, tied=tied, source="test")
+    lay = Layout(
+        "tiny",
+        "bitnet-b1.58" if tied else "llama",
+        n_embd=256,
+        n_ff=512,
+        n_layer=2,
+        n_head=4,
+        n_head_kv=2,
+        n_vocab=300,
+        tied=tied,
+        source="test",
+    )
     path = tmp_path / "d.gguf"
     rep = write_gguf(dummy_plan(lay, seed=3), path, head="q6_k", progress=False)
     assert rep.types["Q6_K"] == (1 if tied else 2)
@@ -175,12 +185,40 @@ def test_cli_head_type(tmp_path, capsys):
     text = tmp_path / "t.txt"
     text.write_text("Mary went to the kitchen. John picked up the apple. " * 20)
     for head in (None, "q8_0", "q6_k"):
-        args = ["perplexity", "-m", str(path), "-f", str(text), "-c", "64", "--json",
-                "--no-progress", "-t", "1"]
+        args = [
+            "perplexity",
+            "-m",
+            str(path),
+            "-f",
+            str(text),
+            "-c",
+            "64",
+            "--json",
+            "--no-progress",
+            "-t",
+            "1",
+        ]
         assert main(args + (["--head-type", head] if head else [])) == 0
         assert '"ppl"' in capsys.readouterr().out
-    assert main(["run", "-m", str(path), "-p", "Mary", "-n", "4", "--temp", "0",
-                 "--head-type", "q6_k", "--no-perf"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "-m",
+                str(path),
+                "-p",
+                "Mary",
+                "-n",
+                "4",
+                "--temp",
+                "0",
+                "--head-type",
+                "q6_k",
+                "--no-perf",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     with pytest.raises(SystemExit):
         main(["run", "-m", str(path), "-p", "Mary", "--head-type", "q4_0"])
@@ -194,7 +232,10 @@ def test_serve_head_type(tmp_path):
 
     path = tiny_model(tmp_path / "m.gguf", emb_type="f16", seed=16)
     with serving(path, "--parallel", "1", "-c", "64", "-t", "1", "--head-type", "q6_k") as base:
-        r = httpx.post(base + "/v1/completions", json={"prompt": "ab", "max_tokens": 3,
-                                                       "temperature": 0}, timeout=60)
+        r = httpx.post(
+            base + "/v1/completions",
+            json={"prompt": "ab", "max_tokens": 3, "temperature": 0},
+            timeout=60,
+        )
     assert r.status_code == 200, r.text
     assert r.json()["usage"]["completion_tokens"] >= 1

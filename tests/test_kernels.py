@@ -258,7 +258,7 @@ def test_head_rows_are_the_same_alone_or_in_a_batch(isa, qtype):
     for m, k in [(7, 37), (33, 2560), (5, 200), (9, 64)]:
         fm, _ = _float_matrix(rng, qtype, m, k)
         x = rng.standard_normal((9, k)).astype(np.float32)
-        alone = np.concatenate([_core.float_matmul(fm, x[j:j + 1], isa=isa) for j in range(9)])
+        alone = np.concatenate([_core.float_matmul(fm, x[j : j + 1], isa=isa) for j in range(9)])
         for n in (2, 3, 4, 5, 8, 9):
             together = _core.float_matmul(fm, x[:n], isa=isa, n_threads=2)
             np.testing.assert_array_equal(together.view(np.uint32), alone[:n].view(np.uint32))
@@ -358,8 +358,9 @@ def test_quantize_q8_k_is_the_spec(isa):
         blocks = want.reshape(-1, 292)
         d = blocks[:, :4].copy().view("<f4")[:, 0]
         qs = blocks[:, 4:260].view(np.int8)
-        assert np.array_equal(blocks[:, 260:].copy().view("<i2"),
-                              qs.reshape(-1, 16, 16).sum(axis=2))
+        assert np.array_equal(
+            blocks[:, 260:].copy().view("<i2"), qs.reshape(-1, 16, 16).sum(axis=2)
+        )
         err = np.abs(dequantize_q8_k(want) - x).reshape(-1, 256)
         assert np.all(err <= np.abs(d)[:, None] * 0.5000001 + 1e-45)
     # the sign convention: the value of largest |x| gets code -127 (d has the other sign)
@@ -421,8 +422,18 @@ def test_q6_k_q8_k_is_the_spec_on_odd_shapes(isa):
     acc + (d_w * d_x) * S_b in block order): rows 1..257, k up to 6912, 1-9 tokens, 1-3
     threads; a token gives the same bits alone as in a batch."""
     rng = np.random.default_rng(23)
-    cases = [(1, 256, 1), (2, 512, 9), (7, 768, 3), (64, 2560, 1), (65, 2560, 5),
-             (130, 1280, 4), (257, 256, 8), (33, 6912, 2), (5, 6912, 7), (100, 512, 6)]
+    cases = [
+        (1, 256, 1),
+        (2, 512, 9),
+        (7, 768, 3),
+        (64, 2560, 1),
+        (65, 2560, 5),
+        (130, 1280, 4),
+        (257, 256, 8),
+        (33, 6912, 2),
+        (5, 6912, 7),
+        (100, 512, 6),
+    ]
     for m, k, n in cases:
         raw = _q6_k_raw(rng, m, k)
         fm = _core.FloatMatrix(raw, "q6_k", m, k)
@@ -432,8 +443,9 @@ def test_q6_k_q8_k_is_the_spec_on_odd_shapes(isa):
                 y = _core.matmul_q6_k_q8_k(fm, q, isa=isa, n_threads=nt)
                 assert y.shape == (n, m) and y.dtype == np.float32
                 assert np.array_equal(y.view(np.uint32), want.view(np.uint32)), (m, k, n, nt)
-            alone = np.concatenate([_core.matmul_q6_k_q8_k(fm, q[j:j + 1], isa=isa)
-                                    for j in range(n)])
+            alone = np.concatenate(
+                [_core.matmul_q6_k_q8_k(fm, q[j : j + 1], isa=isa) for j in range(n)]
+            )
             assert np.array_equal(alone.view(np.uint32), want.view(np.uint32))
     with pytest.raises(ValueError, match="bytes per token"):
         _core.matmul_q6_k_q8_k(fm, np.zeros((1, 292), np.uint8), isa=isa)
@@ -534,10 +546,13 @@ def test_weighted_sum_equals_axpy_per_cache_row(isa):
                 bits, wide = h.view(np.uint16), h.astype(np.float32)
                 want = np.zeros((rows, n))
                 for t in range(length):
-                    want = np.stack([_core.axpy(want[g], coef[g, t], wide[t], isa=isa)
-                                     for g in range(rows)])
-                for got in (_core.wsum_rows(coef, wide, isa=isa),
-                            _core.wsum_rows_f16(coef, bits, isa=isa)):
+                    want = np.stack(
+                        [_core.axpy(want[g], coef[g, t], wide[t], isa=isa) for g in range(rows)]
+                    )
+                for got in (
+                    _core.wsum_rows(coef, wide, isa=isa),
+                    _core.wsum_rows_f16(coef, bits, isa=isa),
+                ):
                     np.testing.assert_array_equal(got.view(np.uint64), want.view(np.uint64))
 
 
@@ -590,8 +605,14 @@ def test_bench_kernels_records(capsys):
     ops = {(r["op"], r["isa"], r["threads"]) for r in recs}
     for isa in ISAS:
         for t in (1, 2):
-            for op in ("ternary_gemv", "ternary_gemm", "matmul_f16", "matmul_q8_0",
-                       "matmul_q6_k", "matmul_q6_k_q8_k"):
+            for op in (
+                "ternary_gemv",
+                "ternary_gemm",
+                "matmul_f16",
+                "matmul_q8_0",
+                "matmul_q6_k",
+                "matmul_q6_k_q8_k",
+            ):
                 assert (op, isa, t) in ops
     gemv = next(r for r in recs if r["op"] == "ternary_gemv")
     assert gemv["copies"] == 2 and gemv["m"] == 64 and gemv["median_s"] > 0
@@ -599,8 +620,11 @@ def test_bench_kernels_records(capsys):
         if r["op"] != "ternary_gemm":
             continue
         if r["isa"] in ("avx2", "avx512"):  # GEMM against the probed compute roof
-            peak = next(p for p in recs if p["op"] == "mac_peak" and p["isa"] == r["isa"]
-                        and p["threads"] == r["threads"])
+            peak = next(
+                p
+                for p in recs
+                if p["op"] == "mac_peak" and p["isa"] == r["isa"] and p["threads"] == r["threads"]
+            )
             assert r["mac_peak_gmacs"] == peak["gmacs"] > 0
             assert r["mac_ratio"] == pytest.approx(r["gmacs"] / peak["gmacs"])
         else:

@@ -62,7 +62,7 @@ def _q6_k_ref_scalar(x: np.ndarray) -> bytes:
         scales, big_l = [], []
         max_scale, max_abs = F(0), F(0)
         for ib in range(16):
-            s, ls = _make_qx_quants(blk[16 * ib:16 * ib + 16])
+            s, ls = _make_qx_quants(blk[16 * ib : 16 * ib + 16])
             scales.append(s)
             big_l += ls
             if abs(s) > max_abs:
@@ -81,7 +81,7 @@ def _q6_k_ref_scalar(x: np.ndarray) -> bytes:
                 big_l[16 * j + ii] = max(-32, min(31, _nearest_int(F(blk[16 * j + ii] / d)))) + 32
         ql, qh = bytearray(128), bytearray(64)
         for h in range(2):
-            L = big_l[128 * h:128 * h + 128]
+            L = big_l[128 * h : 128 * h + 128]
             for lo in range(32):
                 q1, q2, q3, q4 = L[lo], L[lo + 32], L[lo + 64], L[lo + 96]
                 ql[64 * h + lo] = (q1 & 0xF) | ((q3 & 0xF) << 4)
@@ -154,6 +154,7 @@ def test_bad_shapes():
 
 def test_native_quantizer_is_bit_identical():
     from tribit import _core
+
     rng = np.random.default_rng(3)
     rows = _hard_rows(rng)
     big = (rng.standard_normal((257, 1024)) * 0.03).astype(F)

@@ -35,8 +35,19 @@ CORE_USERS = {"model"}  # who may import tribit._core
 # The public API that `cli` and `server` may use: these modules (and their public
 # submodules), only names without a leading underscore, and the package's own modules.
 PUBLIC = {
-    "errors", "generation", "chat", "protocol", "sampling", "tokenizer", "formats", "convert",
-    "quant", "bench", "data", "llm", "embedding",
+    "errors",
+    "generation",
+    "chat",
+    "protocol",
+    "sampling",
+    "tokenizer",
+    "formats",
+    "convert",
+    "quant",
+    "bench",
+    "data",
+    "llm",
+    "embedding",
 }
 PUBLIC_FOR = {
     "cli": PUBLIC | {"train", "server"},  # `tribit train`; `tribit serve` starts the server
@@ -137,8 +148,10 @@ def test_cli_and_server_use_only_the_public_api():
     for owner, public in PUBLIC_FOR.items():
         for path in (PKG / owner).rglob("*.py"):
             rel = path.relative_to(PKG)
-            found |= {(rel.as_posix(), m)
-                      for m in public_api_violations(path.read_text(), rel.parts, public)}
+            found |= {
+                (rel.as_posix(), m)
+                for m in public_api_violations(path.read_text(), rel.parts, public)
+            }
     new = found - KNOWN_OFFENDERS
     assert not new, f"cli/server import outside the public API: {sorted(new)}"
 
@@ -168,14 +181,18 @@ def test_public_api_checker_catches_violations():
     assert check("from tribit.tokenizer._impl import x\n") == ["tribit.tokenizer._impl"]
     assert check("def f():\n    from ..model.model import MAX_SEQ\n") == ["tribit.model.model"]
     assert check("from tribit.generate import generate\n") == ["tribit.generate"]
-    assert public_api_violations("from tribit.train import x\n", ("server", "a.py"),
-                                 PUBLIC_FOR["server"]) == ["tribit.train"]
+    assert public_api_violations(
+        "from tribit.train import x\n", ("server", "a.py"), PUBLIC_FOR["server"]
+    ) == ["tribit.train"]
     # allowed: public modules and names, the top-level package, the package's own modules
-    assert check(
-        "import tribit\nfrom tribit import load, __version__\nfrom tribit.errors import "
-        "TribitError\nfrom tribit.tokenizer.chat import encode_chat\n"
-        "from tribit.cli.convert import _setup_logging\nfrom . import util\n"
-    ) == []
+    assert (
+        check(
+            "import tribit\nfrom tribit import load, __version__\nfrom tribit.errors import "
+            "TribitError\nfrom tribit.tokenizer.chat import encode_chat\n"
+            "from tribit.cli.convert import _setup_logging\nfrom . import util\n"
+        )
+        == []
+    )
 
 
 def test_nothing_imports_train():

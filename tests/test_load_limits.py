@@ -46,8 +46,11 @@ def test_kv_cache_that_does_not_fit_names_the_bytes(tiny):
     n_seq = 4 if n_ctx * per_ctx > avail else 4096
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ContextWarning)
-        with pytest.raises(ModelError, match=r"KV cache does not fit in memory: it needs [\d,]+ "
-                                             r"bytes") as e:
+        with pytest.raises(
+            ModelError,
+            match=r"KV cache does not fit in memory: it needs [\d,]+ "
+            r"bytes",
+        ) as e:
             tribit.load(tiny, n_threads=1, n_ctx=int(n_ctx), n_seq=n_seq, kv_type="f32")
     assert "available" in str(e.value)
 
@@ -56,9 +59,23 @@ def test_native_core_checks_kv_size_itself():
     # the native constructor is reachable without tribit.load: it must not wrap either
     from tribit import _core
 
-    kw = dict(n_embd=64, n_ff=128, n_layer=2, n_head=4, n_head_kv=2, head_dim=16, n_rot=16,
-              n_vocab=300, n_seq=1, rope_theta=1e4, norm_eps=1e-5, rope_neox=True,
-              act_relu2=True, kv_f16=True, n_threads=1)
+    kw = dict(
+        n_embd=64,
+        n_ff=128,
+        n_layer=2,
+        n_head=4,
+        n_head_kv=2,
+        head_dim=16,
+        n_rot=16,
+        n_vocab=300,
+        n_seq=1,
+        rope_theta=1e4,
+        norm_eps=1e-5,
+        rope_neox=True,
+        act_relu2=True,
+        kv_f16=True,
+        n_threads=1,
+    )
     with pytest.raises(ValueError, match="below 2\\^31"):
         _core.NativeModel(n_ctx=2**55, **kw)
     with pytest.raises(ValueError, match="overflows"):
@@ -107,8 +124,7 @@ def test_thread_pool_joins_what_it_started_when_the_os_refuses():
         pytest.skip("needs Linux /proc")
     if os.environ.get("TRIBIT_SANITIZED"):
         pytest.skip("AddressSanitizer's shadow memory does not fit under RLIMIT_AS")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, (r.returncode, r.stdout, r.stderr[-2000:])
     lines = r.stdout.splitlines()
     assert lines[-1].startswith("ok"), r.stdout
@@ -128,12 +144,15 @@ def test_block_count_beyond_the_tensors_fails_before_allocating(tiny, tmp_path, 
             tribit.load(bad, n_threads=1, n_ctx=4096)
 
 
-@pytest.mark.parametrize("key,value", [
-    ("bitnet-b1.58.embedding_length", 2**40),
-    ("bitnet-b1.58.feed_forward_length", 2**40),
-    ("bitnet-b1.58.attention.head_count", 2**31),
-    ("bitnet-b1.58.context_length", 0),
-])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("bitnet-b1.58.embedding_length", 2**40),
+        ("bitnet-b1.58.feed_forward_length", 2**40),
+        ("bitnet-b1.58.attention.head_count", 2**31),
+        ("bitnet-b1.58.context_length", 0),
+    ],
+)
 def test_absurd_hyperparameters_are_model_errors(tiny, tmp_path, key, value):
     bad = rewrite(tiny, tmp_path / "hp.gguf", {key: value})
     with pytest.raises(ModelError):
@@ -174,10 +193,15 @@ def test_tokenizer_larger_than_embedding_is_refused(tiny, tmp_path):
     r = GGUFReader(tiny)
     toks = list(r.metadata["tokenizer.ggml.tokens"])
     types = list(r.metadata["tokenizer.ggml.token_type"])
-    bad = rewrite(tiny, tmp_path / "vocab.gguf", {
-        "tokenizer.ggml.tokens": toks + ["<extra>"],
-        "tokenizer.ggml.token_type": types + [4],  # USER_DEFINED: matched in any prompt
-    }, drop_md=("bitnet-b1.58.vocab_size",))
+    bad = rewrite(
+        tiny,
+        tmp_path / "vocab.gguf",
+        {
+            "tokenizer.ggml.tokens": toks + ["<extra>"],
+            "tokenizer.ggml.token_type": types + [4],  # USER_DEFINED: matched in any prompt
+        },
+        drop_md=("bitnet-b1.58.vocab_size",),
+    )
     with pytest.raises(ModelError, match="tokenizer has 301 tokens but token_embd has 300"):
         tribit.load(bad, n_threads=1)
 

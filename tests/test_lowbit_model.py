@@ -73,8 +73,9 @@ def test_mainline_llama_cpp_same_greedy_tokens(lowbit_file):
     (measured ~1 %)."""
     llama_cpp = pytest.importorskip("llama_cpp")
     f32 = 0  # GGML_TYPE_F32 for type_k / type_v
-    llm = llama_cpp.Llama(str(lowbit_file), n_ctx=128, logits_all=True, verbose=False,
-                          type_k=f32, type_v=f32)
+    llm = llama_cpp.Llama(
+        str(lowbit_file), n_ctx=128, logits_all=True, verbose=False, type_k=f32, type_v=f32
+    )
     llm.eval(TOKENS)
     theirs = np.asarray(llm.scores[: len(TOKENS)], np.float32)
     model = load(lowbit_file, n_threads=2, kv_type="f32")
@@ -92,7 +93,7 @@ def test_mainline_llama_cpp_same_greedy_tokens(lowbit_file):
         return model.forward(toks, None)[-1]
 
     for start in (0, 8, 16):
-        prompt = TOKENS[start:start + 8]
+        prompt = TOKENS[start : start + 8]
         llm.reset()
         model.reset()
         assert _greedy(ours_next, prompt, 16) == _greedy(theirs_next, prompt, 16)
@@ -106,11 +107,18 @@ def test_mainline_llama_cpp_same_greedy_tokens(lowbit_file):
 
 # ---- refusals ------------------------------------------------------------------------------
 
+
 def test_refuses_hadamard_metadata(tmp_path):
     path = tmp_path / "rotated.gguf"
     wts = random_weights(256, 512, 1, 4, 2, 300, sub_norms=False, tied=False)
-    write_model(path, wts, "llama", "q2_0", "q2_0",
-                extra_md={"prism.hadamard.block_size": 128, "prism.hadamard.seed": 7})
+    write_model(
+        path,
+        wts,
+        "llama",
+        "q2_0",
+        "q2_0",
+        extra_md={"prism.hadamard.block_size": 128, "prism.hadamard.seed": 7},
+    )
     with pytest.raises(ModelError, match=r"Hadamard-folded weights \(prism.hadamard.block_size"):
         load(path)
     with pytest.raises(ModelError, match="rotated first"):
@@ -122,18 +130,19 @@ def _single_tensor_file(path, ggml_type: int, shape, nbytes: int, extra: int = 0
     w = GGUFWriter(path)
     w.add_metadata("general.architecture", "llama")
     # write as U8 with the right byte count, then patch the type id in the tensor info
-    w.add_tensor("blk.0.attn_q.weight", (nbytes + extra,), GGMLType.I8,
-                 np.zeros(nbytes + extra, np.uint8))
+    w.add_tensor(
+        "blk.0.attn_q.weight", (nbytes + extra,), GGMLType.I8, np.zeros(nbytes + extra, np.uint8)
+    )
     w.write()
     data = bytearray(path.read_bytes())
     name = b"blk.0.attn_q.weight"
     at = data.index(name) + len(name)
     # n_dims (u32), dims (u64 each), type (u32), offset (u64)
-    assert int.from_bytes(data[at:at + 4], "little") == 1
+    assert int.from_bytes(data[at : at + 4], "little") == 1
     dims = b"".join(int(d).to_bytes(8, "little") for d in reversed(shape))
     new = len(shape).to_bytes(4, "little") + dims + ggml_type.to_bytes(4, "little")
     old_len = 4 + 8 + 4
-    data[at:at + old_len] = new
+    data[at : at + old_len] = new
     path.write_bytes(bytes(data))
 
 

@@ -78,8 +78,6 @@ def _folded(src, kind: str) -> dict:
     return out
 
 
-
-
 @pytest.mark.parametrize("kind", ["f16", "bf16", "f32"])
 def test_folded_float_projections_are_exact_ternary(tmp_path, kind):
     src = tiny_model(tmp_path / "tq.gguf", seed=4)

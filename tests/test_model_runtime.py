@@ -157,8 +157,15 @@ def test_profile_counts_every_op(tmp_path):
     m.forward(list(range(1, 9)), logits="last")  # prefill of 8
     m.forward([9], pos=8, logits="last")  # one decode step
     prof = m.profile(reset=True)
-    per_layer = {"matmul_qkv", "kv_store", "attention", "matmul_out", "matmul_gate_up",
-                 "activation", "matmul_down"}
+    per_layer = {
+        "matmul_qkv",
+        "kv_store",
+        "attention",
+        "matmul_out",
+        "matmul_gate_up",
+        "activation",
+        "matmul_down",
+    }
     assert set(prof) == per_layer | {"embed", "norm", "quantize", "rope", "residual", "head"}
     for op, (seconds, calls) in prof.items():
         assert seconds >= 0.0, op

@@ -50,6 +50,7 @@ def test_log_softmax_at_matches_direct():
 def test_uniform_logits_give_vocab_size():
     """Constant logits: every token has p = 1/V, so PPL = V exactly and the ± is nan."""
     v = 37
+
     def zeros(w, m):
         return np.zeros((int(m.sum()), v), np.float32)
 
@@ -130,8 +131,12 @@ def test_native_matches_oracle(tiny):
     got_s = perplexity(toks, model_chunk_logits(model, 16), n_ctx, stride=16)
     assert got_s.ppl == pytest.approx(ref_s.ppl, rel=3e-3)
     # the tolerance tells models apart: a one-op change (SiLU for ReLU^2) is far outside it
-    wrong = perplexity(toks, lambda w, m: reference.forward(ref_w, w, act=lambda g: g / (
-        1 + np.exp(-g)))[m], n_ctx, bos_id=256)
+    wrong = perplexity(
+        toks,
+        lambda w, m: reference.forward(ref_w, w, act=lambda g: g / (1 + np.exp(-g)))[m],
+        n_ctx,
+        bos_id=256,
+    )
     assert abs(wrong.ppl / ref.ppl - 1) > 3e-2, wrong.ppl
     # a random model is far from perfect but far better than nothing: sanity of scale
     assert 1.0 < got.ppl < 1e4
@@ -155,12 +160,29 @@ def test_cli_perplexity(tiny, tmp_path, capsys):
 
     f = tmp_path / "t.txt"
     f.write_text("Mary went to the kitchen. John moved to the garden. " * 6)
-    assert main(["perplexity", "-m", str(tiny), "-f", str(f), "-c", "32", "-t", "1",
-                 "--json", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "perplexity",
+                "-m",
+                str(tiny),
+                "-f",
+                str(f),
+                "-c",
+                "32",
+                "-t",
+                "1",
+                "--json",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["n_ctx"] == 32 and out["n_chunks"] >= 1 and out["ppl"] > 1.0
-    assert main(["perplexity", "-m", str(tiny), "-f", str(f), "-c", "32", "-b", "8",
-                 "-t", "1"]) == 0
+    assert (
+        main(["perplexity", "-m", str(tiny), "-f", str(f), "-c", "32", "-b", "8", "-t", "1"]) == 0
+    )
     text = capsys.readouterr().out
     assert "Final estimate: PPL = " in text
     assert f"{out['ppl']:.4f}" in text  # batched run gives the same figure

@@ -47,29 +47,51 @@ class _Hub(BaseHTTPRequestHandler):
         self.requested.append(f"{self.command} {path}")
         api = f"/api/models/{REPO}/"
         if path.startswith(api + "revision/"):
-            rev = path[len(api + "revision/"):]
+            rev = path[len(api + "revision/") :]
             if rev not in ("main", COMMIT):
-                return self._send(404, b'{"error": "Revision Not Found"}',
-                                  {"X-Error-Code": "RevisionNotFound"}, head)
-            body = {"id": REPO, "modelId": REPO, "sha": COMMIT, "private": False,
-                    "siblings": [{"rfilename": f} for f in self.files]}
-            return self._send(200, json.dumps(body).encode(),
-                              {"Content-Type": "application/json"}, head)
+                return self._send(
+                    404,
+                    b'{"error": "Revision Not Found"}',
+                    {"X-Error-Code": "RevisionNotFound"},
+                    head,
+                )
+            body = {
+                "id": REPO,
+                "modelId": REPO,
+                "sha": COMMIT,
+                "private": False,
+                "siblings": [{"rfilename": f} for f in self.files],
+            }
+            return self._send(
+                200, json.dumps(body).encode(), {"Content-Type": "application/json"}, head
+            )
         if path.startswith(api + "tree/"):
-            body = [{"type": "file", "path": f, "size": len(b),
-                     "oid": hashlib.sha1(b).hexdigest()} for f, b in self.files.items()]
-            return self._send(200, json.dumps(body).encode(),
-                              {"Content-Type": "application/json"}, head)
+            body = [
+                {"type": "file", "path": f, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
+                for f, b in self.files.items()
+            ]
+            return self._send(
+                200, json.dumps(body).encode(), {"Content-Type": "application/json"}, head
+            )
         prefix = f"/{REPO}/resolve/"
         if path.startswith(prefix):
-            rev, _, name = path[len(prefix):].partition("/")
+            rev, _, name = path[len(prefix) :].partition("/")
             if name in self.files and rev in ("main", COMMIT):
                 data = self.files[name]
                 etag = f'"{hashlib.sha1(data).hexdigest()}"'
-                return self._send(200, data, {"ETag": etag, "X-Repo-Commit": COMMIT,
-                                              "Content-Type": "application/octet-stream"}, head)
-        return self._send(404, b'{"error": "Repository Not Found"}',
-                          {"X-Error-Code": "RepoNotFound"}, head)
+                return self._send(
+                    200,
+                    data,
+                    {
+                        "ETag": etag,
+                        "X-Repo-Commit": COMMIT,
+                        "Content-Type": "application/octet-stream",
+                    },
+                    head,
+                )
+        return self._send(
+            404, b'{"error": "Repository Not Found"}', {"X-Error-Code": "RepoNotFound"}, head
+        )
 
     def do_GET(self):  # noqa: N802
         self._route(head=False)
@@ -100,15 +122,21 @@ def hub_env(hub, tmp_path, monkeypatch):
 
     url, _ = hub
     home = tmp_path / "hf_home"
-    for k, v in {"HF_ENDPOINT": url, "HF_HOME": str(home), "HF_HUB_OFFLINE": "0",
-                 "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}.items():
+    for k, v in {
+        "HF_ENDPOINT": url,
+        "HF_HOME": str(home),
+        "HF_HUB_OFFLINE": "0",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    }.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     # huggingface_hub reads these at import time; patch the module constants too
     monkeypatch.setattr(c, "ENDPOINT", url)
-    monkeypatch.setattr(c, "HUGGINGFACE_CO_URL_TEMPLATE",
-                        url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(
+        c, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}"
+    )
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(home / "hub"))
     monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
     _Hub.requested.clear()
@@ -126,7 +154,8 @@ def test_pull_downloads_and_converts(hub, hub_env, tmp_path):
     assert rep.path == tmp_path / "out" / "ggml-model-tq2_0.gguf"
     snap = hub_env / "hub" / "models--tiny-org--bitnet-tiny" / "snapshots" / COMMIT
     assert sorted(p.name for p in snap.iterdir()) == sorted(
-        p.name for p in ckpt.dir.iterdir())  # *.json, *.safetensors only
+        p.name for p in ckpt.dir.iterdir()
+    )  # *.json, *.safetensors only
     assert not any("README" in r or "pytorch_model" in r for r in _Hub.requested)
     # identical to converting the source directory
     direct = tmp_path / "direct.gguf"
@@ -180,13 +209,35 @@ def test_pull_cli_honours_environment(hub, tmp_path):
     import tribit
 
     src = Path(tribit.__file__).resolve().parents[1]  # the tribit these tests import
-    env = {**os.environ, "HF_ENDPOINT": url, "HF_HOME": str(tmp_path / "home"),
-           "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1",
-           "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": url,
+        "HF_HOME": str(tmp_path / "home"),
+        "HF_HUB_OFFLINE": "0",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]),
+    }
     env.pop("HF_HUB_CACHE", None)
-    proc = subprocess.run([sys.executable, "-m", "tribit", "pull", REPO, "--revision", COMMIT,
-                           "-o", str(tmp_path / "cli"), "--qtype", "i2_s", "--no-progress"],
-                          env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tribit",
+            "pull",
+            REPO,
+            "--revision",
+            COMMIT,
+            "-o",
+            str(tmp_path / "cli"),
+            "--qtype",
+            "i2_s",
+            "--no-progress",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "cli" / "ggml-model-i2_s.gguf").is_file()
     assert (tmp_path / "home" / "hub" / "models--tiny-org--bitnet-tiny").is_dir()

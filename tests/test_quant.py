@@ -200,10 +200,6 @@ def test_q8_0_matches_gguf_py():
     )
 
 
-
-
-
-
 @pytest.fixture
 def torch_threads():
     """torch with a settable thread count, restored afterwards."""

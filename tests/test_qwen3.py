@@ -33,10 +33,16 @@ def _tokens(n=64, seed=1):
         ("tq2_0", 4, 2, 128, True, True),  # BitNet-embedding's per-projection norms
     ],
 )
-def test_qwen3_native_matches_oracle(tmp_path, qtype, n_head, n_head_kv, head_dim, tied,
-                                     norm_in):
-    path = qwen3_model(tmp_path / "m.gguf", qtype, n_head=n_head, n_head_kv=n_head_kv,
-                       head_dim=head_dim, tied=tied, norm_in=norm_in)
+def test_qwen3_native_matches_oracle(tmp_path, qtype, n_head, n_head_kv, head_dim, tied, norm_in):
+    path = qwen3_model(
+        tmp_path / "m.gguf",
+        qtype,
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        head_dim=head_dim,
+        tied=tied,
+        norm_in=norm_in,
+    )
     model = tribit.load(path, kv_type="f32", n_threads=2)
     c = model.config
     assert c.arch == "qwen3" and c.qk_norm and not c.sub_norms and c.act == "silu"
@@ -72,8 +78,9 @@ def test_qwen3_without_qk_norm_is_caught(tmp_path):
 def test_qwen3_every_isa_agrees(tmp_path):
     path = qwen3_model(tmp_path / "m.gguf", "i2_s", head_dim=128, norm_in=True)
     toks = _tokens(32)
-    outs = {isa: tribit.load(path, kv_type="f32", isa=isa).logits(toks)
-            for isa in _core.runnable_isas()}
+    outs = {
+        isa: tribit.load(path, kv_type="f32", isa=isa).logits(toks) for isa in _core.runnable_isas()
+    }
     for isa, out in outs.items():
         # ternary sums are exact on every ISA; float parts (the head) may round differently
         np.testing.assert_allclose(out, outs["generic"], atol=2e-3, err_msg=isa)
@@ -88,8 +95,7 @@ def test_qwen3_missing_qk_norm_is_refused(tmp_path):
 
 
 def test_wrong_width_input_norm_is_refused(tmp_path):
-    wts = random_weights(256, 512, 1, 4, 2, N_VOCAB, sub_norms=False, qk_norm=True,
-                         norm_in=True)
+    wts = random_weights(256, 512, 1, 4, 2, N_VOCAB, sub_norms=False, qk_norm=True, norm_in=True)
     wts["blk.0.ffn_down_norm_in.weight"] = wts["blk.0.ffn_down_norm_in.weight"][:256]
     path = write_model(tmp_path / "m.gguf", wts, "qwen3", "i2_s")
     with pytest.raises(ModelError, match="ffn_down_norm_in"):
@@ -108,8 +114,10 @@ def hf_state(weights: dict, norm_in: bool = False) -> dict:
     bitnet.cpp's embedding converter maps from)."""
     from tribit.quant import absmean_ternarize
 
-    state = {"model.embed_tokens.weight": weights["token_embd.weight"],
-             "model.norm.weight": weights["output_norm.weight"]}
+    state = {
+        "model.embed_tokens.weight": weights["token_embd.weight"],
+        "model.norm.weight": weights["output_norm.weight"],
+    }
     if "output.weight" in weights:
         state["lm_head.weight"] = weights["output.weight"]
     for name, arr in weights.items():
@@ -133,13 +141,21 @@ def build_hf_qwen3(weights, n_head, n_head_kv, head_dim, tied, causal_lm=True):
 
     n_vocab, n_embd = weights["token_embd.weight"].shape
     cfg = transformers.Qwen3Config(
-        vocab_size=n_vocab, hidden_size=n_embd,
+        vocab_size=n_vocab,
+        hidden_size=n_embd,
         intermediate_size=weights["blk.0.ffn_gate.weight"].shape[0],
         num_hidden_layers=sum(1 for k in weights if k.endswith(".attn_norm.weight")),
-        num_attention_heads=n_head, num_key_value_heads=n_head_kv, head_dim=head_dim,
-        max_position_embeddings=256, rms_norm_eps=1e-6, rope_theta=1e6,
-        tie_word_embeddings=tied, hidden_act="silu", attention_bias=False,
-        use_sliding_window=False)
+        num_attention_heads=n_head,
+        num_key_value_heads=n_head_kv,
+        head_dim=head_dim,
+        max_position_embeddings=256,
+        rms_norm_eps=1e-6,
+        rope_theta=1e6,
+        tie_word_embeddings=tied,
+        hidden_act="silu",
+        attention_bias=False,
+        use_sliding_window=False,
+    )
     cfg._attn_implementation = "eager"
     cls = transformers.Qwen3ForCausalLM if causal_lm else transformers.Qwen3Model
     model = cls(cfg).float().eval()
@@ -153,8 +169,15 @@ def build_hf_qwen3(weights, n_head, n_head_kv, head_dim, tied, causal_lm=True):
             assert params[key].shape == arr.shape, key
             params[key].copy_(torch.from_numpy(np.ascontiguousarray(arr, np.float32)))
     for name, mod in model.named_modules():
-        if name.rsplit(".", 1)[-1] in {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                       "up_proj", "down_proj"}:
+        if name.rsplit(".", 1)[-1] in {
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        }:
             mod.register_forward_pre_hook(fake_quant_hook)
     return model
 
@@ -166,15 +189,28 @@ def build_hf_qwen3(weights, n_head, n_head_kv, head_dim, tied, causal_lm=True):
 def test_qwen3_matches_transformers(tmp_path, qtype, n_head_kv, head_dim, tied):
     torch = pytest.importorskip("torch")
     n_head = 4
-    wts = qwen3_weights(256, 512, 2, n_head, n_head_kv, N_VOCAB, seed=5, tied=tied,
-                        head_dim=head_dim)
+    wts = qwen3_weights(
+        256, 512, 2, n_head, n_head_kv, N_VOCAB, seed=5, tied=tied, head_dim=head_dim
+    )
     hf = build_hf_qwen3(wts, n_head, n_head_kv, head_dim, tied)
-    path = write_model(tmp_path / "m.gguf", wts, "qwen3", qtype, n_head=n_head,
-                       n_head_kv=n_head_kv, rope_theta=1e6, eps=1e-6)
+    path = write_model(
+        tmp_path / "m.gguf",
+        wts,
+        "qwen3",
+        qtype,
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        rope_theta=1e6,
+        eps=1e-6,
+    )
     toks = _tokens()
     with torch.no_grad():
-        want = hf(torch.from_numpy(toks[None].astype(np.int64)),
-                  use_cache=False).logits[0].double().numpy()
+        want = (
+            hf(torch.from_numpy(toks[None].astype(np.int64)), use_cache=False)
+            .logits[0]
+            .double()
+            .numpy()
+        )
     got = tribit.load(path, kv_type="f32", n_threads=2).logits(toks)
     kld, top1 = kld_top1(want, got)
     assert kld <= KLD_MAX and top1 >= TOP1_MIN, (kld, top1)

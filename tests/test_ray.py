@@ -21,8 +21,11 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-ray = pytest.importorskip("ray", reason='Ray is not installed (pip install "tribit[ray]"): '
-                          "the Ray Serve and Ray Data tests skip")
+ray = pytest.importorskip(
+    "ray",
+    reason='Ray is not installed (pip install "tribit[ray]"): '
+    "the Ray Serve and Ray Data tests skip",
+)
 serve = pytest.importorskip("ray.serve", reason="Ray Serve is not installed")
 
 import tribit  # noqa: E402
@@ -52,8 +55,13 @@ def path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             _node_ip_address="127.0.0.1")
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        _node_ip_address="127.0.0.1",
+    )
     try:
         yield
     finally:
@@ -66,10 +74,20 @@ def served(cluster, path):
     """Base URL of 2 replicas (1 thread, 4 slots each) behind Serve's proxy on 127.0.0.1."""
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(model=str(path), slots=SLOTS, threads=1, ctx=CTX, replicas=2,
-                        replicas_per_node=None, health_check_period_s=1.0,
-                        graceful_shutdown_s=30.0),
-              name=APP, route_prefix="/")
+    serve.run(
+        build_app(
+            model=str(path),
+            slots=SLOTS,
+            threads=1,
+            ctx=CTX,
+            replicas=2,
+            replicas_per_node=None,
+            health_check_period_s=1.0,
+            graceful_shutdown_s=30.0,
+        ),
+        name=APP,
+        route_prefix="/",
+    )
     return f"http://127.0.0.1:{port}"
 
 
@@ -80,8 +98,11 @@ def test_sizing_defaults():
     assert opts["max_ongoing_requests"] == 8 and opts["max_queued_requests"] == 64
     assert opts["max_replicas_per_node"] == 1 and opts["num_replicas"] == 1
     auto = deployment_options(ServeArgs(slots=8, threads=2, min_replicas=1, max_replicas=4))
-    assert auto["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4,
-                                          "target_ongoing_requests": 6.0}
+    assert auto["autoscaling_config"] == {
+        "min_replicas": 1,
+        "max_replicas": 4,
+        "target_ongoing_requests": 6.0,
+    }
     assert "num_replicas" not in auto
     settings = ServeArgs(slots=3, threads=2, api_key="k", alias="a").settings()
     assert (settings.n_parallel, settings.n_threads, settings.api_key) == (3, 2, "k")
@@ -108,8 +129,7 @@ def _requests():
     out = []
     for i in range(8):
         if i % 2:
-            body = {"messages": [{"role": "user", "content": f"Question {i}?"}],
-                    "max_tokens": 12}
+            body = {"messages": [{"role": "user", "content": f"Question {i}?"}], "max_tokens": 12}
             route = "/v1/chat/completions"
         else:
             body = {"prompt": f"Story {i}: once", "max_tokens": 12}
@@ -176,8 +196,13 @@ def _metrics_of(base: str, replica: str, timeout: float = 60) -> dict[str, float
 
 
 def _long_stream(base: str, max_tokens: int = CTX - 16):
-    body = {"prompt": [BOS, 5, 6, 7], "max_tokens": max_tokens, "temperature": 0,
-            "logit_bias": NO_EOG, "stream": True}
+    body = {
+        "prompt": [BOS, 5, 6, 7],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "logit_bias": NO_EOG,
+        "stream": True,
+    }
     return httpx.stream("POST", base + "/v1/completions", json=body, timeout=120)
 
 
@@ -274,9 +299,13 @@ def test_ray_data_job_equals_single_process(cluster, path):
     prompts = [f"Item {i}: the answer is" for i in range(100)]
     kw = {"max_tokens": 10, "temperature": 0.9, "seed": 3}
     ds = ray.data.from_items([{"prompt": p, "n": i} for i, p in enumerate(prompts)])
-    ds = ds.map_batches(Completer, fn_constructor_kwargs={"model": str(path), "threads": 1,
-                                                          "slots": 8, "ctx": 128, **kw},
-                        concurrency=2, num_cpus=1, batch_size=16)
+    ds = ds.map_batches(
+        Completer,
+        fn_constructor_kwargs={"model": str(path), "threads": 1, "slots": 8, "ctx": 128, **kw},
+        concurrency=2,
+        num_cpus=1,
+        batch_size=16,
+    )
     rows = sorted(ds.take_all(), key=lambda r: r["n"])
     got = [r["completion"] for r in rows]
     model = tribit.load(str(path), n_threads=1, n_ctx=128)

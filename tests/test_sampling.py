@@ -80,8 +80,11 @@ def test_penalties_arithmetic():
     # id 0 seen once: 2/2 - 0.5 - 0.25; id 1 twice: -2*2 - 1.0 - 0.25; id 3 once: 0.5/2 - 0.75
     np.testing.assert_array_equal(proc([0, 1, 1, 3], x), [0.25, -5.25, 1.0, -0.5])
     np.testing.assert_array_equal(x, [2.0, -2.0, 1.0, 0.5])  # input untouched
-    window = make_logits_processors(SamplerParams(repeat_penalty=2.0, frequency_penalty=0.5,
-                                                  presence_penalty=0.25, repeat_last_n=2))[0]
+    window = make_logits_processors(
+        SamplerParams(
+            repeat_penalty=2.0, frequency_penalty=0.5, presence_penalty=0.25, repeat_last_n=2
+        )
+    )[0]
     np.testing.assert_array_equal(window([0, 1, 1, 3], x), [2.0, -4.75, 1.0, -0.5])
     everything = make_logits_processors(SamplerParams(repeat_penalty=2.0, repeat_last_n=-1))[0]
     np.testing.assert_array_equal(everything([0] + [2] * 100, x), [1.0, -2.0, 0.5, 0.5])
@@ -103,8 +106,9 @@ def test_logit_bias_then_penalties():
     with pytest.raises(TribitError, match="logit_bias names token 7"):
         sample(x, SamplerParams(logit_bias={7: 1.0}))
     with pytest.raises(TribitError, match="-inf"):
-        sample(x, SamplerParams(temperature=1.0, logit_bias={0: -math.inf, 1: -math.inf,
-                                                              2: -math.inf}))
+        sample(
+            x, SamplerParams(temperature=1.0, logit_bias={0: -math.inf, 1: -math.inf, 2: -math.inf})
+        )
 
 
 def test_greedy():
@@ -140,24 +144,34 @@ def test_temperature_reshapes_survivors_only():
     assert ids.tolist() == [0, 1, 2]
     np.testing.assert_allclose(probs, 1 / 3, atol=1e-3)
     ids, probs = ChainSampler(SamplerParams(temperature=0.5, top_k=2)).probs(LOGITS)
-    np.testing.assert_allclose(probs, [0.5**2 / (0.5**2 + 0.2**2), 0.2**2 / (0.5**2 + 0.2**2)],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        probs, [0.5**2 / (0.5**2 + 0.2**2), 0.2**2 / (0.5**2 + 0.2**2)], rtol=1e-5
+    )
 
 
 def test_full_vocab_logits():
     x = np.random.default_rng(3).normal(size=128256).astype(np.float32)
-    params = SamplerParams(temperature=0.7, top_k=40, top_p=0.9, min_p=0.05, seed=0,
-                           repeat_penalty=1.1)
+    params = SamplerParams(
+        temperature=0.7, top_k=40, top_p=0.9, min_p=0.05, seed=0, repeat_penalty=1.1
+    )
     tok = sample(x, params, tokens=list(range(100)))
     assert tok in set(np.argsort(-x)[:40].tolist())
     assert sample(x) == int(np.argmax(x))
 
 
-@pytest.mark.parametrize("bad", [
-    {"temperature": float("nan")}, {"top_p": float("inf")}, {"repeat_penalty": 0.0},
-    {"repeat_last_n": -2}, {"top_k": 1.5}, {"seed": -1}, {"logit_bias": {-1: 1.0}},
-    {"logit_bias": {1: float("nan")}},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"temperature": float("nan")},
+        {"top_p": float("inf")},
+        {"repeat_penalty": 0.0},
+        {"repeat_last_n": -2},
+        {"top_k": 1.5},
+        {"seed": -1},
+        {"logit_bias": {-1: 1.0}},
+        {"logit_bias": {1: float("nan")}},
+    ],
+)
 def test_bad_params(bad):
     with pytest.raises(TribitError):
         make_sampler(SamplerParams(**bad))
@@ -200,6 +214,12 @@ def _reference_survivors(x, top_p=1.0, typical_p=1.0, min_p=0.0):
 @pytest.mark.parametrize("scale", [0.5, 3.0, 8.0])  # flat to peaked: the growing sort is used
 def test_fast_truncation_equals_full_sort(scale):
     x = (np.random.default_rng(int(scale * 10)).normal(size=20000) * scale).astype(np.float32)
-    for kw in ({"top_p": 0.9}, {"top_p": 0.5}, {"typical_p": 0.7}, {"typical_p": 0.95},
-               {"min_p": 0.01}, {"top_p": 0.95, "typical_p": 0.9, "min_p": 0.001}):
+    for kw in (
+        {"top_p": 0.9},
+        {"top_p": 0.5},
+        {"typical_p": 0.7},
+        {"typical_p": 0.95},
+        {"min_p": 0.01},
+        {"top_p": 0.95, "typical_p": 0.9, "min_p": 0.001},
+    ):
         assert sorted(survivors(x, **kw)) == _reference_survivors(x, **kw), kw

@@ -19,8 +19,20 @@ N_CTX = 128
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     path = tiny_model(tmp_path_factory.mktemp("srv") / "m.gguf", n_vocab=300, ctx=512)
-    args = ["--parallel", "4", "-c", str(N_CTX), "-t", "2", "--api-key", KEY,
-            "--max-queue", "64", "--max-body", "65536"]
+    args = [
+        "--parallel",
+        "4",
+        "-c",
+        str(N_CTX),
+        "-t",
+        "2",
+        "--api-key",
+        KEY,
+        "--max-queue",
+        "64",
+        "--max-body",
+        "65536",
+    ]
     with serving(path, *args) as base:
         yield base
 
@@ -279,13 +291,23 @@ def test_a_coalesced_stream_has_the_same_text(server, tmp_path):
     path = tiny_model(tmp_path / "m.gguf", n_vocab=300, ctx=512)
     cases = [
         ("/v1/completions", {"prompt": "The cat", "max_tokens": 100, "temperature": 0}),
-        ("/v1/completions", {"prompt": "abc", "max_tokens": 60, "temperature": 0.9, "seed": 4,
-                             "stop": ["q", "zz"]}),
-        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}],
-                                  "max_tokens": 80, "temperature": 1.0, "seed": 2}),
+        (
+            "/v1/completions",
+            {"prompt": "abc", "max_tokens": 60, "temperature": 0.9, "seed": 4, "stop": ["q", "zz"]},
+        ),
+        (
+            "/v1/chat/completions",
+            {
+                "messages": [{"role": "user", "content": "Hi"}],
+                "max_tokens": 80,
+                "temperature": 1.0,
+                "seed": 2,
+            },
+        ),
     ]
-    with serving(path, "--parallel", "2", "-c", str(N_CTX), "-t", "1",
-                 "--stream-interval", "50") as coalesced:
+    with serving(
+        path, "--parallel", "2", "-c", str(N_CTX), "-t", "1", "--stream-interval", "50"
+    ) as coalesced:
         for route, body in cases:
             one = _stream_summary(server, route, body, _h())
             merged = _stream_summary(coalesced, route, body)
@@ -319,7 +341,9 @@ def test_coalescing_sends_the_text_before_an_error():
         return out
 
     plain, merged = asyncio.run(run(0.0)), asyncio.run(run(0.05))
-    texts = lambda out: [json.loads(x[6:])["choices"][0]["text"]  # noqa: E731
-                         for x in out if '"choices"' in x]
+
+    def texts(out):
+        return [json.loads(x[6:])["choices"][0]["text"] for x in out if '"choices"' in x]
+
     assert texts(plain) == ["a", "b", "c"] and texts(merged) == ["abc"]
     assert "boom" in plain[-2] and plain[-2:] == merged[-2:] and merged[-1] == "data: [DONE]\n\n"

@@ -22,8 +22,14 @@ TEXTS = [f"sentence {i}: " + "ternary " * (i % 5) + "embeddings" for i in range(
 
 @pytest.fixture(scope="module")
 def emb_path(tmp_path_factory):
-    return qwen3_model(tmp_path_factory.mktemp("es") / "e.gguf", "i2_s", head_dim=128,
-                       norm_in=True, extra_md=MD, ctx=512)
+    return qwen3_model(
+        tmp_path_factory.mktemp("es") / "e.gguf",
+        "i2_s",
+        head_dim=128,
+        norm_in=True,
+        extra_md=MD,
+        ctx=512,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +45,9 @@ def alone(emb_path):
 
 
 def _post(base, body):
-    return httpx.post(base + "/v1/embeddings", json=body,
-                      headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+    return httpx.post(
+        base + "/v1/embeddings", json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=60
+    )
 
 
 def test_openai_client_single_and_batched(server, alone):
@@ -75,8 +82,7 @@ def test_formats_dimensions_and_token_input(server, alone, emb_path):
     for body, n in (({"input": ids}, 1), ({"input": [ids, ids]}, 2)):
         r = _post(server, body).json()
         assert len(r["data"]) == n and r["usage"]["prompt_tokens"] == n * len(ids)
-        np.testing.assert_array_equal(np.array(r["data"][-1]["embedding"], np.float32),
-                                      alone[2])
+        np.testing.assert_array_equal(np.array(r["data"][-1]["embedding"], np.float32), alone[2])
 
 
 def test_errors_and_refusals(server):
@@ -93,9 +99,10 @@ def test_errors_and_refusals(server):
         r = _post(server, body)
         assert r.status_code == 400 and r.json()["error"]["code"] == code, (body, r.text)
     h = {"Authorization": f"Bearer {KEY}"}
-    for route, body in (("/v1/completions", {"prompt": "hi"}),
-                        ("/v1/chat/completions", {"messages": [{"role": "user",
-                                                                "content": "hi"}]})):
+    for route, body in (
+        ("/v1/completions", {"prompt": "hi"}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+    ):
         r = httpx.post(server + route, json=body, headers=h, timeout=30)
         assert r.status_code == 400 and r.json()["error"]["code"] == "model_not_generative"
 
@@ -105,8 +112,7 @@ def test_generative_model_refuses_unless_pooling(tmp_path):
     with serving(path, "--parallel", "2", "-c", "64", "-t", "1") as base:
         r = httpx.post(base + "/v1/embeddings", json={"input": "x"}, timeout=30)
         assert r.status_code == 400 and r.json()["error"]["code"] == "model_not_embedding"
-        r = httpx.post(base + "/v1/completions", json={"prompt": "x", "max_tokens": 2},
-                       timeout=30)
+        r = httpx.post(base + "/v1/completions", json={"prompt": "x", "max_tokens": 2}, timeout=30)
         assert r.status_code == 200
     with serving(path, "--parallel", "2", "-c", "64", "-t", "1", "--pooling", "mean") as base:
         r = httpx.post(base + "/v1/embeddings", json={"input": "x"}, timeout=30)

@@ -29,16 +29,23 @@ EXPONENTIAL_TEMPLATE = (
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     d = tmp_path_factory.mktemp("srv-hard")
-    path = rewrite(tiny_model(d / "m0.gguf", n_vocab=N_VOCAB), d / "m.gguf",
-                   {"tokenizer.chat_template": SLOW_TEMPLATE})
+    path = rewrite(
+        tiny_model(d / "m0.gguf", n_vocab=N_VOCAB),
+        d / "m.gguf",
+        {"tokenizer.chat_template": SLOW_TEMPLATE},
+    )
     with serving(path, "--parallel", "2", "-c", "128", "-t", "1") as base:
         yield base
 
 
 def post(base, route, body=None, content=None, timeout=60):
     if content is not None:
-        return httpx.post(base + route, content=content, timeout=timeout,
-                          headers={"Content-Type": "application/json"})
+        return httpx.post(
+            base + route,
+            content=content,
+            timeout=timeout,
+            headers={"Content-Type": "application/json"},
+        )
     return httpx.post(base + route, json=body, timeout=timeout)
 
 
@@ -53,8 +60,9 @@ def assert_openai_error(r, status, param=None):
 
 
 # -- item 7: error shapes --------------------------------------------------------------------
-@pytest.mark.parametrize("bias", [{"²": 1}, {"1" * 5000: 1}, {"-1": 1}, {str(N_VOCAB): 1},
-                                  {"99999999999": 1}])
+@pytest.mark.parametrize(
+    "bias", [{"²": 1}, {"1" * 5000: 1}, {"-1": 1}, {str(N_VOCAB): 1}, {"99999999999": 1}]
+)
 def test_logit_bias_keys(server, bias):
     # {"²": 1} was a plain-text 500 ("²".isdigit() but int("²") raises); an id outside the
     # vocabulary is a 400 as well
@@ -62,14 +70,19 @@ def test_logit_bias_keys(server, bias):
     assert_openai_error(r, 400, "logit_bias")
 
 
-@pytest.mark.parametrize("route,raw", [
-    ("/v1/completions", b'{"prompt": "a\\ud800b", "max_tokens": 1}'),
-    ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "\\ud800"}]}'),
-    ("/v1/chat/completions",
-     b'{"messages": [{"role": "user", "content": [{"type": "text", "text": "\\udfff"}]}]}'),
-    ("/tokenize", b'{"content": "\\ud800"}'),
-    ("/v1/completions", b'{"prompt": "x", "stop": ["\\ud83d"]}'),
-])
+@pytest.mark.parametrize(
+    "route,raw",
+    [
+        ("/v1/completions", b'{"prompt": "a\\ud800b", "max_tokens": 1}'),
+        ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "\\ud800"}]}'),
+        (
+            "/v1/chat/completions",
+            b'{"messages": [{"role": "user", "content": [{"type": "text", "text": "\\udfff"}]}]}',
+        ),
+        ("/tokenize", b'{"content": "\\ud800"}'),
+        ("/v1/completions", b'{"prompt": "x", "stop": ["\\ud83d"]}'),
+    ],
+)
 def test_lone_surrogates_are_400(server, route, raw):
     # were plain-text 500s that reset the keep-alive connection
     with httpx.Client(timeout=60) as c:
@@ -79,9 +92,17 @@ def test_lone_surrogates_are_400(server, route, raw):
         assert c.get(server + "/health").status_code == 200  # same client, still usable
 
 
-@pytest.mark.parametrize("field,value", [("max_tokens", "5"), ("max_tokens", True),
-                                         ("max_tokens", 5.5), ("temperature", "0.5"),
-                                         ("stream", "yes"), ("seed", True)])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("max_tokens", "5"),
+        ("max_tokens", True),
+        ("max_tokens", 5.5),
+        ("temperature", "0.5"),
+        ("stream", "yes"),
+        ("seed", True),
+    ],
+)
 def test_numbers_and_flags_are_strict(server, field, value):
     r = post(server, "/v1/completions", {"prompt": "x", field: value})
     assert_openai_error(r, 400, field)
@@ -127,15 +148,19 @@ def test_slow_template_fails_its_request_and_health_answers(server):
     assert err["code"] == "template_budget_exceeded" and "time budget" in err["message"]
     print(f"/health worst latency during a budget-exceeding template: {worst:.3f} s")
     # the next chat (short content) works: a fresh worker renders it
-    r = post(server, "/v1/chat/completions",
-             {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    r = post(
+        server,
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+    )
     assert r.status_code == 200, r.text
 
 
 def test_big_tokenize_runs_off_the_event_loop(server):
     text = "a" * (3 << 20)  # 3 MiB without spaces (the body limit is 4 MiB)
-    r, worst = _health_while(server, lambda: post(server, "/tokenize", {"content": text},
-                                                  timeout=300))
+    r, worst = _health_while(
+        server, lambda: post(server, "/tokenize", {"content": text}, timeout=300)
+    )
     assert r.status_code == 200 and len(r.json()["tokens"]) == len(text)
     print(f"/health worst latency during a 3 MiB /tokenize: {worst:.3f} s")
 
@@ -148,16 +173,22 @@ def test_chat_turn_injection_over_http(server):
     assert plain > 1
     usage = []
     for content in ("ab", "ab" + inj):
-        r = post(server, "/v1/chat/completions",
-                 {"messages": [{"role": "user", "content": content}], "max_tokens": 1})
+        r = post(
+            server,
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": content}], "max_tokens": 1},
+        )
         assert r.status_code == 200, r.text
         usage.append(r.json()["usage"]["prompt_tokens"])
     assert usage[1] - usage[0] == plain
 
 
 def test_template_failing_validation_is_reported_at_start_up(tmp_path):
-    path = rewrite(tiny_model(tmp_path / "m0.gguf", n_vocab=N_VOCAB), tmp_path / "m.gguf",
-                   {"tokenizer.chat_template": EXPONENTIAL_TEMPLATE})
+    path = rewrite(
+        tiny_model(tmp_path / "m0.gguf", n_vocab=N_VOCAB),
+        tmp_path / "m.gguf",
+        {"tokenizer.chat_template": EXPONENTIAL_TEMPLATE},
+    )
     proc, base = launch(path, "--parallel", "1", "-c", "64", "-t", "1")
     try:
         r = wait_health(proc, base, lambda r: r.status_code == 200, 60)
@@ -181,8 +212,9 @@ def test_engine_isolates_a_failing_job(tmp_path):
     import tribit
     from tribit.server.engine import Engine, Job
 
-    model = tribit.load(tiny_model(tmp_path / "e.gguf", n_vocab=N_VOCAB), n_threads=1,
-                        n_seq=3, n_ctx=64)
+    model = tribit.load(
+        tiny_model(tmp_path / "e.gguf", n_vocab=N_VOCAB), n_threads=1, n_seq=3, n_ctx=64
+    )
     greedy = lambda logits: int(np.argmax(logits))  # noqa: E731
 
     def boom(tokens, logits):
@@ -197,10 +229,12 @@ def test_engine_isolates_a_failing_job(tmp_path):
         done = [threading.Event() for _ in jobs_spec]
         try:
             for i, (toks, procs) in enumerate(jobs_spec):
+
                 def emit(chunk, i=i):
                     events[i].append(chunk)
                     if chunk.finish_reason:
                         done[i].set()
+
                 opts = {"max_tokens": 8, "sampler": greedy, "logits_processors": procs}
                 eng.submit(Job(toks, opts, emit))
             for d in done:
@@ -231,8 +265,9 @@ def test_a_dead_engine_thread_fails_health_and_its_requests(tmp_path):
     from tribit.server.app import ServerSettings, State, create_app
     from tribit.server.engine import Job
 
-    settings = ServerSettings(str(tiny_model(tmp_path / "m.gguf", n_vocab=N_VOCAB)),
-                              n_parallel=1, n_ctx=64, n_threads=1)
+    settings = ServerSettings(
+        str(tiny_model(tmp_path / "m.gguf", n_vocab=N_VOCAB)), n_parallel=1, n_ctx=64, n_threads=1
+    )
     state = State(settings)
     state.load()
     with TestClient(create_app(settings, state=state)) as client:

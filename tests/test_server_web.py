@@ -250,11 +250,14 @@ def test_page_presents_the_embedded_demo_model(browser):
             sync_api.expect(answers).to_have_text(["Mary is in the kitchen."])
             p.send("Where is Daniel?")
             p.idle()
-            sync_api.expect(answers).to_have_text(["Mary is in the kitchen.",
-                                                   "Daniel is in the garden."])
+            sync_api.expect(answers).to_have_text(
+                ["Mary is in the kitchen.", "Daniel is in the garden."]
+            )
             assert [b["temperature"] for b in p.bodies] == [0, 0]
-            assert p.bodies[1]["messages"][1] == {"role": "assistant",
-                                                  "content": "Mary is in the kitchen."}
+            assert p.bodies[1]["messages"][1] == {
+                "role": "assistant",
+                "content": "Mary is in the kitchen.",
+            }
             assert page.locator(".msg.error").count() == 0 and p.errors == []
         finally:
             p.close()

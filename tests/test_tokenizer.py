@@ -49,8 +49,11 @@ def llama3_metadata(enc) -> dict:
     texts = [bytes_to_token_text(b) for b in raw]
     merges = []
     for tok in raw:  # rank order
-        splits = sorted((ranks[tok[:k]], ranks[tok[k:]]) for k in range(1, len(tok))
-                        if tok[:k] in ranks and tok[k:] in ranks)
+        splits = sorted(
+            (ranks[tok[:k]], ranks[tok[k:]])
+            for k in range(1, len(tok))
+            if tok[:k] in ranks and tok[k:] in ranks
+        )
         merges.extend(texts[a] + " " + texts[b] for a, b in splits)
     tokens = texts + [""] * (enc.n_vocab - n_base)
     types = [NORMAL] * enc.n_vocab
@@ -109,8 +112,18 @@ def test_llama3_matches_quicktok(llama3, qt, text):
 
 def test_llama3_random_text_matches_quicktok(llama3, qt):
     rng = random.Random(1234)
-    alphabet = list("abcXYZ019 \n\t'.,;:!?-_()[]{}<>|/\\\"") + ["é", "ß", "中", "文", "😀", "🏽",
-                                                                 "\u200d", "\r", "  ", "'s"]
+    alphabet = list("abcXYZ019 \n\t'.,;:!?-_()[]{}<>|/\\\"") + [
+        "é",
+        "ß",
+        "中",
+        "文",
+        "😀",
+        "🏽",
+        "\u200d",
+        "\r",
+        "  ",
+        "'s",
+    ]
     for _ in range(150):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 40)))
         assert llama3.encode(text, add_bos=False) == qt.encode_ordinary(text), repr(text)
@@ -148,13 +161,15 @@ TRAIN_TEXTS = [
 
 @pytest.fixture(scope="module")
 def small_md():
-    return train_bpe_metadata(TRAIN_TEXTS, 320, special_tokens=[
-        "<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"])
+    return train_bpe_metadata(
+        TRAIN_TEXTS, 320, special_tokens=["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
+    )
 
 
 def test_train_bpe_metadata(small_md):
-    again = train_bpe_metadata(TRAIN_TEXTS, 320, special_tokens=[
-        "<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"])
+    again = train_bpe_metadata(
+        TRAIN_TEXTS, 320, special_tokens=["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
+    )
     assert again["tokenizer.ggml.tokens"] == small_md["tokenizer.ggml.tokens"]
     assert again["tokenizer.ggml.merges"] == small_md["tokenizer.ggml.merges"]
     tokens = small_md["tokenizer.ggml.tokens"]
@@ -208,15 +223,18 @@ def test_special_and_user_defined(small_md):
     assert tok2.encode("<|eot_id|>x", add_bos=False, special=True) == [tok2.n_vocab - 1]
 
 
-@pytest.mark.parametrize("change, match", [
-    ({"tokenizer.ggml.model": "rwkv"}, "unsupported tokenizer.ggml.model"),
-    ({"tokenizer.ggml.pre": "no-such-pre"}, "unsupported tokenizer.ggml.pre"),
-    ({"tokenizer.ggml.bos_token_id": 10**6}, "bos_token_id"),
-    ({"tokenizer.ggml.token_type": np.ones(3, np.int32)}, "token_type has 3"),
-    ({"tokenizer.ggml.merges": ["Ġ"]}, "merges"),
-    ({"tokenizer.ggml.tokens": []}, "tokens"),
-    ({"tokenizer.ggml.scores": np.full(3, np.nan)}, "scores"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"tokenizer.ggml.model": "rwkv"}, "unsupported tokenizer.ggml.model"),
+        ({"tokenizer.ggml.pre": "no-such-pre"}, "unsupported tokenizer.ggml.pre"),
+        ({"tokenizer.ggml.bos_token_id": 10**6}, "bos_token_id"),
+        ({"tokenizer.ggml.token_type": np.ones(3, np.int32)}, "token_type has 3"),
+        ({"tokenizer.ggml.merges": ["Ġ"]}, "merges"),
+        ({"tokenizer.ggml.tokens": []}, "tokens"),
+        ({"tokenizer.ggml.scores": np.full(3, np.nan)}, "scores"),
+    ],
+)
 def test_bad_metadata_is_format_error(small_md, change, match):
     md = dict(small_md, **change)
     with pytest.raises(FormatError, match=match):
@@ -267,11 +285,31 @@ def spm_metadata(pieces: dict[str, float], **extra) -> dict:
 
 
 SPM_PIECES = {
-    "▁": -1.0, "h": -2.0, "e": -2.0, "l": -2.0, "o": -2.0, "w": -2.0, "r": -2.0, "d": -2.0,
-    "a": -2.0, "b": -2.0, "c": -2.0,
-    "ll": -4.0, "he": -5.0, "lo": -6.0, "▁h": -7.0, "hell": -3.0, "hello": -2.5, "▁hello": -1.5,
-    "▁w": -8.0, "or": -9.0, "ld": -9.5, "▁wor": -10.0,
-    "ab": -5.0, "bc": -1.0, "aa": -1.0,
+    "▁": -1.0,
+    "h": -2.0,
+    "e": -2.0,
+    "l": -2.0,
+    "o": -2.0,
+    "w": -2.0,
+    "r": -2.0,
+    "d": -2.0,
+    "a": -2.0,
+    "b": -2.0,
+    "c": -2.0,
+    "ll": -4.0,
+    "he": -5.0,
+    "lo": -6.0,
+    "▁h": -7.0,
+    "hell": -3.0,
+    "hello": -2.5,
+    "▁hello": -1.5,
+    "▁w": -8.0,
+    "or": -9.0,
+    "ld": -9.5,
+    "▁wor": -10.0,
+    "ab": -5.0,
+    "bc": -1.0,
+    "aa": -1.0,
 }
 
 
@@ -297,7 +335,12 @@ def test_spm_hand_checked(spm):
     # a space prefix after special tokens too
     assert pieces(spm, spm.encode("<s>hello", add_bos=False, special=True)) == ["<s>", "▁hello"]
     assert pieces(spm, spm.encode("<s>hello", add_bos=False)) == [
-        "▁", "<0x3C>", "<0x73>", "<0x3E>", "hello"]
+        "▁",
+        "<0x3C>",
+        "<0x73>",
+        "<0x3E>",
+        "hello",
+    ]
 
 
 def test_spm_byte_fallback_and_round_trip(spm):
@@ -361,11 +404,21 @@ def _pb(num: int, wire: int, payload: bytes) -> bytes:
 def write_sentencepiece(path, pieces_: list[tuple[str, float, int]], pad_id: int = -1) -> None:
     blob = b""
     for text, score, kind in pieces_:
-        blob += _pb(1, 2, _pb(1, 2, text.encode()) + _pb(2, 5, struct.pack("<f", score))
-                    + _pb(3, 0, _pb_varint(kind)))
-    trainer = (_pb(3, 0, _pb_varint(2)) + _pb(35, 0, _pb_varint(1)) + _pb(40, 0, _pb_varint(0))
-               + _pb(41, 0, _pb_varint(1)) + _pb(42, 0, _pb_varint(2))
-               + _pb(43, 0, _pb_varint(pad_id & ((1 << 64) - 1))))
+        blob += _pb(
+            1,
+            2,
+            _pb(1, 2, text.encode())
+            + _pb(2, 5, struct.pack("<f", score))
+            + _pb(3, 0, _pb_varint(kind)),
+        )
+    trainer = (
+        _pb(3, 0, _pb_varint(2))
+        + _pb(35, 0, _pb_varint(1))
+        + _pb(40, 0, _pb_varint(0))
+        + _pb(41, 0, _pb_varint(1))
+        + _pb(42, 0, _pb_varint(2))
+        + _pb(43, 0, _pb_varint(pad_id & ((1 << 64) - 1)))
+    )
     normalizer = _pb(1, 2, b"identity") + _pb(3, 0, _pb_varint(1))
     path.write_bytes(blob + _pb(2, 2, trainer) + _pb(3, 2, normalizer))
 
@@ -375,10 +428,17 @@ def test_hf_sentencepiece(tmp_path):
     sp += [(f"<0x{b:02X}>", 0.0, 6) for b in range(256)]
     sp += [(p, s, 1) for p, s in SPM_PIECES.items()]
     write_sentencepiece(tmp_path / "tokenizer.model", sp)
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps({
-        "bos_token": "<s>", "eos_token": "</s>", "add_bos_token": True,
-        "added_tokens_decoder": {str(len(sp)): {"content": "<pad>", "special": True}},
-        "chat_template": "{{ messages[0]['content'] }}"}))
+    (tmp_path / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "add_bos_token": True,
+                "added_tokens_decoder": {str(len(sp)): {"content": "<pad>", "special": True}},
+                "chat_template": "{{ messages[0]['content'] }}",
+            }
+        )
+    )
     info = read_sentencepiece(tmp_path / "tokenizer.model")
     assert info["pad_id"] == -1 and info["byte_fallback"] and info["model_type"] == 2
     md = tokenizer_metadata_from_hf(tmp_path)
@@ -400,9 +460,15 @@ def test_hf_byte_level_bpe(tmp_path):
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     hf.decoder = decoders.ByteLevel()
     specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
-    hf.train_from_iterator(TRAIN_TEXTS, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=specials, show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf.train_from_iterator(
+        TRAIN_TEXTS,
+        trainers.BpeTrainer(
+            vocab_size=300,
+            special_tokens=specials,
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
     hf.save(str(tmp_path / "tokenizer.json"))
     (tmp_path / "config.json").write_text(json.dumps({"bos_token_id": 0, "eos_token_id": 1}))
     md = tokenizer_metadata_from_hf(tmp_path)
@@ -415,11 +481,16 @@ def test_hf_byte_level_bpe(tmp_path):
         assert tok.encode(text, add_bos=False, special=True) == ids
 
     # the same vocabulary behind LLaMA-3's pre-tokenizer is recognised as llama-bpe
-    llama3_regex = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?"
-                    r"[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-    hf.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(llama3_regex), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    llama3_regex = (
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?"
+        r"[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    )
+    hf.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(llama3_regex), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     hf.save(str(tmp_path / "tokenizer.json"))
     md = tokenizer_metadata_from_hf(tmp_path)
     assert md["tokenizer.ggml.pre"] == "llama-bpe"

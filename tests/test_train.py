@@ -110,9 +110,21 @@ def test_few_steps_reduce_loss_and_checkpoint_resumes(tmp_path, monkeypatch):
     import tribit.train.babi as babi_trainer
 
     monkeypatch.setattr(babi_trainer, "build_tokenizer", lambda v, s: build_tokenizer(v, s, 300))
-    st = TrainSettings(steps=12, batch=4, lr=4e-3, warmup=3, threads=1, vocab_size=300,
-                       log_every=1, eval_every=1000, ckpt_every=6, pool=2, tasks=(1,),
-                       prompt_weight=0.25, prompt_weight_from=6)
+    st = TrainSettings(
+        steps=12,
+        batch=4,
+        lr=4e-3,
+        warmup=3,
+        threads=1,
+        vocab_size=300,
+        log_every=1,
+        eval_every=1000,
+        ckpt_every=6,
+        pool=2,
+        tasks=(1,),
+        prompt_weight=0.25,
+        prompt_weight_from=6,
+    )
     cfg = BitNetConfig(n_embd=256, n_ff=256, n_layer=1, n_head=4, n_head_kv=2)
     path = train(tmp_path, cfg, st, progress=False)
     model, ck = load_checkpoint(path)
@@ -206,7 +218,8 @@ def test_attention_logits_are_the_heads_attention():
     model.hidden(x, positions=pos, mask=mask, keep_qkv=1)
     q, k, v = model.blocks[1].qkv
     ref = torch.nn.functional.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask[:, None], enable_gqa=True)
+        q, k, v, attn_mask=mask[:, None], enable_gqa=True
+    )
     for head in (0, 1, 3):
         rows = torch.tensor([[0, 0], [0, 8], [1, 7], [1, 3]])
         p = attention_logits(model.blocks[1], head, rows, mask).exp()
@@ -222,8 +235,10 @@ def test_attention_logits_are_the_heads_attention():
     assert parts["fact"] > 0 and loss.item() == pytest.approx(parts["lm"] + parts["fact"], rel=1e-5)
     assert model.blocks[0].q.weight.grad.abs().sum() > 0 and model.blocks[1].qkv is None
     # several supervised heads: the fact loss is the mean of the heads' own losses
-    per_head = [packed_loss(model, x, pos, mask, tgt, (tgt >= 0).float(), facts, 1.0, 1, (h,))[1]
-                for h in (0, 2)]
+    per_head = [
+        packed_loss(model, x, pos, mask, tgt, (tgt >= 0).float(), facts, 1.0, 1, (h,))[1]
+        for h in (0, 2)
+    ]
     _, both = packed_loss(model, x, pos, mask, tgt, (tgt >= 0).float(), facts, 1.0, 1, (0, 2))
     assert per_head[0]["fact"] != pytest.approx(per_head[1]["fact"], rel=1e-3)
     assert both["fact"] == pytest.approx((per_head[0]["fact"] + per_head[1]["fact"]) / 2, rel=1e-5)
@@ -236,9 +251,18 @@ def test_export_writes_exact_ternary_tq2_0(tmp_path, tok_md):
     r = GGUFReader(path)
     md = r.metadata
     assert md["general.architecture"] == "bitnet-b1.58"
-    for key in ("context_length", "embedding_length", "block_count", "feed_forward_length",
-                "attention.head_count", "attention.head_count_kv", "rope.dimension_count",
-                "attention.layer_norm_rms_epsilon", "rope.freq_base", "vocab_size"):
+    for key in (
+        "context_length",
+        "embedding_length",
+        "block_count",
+        "feed_forward_length",
+        "attention.head_count",
+        "attention.head_count_kv",
+        "rope.dimension_count",
+        "attention.layer_norm_rms_epsilon",
+        "rope.freq_base",
+        "vocab_size",
+    ):
         assert "bitnet-b1.58." + key in md
     assert md["tokenizer.ggml.model"] == "gpt2" and md["tokenizer.ggml.add_bos_token"] is True
     assert r.tensors["blk.1.ffn_sub_norm.weight"].shape == (256,)
@@ -308,12 +332,23 @@ def test_runtime_and_torch_answer_alike_question_by_question(tmp_path, tok_md):
 
     model, enc = _trained_tiny(tok_md)
     path = export_gguf(model, tok_md, tmp_path / "m.gguf")
-    save(tmp_path / "model.pt", model, torch.optim.AdamW(model.parameters()), 12, tok_md,
-         model.cfg, TrainSettings(), [])
+    save(
+        tmp_path / "model.pt",
+        model,
+        torch.optim.AdamW(model.parameters()),
+        12,
+        tok_md,
+        model.cfg,
+        TrainSettings(),
+        [],
+    )
     exs = babi_eval.held_out_questions(40, seed=4, tasks=(1, 2, 6))
     runtime = tribit.load(path, kv_type="f32")
-    res = babi_eval.evaluate(babi_eval.tribit_answerer(runtime, max_tokens=8), exs,
-                             torch_answerer(tmp_path / "model.pt", max_tokens=8))
+    res = babi_eval.evaluate(
+        babi_eval.tribit_answerer(runtime, max_tokens=8),
+        exs,
+        torch_answerer(tmp_path / "model.pt", max_tokens=8),
+    )
     assert len({a for _, a, _ in res.rows}) > 1  # not one answer to everything
     assert res.total().agree == len(exs), [(a, b) for _, a, b in res.rows if a != b]
 
@@ -333,8 +368,8 @@ def test_cached_greedy_decoding_equals_full_forward():
     toks = list(ids)
     for _ in range(5):
         toks.append(int(model(torch.tensor([toks]))[0, -1].argmax()))
-    assert out == toks[len(ids):] == model.greedy(ids, 5, stop=set(), cache=False)
-    gen = toks[len(ids):]
+    assert out == toks[len(ids) :] == model.greedy(ids, 5, stop=set(), cache=False)
+    gen = toks[len(ids) :]
     assert model.greedy(ids, 5, stop={gen[2]}, cache=False) == gen[: gen.index(gen[2])]
 
 
@@ -342,9 +377,18 @@ def test_train_cli_rejects_bad_settings(tmp_path, capsys):
     from tribit.cli.main import main
 
     out = str(tmp_path / "m.gguf")
-    for bad in (["--tasks", "1,4"], ["--tasks", "one"], ["--n-embd", "300"], ["--steps", "0"],
-                ["--not-last", "1.5"], ["--fact-layer", "4"], ["--fact-weight", "-1"],
-                ["--fact-heads", "4"], ["--fact-heads", "0,0"], ["--fact-heads", "a"]):
+    for bad in (
+        ["--tasks", "1,4"],
+        ["--tasks", "one"],
+        ["--n-embd", "300"],
+        ["--steps", "0"],
+        ["--not-last", "1.5"],
+        ["--fact-layer", "4"],
+        ["--fact-weight", "-1"],
+        ["--fact-heads", "4"],
+        ["--fact-heads", "0,0"],
+        ["--fact-heads", "a"],
+    ):
         assert main(["train", "babi", "--out", out, *bad]) == 1, bad
         assert "error" in capsys.readouterr().err.lower(), bad
     assert not (tmp_path / "m.gguf").exists()
@@ -357,9 +401,29 @@ def test_train_cli_trains_and_exports_a_loadable_model(tmp_path, capsys):
     from tribit.cli.main import main
 
     out = tmp_path / "m.gguf"
-    args = ["train", "babi", "--out", str(out), "--steps", "3", "--batch", "2", "--threads", "1",
-            "--n-layer", "1", "--vocab", "300", "--tasks", "1,6", "--fact-heads", "1,2",
-            "--fact-layer", "0", "--no-progress"]
+    args = [
+        "train",
+        "babi",
+        "--out",
+        str(out),
+        "--steps",
+        "3",
+        "--batch",
+        "2",
+        "--threads",
+        "1",
+        "--n-layer",
+        "1",
+        "--vocab",
+        "300",
+        "--tasks",
+        "1,6",
+        "--fact-heads",
+        "1,2",
+        "--fact-layer",
+        "0",
+        "--no-progress",
+    ]
     assert main(args) == 0
     assert "after 3 steps" in capsys.readouterr().out
     ck = torch.load(tmp_path / "m.ckpt" / "model.pt", weights_only=False)

@@ -63,9 +63,25 @@ def test_train_cli_fine_tunes_a_file(tmp_path, capsys):
     from tribit.cli.main import main
 
     out = tmp_path / "ft.gguf"
-    args = ["train", "babi", "--init", str(_embedded()), "--out", str(out), "--steps", "2",
-            "--batch", "2", "--threads", "1", "--n-layer", "1", "--vocab", "300",
-            "--no-progress"]
+    args = [
+        "train",
+        "babi",
+        "--init",
+        str(_embedded()),
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--threads",
+        "1",
+        "--n-layer",
+        "1",
+        "--vocab",
+        "300",
+        "--no-progress",
+    ]
     assert main(args) == 0
     assert "after 2 steps" in capsys.readouterr().out
     ck = torch.load(tmp_path / "ft.ckpt" / "model.pt", weights_only=False)

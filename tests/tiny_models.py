@@ -65,8 +65,18 @@ def byte_tokenizer_metadata(n_vocab: int) -> dict:
 
 
 def random_weights(
-    n_embd, n_ff, n_layer, n_head, n_head_kv, n_vocab, seed=0, sub_norms=True, tied=True,
-    head_dim=None, qk_norm=False, norm_in=False,
+    n_embd,
+    n_ff,
+    n_layer,
+    n_head,
+    n_head_kv,
+    n_vocab,
+    seed=0,
+    sub_norms=True,
+    tied=True,
+    head_dim=None,
+    qk_norm=False,
+    norm_in=False,
 ):
     """Float weights of a tiny model: dict name -> float32 array (masters, not ternary).
 
@@ -107,8 +117,10 @@ def random_weights(
     return w
 
 
-LOWBIT = {"q2_0": (GGMLType.Q2_0, lowbit.quantize_row_q2_0_ref),
-          "q1_0": (GGMLType.Q1_0, lowbit.quantize_row_q1_0_ref)}
+LOWBIT = {
+    "q2_0": (GGMLType.Q2_0, lowbit.quantize_row_q2_0_ref),
+    "q1_0": (GGMLType.Q1_0, lowbit.quantize_row_q1_0_ref),
+}
 PROJ = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 
 
@@ -225,14 +237,35 @@ def tiny_model(
     return write_model(path, wts, arch, qtype, emb_type, n_head, n_head_kv, ctx)
 
 
-def qwen3_weights(n_embd=256, n_ff=512, n_layer=2, n_head=4, n_head_kv=2, n_vocab=300,
-                  seed=0, tied=True, head_dim=None, norm_in=False) -> dict:
+def qwen3_weights(
+    n_embd=256,
+    n_ff=512,
+    n_layer=2,
+    n_head=4,
+    n_head_kv=2,
+    n_vocab=300,
+    seed=0,
+    tied=True,
+    head_dim=None,
+    norm_in=False,
+) -> dict:
     """Float masters of a tiny Qwen3 model, sharpened as sharp_models does for the other
     archs: v/o and gate/up masters x4 and q/k norm weights x2, so that attention and the
     FFN move the logits (a wrong q/k norm or RoPE gives KLD >> the test bounds)."""
-    w = random_weights(n_embd, n_ff, n_layer, n_head, n_head_kv, n_vocab, seed,
-                       sub_norms=False, tied=tied, head_dim=head_dim, qk_norm=True,
-                       norm_in=norm_in)
+    w = random_weights(
+        n_embd,
+        n_ff,
+        n_layer,
+        n_head,
+        n_head_kv,
+        n_vocab,
+        seed,
+        sub_norms=False,
+        tied=tied,
+        head_dim=head_dim,
+        qk_norm=True,
+        norm_in=norm_in,
+    )
     for name in w:
         if any(f".{s}." in name for s in ("attn_v", "attn_output", "ffn_gate", "ffn_up")):
             w[name] = w[name] * 4
@@ -261,11 +294,23 @@ def qwen3_model(
     """A tiny random Qwen3 model (q/k norms, SwiGLU, NeoX RoPE theta 1e6, eps 1e-6);
     with `norm_in`, BitNet-embedding's per-projection input norms (and F16 norms, as
     bitnet.cpp's embedding converter writes them)."""
-    wts = qwen3_weights(n_embd, n_ff, n_layer, n_head, n_head_kv, n_vocab, seed, tied,
-                        head_dim, norm_in)
-    return write_model(path, wts, "qwen3", qtype, emb_type, n_head, n_head_kv, ctx,
-                       rope_theta=1e6, eps=1e-6, extra_md=extra_md,
-                       norm_type="f16" if norm_in else "f32")
+    wts = qwen3_weights(
+        n_embd, n_ff, n_layer, n_head, n_head_kv, n_vocab, seed, tied, head_dim, norm_in
+    )
+    return write_model(
+        path,
+        wts,
+        "qwen3",
+        qtype,
+        emb_type,
+        n_head,
+        n_head_kv,
+        ctx,
+        rope_theta=1e6,
+        eps=1e-6,
+        extra_md=extra_md,
+        norm_type="f16" if norm_in else "f32",
+    )
 
 
 def kld_top1(ref_logits: np.ndarray, logits: np.ndarray) -> tuple[float, float]:

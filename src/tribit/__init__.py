@@ -44,8 +44,16 @@ _LAZY = {
     "EmbeddingBatch": "tribit.embedding",
 }
 
-__all__ = ["ContextLengthError", "ContextWarning", "FormatError", "ModelError", "TribitError",
-           "TribitWarning", "__version__", *_LAZY]
+__all__ = [
+    "ContextLengthError",
+    "ContextWarning",
+    "FormatError",
+    "ModelError",
+    "TribitError",
+    "TribitWarning",
+    "__version__",
+    *_LAZY,
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -59,8 +59,12 @@ def render_messages(
     model, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True
 ) -> str:
     """The conversation as prompt text, with the model's chat template (sandboxed Jinja)."""
-    return render_chat(normalize_messages(messages), template=chat_template(model),
-                       add_generation_prompt=add_generation_prompt, **_special_texts(model))
+    return render_chat(
+        normalize_messages(messages),
+        template=chat_template(model),
+        add_generation_prompt=add_generation_prompt,
+        **_special_texts(model),
+    )
 
 
 def chat_prompt_tokens(
@@ -71,8 +75,13 @@ def chat_prompt_tokens(
     turn by writing `<|eot_id|>` (tokenizer.chat.encode_chat). BOS once: the tokenizer
     adds it unless the template already wrote it."""
     tok = model.tokenizer
-    ids = encode_chat(tok, normalize_messages(messages), template=chat_template(model),
-                      add_generation_prompt=add_generation_prompt, **_special_texts(model))
+    ids = encode_chat(
+        tok,
+        normalize_messages(messages),
+        template=chat_template(model),
+        add_generation_prompt=add_generation_prompt,
+        **_special_texts(model),
+    )
     # a template that writes the BOS token under another spelling must not give a second one
     if tok.bos_id is not None and len(ids) > 1 and ids[0] == ids[1] == tok.bos_id:
         ids = ids[1:]
@@ -111,8 +120,11 @@ class ChatSession:
         self.stop = stop
         self.sampling = (sampling or SamplerParams()).replace(**params)
         self._sampler = sampler or make_sampler(self.sampling)
-        self._processors = (list(logits_processors) if logits_processors is not None
-                            else make_logits_processors(self.sampling))
+        self._processors = (
+            list(logits_processors)
+            if logits_processors is not None
+            else make_logits_processors(self.sampling)
+        )
         self.messages: list[dict[str, str]] = []
         self.last: GenerationChunk | None = None  # final chunk (statistics) of the last turn
         self.reset(system)
@@ -138,8 +150,15 @@ class ChatSession:
         processors = processors if processors is not None else self._processors
         try:
             tokens = self._fit(max_tokens)
-            it = stream_generate(self.model, tokens, max_tokens, sampler=sampler,
-                                 logits_processors=processors, stop=stop, seq=self.seq)
+            it = stream_generate(
+                self.model,
+                tokens,
+                max_tokens,
+                sampler=sampler,
+                logits_processors=processors,
+                stop=stop,
+                seq=self.seq,
+            )
         except BaseException:
             self.messages.pop()
             raise

@@ -54,8 +54,16 @@ def create_completion(
     """
     tokens = tokenize_prompt(model, prompt)
     responder = Responder(chat=False, model=model_name or reported_name(model))
-    chunks = _generate(model, tokens, max_tokens, stop, sampling or COMPLETION_SAMPLING,
-                       params, logits_processors, seq)
+    chunks = _generate(
+        model,
+        tokens,
+        max_tokens,
+        stop,
+        sampling or COMPLETION_SAMPLING,
+        params,
+        logits_processors,
+        seq,
+    )
     return _shape(responder, chunks, stream, include_usage)
 
 
@@ -82,21 +90,31 @@ def create_chat_completion(
     """
     tokens = chat_prompt_tokens(model, messages)
     responder = Responder(chat=True, model=model_name or reported_name(model))
-    chunks = _generate(model, tokens, max_tokens, stop, sampling or CHAT_SAMPLING, params,
-                       logits_processors, seq)
+    chunks = _generate(
+        model, tokens, max_tokens, stop, sampling or CHAT_SAMPLING, params, logits_processors, seq
+    )
     return _shape(responder, chunks, stream, include_usage)
 
 
-def _generate(model, tokens, max_tokens, stop, sampling: SamplerParams, params, extra,
-              seq) -> Iterator[GenerationChunk]:
+def _generate(
+    model, tokens, max_tokens, stop, sampling: SamplerParams, params, extra, seq
+) -> Iterator[GenerationChunk]:
     sampling = sampling.replace(**params) if params else sampling
     processors = make_logits_processors(sampling) + list(extra or ())
-    return stream_generate(model, tokens, max_tokens, sampler=make_sampler(sampling),
-                           logits_processors=processors, stop=stop, seq=seq)
+    return stream_generate(
+        model,
+        tokens,
+        max_tokens,
+        sampler=make_sampler(sampling),
+        logits_processors=processors,
+        stop=stop,
+        seq=seq,
+    )
 
 
-def _shape(responder: Responder, chunks: Iterator[GenerationChunk], stream: bool,
-           include_usage: bool) -> dict[str, Any] | Iterator[dict[str, Any]]:
+def _shape(
+    responder: Responder, chunks: Iterator[GenerationChunk], stream: bool, include_usage: bool
+) -> dict[str, Any] | Iterator[dict[str, Any]]:
     if stream:
         return _stream(responder, chunks, include_usage)
     texts, last = [], None
@@ -106,8 +124,9 @@ def _shape(responder: Responder, chunks: Iterator[GenerationChunk], stream: bool
     return responder.response("".join(texts), last)
 
 
-def _stream(responder: Responder, chunks: Iterator[GenerationChunk],
-            include_usage: bool) -> Iterator[dict[str, Any]]:
+def _stream(
+    responder: Responder, chunks: Iterator[GenerationChunk], include_usage: bool
+) -> Iterator[dict[str, Any]]:
     yield from responder.start()
     last = None
     for chunk in chunks:

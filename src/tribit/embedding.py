@@ -39,10 +39,13 @@ def check_pooling(model, pooling: str | None) -> str:
     if p is None:
         raise TribitError(
             "the model defines no pooling (no `pooling_type` in its metadata: a generative "
-            "model); pass pooling='last', 'mean' or 'cls' to embed with it anyway")
+            "model); pass pooling='last', 'mean' or 'cls' to embed with it anyway"
+        )
     if p not in POOLINGS:
-        raise TribitError(f"pooling must be one of {', '.join(POOLINGS)}, got {p!r}"
-                          + (" (a reranker's score, not an embedding)" if p == "rank" else ""))
+        raise TribitError(
+            f"pooling must be one of {', '.join(POOLINGS)}, got {p!r}"
+            + (" (a reranker's score, not an embedding)" if p == "rank" else "")
+        )
     return p
 
 
@@ -60,8 +63,7 @@ def add_eos(model, pooling: str) -> bool:
 def embedding_tokens(model, text: str, pooling: str) -> list[int]:
     """The ids a text is embedded as: BOS as the file says, specials parsed (as llama.cpp's
     llama-embedding), EOS per `add_eos`."""
-    return model.tokenizer.encode(text, add_bos=None, special=True,
-                                  add_eos=add_eos(model, pooling))
+    return model.tokenizer.encode(text, add_bos=None, special=True, add_eos=add_eos(model, pooling))
 
 
 @dataclass(eq=False)
@@ -80,8 +82,7 @@ class EmbeddingBatch:
     """Sequences embedded together: `insert` them, `step()` until each is returned."""
 
     def __init__(self, model, batch_tokens: int = DEFAULT_BATCH_TOKENS):
-        if isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int) \
-                or batch_tokens < 1:
+        if isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int) or batch_tokens < 1:
             raise TribitError(f"batch_tokens must be a positive integer, got {batch_tokens!r}")
         self.model = model
         self.batch_tokens = batch_tokens
@@ -150,9 +151,11 @@ class EmbeddingBatch:
                 tok.append(s.tokens[p])
                 pos.append(p)
                 seq.append(s.slot)
-                want.append(s.pooling in ("mean", "none") or
-                            (s.pooling == "cls" and p == 0) or
-                            (s.pooling == "last" and p == len(s.tokens) - 1))
+                want.append(
+                    s.pooling in ("mean", "none")
+                    or (s.pooling == "cls" and p == 0)
+                    or (s.pooling == "last" and p == len(s.tokens) - 1)
+                )
             plan.append((s, s.fed, end))
             budget -= end - s.fed
         done: list[tuple[int, np.ndarray | list | BaseException]] = []
@@ -166,10 +169,15 @@ class EmbeddingBatch:
             return done
         row = 0
         for s, first, end in plan:
-            k = (end - first) if s.pooling in ("mean", "none") else \
-                int((s.pooling == "cls" and first == 0) or
-                    (s.pooling == "last" and end == len(s.tokens)))
-            rows = h[row:row + k]
+            k = (
+                (end - first)
+                if s.pooling in ("mean", "none")
+                else int(
+                    (s.pooling == "cls" and first == 0)
+                    or (s.pooling == "last" and end == len(s.tokens))
+                )
+            )
+            rows = h[row : row + k]
             row += k
             if s.pooling == "mean":
                 part = rows.astype(np.float64).sum(axis=0)
@@ -218,8 +226,9 @@ def embed(
     items = [texts] if isinstance(texts, str) else list(texts)
     if not items:
         return np.zeros((0, model.config.n_embd), np.float32)
-    ids = [embedding_tokens(model, t, p) if isinstance(t, str) else [int(x) for x in t]
-           for t in items]
+    ids = [
+        embedding_tokens(model, t, p) if isinstance(t, str) else [int(x) for x in t] for t in items
+    ]
     if not model.slots.n_free():
         raise TribitError(f"all {model.n_seq} sequence slots are in use")
     batch = EmbeddingBatch(model, batch_tokens)
@@ -240,10 +249,16 @@ def embed(
 def _warn_pooling(model, asked: str | None, used: str) -> None:
     """bitnet.cpp's embedding converter writes MEAN when the checkpoint has no pooling
     config; BitNet-embedding models are trained with last-token pooling."""
-    if asked is None and used == "mean" and getattr(model, "n_input_norms", 0) \
-            and model.config.arch == "qwen3":
+    if (
+        asked is None
+        and used == "mean"
+        and getattr(model, "n_input_norms", 0)
+        and model.config.arch == "qwen3"
+    ):
         warnings.warn(
             "this BitNet-embedding file says pooling 'mean' (what bitnet.cpp's converter "
             "writes when it finds no pooling config); the model is trained with last-token "
             "pooling: pass pooling='last' (docs/USAGE.md, Embeddings)",
-            PoolingWarning, stacklevel=3)
+            PoolingWarning,
+            stacklevel=3,
+        )

@@ -29,29 +29,35 @@ class Model(runtime.Model):
         """`tribit.generate(self, ...)`."""
         return generate(self, prompt, **kwargs)
 
-    def stream_generate(self, prompt: str | Sequence[int],
-                        **kwargs: Any) -> Iterator[GenerationChunk]:
+    def stream_generate(
+        self, prompt: str | Sequence[int], **kwargs: Any
+    ) -> Iterator[GenerationChunk]:
         """`tribit.stream_generate(self, ...)`."""
         return stream_generate(self, prompt, **kwargs)
 
-    def create_completion(self, prompt: str | Sequence[int],
-                          **kwargs: Any) -> dict[str, Any] | Iterator[dict[str, Any]]:
+    def create_completion(
+        self, prompt: str | Sequence[int], **kwargs: Any
+    ) -> dict[str, Any] | Iterator[dict[str, Any]]:
         """`tribit.create_completion(self, ...)`: an OpenAI `text_completion`."""
         return create_completion(self, prompt, **kwargs)
 
-    def embed(self, texts: str | Sequence[str] | Sequence[Sequence[int]],
-              pooling: str | None = None, normalize: bool = True,
-              batch_tokens: int = 512) -> Any:
+    def embed(
+        self,
+        texts: str | Sequence[str] | Sequence[Sequence[int]],
+        pooling: str | None = None,
+        normalize: bool = True,
+        batch_tokens: int = 512,
+    ) -> Any:
         """Embeddings of `texts`: float32 numpy (n, n_embd), one L2-normalised row per text
         (`normalize=False`: raw). pooling: "last", "mean", "cls" or "none" (a list of
         per-token matrices); None: the file's `pooling_type`. Texts get BOS/EOS as the
         file says (EOS for last-token pooling when it says nothing); lists of token ids
         are used as given. Several texts share each forward, one KV slot each."""
-        return embed(self, texts, pooling=pooling, normalize=normalize,
-                     batch_tokens=batch_tokens)
+        return embed(self, texts, pooling=pooling, normalize=normalize, batch_tokens=batch_tokens)
 
-    def create_chat_completion(self, messages: Sequence[Mapping[str, Any]],
-                               **kwargs: Any) -> dict[str, Any] | Iterator[dict[str, Any]]:
+    def create_chat_completion(
+        self, messages: Sequence[Mapping[str, Any]], **kwargs: Any
+    ) -> dict[str, Any] | Iterator[dict[str, Any]]:
         """`tribit.create_chat_completion(self, ...)`: an OpenAI `chat.completion`."""
         return create_chat_completion(self, messages, **kwargs)
 
@@ -76,5 +82,14 @@ def load(
     file's type, lossless. group_mode: how Q2_0 / Q1_0 weights compute, "llama" (Q8_0
     activations as llama.cpp) or "float" (the float-activation reference).
     """
-    return runtime.load(path, n_threads=n_threads, n_ctx=n_ctx, kv_type=kv_type, n_seq=n_seq,
-                        isa=isa, head_type=head_type, cls=Model, group_mode=group_mode)
+    return runtime.load(
+        path,
+        n_threads=n_threads,
+        n_ctx=n_ctx,
+        kv_type=kv_type,
+        n_seq=n_seq,
+        isa=isa,
+        head_type=head_type,
+        cls=Model,
+        group_mode=group_mode,
+    )

@@ -78,8 +78,12 @@ class Responder:
         finish = last.finish_reason if last is not None else "length"
         text = self._reply_text(text)
         if self.chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text},
-                      "logprobs": None, "finish_reason": finish}
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": finish,
+            }
         else:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
         out = {**self._head(OBJECT[self.chat]), "choices": [choice], "usage": _usage(last)}

@@ -78,14 +78,23 @@ class SamplerParams:
         """A copy with some parameters changed; an unknown name is a TypeError."""
         unknown = set(changes) - set(self.fields())
         if unknown:
-            raise TypeError(f"unknown sampling parameter(s): {', '.join(sorted(unknown))}; "
-                            f"known: {', '.join(self.fields())}")
+            raise TypeError(
+                f"unknown sampling parameter(s): {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(self.fields())}"
+            )
         return dataclasses.replace(self, **changes)
 
     def validate(self) -> None:
         """Raise TribitError naming the first bad parameter."""
-        for name in ("temperature", "top_p", "min_p", "typical_p", "repeat_penalty",
-                     "frequency_penalty", "presence_penalty"):
+        for name in (
+            "temperature",
+            "top_p",
+            "min_p",
+            "typical_p",
+            "repeat_penalty",
+            "frequency_penalty",
+            "presence_penalty",
+        ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float, np.number)):
                 raise TribitError(f"{name} must be a number, got {v!r}")
@@ -99,9 +108,11 @@ class SamplerParams:
             raise TribitError(f"repeat_penalty must be > 0, got {self.repeat_penalty}")
         if self.repeat_last_n < -1:
             raise TribitError(f"repeat_last_n must be >= -1, got {self.repeat_last_n}")
-        if self.seed is not None and (isinstance(self.seed, bool)
-                                      or not isinstance(self.seed, (int, np.integer))
-                                      or self.seed < 0):
+        if self.seed is not None and (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, (int, np.integer))
+            or self.seed < 0
+        ):
             raise TribitError(f"seed must be a non-negative integer or None, got {self.seed!r}")
         for k, v in (self.logit_bias or {}).items():
             if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
@@ -130,8 +141,9 @@ class LogitBias:
     def __call__(self, tokens: Sequence[int], logits: np.ndarray) -> np.ndarray:
         out = np.array(logits, dtype=np.float32, copy=True)
         if self.ids.size and self.ids.max() >= out.shape[-1]:
-            raise TribitError(f"logit_bias names token {int(self.ids.max())}, the vocabulary "
-                              f"has {out.shape[-1]}")
+            raise TribitError(
+                f"logit_bias names token {int(self.ids.max())}, the vocabulary has {out.shape[-1]}"
+            )
         np.add.at(out.reshape(-1, out.shape[-1]), (slice(None), self.ids), self.values)
         return out
 
@@ -165,11 +177,19 @@ def make_logits_processors(params: SamplerParams) -> list[LogitsProcessor]:
     procs: list[LogitsProcessor] = []
     if params.logit_bias:
         procs.append(LogitBias(params.logit_bias))
-    if params.repeat_last_n != 0 and (params.repeat_penalty != 1.0
-                                      or params.frequency_penalty != 0.0
-                                      or params.presence_penalty != 0.0):
-        procs.append(Penalties(params.repeat_last_n, float(params.repeat_penalty),
-                               float(params.frequency_penalty), float(params.presence_penalty)))
+    if params.repeat_last_n != 0 and (
+        params.repeat_penalty != 1.0
+        or params.frequency_penalty != 0.0
+        or params.presence_penalty != 0.0
+    ):
+        procs.append(
+            Penalties(
+                params.repeat_last_n,
+                float(params.repeat_penalty),
+                float(params.frequency_penalty),
+                float(params.presence_penalty),
+            )
+        )
     return procs
 
 
@@ -179,8 +199,9 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-def _shortest_prefix(key: np.ndarray, probs: np.ndarray, p: float, strict: bool,
-                     min_keep: int) -> np.ndarray:
+def _shortest_prefix(
+    key: np.ndarray, probs: np.ndarray, p: float, strict: bool, min_keep: int
+) -> np.ndarray:
     """Indices of the shortest prefix, in (key ascending, id ascending) order, whose probability
     mass reaches p (strict: exceeds p), at least min_keep long. Only a growing top part is
     sorted: all entries with key <= the k-th smallest (ties included, so it is an exact prefix
@@ -298,8 +319,9 @@ def make_sampler(params: SamplerParams) -> ChainSampler:
     return ChainSampler(params)
 
 
-def sample(logits: np.ndarray, params: SamplerParams | None = None,
-           tokens: Sequence[int] = ()) -> int:
+def sample(
+    logits: np.ndarray, params: SamplerParams | None = None, tokens: Sequence[int] = ()
+) -> int:
     """One-shot convenience: run the processors and the sampler once."""
     params = params or SamplerParams()
     for proc in make_logits_processors(params):

@@ -93,7 +93,7 @@ def _quant_head_case(
     # does not depend on the values, and quantizing a real 2B-4T head takes a while
     qk, nbytes, d_at = _QUANT_HEADS[qtype]
     raw = rng.integers(0, 256, (m * (k // qk), nbytes), dtype=np.uint8)
-    raw[:, d_at:d_at + 2] = np.frombuffer(np.float16(1e-3).tobytes(), np.uint8)
+    raw[:, d_at : d_at + 2] = np.frombuffer(np.float16(1e-3).tobytes(), np.uint8)
     x = rng.standard_normal((1, k)).astype(np.float32)
     if integer:  # the q6_k head as the model runs it: q8_K activations, integer sums
         call = native.q6_k_q8_k_call(raw.reshape(m, -1), m, k, x)
@@ -134,11 +134,27 @@ def _probe_record(
     """A record of a probe (read bandwidth, multiply-accumulate peak) with the keys of
     the kernel records; `values` sets the probed figures, the rest are zero/None."""
     r: Record = {
-        "op": op, "qtype": qtype, "isa": isa, "kernel": f"probe_{op}", "m": 0, "k": 0,
-        "n": 0, "threads": threads, "copies": 1, "median_s": 0.0, "min_s": 0.0,
-        "cpu_s": 0.0, "gbps": 0.0, "gmacs": 0.0, "bw_gbps": bw, "ratio": 0.0,
-        "cpu_gbps": 0.0, "bw_cpu_gbps": bw_cpu, "cpu_ratio": 0.0,
-        "mac_peak_gmacs": None, "mac_ratio": None,
+        "op": op,
+        "qtype": qtype,
+        "isa": isa,
+        "kernel": f"probe_{op}",
+        "m": 0,
+        "k": 0,
+        "n": 0,
+        "threads": threads,
+        "copies": 1,
+        "median_s": 0.0,
+        "min_s": 0.0,
+        "cpu_s": 0.0,
+        "gbps": 0.0,
+        "gmacs": 0.0,
+        "bw_gbps": bw,
+        "ratio": 0.0,
+        "cpu_gbps": 0.0,
+        "bw_cpu_gbps": bw_cpu,
+        "cpu_ratio": 0.0,
+        "mac_peak_gmacs": None,
+        "mac_ratio": None,
     }
     r.update(values)
     return r
@@ -241,14 +257,33 @@ def bench_kernels(
         )
     for t in threads:
         records.append(
-            _probe_record("read_bandwidth", "", "", t, bw[t], bw_cpu[t], gbps=bw[t],
-                          cpu_gbps=bw_cpu[t], ratio=1.0, cpu_ratio=1.0)
+            _probe_record(
+                "read_bandwidth",
+                "",
+                "",
+                t,
+                bw[t],
+                bw_cpu[t],
+                gbps=bw[t],
+                cpu_gbps=bw_cpu[t],
+                ratio=1.0,
+                cpu_ratio=1.0,
+            )
         )
     for (isa, t), p in peak.items():
         if p is not None:
             records.append(
-                _probe_record("mac_peak", "i8", isa, t, bw[t], bw_cpu[t], gmacs=p,
-                              mac_peak_gmacs=p, mac_ratio=1.0)
+                _probe_record(
+                    "mac_peak",
+                    "i8",
+                    isa,
+                    t,
+                    bw[t],
+                    bw_cpu[t],
+                    gmacs=p,
+                    mac_peak_gmacs=p,
+                    mac_ratio=1.0,
+                )
             )
     return records
 

@@ -81,14 +81,18 @@ def git_commit() -> str:
     try:
         out = subprocess.run(
             ["git", "-C", str(src), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, timeout=10,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         if out.returncode != 0:
             return "unknown"
         commit = out.stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no", "."],
-            capture_output=True, text=True, timeout=10,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         return commit + ("+" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
@@ -193,15 +197,23 @@ def _head_qtype(model) -> str:
 class _Runner:
     """A loaded model at one thread count and the timed tests on it."""
 
-    def __init__(self, path: Path, n_threads: int, n_ctx: int, isa: str | None, seed: int,
-                 head_type: str | None = None):
+    def __init__(
+        self,
+        path: Path,
+        n_threads: int,
+        n_ctx: int,
+        isa: str | None,
+        seed: int,
+        head_type: str | None = None,
+    ):
         import numpy as np
 
         import tribit
 
         before = memory_status()
-        self.model = tribit.load(path, n_threads=n_threads, n_ctx=n_ctx, isa=isa,
-                                 head_type=head_type)
+        self.model = tribit.load(
+            path, n_threads=n_threads, n_ctx=n_ctx, isa=isa, head_type=head_type
+        )
         self.mem_after_load = memory_status()
         self.mem_before_load = before
         self.threads = n_threads
@@ -410,8 +422,10 @@ def bench_model(
                     "cpu_share": statistics.median(cpu[(t, test)]) / med,
                     # wall seconds per op (median over reps) of the native forward;
                     # the rest of median_s is Python and the binding
-                    "op_seconds": {op: statistics.median(p[op] for p in ops[(t, test)])
-                                   for op in ops[(t, test)][0]},
+                    "op_seconds": {
+                        op: statistics.median(p[op] for p in ops[(t, test)])
+                        for op in ops[(t, test)][0]
+                    },
                 }
                 if kind == "tg":
                     rec["kv_bytes_per_token"] = r.kv_bytes_per_token(n, depth)
@@ -438,25 +452,48 @@ def _gib(b: int) -> str:
 
 def format_table(records: Sequence[Record], markdown: bool = False) -> str:
     """The records as a llama-bench-like table (markdown or fixed width)."""
-    cols = ["model", "qtype", "isa", "threads", "test", "t/s (median)", "min-max", "GB/s",
-            "ratio", "t/CPU-s", "CPU/wall", "peak RSS GiB"]
+    cols = [
+        "model",
+        "qtype",
+        "isa",
+        "threads",
+        "test",
+        "t/s (median)",
+        "min-max",
+        "GB/s",
+        "ratio",
+        "t/CPU-s",
+        "CPU/wall",
+        "peak RSS GiB",
+    ]
     rows = []
     for r in records:
-        rows.append([
-            str(r["model"]), str(r["qtype"]), str(r["isa"]), str(r["threads"]), r["test"],
-            f"{r['tokens_per_s']:.2f}", f"{r['min']:.2f}-{r['max']:.2f}",
-            f"{r['gbps']:.2f}" if r["gbps"] is not None else "",
-            f"{r['ratio']:.2f}" if r["ratio"] is not None else "",
-            f"{r['cpu_tokens_per_s']:.2f}", f"{r['cpu_share']:.2f}",
-            _gib(r["peak_rss"]),
-        ])
+        rows.append(
+            [
+                str(r["model"]),
+                str(r["qtype"]),
+                str(r["isa"]),
+                str(r["threads"]),
+                r["test"],
+                f"{r['tokens_per_s']:.2f}",
+                f"{r['min']:.2f}-{r['max']:.2f}",
+                f"{r['gbps']:.2f}" if r["gbps"] is not None else "",
+                f"{r['ratio']:.2f}" if r["ratio"] is not None else "",
+                f"{r['cpu_tokens_per_s']:.2f}",
+                f"{r['cpu_share']:.2f}",
+                _gib(r["peak_rss"]),
+            ]
+        )
     if markdown:
-        lines = ["| " + " | ".join(cols) + " |",
-                 "|" + "|".join("---:" if i >= 3 else "---" for i in range(len(cols))) + "|"]
+        lines = [
+            "| " + " | ".join(cols) + " |",
+            "|" + "|".join("---:" if i >= 3 else "---" for i in range(len(cols))) + "|",
+        ]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         return "\n".join(lines)
-    widths = [max(len(c), *(len(row[i]) for row in rows)) if rows else len(c)
-              for i, c in enumerate(cols)]
+    widths = [
+        max(len(c), *(len(row[i]) for row in rows)) if rows else len(c) for i, c in enumerate(cols)
+    ]
     fmt = "  ".join(f"{{:<{w}}}" if i < 3 else f"{{:>{w}}}" for i, w in enumerate(widths))
     lines = [fmt.format(*cols), "  ".join("-" * w for w in widths)]
     lines += [fmt.format(*row) for row in rows]

@@ -127,9 +127,16 @@ def perplexity(
     var = s2 / count - mean * mean
     err = ppl * math.sqrt(var / (count - 1)) if count > 1 and var > 0 else float("nan")
     return PerplexityResult(
-        ppl=ppl, ppl_err=err, nll=mean, n_scored=count, n_chunks=len(windows), n_ctx=n_ctx,
-        stride=stride if stride and stride > 0 else None, n_tokens=len(toks),
-        chunk_ppl=running, seconds=time.perf_counter() - t0,
+        ppl=ppl,
+        ppl_err=err,
+        nll=mean,
+        n_scored=count,
+        n_chunks=len(windows),
+        n_ctx=n_ctx,
+        stride=stride if stride and stride > 0 else None,
+        n_tokens=len(toks),
+        chunk_ppl=running,
+        seconds=time.perf_counter() - t0,
     )
 
 
@@ -180,5 +187,12 @@ def model_perplexity(
     c = int(n_ctx or min(512, model.n_ctx))
     if c > model.n_ctx:
         raise TribitError(f"context {c} is larger than the model was loaded with ({model.n_ctx})")
-    return perplexity(tokens, model_chunk_logits(model, batch), c, stride=stride, bos_id=bos_id,
-                      max_chunks=max_chunks, progress=progress)
+    return perplexity(
+        tokens,
+        model_chunk_logits(model, batch),
+        c,
+        stride=stride,
+        bos_id=bos_id,
+        max_chunks=max_chunks,
+        progress=progress,
+    )

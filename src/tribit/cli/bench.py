@@ -24,7 +24,8 @@ def _int_list(what: str, minimum: int) -> Callable[[str], list[int]]:
             vals = [int(v) for v in s.split(",") if v.strip()]
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"expected comma-separated integers, got {s!r}") from None
+                f"expected comma-separated integers, got {s!r}"
+            ) from None
         if (minimum > 0 and not vals) or any(v < minimum for v in vals):
             raise argparse.ArgumentTypeError(f"{what} must be >= {minimum}, got {s!r}")
         return vals
@@ -64,32 +65,64 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     """Model-benchmark options (the kernel part defines --json, -t/--threads, --reps, --isa)."""
     src = p.add_mutually_exclusive_group()
     src.add_argument("-m", "--model", default=None, help="GGUF model file to benchmark")
-    src.add_argument("--layout", default=None,
-                     help="benchmark a cached dummy model of this layout (see `tribit dummy`)")
+    src.add_argument(
+        "--layout",
+        default=None,
+        help="benchmark a cached dummy model of this layout (see `tribit dummy`)",
+    )
     p.add_argument("--qtype", default="tq2_0", help="--layout: ternary storage type (tq2_0)")
-    p.add_argument("--head", default="f16", dest="head",
-                   help="--layout: storage type of the embedding/head in the dummy file (f16, "
-                        "q8_0, q6_k, bf16, f32)")
-    p.add_argument("--head-type", default=None, choices=("q8_0", "q6_k"),
-                   help="repack an F32/F16/BF16 embedding/head at load into this type (smaller "
-                        "and faster, slightly lossy; default: the file's type)")
-    p.add_argument("-p", "--n-prompt", type=_sizes, default=list(bm.DEFAULT_PROMPTS),
-                   help="prompt sizes for pp tests, comma-separated (default 128; 0: none)")
-    p.add_argument("-n", "--n-gen", type=_sizes, default=list(bm.DEFAULT_GENS),
-                   help="token counts for tg tests, comma-separated (default 64; 0: none)")
-    p.add_argument("-d", "--n-depth", type=_sizes, default=list(bm.DEFAULT_DEPTHS),
-                   help="context depths: every test also runs after this many tokens in the "
-                        "cache, comma-separated (default 0)")
-    p.add_argument("-r", "--repetitions", type=int, default=None,
-                   help=f"model: repetitions per test (default {bm.DEFAULT_REPS}; --reps also "
-                        "works)")
+    p.add_argument(
+        "--head",
+        default="f16",
+        dest="head",
+        help="--layout: storage type of the embedding/head in the dummy file (f16, "
+        "q8_0, q6_k, bf16, f32)",
+    )
+    p.add_argument(
+        "--head-type",
+        default=None,
+        choices=("q8_0", "q6_k"),
+        help="repack an F32/F16/BF16 embedding/head at load into this type (smaller "
+        "and faster, slightly lossy; default: the file's type)",
+    )
+    p.add_argument(
+        "-p",
+        "--n-prompt",
+        type=_sizes,
+        default=list(bm.DEFAULT_PROMPTS),
+        help="prompt sizes for pp tests, comma-separated (default 128; 0: none)",
+    )
+    p.add_argument(
+        "-n",
+        "--n-gen",
+        type=_sizes,
+        default=list(bm.DEFAULT_GENS),
+        help="token counts for tg tests, comma-separated (default 64; 0: none)",
+    )
+    p.add_argument(
+        "-d",
+        "--n-depth",
+        type=_sizes,
+        default=list(bm.DEFAULT_DEPTHS),
+        help="context depths: every test also runs after this many tokens in the "
+        "cache, comma-separated (default 0)",
+    )
+    p.add_argument(
+        "-r",
+        "--repetitions",
+        type=int,
+        default=None,
+        help=f"model: repetitions per test (default {bm.DEFAULT_REPS}; --reps also works)",
+    )
     p.add_argument("--md", action="store_true", help="print a markdown table")
     p.add_argument("--seed", type=int, default=0, help="seed of the random prompt tokens")
     p.add_argument("--no-probe", action="store_true", help="skip the read-bandwidth probe")
-    p.add_argument("--profile", action="store_true",
-                   help="also print where each test's time goes, op by op")
-    p.add_argument("--no-interleave", action="store_true",
-                   help="load one thread count at a time (less memory)")
+    p.add_argument(
+        "--profile", action="store_true", help="also print where each test's time goes, op by op"
+    )
+    p.add_argument(
+        "--no-interleave", action="store_true", help="load one thread count at a time (less memory)"
+    )
 
 
 def _run_model(args: argparse.Namespace) -> int:
@@ -97,8 +130,10 @@ def _run_model(args: argparse.Namespace) -> int:
     from tribit.bench import model as bm
 
     if not (args.model or args.layout):
-        print("usage: tribit bench (-m MODEL | --layout NAME) [-p 128,512] [-n 64,128] [-d 0,4096] "
-              "[-t 1,2] [-r 5] [--json | --md]\n       tribit bench kernels ...")
+        print(
+            "usage: tribit bench (-m MODEL | --layout NAME) [-p 128,512] [-n 64,128] [-d 0,4096] "
+            "[-t 1,2] [-r 5] [--json | --md]\n       tribit bench kernels ..."
+        )
         return 0
     reps = args.repetitions
     if reps is None:  # --reps belongs to the kernel part; honour it when set explicitly
@@ -106,8 +141,7 @@ def _run_model(args: argparse.Namespace) -> int:
     quiet = args.json
     say = None if quiet else (lambda s: print(f"  {s}", file=sys.stderr, flush=True))
     if args.layout:
-        path = bm.ensure_dummy(args.layout, qtype=args.qtype, head=args.head,
-                               progress=not quiet)
+        path = bm.ensure_dummy(args.layout, qtype=args.qtype, head=args.head, progress=not quiet)
         name = f"dummy-{args.layout}"
     else:
         path = Path(args.model)
@@ -116,10 +150,18 @@ def _run_model(args: argparse.Namespace) -> int:
         name = None
     try:
         records = bm.bench_model(
-            path, prompts=args.n_prompt, gens=args.n_gen, depths=args.n_depth, threads=args.threads,
+            path,
+            prompts=args.n_prompt,
+            gens=args.n_gen,
+            depths=args.n_depth,
+            threads=args.threads,
             reps=reps,
-            seed=args.seed, isa=args.isa, probe=not args.no_probe,
-            interleave=False if args.no_interleave else None, model_name=name, progress=say,
+            seed=args.seed,
+            isa=args.isa,
+            probe=not args.no_probe,
+            interleave=False if args.no_interleave else None,
+            model_name=name,
+            progress=say,
             head_type=args.head_type,
         )
     except ValueError as e:
@@ -128,16 +170,20 @@ def _run_model(args: argparse.Namespace) -> int:
         print(json.dumps(records, indent=1))
         return 0
     r0 = records[0]
-    print(f"cpu: {r0['cpu']}  isa: {r0['isa']}  tribit {r0['version']} ({r0['commit']})  "
-          f"model: {r0['path']} ({r0['bytes_per_token'] / 1e9:.3f} GB of weights read per token)")
+    print(
+        f"cpu: {r0['cpu']}  isa: {r0['isa']}  tribit {r0['version']} ({r0['commit']})  "
+        f"model: {r0['path']} ({r0['bytes_per_token'] / 1e9:.3f} GB of weights read per token)"
+    )
     bws = {r["threads"]: r["bw_gbps"] for r in records}
     if any(bws.values()):
         probed = ", ".join(f"{t} thr {b:.1f} GB/s" for t, b in bws.items())
         print(f"probed read bandwidth: {probed}")
     else:
         print("read bandwidth not probed (--no-probe)")
-    print(f"median of {reps} reps; GB/s = weight + KV-cache bytes per token / time per token "
-          "(tg); ratio = GB/s / probed bandwidth")
+    print(
+        f"median of {reps} reps; GB/s = weight + KV-cache bytes per token / time per token "
+        "(tg); ratio = GB/s / probed bandwidth"
+    )
     print(bm.format_table(records, markdown=args.md))
     if args.profile:
         print("\nshare of each test's median time per op:")

@@ -13,19 +13,30 @@ HEAD_TYPES = ("f16", "bf16", "f32", "q8_0", "q6_k")
 
 def add_qtype_arguments(parser: argparse.ArgumentParser) -> None:
     """--qtype and --head, shared by convert, pull and dummy."""
-    parser.add_argument("--qtype", choices=QTYPES, default=None,
-                        help="storage of the ternary projections (default: tq2_0; tensors whose "
-                             "row length is not a multiple of 256 fall back to i2_s, then f16)")
-    parser.add_argument("--head", choices=HEAD_TYPES, default="f16",
-                        help="storage of token_embd / output (default: f16, lossless; q8_0 and "
-                             "q6_k are smaller and faster, slightly lossy; q6_k needs n_embd %% "
-                             "256 == 0, else q8_0)")
+    parser.add_argument(
+        "--qtype",
+        choices=QTYPES,
+        default=None,
+        help="storage of the ternary projections (default: tq2_0; tensors whose "
+        "row length is not a multiple of 256 fall back to i2_s, then f16)",
+    )
+    parser.add_argument(
+        "--head",
+        choices=HEAD_TYPES,
+        default="f16",
+        help="storage of token_embd / output (default: f16, lossless; q8_0 and "
+        "q6_k are smaller and faster, slightly lossy; q6_k needs n_embd %% "
+        "256 == 0, else q8_0)",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `tribit convert`."""
-    parser.add_argument("hf_dir", metavar="HF_DIR", help="checkpoint directory (config.json, "
-                        "*.safetensors, tokenizer files)")
+    parser.add_argument(
+        "hf_dir",
+        metavar="HF_DIR",
+        help="checkpoint directory (config.json, *.safetensors, tokenizer files)",
+    )
     parser.add_argument("-o", "--outfile", required=True, metavar="OUT.gguf", help="output file")
     add_qtype_arguments(parser)
     parser.add_argument("--name", default=None, help="general.name (default: directory name)")
@@ -35,8 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def report(rep) -> None:
     """Print a one-paragraph summary of a WriteReport."""
     types = ", ".join(f"{n} {t}" for t, n in sorted(rep.types.items()))
-    print(f"wrote {rep.path} ({rep.nbytes / 2**20:.1f} MiB of tensors; {rep.n_tensors} tensors: "
-          f"{types})")
+    print(
+        f"wrote {rep.path} ({rep.nbytes / 2**20:.1f} MiB of tensors; {rep.n_tensors} tensors: "
+        f"{types})"
+    )
     if rep.fallbacks:
         names = ", ".join(f"{n} ({t})" for n, t in rep.fallbacks)
         print(f"fell back from the requested type: {names}")
@@ -53,7 +66,13 @@ def run(args: argparse.Namespace) -> int:
     from tribit.convert import DEFAULT_QTYPE, convert_hf
 
     _setup_logging()
-    rep = convert_hf(args.hf_dir, args.outfile, qtype=args.qtype or DEFAULT_QTYPE, head=args.head,
-                     name=args.name, progress=not args.no_progress)
+    rep = convert_hf(
+        args.hf_dir,
+        args.outfile,
+        qtype=args.qtype or DEFAULT_QTYPE,
+        head=args.head,
+        name=args.name,
+        progress=not args.no_progress,
+    )
     report(rep)
     return 0

@@ -11,8 +11,12 @@ HELP = "Write a random ternary GGUF model in a bitnet.cpp or real-model layout."
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `tribit dummy`."""
-    parser.add_argument("--layout", default=None, metavar="NAME",
-                        help="layout name, e.g. 125M, large, 3B, 2B-4T, 8B, 70B (see --list)")
+    parser.add_argument(
+        "--layout",
+        default=None,
+        metavar="NAME",
+        help="layout name, e.g. 125M, large, 3B, 2B-4T, 8B, 70B (see --list)",
+    )
     parser.add_argument("--list", action="store_true", help="list the layouts and exit")
     parser.add_argument("-o", "--outfile", metavar="OUT.gguf", help="output file")
     add_qtype_arguments(parser)
@@ -27,16 +31,26 @@ def run(args: argparse.Namespace) -> int:
     from tribit.errors import FormatError
 
     if args.list or args.layout is None:
-        print(f"{'layout':21} {'arch':13} {'n_embd':>6} {'n_ff':>6} {'n_layer':>7} {'n_head':>6} "
-              f"{'n_head_kv':>9} {'n_vocab':>7} {'params':>8}")
+        print(
+            f"{'layout':21} {'arch':13} {'n_embd':>6} {'n_ff':>6} {'n_layer':>7} {'n_head':>6} "
+            f"{'n_head_kv':>9} {'n_vocab':>7} {'params':>8}"
+        )
         for lay in LAYOUTS.values():
-            print(f"{lay.name:21} {lay.arch:13} {lay.n_embd:6} {lay.n_ff:6} {lay.n_layer:7} "
-                  f"{lay.n_head:6} {lay.n_head_kv:9} {lay.n_vocab:7} {lay.n_params() / 1e9:7.2f}B")
+            print(
+                f"{lay.name:21} {lay.arch:13} {lay.n_embd:6} {lay.n_ff:6} {lay.n_layer:7} "
+                f"{lay.n_head:6} {lay.n_head_kv:9} {lay.n_vocab:7} {lay.n_params() / 1e9:7.2f}B"
+            )
         return 0
     if not args.outfile:
         raise FormatError("tribit dummy: -o OUT.gguf is required")
     _setup_logging()
-    rep = write_dummy(args.layout, args.outfile, qtype=args.qtype or DEFAULT_QTYPE,
-                      seed=args.seed, head=args.head, progress=not args.no_progress)
+    rep = write_dummy(
+        args.layout,
+        args.outfile,
+        qtype=args.qtype or DEFAULT_QTYPE,
+        seed=args.seed,
+        head=args.head,
+        progress=not args.no_progress,
+    )
     report(rep)
     return 0

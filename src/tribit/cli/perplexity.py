@@ -13,18 +13,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of `tribit perplexity`."""
     p.add_argument("-m", "--model", default=None, help="GGUF model (default: the embedded one)")
     p.add_argument("-f", "--file", required=True, help="text file to score")
-    p.add_argument("-c", "--ctx-size", type=int, default=None,
-                   help="tokens per chunk (default 512, like llama-perplexity)")
-    p.add_argument("--stride", type=int, default=None,
-                   help="windows start every N tokens and their last N tokens are scored "
-                        "(llama.cpp --ppl-stride); default: chunks, second half scored")
-    p.add_argument("-b", "--batch", type=int, default=None,
-                   help="tokens per forward call within a chunk (default: the whole chunk)")
+    p.add_argument(
+        "-c",
+        "--ctx-size",
+        type=int,
+        default=None,
+        help="tokens per chunk (default 512, like llama-perplexity)",
+    )
+    p.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        help="windows start every N tokens and their last N tokens are scored "
+        "(llama.cpp --ppl-stride); default: chunks, second half scored",
+    )
+    p.add_argument(
+        "-b",
+        "--batch",
+        type=int,
+        default=None,
+        help="tokens per forward call within a chunk (default: the whole chunk)",
+    )
     p.add_argument("--chunks", type=int, default=None, help="score at most this many chunks")
     p.add_argument("-t", "--threads", type=int, default=None, help="threads (default: all CPUs)")
-    p.add_argument("--head-type", choices=("q8_0", "q6_k"), default=None,
-                   help="repack an F32/F16/BF16 embedding/head at load into this type: smaller and "
-                        "faster, slightly lossy (default: the file's type, lossless)")
+    p.add_argument(
+        "--head-type",
+        choices=("q8_0", "q6_k"),
+        default=None,
+        help="repack an F32/F16/BF16 embedding/head at load into this type: smaller and "
+        "faster, slightly lossy (default: the file's type, lossless)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -55,8 +73,15 @@ def run(args: argparse.Namespace) -> int:
             bar.update(done - bar.n)
 
     try:
-        res = model_perplexity(model, text=text, n_ctx=n_ctx, stride=args.stride,
-                               batch=args.batch, max_chunks=args.chunks, progress=progress)
+        res = model_perplexity(
+            model,
+            text=text,
+            n_ctx=n_ctx,
+            stride=args.stride,
+            batch=args.batch,
+            max_chunks=args.chunks,
+            progress=progress,
+        )
     finally:
         if bar is not None:
             bar.close()
@@ -64,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(res.as_dict(), indent=1))
         return 0
     how = f"stride {res.stride}" if res.stride else "second half of each chunk"
-    print(f"{res.n_tokens} tokens, {res.n_chunks} chunks of {res.n_ctx} ({how}), "
-          f"{res.n_scored} scored in {res.seconds:.2f} s")
+    print(
+        f"{res.n_tokens} tokens, {res.n_chunks} chunks of {res.n_ctx} ({how}), "
+        f"{res.n_scored} scored in {res.seconds:.2f} s"
+    )
     print(f"Final estimate: PPL = {res.ppl:.4f} +/- {res.ppl_err:.5f}")
     return 0

@@ -11,12 +11,17 @@ HELP = "Download a BitNet checkpoint from the Hugging Face Hub and convert it to
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `tribit pull`."""
-    parser.add_argument("repo", metavar="REPO", help="hub repository, e.g. "
-                        "microsoft/bitnet-b1.58-2B-4T")
+    parser.add_argument(
+        "repo", metavar="REPO", help="hub repository, e.g. microsoft/bitnet-b1.58-2B-4T"
+    )
     parser.add_argument("--revision", default=None, help="branch, tag or commit (default main)")
-    parser.add_argument("-o", "--outdir", default=None, metavar="DIR",
-                        help="output directory (default models/<repo name>); the file is "
-                             "ggml-model-<qtype>.gguf")
+    parser.add_argument(
+        "-o",
+        "--outdir",
+        default=None,
+        metavar="DIR",
+        help="output directory (default models/<repo name>); the file is ggml-model-<qtype>.gguf",
+    )
     add_qtype_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -27,7 +32,13 @@ def run(args: argparse.Namespace) -> int:
     from tribit.convert.pull import pull
 
     _setup_logging()
-    rep = pull(args.repo, revision=args.revision, out_dir=args.outdir,
-               qtype=args.qtype or DEFAULT_QTYPE, head=args.head, progress=not args.no_progress)
+    rep = pull(
+        args.repo,
+        revision=args.revision,
+        out_dir=args.outdir,
+        qtype=args.qtype or DEFAULT_QTYPE,
+        head=args.head,
+        progress=not args.no_progress,
+    )
     report(rep)
     return 0

@@ -56,9 +56,13 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         help="context size in tokens (default: the model's, at most 4096)",
     )
     p.add_argument("--kv-type", choices=("f16", "f32"), default="f16", help="KV cache type")
-    p.add_argument("--head-type", choices=("q8_0", "q6_k"), default=None,
-                   help="repack an F32/F16/BF16 embedding/head at load into this type: smaller and "
-                        "faster, slightly lossy (default: the file's type, lossless)")
+    p.add_argument(
+        "--head-type",
+        choices=("q8_0", "q6_k"),
+        default=None,
+        help="repack an F32/F16/BF16 embedding/head at load into this type: smaller and "
+        "faster, slightly lossy (default: the file's type, lossless)",
+    )
     p.add_argument(
         "-b",
         "--batch-size",
@@ -168,8 +172,13 @@ def load_model(args: argparse.Namespace):
             "tribit: note: -b/--batch-size is ignored (prompts run in one batch)", file=sys.stderr
         )
     t0 = time.perf_counter()
-    model = tribit.load(path, n_threads=args.threads, n_ctx=args.ctx_size, kv_type=args.kv_type,
-                        head_type=getattr(args, "head_type", None))
+    model = tribit.load(
+        path,
+        n_threads=args.threads,
+        n_ctx=args.ctx_size,
+        kv_type=args.kv_type,
+        head_type=getattr(args, "head_type", None),
+    )
     model.tokenize("a")  # the tokenizer is built lazily: count it as loading
     return model, time.perf_counter() - t0
 

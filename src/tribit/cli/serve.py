@@ -20,9 +20,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("-c", "--ctx-size", type=int, default=None, help="context per slot")
     p.add_argument("-t", "--threads", type=int, default=None)
-    p.add_argument("--head-type", choices=("q8_0", "q6_k"), default=None,
-                   help="repack an F32/F16/BF16 embedding/head at load into this type: smaller and "
-                        "faster, slightly lossy (default: the file's type, lossless)")
+    p.add_argument(
+        "--head-type",
+        choices=("q8_0", "q6_k"),
+        default=None,
+        help="repack an F32/F16/BF16 embedding/head at load into this type: smaller and "
+        "faster, slightly lossy (default: the file's type, lossless)",
+    )
     key = p.add_mutually_exclusive_group()
     key.add_argument("--api-key", default=None)
     key.add_argument("--api-key-file", type=Path, default=None)
@@ -30,12 +34,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-queue", type=int, default=64, help="waiting requests before 503")
     p.add_argument("--max-body", type=int, default=4 << 20, help="request body limit in bytes")
     p.add_argument("--alias", default=None, help="model name reported by the API")
-    p.add_argument("--pooling", choices=("last", "mean", "cls"), default=None,
-                   help="pooling of /v1/embeddings, overriding the file's pooling_type (and "
-                        "letting a generative model embed); BitNet-embedding needs last")
-    p.add_argument("--stream-interval", type=float, default=0.0, metavar="MS",
-                   help="coalesce streamed tokens: at most one SSE event per MS milliseconds "
-                        "(default 0: one event per token)")
+    p.add_argument(
+        "--pooling",
+        choices=("last", "mean", "cls"),
+        default=None,
+        help="pooling of /v1/embeddings, overriding the file's pooling_type (and "
+        "letting a generative model embed); BitNet-embedding needs last",
+    )
+    p.add_argument(
+        "--stream-interval",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="coalesce streamed tokens: at most one SSE event per MS milliseconds "
+        "(default 0: one event per token)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,8 +60,10 @@ def run(args: argparse.Namespace) -> int:
     api_key = args.api_key
     if api_key is not None and not api_key.strip():
         # an empty key used to switch authentication off without a word
-        raise TribitError("--api-key is empty: give a non-empty key, or leave the option out "
-                          "to serve without authentication")
+        raise TribitError(
+            "--api-key is empty: give a non-empty key, or leave the option out "
+            "to serve without authentication"
+        )
     if args.api_key_file is not None:
         from tribit.cli.util import read_text_file
 
@@ -61,8 +76,11 @@ def run(args: argparse.Namespace) -> int:
         raise TribitError("--stream-interval must be between 0 and 10000 ms")
     _check_model_arguments(args)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
-        print(f"tribit serve: warning: listening on {args.host} without --api-key: anyone who "
-              "can reach this port can use the model", file=sys.stderr)
+        print(
+            f"tribit serve: warning: listening on {args.host} without --api-key: anyone who "
+            "can reach this port can use the model",
+            file=sys.stderr,
+        )
     settings = ServerSettings(
         model_path=args.model,
         n_parallel=args.parallel,
@@ -91,8 +109,12 @@ def _check_model_arguments(args: argparse.Namespace) -> None:
     from tribit.llm import check_load_arguments
 
     try:
-        check_load_arguments(n_threads=args.threads, n_ctx=args.ctx_size, n_seq=args.parallel,
-                             head_type=args.head_type)
+        check_load_arguments(
+            n_threads=args.threads,
+            n_ctx=args.ctx_size,
+            n_seq=args.parallel,
+            head_type=args.head_type,
+        )
     except ModelError as e:  # said with the flags' names
         msg = str(e).replace("n_ctx", "-c").replace("n_seq", "--parallel")
         raise ModelError(msg) from None

@@ -35,5 +35,6 @@ def read_text_file(path: str | os.PathLike, what: str = "file") -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise TribitError(f"{what} {path} is not UTF-8 text (byte 0x{data[e.start]:02X} at "
-                          f"offset {e.start})") from None
+        raise TribitError(
+            f"{what} {path} is not UTF-8 text (byte 0x{data[e.start]:02X} at offset {e.start})"
+        ) from None

@@ -45,8 +45,9 @@ def pad_vocab(tokenizer: dict[str, object], n_vocab: int) -> dict[str, object]:
     if not tokens:
         raise FormatError(f"tokenizer metadata has no {TokenizerKey.TOKENS}")
     if len(tokens) > n_vocab:
-        raise FormatError(f"tokenizer has {len(tokens)} tokens but the embedding only "
-                          f"{n_vocab} rows")
+        raise FormatError(
+            f"tokenizer has {len(tokens)} tokens but the embedding only {n_vocab} rows"
+        )
     if len(tokens) == n_vocab:
         return tokenizer
     import numpy as np
@@ -93,10 +94,15 @@ def convert_hf(
     return write_gguf(plan, out, qtype=qtype, head=head, progress=progress)
 
 
-def write_dummy(layout: str, out: str | Path, qtype: str = DEFAULT_QTYPE, seed: int = 0,
-                head: str = "f16", progress: bool = True) -> WriteReport:
+def write_dummy(
+    layout: str,
+    out: str | Path,
+    qtype: str = DEFAULT_QTYPE,
+    seed: int = 0,
+    head: str = "f16",
+    progress: bool = True,
+) -> WriteReport:
     """Write a random ternary model in a named layout (see `tribit.convert.layouts.LAYOUTS`)."""
     from .dummy import dummy_plan
 
-    return write_gguf(dummy_plan(layout, seed=seed), out, qtype=qtype, head=head,
-                      progress=progress)
+    return write_gguf(dummy_plan(layout, seed=seed), out, qtype=qtype, head=head, progress=progress)

@@ -31,7 +31,7 @@ CORPUS: tuple[str, ...] = (
     "explores living things, from single cells to whole ecosystems.",
     "The weather forecast for tomorrow: cloudy in the morning with a chance of rain in the "
     "afternoon, temperatures between 12 and 18 degrees, and a light wind from the west.",
-    "She said, \"We should leave before it gets dark.\" He replied, \"Not yet; the train doesn't "
+    'She said, "We should leave before it gets dark." He replied, "Not yet; the train doesn\'t '
     "arrive until seven o'clock.\" They waited on the platform, watching the clock.",
     "To make bread, mix flour, water, salt and yeast. Knead the dough for ten minutes, let it "
     "rise for an hour, shape it, and bake it in a hot oven until the crust is golden brown.",
@@ -50,7 +50,7 @@ CORPUS: tuple[str, ...] = (
     "In the end, the little robot understood that being helpful did not mean knowing every "
     "answer. It meant listening carefully, saying what it knew, and admitting what it did not.",
     "Email: alice@example.com; web: https://example.org/docs/index.html; path: /usr/local/bin; "
-    "version 1.2.3-beta; key=value; [list, of, items]; {\"json\": true}.",
+    'version 1.2.3-beta; key=value; [list, of, items]; {"json": true}.',
     "It was the best of times, it was the worst of times, it was the age of wisdom, it was the "
     "age of foolishness. Ask not what your country can do for you.",
     "Please summarize the following text in one sentence. Translate this phrase into English. "

@@ -57,8 +57,11 @@ def dummy_tokenizer(n_vocab: int) -> dict[str, object]:
     """Byte-level BPE metadata trained on the built-in corpus, padded to `n_vocab` tokens."""
     from tribit.tokenizer.train import train_bpe_metadata
 
-    meta = dict(train_bpe_metadata(corpus_texts(), min(BPE_VOCAB, n_vocab),
-                                   special_tokens=list(SPECIAL_TOKENS)))
+    meta = dict(
+        train_bpe_metadata(
+            corpus_texts(), min(BPE_VOCAB, n_vocab), special_tokens=list(SPECIAL_TOKENS)
+        )
+    )
     tokens = list(meta[TokenizerKey.TOKENS])
     if len(tokens) > n_vocab:
         raise FormatError(f"dummy tokenizer has {len(tokens)} tokens, layout only {n_vocab}")
@@ -68,7 +71,8 @@ def dummy_tokenizer(n_vocab: int) -> dict[str, object]:
     if TokenizerKey.TOKEN_TYPE in meta:
         types = np.asarray(meta[TokenizerKey.TOKEN_TYPE], dtype=np.int32)
         meta[TokenizerKey.TOKEN_TYPE] = np.concatenate(
-            [types, np.full(n_pad, TokenType.CONTROL, np.int32)])
+            [types, np.full(n_pad, TokenType.CONTROL, np.int32)]
+        )
     if TokenizerKey.SCORES in meta:
         scores = np.asarray(meta[TokenizerKey.SCORES], dtype=np.float32)
         meta[TokenizerKey.SCORES] = np.concatenate([scores, np.zeros(n_pad, np.float32)])
@@ -121,29 +125,52 @@ def dummy_plan(layout: str | Layout, seed: int = 0, n_layer: int | None = None) 
     if lay.norm_in:
         block += list(INPUT_NORM.values())
     counter = iter(range(1 << 30))
-    tensors = [TensorPlan(TOKEN_EMBD, (lay.n_vocab, lay.n_embd), "embd",
-                          load=_normal((lay.n_vocab, lay.n_embd), EMBD_STD, seed, next(counter)))]
+    tensors = [
+        TensorPlan(
+            TOKEN_EMBD,
+            (lay.n_vocab, lay.n_embd),
+            "embd",
+            load=_normal((lay.n_vocab, lay.n_embd), EMBD_STD, seed, next(counter)),
+        )
+    ]
     for i in range(n_layer):
         for t in block:
             name = block_tensor(i, t.suffix)
             if isinstance(t, Projection):
                 load, gamma = _ternary(t.shape(dims), seed, next(counter))
-                tensors.append(TensorPlan(name, t.shape(dims), "ternary", load_ternary=load,
-                                          gamma=gamma))
+                tensors.append(
+                    TensorPlan(name, t.shape(dims), "ternary", load_ternary=load, gamma=gamma)
+                )
             else:
                 (width,) = t.shape(dims)
-                tensors.append(TensorPlan(name, (width,), "norm",
-                                          load=_norm(width, seed, next(counter))))
-    tensors.append(TensorPlan(OUTPUT_NORM, (lay.n_embd,), "norm",
-                              load=_norm(lay.n_embd, seed, next(counter))))
+                tensors.append(
+                    TensorPlan(name, (width,), "norm", load=_norm(width, seed, next(counter)))
+                )
+    tensors.append(
+        TensorPlan(OUTPUT_NORM, (lay.n_embd,), "norm", load=_norm(lay.n_embd, seed, next(counter)))
+    )
     if not lay.tied:
-        tensors.append(TensorPlan(OUTPUT, (lay.n_vocab, lay.n_embd), "head",
-                                  load=_normal((lay.n_vocab, lay.n_embd), EMBD_STD, seed,
-                                               next(counter))))
-    hp = HParams(n_embd=lay.n_embd, n_ff=lay.n_ff, n_layer=n_layer, n_head=lay.n_head,
-                 n_head_kv=lay.n_head_kv, head_dim=hd, n_ctx_train=lay.n_ctx_train,
-                 rope_theta=lay.rope_theta, norm_eps=lay.norm_eps, tied=lay.tied,
-                 rope_scaling=None)
+        tensors.append(
+            TensorPlan(
+                OUTPUT,
+                (lay.n_vocab, lay.n_embd),
+                "head",
+                load=_normal((lay.n_vocab, lay.n_embd), EMBD_STD, seed, next(counter)),
+            )
+        )
+    hp = HParams(
+        n_embd=lay.n_embd,
+        n_ff=lay.n_ff,
+        n_layer=n_layer,
+        n_head=lay.n_head,
+        n_head_kv=lay.n_head_kv,
+        head_dim=hd,
+        n_ctx_train=lay.n_ctx_train,
+        rope_theta=lay.rope_theta,
+        norm_eps=lay.norm_eps,
+        tied=lay.tied,
+        rope_scaling=None,
+    )
     metadata: dict[str, object] = {Tribit.DUMMY_LAYOUT: lay.name, Tribit.DUMMY_SEED: int(seed)}
     tokenizer = dummy_tokenizer(lay.n_vocab)
     if lay.pooling is not None:  # an embedding model: EOS appended, pooled as the file says

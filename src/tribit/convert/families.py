@@ -56,8 +56,10 @@ _HF_PROJ = {  # projection (keys.PROJECTIONS) -> HF module under model.layers.N.
     "down": "mlp.down_proj",
 }
 _SUB_NORMS = {  # family -> (HF module under model.layers.N., GGUF norm)
-    "bitnet-b1.58": (("self_attn.attn_sub_norm", ATTN_SUB_NORM),
-                     ("mlp.ffn_sub_norm", FFN_SUB_NORM)),
+    "bitnet-b1.58": (
+        ("self_attn.attn_sub_norm", ATTN_SUB_NORM),
+        ("mlp.ffn_sub_norm", FFN_SUB_NORM),
+    ),
     "1bitllm": (("self_attn.inner_attn_ln", ATTN_SUB_NORM), ("mlp.ffn_layernorm", FFN_SUB_NORM)),
     "llama-bitnet": (),
 }
@@ -92,8 +94,9 @@ def read_hparams(config: dict, family: str) -> HParams:
     """Validate and collect the hyper-parameters of `config` for `family`."""
     act = config.get("hidden_act", "silu")
     if act != _ACT[family]:
-        raise FormatError(f"config.json: hidden_act {act!r}; the {family} family uses "
-                          f"{_ACT[family]!r}")
+        raise FormatError(
+            f"config.json: hidden_act {act!r}; the {family} family uses {_ACT[family]!r}"
+        )
     for key in ("attention_bias", "mlp_bias"):
         if config.get(key):
             raise FormatError(f"config.json: {key} is true; biases are not supported")
@@ -102,8 +105,10 @@ def read_hparams(config: dict, family: str) -> HParams:
     n_head_kv = _int(config, "num_key_value_heads", n_head)
     head_dim = config.get("head_dim") or n_embd // n_head
     if n_head % n_head_kv or head_dim % 2:
-        raise FormatError(f"config.json: {n_head} heads, {n_head_kv} KV heads, head_dim "
-                          f"{head_dim}: heads must be a multiple of KV heads, head_dim even")
+        raise FormatError(
+            f"config.json: {n_head} heads, {n_head_kv} KV heads, head_dim "
+            f"{head_dim}: heads must be a multiple of KV heads, head_dim even"
+        )
     rope = config.get("rope_parameters") or {}  # transformers >= 5 moves rope_theta here
     theta = config.get("rope_theta", rope.get("rope_theta"))
     if theta is None:
@@ -115,8 +120,9 @@ def read_hparams(config: dict, family: str) -> HParams:
     elif rope_type == "linear":
         rope_scaling = ("linear", float((scaling or rope)["factor"]))
     else:
-        raise FormatError(f"config.json: rope scaling {rope_type!r} is not supported "
-                          "(only none and 'linear')")
+        raise FormatError(
+            f"config.json: rope scaling {rope_type!r} is not supported (only none and 'linear')"
+        )
     tied_default = family != "llama-bitnet"
     return HParams(
         n_embd=n_embd,
@@ -139,9 +145,11 @@ def permute_qk(w: np.ndarray, n_head: int, n_head_kv: int | None = None) -> np.n
     (2i, 2i + 1), per head. Pass n_head_kv for K (GQA)."""
     if n_head_kv is not None and n_head != n_head_kv:
         n_head = n_head_kv
-    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
-            .swapaxes(1, 2)
-            .reshape(w.shape))
+    return (
+        w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(w.shape)
+    )
 
 
 def gguf_hparams(hp: HParams, n_vocab: int, arch: str) -> dict[str, object]:
@@ -169,8 +177,14 @@ def gguf_hparams(hp: HParams, n_vocab: int, arch: str) -> dict[str, object]:
 class _Projection:
     """Loads one HF projection as (t, gamma), packed or float."""
 
-    def __init__(self, ckpt: Checkpoint, hf_name: str, shape: tuple[int, int], multiply: bool,
-                 permute: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        ckpt: Checkpoint,
+        hf_name: str,
+        shape: tuple[int, int],
+        multiply: bool,
+        permute: tuple[int, int] | None = None,
+    ):
         self.ckpt, self.hf_name, self.shape = ckpt, hf_name, shape
         self.multiply, self.permute = multiply, permute
         self.weight = f"{hf_name}.weight"
@@ -178,8 +192,10 @@ class _Projection:
         m, k = shape
         want = ((m + 3) // 4, k) if self.packed else shape
         if ckpt.shape(self.weight) != want:
-            raise FormatError(f"{self.weight}: shape {list(ckpt.shape(self.weight))}, expected "
-                              f"{list(want)}{' (packed uint8)' if self.packed else ''}")
+            raise FormatError(
+                f"{self.weight}: shape {list(ckpt.shape(self.weight))}, expected "
+                f"{list(want)}{' (packed uint8)' if self.packed else ''}"
+            )
 
     def gamma(self) -> float:
         """The exact scale; cheap for packed weights (reads weight_scale only)."""
@@ -230,8 +246,10 @@ def build_plan(ckpt: Checkpoint, tokenizer: dict[str, object], name: str) -> Mod
     default_class = "autobitlinear" if family == "bitnet-b1.58" else "bitlinear"
     linear_class = qc.get("linear_class", default_class)
     if linear_class not in ("autobitlinear", "bitlinear"):
-        raise FormatError(f"config.json: quantization_config.linear_class {linear_class!r} is "
-                          "not 'autobitlinear' or 'bitlinear'")
+        raise FormatError(
+            f"config.json: quantization_config.linear_class {linear_class!r} is "
+            "not 'autobitlinear' or 'bitlinear'"
+        )
     multiply = linear_class == "autobitlinear"
     dims = Dims.of(hp.n_embd, hp.n_ff, hp.n_head, hp.n_head_kv, hp.head_dim)
     permutes = {}
@@ -242,39 +260,55 @@ def build_plan(ckpt: Checkpoint, tokenizer: dict[str, object], name: str) -> Mod
     n_vocab, width = ckpt.shape(embd)
     if width != hp.n_embd:
         raise FormatError(f"{embd}: width {width}, expected hidden_size {hp.n_embd}")
-    tensors = [TensorPlan(TOKEN_EMBD, (n_vocab, hp.n_embd), "embd",
-                          load=lambda: ckpt.read_f32(embd))]
+    tensors = [
+        TensorPlan(TOKEN_EMBD, (n_vocab, hp.n_embd), "embd", load=lambda: ckpt.read_f32(embd))
+    ]
 
     def norm(i: int, hf_name: str, gguf: Norm) -> TensorPlan:
         (width,) = gguf.shape(dims)
-        return TensorPlan(block_tensor(i, gguf.suffix), (width,), "norm",
-                          load=_norm(ckpt, hf_name, width))
+        return TensorPlan(
+            block_tensor(i, gguf.suffix), (width,), "norm", load=_norm(ckpt, hf_name, width)
+        )
 
     for i in range(hp.n_layer):
         pre = f"model.layers.{i}."
         tensors.append(norm(i, pre + "input_layernorm.weight", ATTN_NORM))
         for p in PROJECTIONS:
             shape = p.shape(dims)
-            proj = _Projection(ckpt, pre + _HF_PROJ[p.which], shape, multiply,
-                               permutes.get(p.which))
+            proj = _Projection(
+                ckpt, pre + _HF_PROJ[p.which], shape, multiply, permutes.get(p.which)
+            )
             gamma = proj._packed_gamma() if proj.packed else proj.gamma
-            tensors.append(TensorPlan(block_tensor(i, p.suffix), shape, "ternary",
-                                      load_ternary=proj.load, gamma=gamma))
+            tensors.append(
+                TensorPlan(
+                    block_tensor(i, p.suffix), shape, "ternary", load_ternary=proj.load, gamma=gamma
+                )
+            )
         tensors.append(norm(i, pre + "post_attention_layernorm.weight", FFN_NORM))
         for hf_mod, gguf in _SUB_NORMS[family]:
             tensors.append(norm(i, f"{pre}{hf_mod}.weight", gguf))
-    tensors.append(TensorPlan(OUTPUT_NORM, (hp.n_embd,), "norm",
-                              load=_norm(ckpt, "model.norm.weight", hp.n_embd)))
+    tensors.append(
+        TensorPlan(
+            OUTPUT_NORM, (hp.n_embd,), "norm", load=_norm(ckpt, "model.norm.weight", hp.n_embd)
+        )
+    )
     if not hp.tied:
         head = "lm_head.weight"
         if head not in ckpt:
             raise FormatError(f"{ckpt.dir}: tie_word_embeddings is false but {head} is missing")
         if ckpt.shape(head) != (n_vocab, hp.n_embd):
-            raise FormatError(f"{head}: shape {list(ckpt.shape(head))}, expected "
-                              f"{[n_vocab, hp.n_embd]}")
+            raise FormatError(
+                f"{head}: shape {list(ckpt.shape(head))}, expected {[n_vocab, hp.n_embd]}"
+            )
         if family != "llama-bitnet":
             log.warning("untied lm_head: written as `output`; bitnet.cpp ignores it for %s", arch)
-        tensors.append(TensorPlan(OUTPUT, (n_vocab, hp.n_embd), "head",
-                                  load=lambda: ckpt.read_f32(head)))
-    return ModelPlan(arch=arch, name=name, hparams=gguf_hparams(hp, n_vocab, arch),
-                     tensors=tensors, tokenizer=tokenizer)
+        tensors.append(
+            TensorPlan(OUTPUT, (n_vocab, hp.n_embd), "head", load=lambda: ckpt.read_f32(head))
+        )
+    return ModelPlan(
+        arch=arch,
+        name=name,
+        hparams=gguf_hparams(hp, n_vocab, arch),
+        tensors=tensors,
+        tokenizer=tokenizer,
+    )

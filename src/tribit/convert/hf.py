@@ -173,7 +173,7 @@ class Checkpoint:
                 # widen in chunks: peak = the f32 result + one chunk, not 3x the tensor
                 out = np.empty(count, dtype=np.float32)
                 for i in range(0, count, _CHUNK):
-                    out[i:i + _CHUNK] = bf16_to_f32(np.asarray(mm[i:i + _CHUNK]))
+                    out[i : i + _CHUNK] = bf16_to_f32(np.asarray(mm[i : i + _CHUNK]))
                 return out.reshape(e.shape)
             return np.array(mm, dtype=dt.newbyteorder("=")).reshape(e.shape)
         finally:
@@ -183,8 +183,9 @@ class Checkpoint:
         """Read one tensor as float32 (for norms, embeddings, float weights)."""
         arr = self.read(name)
         if arr.dtype.kind != "f":
-            raise FormatError(f"{self.dir}: tensor {name!r} has dtype {self.dtype(name)}, "
-                              "expected a float type")
+            raise FormatError(
+                f"{self.dir}: tensor {name!r} has dtype {self.dtype(name)}, expected a float type"
+            )
         return np.ascontiguousarray(arr, dtype=np.float32)
 
 
@@ -192,12 +193,19 @@ class Checkpoint:
 
 #: family name -> (GGUF arch, what it covers), in the order shown to users.
 SUPPORTED = {
-    "bitnet-b1.58": (Arch.BITNET_B158, "microsoft/bitnet-b1.58-2B-4T (packed) and -bf16 "
-                     "(BitNetForCausalLM, model_type bitnet)"),
-    "1bitllm": (Arch.BITNET, "1bitLLM/bitnet_b1_58-large, -3B (BitnetForCausalLM, model_type "
-                "llama)"),
-    "llama-bitnet": (Arch.LLAMA, "HF1BitLLM/Llama3-8B-1.58, tiiuae Falcon3-*-1.58bit, Falcon-E "
-                     "(LlamaForCausalLM + quantization_config quant_method bitnet)"),
+    "bitnet-b1.58": (
+        Arch.BITNET_B158,
+        "microsoft/bitnet-b1.58-2B-4T (packed) and -bf16 (BitNetForCausalLM, model_type bitnet)",
+    ),
+    "1bitllm": (
+        Arch.BITNET,
+        "1bitLLM/bitnet_b1_58-large, -3B (BitnetForCausalLM, model_type llama)",
+    ),
+    "llama-bitnet": (
+        Arch.LLAMA,
+        "HF1BitLLM/Llama3-8B-1.58, tiiuae Falcon3-*-1.58bit, Falcon-E "
+        "(LlamaForCausalLM + quantization_config quant_method bitnet)",
+    ),
 }
 
 

@@ -42,8 +42,12 @@ class Layout:
     def n_params(self) -> int:
         """Parameter count (ternary projections + embeddings + norms + head)."""
         d_q, d_kv = self.n_head * self.head_dim, self.n_head_kv * self.head_dim
-        per_layer = (2 * d_q * self.n_embd + 2 * d_kv * self.n_embd
-                     + 3 * self.n_embd * self.n_ff + 2 * self.n_embd)
+        per_layer = (
+            2 * d_q * self.n_embd
+            + 2 * d_kv * self.n_embd
+            + 3 * self.n_embd * self.n_ff
+            + 2 * self.n_embd
+        )
         per_layer += (d_q + self.n_ff) if self.arch in SUB_NORM_ARCHS else 0
         per_layer += 2 * self.head_dim if self.arch in QK_NORM_ARCHS else 0
         per_layer += (5 * self.n_embd + d_q + self.n_ff) if self.norm_in else 0
@@ -74,17 +78,53 @@ LAYOUTS: dict[str, Layout] = {
         _bitnet_cpp("100B", 8192, 45568, 72, 64),
         Layout("large", Arch.BITNET, 1536, 4096, 24, 16, 16, 32002, source=_REAL),
         Layout("3B", Arch.BITNET, 3200, 8640, 26, 32, 32, 32002, source=_REAL),
-        Layout("2B-4T", Arch.BITNET_B158, 2560, 6912, 30, 20, 5, 128256, n_ctx_train=4096,
-               rope_theta=500000.0, source=_REAL),
-        Layout("8B", Arch.LLAMA, 4096, 14336, 32, 32, 8, 128256, n_ctx_train=8192,
-               rope_theta=500000.0, tied=False, source=_REAL),
+        Layout(
+            "2B-4T",
+            Arch.BITNET_B158,
+            2560,
+            6912,
+            30,
+            20,
+            5,
+            128256,
+            n_ctx_train=4096,
+            rope_theta=500000.0,
+            source=_REAL,
+        ),
+        Layout(
+            "8B",
+            Arch.LLAMA,
+            4096,
+            14336,
+            32,
+            32,
+            8,
+            128256,
+            n_ctx_train=8192,
+            rope_theta=500000.0,
+            tied=False,
+            source=_REAL,
+        ),
         # microsoft/bitnet-embedding-0.6b as bitnet.cpp's converter writes it (Qwen3 with
         # per-projection input norms, no head, last-token pooling; docs/FORMATS.md 1.6);
         # vocabulary: Qwen3-Embedding's 151669 [UNCONFIRMED for this checkpoint]
-        Layout("bitnet-embedding-0.6b", Arch.QWEN3, 1024, 3072, 28, 16, 8, 151669,
-               n_ctx_train=32768, rope_theta=1e6, norm_eps=1e-6, key_length=128,
-               norm_in=True, pooling=PoolingType.LAST,
-               source="bitnet.cpp docs/bitnet-embeddings-qwen3-gguf-conversion.md"),
+        Layout(
+            "bitnet-embedding-0.6b",
+            Arch.QWEN3,
+            1024,
+            3072,
+            28,
+            16,
+            8,
+            151669,
+            n_ctx_train=32768,
+            rope_theta=1e6,
+            norm_eps=1e-6,
+            key_length=128,
+            norm_in=True,
+            pooling=PoolingType.LAST,
+            source="bitnet.cpp docs/bitnet-embeddings-qwen3-gguf-conversion.md",
+        ),
     )
 }
 

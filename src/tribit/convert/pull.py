@@ -26,11 +26,13 @@ def download(repo: str, revision: str | None = None, cache_dir: str | Path | Non
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
-        path = snapshot_download(repo_id=repo, revision=revision, cache_dir=cache_dir,
-                                 allow_patterns=ALLOW_PATTERNS)
+        path = snapshot_download(
+            repo_id=repo, revision=revision, cache_dir=cache_dir, allow_patterns=ALLOW_PATTERNS
+        )
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as e:
-        raise FormatError(f"cannot download {repo!r}"
-                          f"{f' at revision {revision!r}' if revision else ''}: {e}") from e
+        raise FormatError(
+            f"cannot download {repo!r}{f' at revision {revision!r}' if revision else ''}: {e}"
+        ) from e
     return Path(path)
 
 
@@ -41,8 +43,14 @@ def default_output(repo: str, out_dir: str | Path | None, qtype: str) -> Path:
     return out_dir / f"ggml-model-{qtype}.gguf"
 
 
-def pull(repo: str, revision: str | None = None, out_dir: str | Path | None = None,
-         qtype: str = DEFAULT_QTYPE, head: str = "f16", progress: bool = True) -> WriteReport:
+def pull(
+    repo: str,
+    revision: str | None = None,
+    out_dir: str | Path | None = None,
+    qtype: str = DEFAULT_QTYPE,
+    head: str = "f16",
+    progress: bool = True,
+) -> WriteReport:
     """Download `repo` (see `download`) and convert it with `convert_hf` into
     `default_output(repo, out_dir, qtype)`."""
     from . import convert_hf
@@ -52,5 +60,6 @@ def pull(repo: str, revision: str | None = None, out_dir: str | Path | None = No
     snapshot = download(repo, revision)
     out = default_output(repo, out_dir, qtype)
     out.parent.mkdir(parents=True, exist_ok=True)
-    return convert_hf(snapshot, out, qtype=qtype, head=head, name=repo.split("/")[-1],
-                      progress=progress)
+    return convert_hf(
+        snapshot, out, qtype=qtype, head=head, name=repo.split("/")[-1], progress=progress
+    )

@@ -45,11 +45,20 @@ _TERNARY_TYPES = {
     "i2_s": GGMLType.I2_S,
     "f16": GGMLType.F16,
 }
-_HEAD_GGML = {"f16": GGMLType.F16, "bf16": GGMLType.BF16, "f32": GGMLType.F32,
-              "q8_0": GGMLType.Q8_0, "q6_k": GGMLType.Q6_K}
+_HEAD_GGML = {
+    "f16": GGMLType.F16,
+    "bf16": GGMLType.BF16,
+    "f32": GGMLType.F32,
+    "q8_0": GGMLType.Q8_0,
+    "q6_k": GGMLType.Q6_K,
+}
 # general.file_type: mainline llama_ftype values; I2_S: the fork's.
-FILE_TYPES = {"tq1_0": FileType.MOSTLY_TQ1_0, "tq2_0": FileType.MOSTLY_TQ2_0,
-              "f16": FileType.MOSTLY_F16, "i2_s": FileType.MOSTLY_I2_S}
+FILE_TYPES = {
+    "tq1_0": FileType.MOSTLY_TQ1_0,
+    "tq2_0": FileType.MOSTLY_TQ2_0,
+    "f16": FileType.MOSTLY_F16,
+    "i2_s": FileType.MOSTLY_I2_S,
+}
 
 Kind = Literal["ternary", "norm", "embd", "head"]
 
@@ -180,8 +189,9 @@ def write_gguf(
     ternary = [tp for tp in plan.tensors if tp.kind == "ternary"]
     slow = [tp for tp in ternary if callable(tp.gamma)]
     gammas: dict[str, np.float32] = {}
-    for tp in tqdm(ternary, desc="scales", unit="tensor", disable=not progress or not slow,
-                   leave=False):
+    for tp in tqdm(
+        ternary, desc="scales", unit="tensor", disable=not progress or not slow, leave=False
+    ):
         gammas[tp.name] = _resolve_gamma(tp)
 
     # write next to the target and rename at the end: no half-written OUT.gguf on errors
@@ -200,8 +210,9 @@ def write_gguf(
     for name, g in gammas.items():
         w.add_metadata(scale_key(name), float(g))
 
-    bar = tqdm(total=len(plan.tensors), desc=f"writing {path.name}", unit="tensor",
-               disable=not progress)
+    bar = tqdm(
+        total=len(plan.tensors), desc=f"writing {path.name}", unit="tensor", disable=not progress
+    )
     types: dict[str, int] = {}
     fallbacks: list[tuple[str, str]] = []
     nbytes = 0
@@ -228,10 +239,17 @@ def write_gguf(
         for name, t in fallbacks:
             by_type.setdefault(t, []).append(name)
         for t, names in by_type.items():
-            shown = ", ".join(names[:4]) + (f", ... ({len(names) - 4} more)" if len(names) > 4
-                                            else "")
-            log.warning("%d tensor(s) stored as %s instead of %s (row length does not fit the "
-                        "block size): %s", len(names), t, qtype.upper(), shown)
+            shown = ", ".join(names[:4]) + (
+                f", ... ({len(names) - 4} more)" if len(names) > 4 else ""
+            )
+            log.warning(
+                "%d tensor(s) stored as %s instead of %s (row length does not fit the "
+                "block size): %s",
+                len(names),
+                t,
+                qtype.upper(),
+                shown,
+            )
     try:
         w.write()
         part.replace(path)
@@ -261,7 +279,7 @@ def _float_callable(tp: TensorPlan, gtype: GGMLType, bar) -> Callable:
         x = tp.load()
         if tuple(x.shape) != tuple(tp.shape):
             raise FormatError(f"tensor {tp.name}: shape {x.shape}, expected {tp.shape}")
-        if not all(np.isfinite(x[i:i + 4096]).all() for i in range(0, len(x), 4096)):
+        if not all(np.isfinite(x[i : i + 4096]).all() for i in range(0, len(x), 4096)):
             raise FormatError(f"tensor {tp.name}: holds NaN or infinity")
         out = _encode_float(gtype, x)
         bar.update(1)

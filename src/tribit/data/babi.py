@@ -32,63 +32,314 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 TRAIN_NAMES = (
-    "Mary", "John", "Daniel", "Sandra", "Bill", "Fred", "Jeff", "Julie", "Emily", "Lily",
-    "Greg", "Brian", "Bernhard", "Yann", "Jason", "Antoine", "Sumit", "Winona", "Gertrude",
-    "Jessica", "Alice", "Bob", "Carol", "David", "Ethan", "Fiona", "George", "Hannah", "Ian",
-    "Jack", "Karen", "Laura", "Mark", "Nina", "Oscar", "Paul", "Rachel", "Steve", "Tina",
-    "Victor", "Wendy", "Xavier", "Zoe", "Adam", "Bella", "Chris", "Diana", "Edward", "Grace",
-    "Henry", "Isabel", "James", "Kevin", "Linda", "Michael", "Olivia", "Peter", "Quinn", "Ruth",
-    "Sarah", "Thomas", "Uma", "Vera", "William", "Yusuf", "Amy", "Ben", "Chloe", "Dan", "Eva",
-    "Frank", "Gina", "Harry", "Ivy", "Joe", "Kim", "Lucy", "Max", "Nora", "Owen", "Rita",
-    "Sam", "Ted", "Ada", "Boris", "Clara", "Derek", "Elsa", "Felix", "Helen", "Igor", "Jane",
+    "Mary",
+    "John",
+    "Daniel",
+    "Sandra",
+    "Bill",
+    "Fred",
+    "Jeff",
+    "Julie",
+    "Emily",
+    "Lily",
+    "Greg",
+    "Brian",
+    "Bernhard",
+    "Yann",
+    "Jason",
+    "Antoine",
+    "Sumit",
+    "Winona",
+    "Gertrude",
+    "Jessica",
+    "Alice",
+    "Bob",
+    "Carol",
+    "David",
+    "Ethan",
+    "Fiona",
+    "George",
+    "Hannah",
+    "Ian",
+    "Jack",
+    "Karen",
+    "Laura",
+    "Mark",
+    "Nina",
+    "Oscar",
+    "Paul",
+    "Rachel",
+    "Steve",
+    "Tina",
+    "Victor",
+    "Wendy",
+    "Xavier",
+    "Zoe",
+    "Adam",
+    "Bella",
+    "Chris",
+    "Diana",
+    "Edward",
+    "Grace",
+    "Henry",
+    "Isabel",
+    "James",
+    "Kevin",
+    "Linda",
+    "Michael",
+    "Olivia",
+    "Peter",
+    "Quinn",
+    "Ruth",
+    "Sarah",
+    "Thomas",
+    "Uma",
+    "Vera",
+    "William",
+    "Yusuf",
+    "Amy",
+    "Ben",
+    "Chloe",
+    "Dan",
+    "Eva",
+    "Frank",
+    "Gina",
+    "Harry",
+    "Ivy",
+    "Joe",
+    "Kim",
+    "Lucy",
+    "Max",
+    "Nora",
+    "Owen",
+    "Rita",
+    "Sam",
+    "Ted",
+    "Ada",
+    "Boris",
+    "Clara",
+    "Derek",
+    "Elsa",
+    "Felix",
+    "Helen",
+    "Igor",
+    "Jane",
 )
 HELDOUT_NAMES = (
-    "Kate", "Leo", "Maya", "Noah", "Omar", "Pia", "Raj", "Sofia", "Tom", "Ursula", "Vince",
-    "Alan", "Beth", "Carl", "Dora", "Eli", "Fay", "Gus", "Hugo", "Iris", "Lena", "Nico",
-    "Olga", "Rosa", "Simon", "Tara", "Wanda", "Yara", "Zack", "Anna",
+    "Kate",
+    "Leo",
+    "Maya",
+    "Noah",
+    "Omar",
+    "Pia",
+    "Raj",
+    "Sofia",
+    "Tom",
+    "Ursula",
+    "Vince",
+    "Alan",
+    "Beth",
+    "Carl",
+    "Dora",
+    "Eli",
+    "Fay",
+    "Gus",
+    "Hugo",
+    "Iris",
+    "Lena",
+    "Nico",
+    "Olga",
+    "Rosa",
+    "Simon",
+    "Tara",
+    "Wanda",
+    "Yara",
+    "Zack",
+    "Anna",
 )
 TRAIN_PLACES = (
-    "garden", "kitchen", "hallway", "bedroom", "bathroom", "office", "cellar", "attic",
-    "garage", "library", "park", "school", "cinema", "station", "bakery", "theater", "museum",
-    "market", "beach", "forest", "harbor", "church", "hospital", "barn", "lobby", "studio",
-    "pantry", "porch", "balcony", "basement", "bank", "cafe", "castle", "farm", "hotel",
-    "lake", "mall", "pool", "river", "shop", "square", "tower", "villa", "yard",
+    "garden",
+    "kitchen",
+    "hallway",
+    "bedroom",
+    "bathroom",
+    "office",
+    "cellar",
+    "attic",
+    "garage",
+    "library",
+    "park",
+    "school",
+    "cinema",
+    "station",
+    "bakery",
+    "theater",
+    "museum",
+    "market",
+    "beach",
+    "forest",
+    "harbor",
+    "church",
+    "hospital",
+    "barn",
+    "lobby",
+    "studio",
+    "pantry",
+    "porch",
+    "balcony",
+    "basement",
+    "bank",
+    "cafe",
+    "castle",
+    "farm",
+    "hotel",
+    "lake",
+    "mall",
+    "pool",
+    "river",
+    "shop",
+    "square",
+    "tower",
+    "villa",
+    "yard",
 )
 HELDOUT_PLACES = (
-    "playground", "stadium", "airport", "temple", "zoo", "laundry", "gym", "shed", "island",
-    "garret", "chapel", "bridge", "dungeon", "meadow", "canyon", "wharf",
+    "playground",
+    "stadium",
+    "airport",
+    "temple",
+    "zoo",
+    "laundry",
+    "gym",
+    "shed",
+    "island",
+    "garret",
+    "chapel",
+    "bridge",
+    "dungeon",
+    "meadow",
+    "canyon",
+    "wharf",
 )
 # held-out words of other shapes than the train and heldout lists' short, common ones:
 # long names of many pieces, rare letters and letter clusters ("Krzysztof", "Xiomara",
 # "Nkechi"), places that are long, compound or spelled unusually ("planetarium", "fjord")
 SHAPE_NAMES = (
-    "Bartholomew", "Maximiliano", "Oluwaseun", "Krzysztof", "Xiomara", "Zephyrine",
-    "Jacqueline", "Evangeline", "Wilhelmina", "Konstantin", "Anastasia", "Guinevere",
-    "Fitzgerald", "Svetlana", "Ignatius", "Ximena", "Zbigniew", "Kazimierz", "Yevgeny",
-    "Quentin", "Thelonious", "Persephone", "Montgomery", "Seraphina", "Ekaterina",
-    "Hyacinth", "Quirinus", "Xanthippe", "Zachariah", "Jedediah", "Cassiopeia",
-    "Wojciech", "Kwabena", "Tshepiso", "Nkechi", "Hrothgar", "Bjorn", "Dagny", "Oyelaran",
+    "Bartholomew",
+    "Maximiliano",
+    "Oluwaseun",
+    "Krzysztof",
+    "Xiomara",
+    "Zephyrine",
+    "Jacqueline",
+    "Evangeline",
+    "Wilhelmina",
+    "Konstantin",
+    "Anastasia",
+    "Guinevere",
+    "Fitzgerald",
+    "Svetlana",
+    "Ignatius",
+    "Ximena",
+    "Zbigniew",
+    "Kazimierz",
+    "Yevgeny",
+    "Quentin",
+    "Thelonious",
+    "Persephone",
+    "Montgomery",
+    "Seraphina",
+    "Ekaterina",
+    "Hyacinth",
+    "Quirinus",
+    "Xanthippe",
+    "Zachariah",
+    "Jedediah",
+    "Cassiopeia",
+    "Wojciech",
+    "Kwabena",
+    "Tshepiso",
+    "Nkechi",
+    "Hrothgar",
+    "Bjorn",
+    "Dagny",
+    "Oyelaran",
     "Vercingetorix",
 )
 SHAPE_PLACES = (
-    "observatory", "greenhouse", "lighthouse", "planetarium", "conservatory", "amphitheater",
-    "laboratory", "vineyard", "boathouse", "quarry", "jacuzzi", "ziggurat", "gazebo",
-    "pavilion", "mezzanine", "vestibule", "scriptorium", "orangery", "fjord", "bazaar",
-    "kiosk", "oasis", "monastery", "aquarium", "crypt", "sauna", "workshop", "courtyard",
-    "treehouse", "igloo", "junkyard", "skatepark", "waxworks", "cloakroom", "dormitory",
-    "wigwam", "yurt",
+    "observatory",
+    "greenhouse",
+    "lighthouse",
+    "planetarium",
+    "conservatory",
+    "amphitheater",
+    "laboratory",
+    "vineyard",
+    "boathouse",
+    "quarry",
+    "jacuzzi",
+    "ziggurat",
+    "gazebo",
+    "pavilion",
+    "mezzanine",
+    "vestibule",
+    "scriptorium",
+    "orangery",
+    "fjord",
+    "bazaar",
+    "kiosk",
+    "oasis",
+    "monastery",
+    "aquarium",
+    "crypt",
+    "sauna",
+    "workshop",
+    "courtyard",
+    "treehouse",
+    "igloo",
+    "junkyard",
+    "skatepark",
+    "waxworks",
+    "cloakroom",
+    "dormitory",
+    "wigwam",
+    "yurt",
 )
 OBJECTS = (
-    "apple", "football", "milk", "book", "key", "box", "ball", "cup", "hat", "pen", "bag",
-    "phone", "bottle", "lamp", "coin",
+    "apple",
+    "football",
+    "milk",
+    "book",
+    "key",
+    "box",
+    "ball",
+    "cup",
+    "hat",
+    "pen",
+    "bag",
+    "phone",
+    "bottle",
+    "lamp",
+    "coin",
 )
-MOVES = ("went to", "went back to", "travelled to", "journeyed to", "moved to", "ran to",
-         "walked to")
+MOVES = (
+    "went to",
+    "went back to",
+    "travelled to",
+    "journeyed to",
+    "moved to",
+    "ran to",
+    "walked to",
+)
 GRABS = ("picked up", "got", "grabbed", "took")
 DROPS = ("dropped", "put down", "discarded", "left")
 TASKS = (1, 2, 3, 6)
-TASK_NAMES = {1: "single supporting fact", 2: "two supporting facts",
-              3: "three supporting facts", 6: "yes/no questions"}
+TASK_NAMES = {
+    1: "single supporting fact",
+    2: "two supporting facts",
+    3: "three supporting facts",
+    6: "yes/no questions",
+}
 SPLITS = ("train", "heldout", "shapes")
 
 SEED_PROMPT = (
@@ -100,8 +351,39 @@ SEED_ANSWER = " Mary is in the garden."
 
 # every letter shows up in made-up words, so that no piece of a held-out word is
 # one the model has rarely had to copy
-_ONSETS = ("b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "qu", "r", "s", "t",
-           "v", "w", "y", "z", "br", "dr", "st", "tr", "sh", "ch", "th", "pl", "gr", "wh", "sc")
+_ONSETS = (
+    "b",
+    "c",
+    "d",
+    "f",
+    "g",
+    "h",
+    "j",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "qu",
+    "r",
+    "s",
+    "t",
+    "v",
+    "w",
+    "y",
+    "z",
+    "br",
+    "dr",
+    "st",
+    "tr",
+    "sh",
+    "ch",
+    "th",
+    "pl",
+    "gr",
+    "wh",
+    "sc",
+)
 _VOWELS = ("a", "e", "i", "o", "u", "y", "ai", "ou", "ea", "oo")
 _CODAS = ("", "", "", "n", "l", "r", "s", "m", "x", "ck", "rd", "th", "nd", "t")
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -141,8 +423,10 @@ def _made_up(rng: random.Random, capital: bool, exclude: set[str]) -> str:
         kind = rng.random()
         if kind < 0.35:
             w = rng.choice(_VOWELS) if rng.random() < 0.25 else ""
-            w += "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS)
-                         for _ in range(rng.randint(3, 4) if long else rng.randint(1, 2)))
+            w += "".join(
+                rng.choice(_ONSETS) + rng.choice(_VOWELS)
+                for _ in range(rng.randint(3, 4) if long else rng.randint(1, 2))
+            )
             w += rng.choice(_CODAS)
         elif kind < 0.7:
             n = rng.randint(9, 14) if long else rng.randint(2, 8)
@@ -171,12 +455,16 @@ def _blend(rng: random.Random, k: int) -> str:
     return out
 
 
-_SENTENCE_WORDS = tuple(sorted(
-    {w for phrase in MOVES + GRABS + DROPS for w in phrase.split()}
-    | {"the", "where", "is", "in", "was", "before", "answer", "yes", "no", "and"}))
+_SENTENCE_WORDS = tuple(
+    sorted(
+        {w for phrase in MOVES + GRABS + DROPS for w in phrase.split()}
+        | {"the", "where", "is", "in", "was", "before", "answer", "yes", "no", "and"}
+    )
+)
 # made-up words are never held-out words, nor words of the stories' sentences
-_NOT_MADE_UP = ({w.lower() for w in HELDOUT_NAMES + HELDOUT_PLACES + SHAPE_NAMES
-                 + SHAPE_PLACES + OBJECTS} | set(_SENTENCE_WORDS))
+_NOT_MADE_UP = {
+    w.lower() for w in HELDOUT_NAMES + HELDOUT_PLACES + SHAPE_NAMES + SHAPE_PLACES + OBJECTS
+} | set(_SENTENCE_WORDS)
 # a share of made-up words begin like a word of the sentences (" is", " in", " the",
 # " tra", ...), so the model learns to copy them rather than continue the familiar
 # word: without them "island" (" is" + "l" + "and") came out as "ishand" or "ishel"
@@ -189,8 +477,9 @@ _RARE_RATE = 0.2
 # every word of the train text: the tokenizer's pieces are pieces of these (" phone" gives
 # "hone", " journeyed" "ney"; held-out "vineyard" is " v" "i" "ney" "ard"), so blends put
 # each piece where a name or place is copied (else "ney" is there once in 3000 stories)
-_BLEND_WORDS = tuple(sorted({w.lower() for w in TRAIN_NAMES + TRAIN_PLACES + OBJECTS
-                             + _SENTENCE_WORDS}))
+_BLEND_WORDS = tuple(
+    sorted({w.lower() for w in TRAIN_NAMES + TRAIN_PLACES + OBJECTS + _SENTENCE_WORDS})
+)
 
 
 class _Vocab:
@@ -199,12 +488,17 @@ class _Vocab:
 
     def __init__(self, rng: random.Random, split: str):
         self.rng, self.train = rng, split == "train"
-        self.names, self.places = {"train": (TRAIN_NAMES, TRAIN_PLACES),
-                                   "heldout": (HELDOUT_NAMES, HELDOUT_PLACES),
-                                   "shapes": (SHAPE_NAMES, SHAPE_PLACES)}[split]
+        self.names, self.places = {
+            "train": (TRAIN_NAMES, TRAIN_PLACES),
+            "heldout": (HELDOUT_NAMES, HELDOUT_PLACES),
+            "shapes": (SHAPE_NAMES, SHAPE_PLACES),
+        }[split]
         # heldout: the sizes its draws were made with; train covers the shapes split's
-        self.n_people, self.n_lines = {"train": ((2, 5), (2, 8)), "heldout": ((2, 4), (2, 8)),
-                                       "shapes": ((3, 5), (4, 8))}[split]
+        self.n_people, self.n_lines = {
+            "train": ((2, 5), (2, 8)),
+            "heldout": ((2, 4), (2, 8)),
+            "shapes": ((3, 5), (4, 8)),
+        }[split]
 
     def people(self, k: int) -> list[str]:
         if self.train and self.rng.random() < _MADE_UP_RATE:
@@ -242,8 +536,7 @@ def _where(where: dict[str, str], who: str, story: str) -> Example:
     return Example(1, f"{story} Where is {who}?\nAnswer:", f" {who} is in the {where[who]}.")
 
 
-def _yes_no(rng: random.Random, v: _Vocab, where: dict[str, str], who: str,
-            story: str) -> Example:
+def _yes_no(rng: random.Random, v: _Vocab, where: dict[str, str], who: str, story: str) -> Example:
     yes = rng.random() < 0.5
     seen = sorted(set(where.values()) - {where[who]})
     if yes:
@@ -311,8 +604,11 @@ def _task2(rng: random.Random, v: _Vocab) -> Example:
         cands = sorted(o for o, p in final.items() if p and history[o])
         if cands:
             o = rng.choice(cands)
-            return Example(2, " ".join(lines) + f" Where is the {o}?\nAnswer:",
-                           f" The {o} is in the {final[o]}.")
+            return Example(
+                2,
+                " ".join(lines) + f" Where is the {o}?\nAnswer:",
+                f" The {o} is in the {final[o]}.",
+            )
 
 
 def _task3(rng: random.Random, v: _Vocab) -> Example:
@@ -324,8 +620,11 @@ def _task3(rng: random.Random, v: _Vocab) -> Example:
         o, h = rng.choice(cands)
         i = rng.randrange(1, len(h))
         if h.count(h[i]) == 1:  # "before the X" must name one visit
-            return Example(3, " ".join(lines) + f" Where was the {o} before the {h[i]}?\nAnswer:",
-                           f" The {o} was in the {h[i - 1]}.")
+            return Example(
+                3,
+                " ".join(lines) + f" Where was the {o} before the {h[i]}?\nAnswer:",
+                f" The {o} was in the {h[i - 1]}.",
+            )
 
 
 _MAKERS = {1: _task1, 2: _task2, 3: _task3, 6: _task6}
@@ -352,8 +651,9 @@ def parse_tasks(text: str) -> tuple[int, ...]:
     return tasks
 
 
-def iter_examples(split: str = "train", seed: int = 0,
-                  tasks: Sequence[int] = TASKS) -> Iterator[Example]:
+def iter_examples(
+    split: str = "train", seed: int = 0, tasks: Sequence[int] = TASKS
+) -> Iterator[Example]:
     """An endless, deterministic stream of examples, cycling through `tasks`
     (a task listed twice comes twice as often)."""
     _check_split(split)
@@ -366,15 +666,17 @@ def iter_examples(split: str = "train", seed: int = 0,
         i += 1
 
 
-def generate(n: int, split: str = "train", seed: int = 0,
-             tasks: Sequence[int] = TASKS) -> list[Example]:
+def generate(
+    n: int, split: str = "train", seed: int = 0, tasks: Sequence[int] = TASKS
+) -> list[Example]:
     """`n` examples of `tasks`, round robin, deterministic for (split, seed, tasks)."""
     it = iter_examples(split, seed, tasks)
     return [next(it) for _ in range(n)]
 
 
-def story_questions(split: str, seed: int, k: int, p_where: float = 0.75,
-                    p_not_last: float = 0.0) -> list[Example]:
+def story_questions(
+    split: str, seed: int, k: int, p_where: float = 0.75, p_not_last: float = 0.0
+) -> list[Example]:
     """Up to `k` questions (task 1 with probability `p_where`, else task 6) about
     different people of one task-1 story: the examples share the story text, so a
     trainer can read the story once and branch into the questions.
@@ -397,12 +699,15 @@ def story_questions(split: str, seed: int, k: int, p_where: float = 0.75,
         people = people[:k]
     else:  # the draws of the earlier trainings, so they can be reproduced
         people = rng.sample(sorted(where), min(k, len(where)))
-    return [_where(where, who, story) if rng.random() < p_where
-            else _yes_no(rng, v, where, who, story) for who in people]
+    return [
+        _where(where, who, story) if rng.random() < p_where else _yes_no(rng, v, where, who, story)
+        for who in people
+    ]
 
 
-_MOVE_RE = re.compile(r"(?:^|(?<= ))([A-Z][a-z]+) (?:{}) (?:the )+([a-z]+)\."
-                      .format("|".join(MOVES)))
+_MOVE_RE = re.compile(
+    r"(?:^|(?<= ))([A-Z][a-z]+) (?:{}) (?:the )+([a-z]+)\.".format("|".join(MOVES))
+)
 _PERSON_RE = re.compile(r"(?:Where is|Is) ([A-Z][a-z]+)(?:\?| in the [a-z]+\?)\nAnswer:$")
 
 
@@ -446,9 +751,11 @@ CHAT_TEMPLATE = (
     "{{- (ns.story ~ ' ' ~ ns.question) | trim -}}"
     "{%- if add_generation_prompt %}{{ '\\nAnswer:' }}{% endif -%}"
 )
-DESCRIPTION = ("A tiny demo model that answers bAbI location questions (1.8 M ternary "
-               "parameters): tell it where people went, in a few short sentences, then ask "
-               "where one of them is.")
+DESCRIPTION = (
+    "A tiny demo model that answers bAbI location questions (1.8 M ternary "
+    "parameters): tell it where people went, in a few short sentences, then ask "
+    "where one of them is."
+)
 CHAT_EXAMPLES = (
     "Daniel went to the garden. Mary travelled to the kitchen. Where is Mary?",
     "Sandra journeyed to the hallway. John went back to the bedroom. Sandra moved to the "

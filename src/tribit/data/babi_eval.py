@@ -78,9 +78,12 @@ class EvalResult:
         return t
 
 
-def evaluate(answer: Answerer, examples: Sequence[babi.Example],
-             answer_b: Answerer | None = None,
-             progress: Callable[[int], None] | None = None) -> EvalResult:
+def evaluate(
+    answer: Answerer,
+    examples: Sequence[babi.Example],
+    answer_b: Answerer | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> EvalResult:
     """Score `answer` (and optionally a second engine `answer_b`, counting the
     questions where both generate the very same text) on `examples`."""
     res = EvalResult()
@@ -100,8 +103,9 @@ def evaluate(answer: Answerer, examples: Sequence[babi.Example],
     return res
 
 
-def held_out_questions(n: int, seed: int = 0, tasks: Sequence[int] = babi.TASKS,
-                       split: str = "heldout") -> list[babi.Example]:
+def held_out_questions(
+    n: int, seed: int = 0, tasks: Sequence[int] = babi.TASKS, split: str = "heldout"
+) -> list[babi.Example]:
     """`n` held-out questions (names and places never seen in training): split
     "heldout" (the heldout lists), or "shapes" (words of other shapes, longer stories)."""
     if split == "train":

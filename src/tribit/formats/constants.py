@@ -136,6 +136,7 @@ REFUSED_TYPES: dict[int, str] = {
 # under id 42 before mainline fixed Q2_0 at group 64: recognised by their byte size.
 LEGACY_Q2_0_G128 = (128, 34)
 
+
 class FileType(IntEnum):
     """Values of `general.file_type` (llama.cpp's llama_ftype; MOSTLY_I2_S is the fork's)."""
 

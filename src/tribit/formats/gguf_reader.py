@@ -294,7 +294,8 @@ class GGUFReader:
                     f"data: that is PrismML's legacy group-128 Q2_0 ({n // block} blocks of "
                     f"{size} bytes), not mainline Q2_0 (group 64: {nbytes} bytes). tribit "
                     "reads only mainline Q2_0; use a current Q2_0 file (the Ternary Bonsai "
-                    "'Q2_0' downloads re-released for mainline llama.cpp)")
+                    "'Q2_0' downloads re-released for mainline llama.cpp)"
+                )
 
     @staticmethod
     def _value_type(raw: int, key: str) -> GGUFValueType:
@@ -358,7 +359,8 @@ class GGUFReader:
             raise FormatError(
                 f"tensor {name!r} is {REFUSED_TYPES[ggml_type]}: its weights are stored in a "
                 "Hadamard-rotated basis that only PrismML's llama.cpp fork computes; tribit "
-                "cannot run it (use the model's mainline Q2_0 file)")
+                "cannot run it (use the model's mainline Q2_0 file)"
+            )
         if ggml_type not in BLOCK_SIZES and ggml_type != GGMLType.I2_S:
             raise FormatError(f"tensor {name!r} has unknown ggml type {ggml_type}")
         try:
@@ -389,8 +391,10 @@ class GGUFReader:
             while got < ti.nbytes:
                 n = f.readinto(view[got:])
                 if not n:
-                    raise FormatError(f"{self.path.name}: tensor {name!r} ends past the end "
-                                      "of the file (was it truncated?)")
+                    raise FormatError(
+                        f"{self.path.name}: tensor {name!r} ends past the end "
+                        "of the file (was it truncated?)"
+                    )
                 got += n
         return out
 

@@ -222,5 +222,6 @@ QK_NORMS: tuple[Norm, ...] = (ATTN_Q_NORM, ATTN_K_NORM)
 # optional input norm of each projection, `blk.<i>.<projection>_norm_in.weight`, as wide as
 # the projection's input (BitNet-embedding; docs/FORMATS.md 1.6): present -> applied
 NORM_IN_SUFFIX = "_norm_in"
-INPUT_NORM: dict[str, Norm] = {p.which: Norm(p.suffix + NORM_IN_SUFFIX, p.cols)
-                               for p in PROJECTIONS}
+INPUT_NORM: dict[str, Norm] = {
+    p.which: Norm(p.suffix + NORM_IN_SUFFIX, p.cols) for p in PROJECTIONS
+}

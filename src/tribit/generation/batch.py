@@ -175,8 +175,17 @@ class BatchGenerator:
             from ..tokenizer import StreamDecoder
 
             decoder = StreamDecoder(self.model.tokenizer, skip_special=True)  # as llama-cli
-        s = _Sequence(next(self._uids), prompt, limit, sampler, list(logits_processors),
-                      stopper, decoder, stop_at_eog, t_insert=time.perf_counter())
+        s = _Sequence(
+            next(self._uids),
+            prompt,
+            limit,
+            sampler,
+            list(logits_processors),
+            stopper,
+            decoder,
+            stop_at_eog,
+            t_insert=time.perf_counter(),
+        )
         if limit == 0:  # nothing to compute: finished at the next step, slot untouched
             self._done.append(self._chunk(s, "", -1, FINISH_LENGTH, s.t_insert))
             return s.uid
@@ -248,8 +257,14 @@ class BatchGenerator:
                 if self.prefill_chunk is not None:
                     n = min(n, self.prefill_chunk)
                 p0, last = s.n_fed, len(s.prompt) - 1
-                parts.append((s, s.prompt[p0 : p0 + n], list(range(p0, p0 + n)),
-                              [p == last for p in range(p0, p0 + n)]))
+                parts.append(
+                    (
+                        s,
+                        s.prompt[p0 : p0 + n],
+                        list(range(p0, p0 + n)),
+                        [p == last for p in range(p0, p0 + n)],
+                    )
+                )
                 budget -= n
         return parts
 
@@ -314,12 +329,21 @@ class BatchGenerator:
         self.remove(s.uid)
         return chunk
 
-    def _chunk(self, s: _Sequence, text: str, tok: int, finish: str | None,
-               now: float) -> GenerationChunk:
-        c = GenerationChunk(text, tok, finish, s.uid, prompt_tokens=len(s.prompt),
-                            prompt_cached_tokens=s.n_cached, generation_tokens=s.n_gen)
-        c.completion_tokens = s.n_gen - (1 if finish == FINISH_STOP and tok in self.eog
-                                         and s.stop_at_eog else 0)
+    def _chunk(
+        self, s: _Sequence, text: str, tok: int, finish: str | None, now: float
+    ) -> GenerationChunk:
+        c = GenerationChunk(
+            text,
+            tok,
+            finish,
+            s.uid,
+            prompt_tokens=len(s.prompt),
+            prompt_cached_tokens=s.n_cached,
+            generation_tokens=s.n_gen,
+        )
+        c.completion_tokens = s.n_gen - (
+            1 if finish == FINISH_STOP and tok in self.eog and s.stop_at_eog else 0
+        )
         if s.t_start:
             c.queue_time_s = s.t_start - s.t_insert
         if s.n_gen:

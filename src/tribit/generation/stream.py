@@ -58,8 +58,14 @@ def generate_step(
     and released when the iterator ends or is closed.
     """
     prompt = check_prompt(model, tokens)
-    kw = dict(sampler=sampler, logits_processors=logits_processors, seq=seq,
-              reuse_cache=reuse_cache, stop_at_eog=False, detokenize=False)
+    kw = dict(
+        sampler=sampler,
+        logits_processors=logits_processors,
+        seq=seq,
+        reuse_cache=reuse_cache,
+        stop_at_eog=False,
+        detokenize=False,
+    )
     return (c.token for c in _run_one(model, prompt, kw))
 
 
@@ -85,9 +91,15 @@ def stream_generate(
     the first chunk.
     """
     tokens = check_prompt(model, tokenize_prompt(model, prompt))
-    kw = dict(max_tokens=check_max_tokens(max_tokens), sampling=sampling_params(sampling, **params),
-              sampler=sampler, logits_processors=logits_processors, stop=stop, seq=seq,
-              reuse_cache=reuse_cache)
+    kw = dict(
+        max_tokens=check_max_tokens(max_tokens),
+        sampling=sampling_params(sampling, **params),
+        sampler=sampler,
+        logits_processors=logits_processors,
+        stop=stop,
+        seq=seq,
+        reuse_cache=reuse_cache,
+    )
     if kw["sampling"] is not None:
         kw["sampling"].validate()
     from .stop import StopMatcher

@@ -41,9 +41,14 @@ __all__ = ["Completer", "complete_all"]
 TASKS = ("complete", "embed")
 
 
-def complete_all(model, prompts: Sequence[Sequence[int]], *, max_tokens: int | None = 128,
-                 sampling: tribit.SamplerParams | None = None,
-                 stop: Sequence[str] | str | None = None) -> list[str]:
+def complete_all(
+    model,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_tokens: int | None = 128,
+    sampling: tribit.SamplerParams | None = None,
+    stop: Sequence[str] | str | None = None,
+) -> list[str]:
     """The completions of token-id prompts, decoded together over the model's free KV slots
     (`model.n_seq` at most at a time), in the order of `prompts`."""
     batch = BatchGenerator(model, prefill_chunk=128, batch_tokens=512)
@@ -56,8 +61,9 @@ def complete_all(model, prompts: Sequence[Sequence[int]], *, max_tokens: int | N
                 i = next(todo, None)
                 if i is None:
                     break
-                owner[batch.insert(prompts[i], max_tokens=max_tokens, sampling=sampling,
-                                   stop=stop)] = i
+                owner[
+                    batch.insert(prompts[i], max_tokens=max_tokens, sampling=sampling, stop=stop)
+                ] = i
             if not len(batch):
                 return texts
             for chunk in batch.step():
@@ -79,19 +85,31 @@ class Completer:
     seed, ...) as in tribit.generate; greedy without them.
     """
 
-    def __init__(self, model: str | None = None, *, threads: int | None = None,
-                 slots: int = 8, ctx: int | None = None, head_type: str | None = None,
-                 prompt_column: str = "prompt", output_column: str = "completion",
-                 chat: bool = False, max_tokens: int | None = 128,
-                 stop: Sequence[str] | str | None = None, task: str = "complete",
-                 **sampling: Any):
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        threads: int | None = None,
+        slots: int = 8,
+        ctx: int | None = None,
+        head_type: str | None = None,
+        prompt_column: str = "prompt",
+        output_column: str = "completion",
+        chat: bool = False,
+        max_tokens: int | None = 128,
+        stop: Sequence[str] | str | None = None,
+        task: str = "complete",
+        **sampling: Any,
+    ):
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         if task == "embed":  # TODO(issue 20): Model.embed; see the module docstring
-            raise NotImplementedError("embeddings need Model.embed, which tribit does not "
-                                      "have yet (issue 20)")
-        self.model = tribit.load(model, n_threads=threads, n_ctx=ctx, n_seq=slots,
-                                 head_type=head_type)
+            raise NotImplementedError(
+                "embeddings need Model.embed, which tribit does not have yet (issue 20)"
+            )
+        self.model = tribit.load(
+            model, n_threads=threads, n_ctx=ctx, n_seq=slots, head_type=head_type
+        )
         self.prompt_column, self.output_column = prompt_column, output_column
         self.chat, self.max_tokens, self.stop = chat, max_tokens, stop
         self.sampling = tribit.SamplerParams().replace(**sampling) if sampling else None
@@ -108,8 +126,9 @@ class Completer:
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         prompts = [self.tokens(p) for p in batch[self.prompt_column]]
-        texts = complete_all(self.model, prompts, max_tokens=self.max_tokens,
-                             sampling=self.sampling, stop=self.stop)
+        texts = complete_all(
+            self.model, prompts, max_tokens=self.max_tokens, sampling=self.sampling, stop=self.stop
+        )
         out = dict(batch)
         out[self.output_column] = np.array(texts, dtype=object)
         return out

@@ -42,14 +42,23 @@ try:
     from pydantic import BaseModel, ConfigDict, Field
     from ray import serve
 except ImportError as e:  # pragma: no cover - depends on the environment
-    raise ImportError("tribit.integrations.ray_serve needs Ray Serve: "
-                      'pip install "tribit[ray]"') from e
+    raise ImportError(
+        'tribit.integrations.ray_serve needs Ray Serve: pip install "tribit[ray]"'
+    ) from e
 
 from tribit.errors import TribitError
 from tribit.server.app import ServerSettings, State, create_app
 
-__all__ = ["REPLICA_HEADER", "ServeArgs", "TribitReplica", "app", "build_app",
-           "check_engine", "deployment_options", "run"]
+__all__ = [
+    "REPLICA_HEADER",
+    "ServeArgs",
+    "TribitReplica",
+    "app",
+    "build_app",
+    "check_engine",
+    "deployment_options",
+    "run",
+]
 
 REPLICA_HEADER = "x-tribit-replica"  # which replica answered (its Serve replica id)
 
@@ -62,26 +71,39 @@ class ServeArgs(BaseModel):
     model: str | None = Field(None, description="GGUF file on every node (None: embedded)")
     slots: int = Field(4, ge=1, description="sequence slots per replica (tribit serve -np)")
     ctx: int | None = Field(None, ge=1, description="context per slot (tribit serve -c)")
-    threads: int | None = Field(None, ge=1, description="threads and CPUs per replica "
-                                "(default: the CPUs of the machine building the app, less "
-                                "one for Ray's own processes)")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="threads and CPUs per replica "
+        "(default: the CPUs of the machine building the app, less "
+        "one for Ray's own processes)",
+    )
     head_type: str | None = Field(None, description="repack the head at load: q8_0, q6_k")
     api_key: str | None = Field(None, description="Bearer key every replica requires")
     api_key_file: str | None = Field(None, description="file holding the key, on every node")
     alias: str | None = Field(None, description="model id reported by the API")
     cors_origins: list[str] = Field(default_factory=list)
     max_body: int = Field(4 << 20, ge=1, description="request body limit in bytes")
-    stream_interval_ms: float = Field(30.0, ge=0, le=10_000, description="at most one SSE "
-                                      "event per interval per stream (0: one per token)")
+    stream_interval_ms: float = Field(
+        30.0,
+        ge=0,
+        le=10_000,
+        description="at most one SSE event per interval per stream (0: one per token)",
+    )
     replicas: int = Field(1, ge=1, description="replicas (without autoscaling)")
     min_replicas: int = Field(1, ge=0, description="autoscaling: fewest replicas")
-    max_replicas: int | None = Field(None, ge=1, description="autoscaling: most replicas "
-                                     "(set: autoscale on ongoing requests per replica)")
-    replicas_per_node: int | None = Field(1, ge=1, description="most replicas on one node "
-                                          "(None: no limit)")
+    max_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="autoscaling: most replicas (set: autoscale on ongoing requests per replica)",
+    )
+    replicas_per_node: int | None = Field(
+        1, ge=1, description="most replicas on one node (None: no limit)"
+    )
     max_queued: int = Field(64, ge=1, description="requests Serve queues before 503")
-    graceful_shutdown_s: float = Field(60.0, ge=0, description="time open streams get to "
-                                       "finish when a replica stops")
+    graceful_shutdown_s: float = Field(
+        60.0, ge=0, description="time open streams get to finish when a replica stops"
+    )
     health_check_period_s: float = Field(10.0, gt=0)
     name: str = Field("tribit", description="the deployment's name")
 
@@ -111,11 +133,18 @@ class ServeArgs(BaseModel):
     def settings(self) -> ServerSettings:
         """The replica's `tribit serve` settings (the key is read on the replica)."""
         return ServerSettings(
-            model_path=self.model, n_parallel=self.slots, n_ctx=self.ctx,
-            n_threads=self.resolved_threads(), api_key=self.api_key_value(),
-            cors_origins=list(self.cors_origins), max_queue=self.slots,
-            max_body_bytes=self.max_body, model_name=self.alias, head_type=self.head_type,
-            stream_interval_ms=self.stream_interval_ms)
+            model_path=self.model,
+            n_parallel=self.slots,
+            n_ctx=self.ctx,
+            n_threads=self.resolved_threads(),
+            api_key=self.api_key_value(),
+            cors_origins=list(self.cors_origins),
+            max_queue=self.slots,
+            max_body_bytes=self.max_body,
+            model_name=self.alias,
+            head_type=self.head_type,
+            stream_interval_ms=self.stream_interval_ms,
+        )
 
 
 def deployment_options(args: ServeArgs) -> dict[str, Any]:
@@ -214,10 +243,21 @@ def app(args: dict[str, Any]):
     return build_app(args)
 
 
-def run(args: ServeArgs | dict[str, Any] | None = None, *, host: str = "127.0.0.1",
-        port: int = 8000, route_prefix: str = "/", blocking: bool = False, **kwargs: Any):
+def run(
+    args: ServeArgs | dict[str, Any] | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    route_prefix: str = "/",
+    blocking: bool = False,
+    **kwargs: Any,
+):
     """Start Serve's proxy on `host:port` (loopback unless you say otherwise) and run the
     app; returns Serve's handle. Connects to the running Ray cluster, or starts a local one."""
     serve.start(http_options={"host": host, "port": port})
-    return serve.run(build_app(args, **kwargs), name=kwargs.get("name", "tribit"),
-                     route_prefix=route_prefix, blocking=blocking)
+    return serve.run(
+        build_app(args, **kwargs),
+        name=kwargs.get("name", "tribit"),
+        route_prefix=route_prefix,
+        blocking=blocking,
+    )

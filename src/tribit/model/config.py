@@ -30,8 +30,13 @@ ARCHS: dict[str, tuple[str, str, bool]] = {
 }
 
 # `<arch>.pooling_type` values -> tribit's names (rank: a reranker's score; not an embedding)
-POOLING_NAMES = {PoolingType.NONE: "none", PoolingType.MEAN: "mean", PoolingType.CLS: "cls",
-                 PoolingType.LAST: "last", PoolingType.RANK: "rank"}
+POOLING_NAMES = {
+    PoolingType.NONE: "none",
+    PoolingType.MEAN: "mean",
+    PoolingType.CLS: "cls",
+    PoolingType.LAST: "last",
+    PoolingType.RANK: "rank",
+}
 
 
 # Hard limits on hyper-parameters from metadata (far above any real model, low enough that
@@ -100,6 +105,7 @@ def config_from_metadata(
         )
     act, rope_type, always_tied = ARCHS[arch]
     sub_norms = arch in SUB_NORM_ARCHS
+
     def key(suffix: str) -> str:
         return arch_key(arch, suffix)
 
@@ -129,20 +135,22 @@ def config_from_metadata(
             raise ModelError(f"metadata {key(LLM.KEY_LENGTH)!r} = {head_dim} is out of range")
         v_len = _get(md, key(LLM.VALUE_LENGTH), int, head_dim)
         if v_len != head_dim:
-            raise ModelError(f"attention.value_length {v_len} differs from key_length "
-                             f"{head_dim}; tribit needs them equal")
+            raise ModelError(
+                f"attention.value_length {v_len} differs from key_length "
+                f"{head_dim}; tribit needs them equal"
+            )
     else:
         if n_embd % n_head:
-            raise ModelError(f"embedding_length {n_embd} is not a multiple of head_count "
-                             f"{n_head}")
+            raise ModelError(f"embedding_length {n_embd} is not a multiple of head_count {n_head}")
         head_dim = n_embd // n_head
     n_rot = _get(md, key(LLM.ROPE_DIMENSION_COUNT), int, head_dim)
     if n_rot <= 0 or n_rot > head_dim or n_rot % 2:
         raise ModelError(f"rope.dimension_count {n_rot} must be even and <= head_dim {head_dim}")
     n_ctx_train = _get(md, key(LLM.CONTEXT_LENGTH), int, 2048)
     if n_ctx_train <= 0:
-        raise ModelError(f"metadata {key(LLM.CONTEXT_LENGTH)!r} must be positive, got "
-                         f"{n_ctx_train}")
+        raise ModelError(
+            f"metadata {key(LLM.CONTEXT_LENGTH)!r} must be positive, got {n_ctx_train}"
+        )
     eps = _get(md, key(LLM.LAYERNORM_RMS_EPS), float)
     if not 0 < eps < 1:
         raise ModelError(f"layer_norm_rms_epsilon {eps} is out of range")
@@ -168,8 +176,10 @@ def config_from_metadata(
         pt = _get(md, key(LLM.POOLING_TYPE), int)
         if pt not in POOLING_NAMES:
             known = ", ".join(f"{int(k)} {v}" for k, v in POOLING_NAMES.items())
-            raise ModelError(f"metadata {key(LLM.POOLING_TYPE)!r} = {pt} is not a pooling type "
-                             f"tribit knows ({known})")
+            raise ModelError(
+                f"metadata {key(LLM.POOLING_TYPE)!r} = {pt} is not a pooling type "
+                f"tribit knows ({known})"
+            )
         pooling = POOLING_NAMES[PoolingType(pt)]
     return ModelConfig(
         arch=arch,
@@ -204,7 +214,8 @@ def refuse_rotated(md: dict[str, Any]) -> None:
             f"this file declares Hadamard-folded weights ({', '.join(keys[:3])}"
             f"{', ...' if len(keys) > 3 else ''}): every folded matmul needs its activations "
             "rotated first (PrismML's Ternary Bonsai-2 format), which tribit does not do; "
-            "computing the weights as stored would give fluent nonsense, so it is refused")
+            "computing the weights as stored would give fluent nonsense, so it is refused"
+        )
 
 
 def _caller_outside_tribit() -> int:
@@ -222,5 +233,7 @@ def check_ctx(n_ctx: int) -> None:
     if n_ctx <= 0:
         raise ModelError(f"n_ctx must be positive, got {n_ctx}")
     if n_ctx > MAX_CTX:
-        raise ModelError(f"n_ctx {n_ctx} is above the largest context tribit supports "
-                         f"({MAX_CTX}: positions are 32-bit)")
+        raise ModelError(
+            f"n_ctx {n_ctx} is above the largest context tribit supports "
+            f"({MAX_CTX}: positions are 32-bit)"
+        )

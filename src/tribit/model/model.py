@@ -127,9 +127,15 @@ def _human(n: int) -> str:
     return str(n)  # pragma: no cover
 
 
-def check_arguments(n_threads: int | None = None, n_ctx: int | None = None, n_seq: int = 1,
-                    kv_type: str = "f16", isa: str | None = None,
-                    head_type: str | None = None, group_mode: str = "llama") -> int:
+def check_arguments(
+    n_threads: int | None = None,
+    n_ctx: int | None = None,
+    n_seq: int = 1,
+    kv_type: str = "f16",
+    isa: str | None = None,
+    head_type: str | None = None,
+    group_mode: str = "llama",
+) -> int:
     """What `load` refuses before it reads any file (ModelError naming the argument);
     returns the thread count to use. n_ctx is checked against the model at load, here
     only against what the core supports."""
@@ -146,8 +152,9 @@ def check_arguments(n_threads: int | None = None, n_ctx: int | None = None, n_se
     check_head_type(head_type)
     check_group_mode(group_mode)
     if isa is not None and isa not in _core.runnable_isas():
-        raise ModelError(f"ISA {isa!r} cannot run on this CPU; available: "
-                         f"{', '.join(_core.runnable_isas())}")
+        raise ModelError(
+            f"ISA {isa!r} cannot run on this CPU; available: {', '.join(_core.runnable_isas())}"
+        )
     return check_threads(n_threads)
 
 
@@ -187,19 +194,44 @@ def load(
     t0, rss0 = time.perf_counter(), _rss_bytes()
     reader = GGUFReader(path)
     try:
-        return _build(reader, path, n_threads, n_ctx, kv_type, int(n_seq), isa, head_type, t0, rss0,
-                      cls or Model, group_mode)
+        return _build(
+            reader,
+            path,
+            n_threads,
+            n_ctx,
+            kv_type,
+            int(n_seq),
+            isa,
+            head_type,
+            t0,
+            rss0,
+            cls or Model,
+            group_mode,
+        )
     except TribitError:
         raise
     except (MemoryError, ValueError, TypeError, RuntimeError, OverflowError, IndexError) as e:
         # what the native core or numpy raised about this file or these arguments: a
         # ModelError naming it, never a bare MemoryError or nanobind TypeError
-        raise ModelError(f"{Path(path).name}: cannot load the model: {type(e).__name__}: "
-                         f"{e}") from None
+        raise ModelError(
+            f"{Path(path).name}: cannot load the model: {type(e).__name__}: {e}"
+        ) from None
 
 
-def _build(reader, path, n_threads, n_ctx, kv_type, n_seq, isa, head_type, t0, rss0,
-           cls: type[Model], group_mode: str = "llama") -> Model:
+def _build(
+    reader,
+    path,
+    n_threads,
+    n_ctx,
+    kv_type,
+    n_seq,
+    isa,
+    head_type,
+    t0,
+    rss0,
+    cls: type[Model],
+    group_mode: str = "llama",
+) -> Model:
     md = reader.metadata
     if TOKEN_EMBD not in reader.tensors:
         raise ModelError(f"missing tensor {TOKEN_EMBD!r}")
@@ -240,12 +272,15 @@ def _build(reader, path, n_threads, n_ctx, kv_type, n_seq, isa, head_type, t0, r
     d = dims(cfg)
     for i in range(cfg.n_layer):
         sub, qk = cfg.sub_norms, cfg.qk_norm
-        native.set_norms(i, read_norm(reader, i, ATTN_NORM, d),
-                         read_norm(reader, i, ATTN_SUB_NORM, d) if sub else None,
-                         read_norm(reader, i, FFN_NORM, d),
-                         read_norm(reader, i, FFN_SUB_NORM, d) if sub else None,
-                         read_norm(reader, i, ATTN_Q_NORM, d) if qk else None,
-                         read_norm(reader, i, ATTN_K_NORM, d) if qk else None)
+        native.set_norms(
+            i,
+            read_norm(reader, i, ATTN_NORM, d),
+            read_norm(reader, i, ATTN_SUB_NORM, d) if sub else None,
+            read_norm(reader, i, FFN_NORM, d),
+            read_norm(reader, i, FFN_SUB_NORM, d) if sub else None,
+            read_norm(reader, i, ATTN_Q_NORM, d) if qk else None,
+            read_norm(reader, i, ATTN_K_NORM, d) if qk else None,
+        )
         for which, w_in in input_norms(reader, i, d).items():
             native.set_input_norm(i, PROJECTION[which].suffix, w_in)
             n_norm_in += 1
@@ -263,8 +298,14 @@ def _build(reader, path, n_threads, n_ctx, kv_type, n_seq, isa, head_type, t0, r
         # the head is read in full for every token: a copy of its own in huge pages,
         # unless it is repacked into one anyway
         raw, qtype = read_float_matrix(reader, name, head_shape, copy=head_type is None)
-        return repack_float_matrix(raw, qtype, head_shape, head_type, name,
-                                   q6_k=lambda x: _core.quantize_q6_k(x, n_threads))
+        return repack_float_matrix(
+            raw,
+            qtype,
+            head_shape,
+            head_type,
+            name,
+            q6_k=lambda x: _core.quantize_q6_k(x, n_threads),
+        )
 
     emb, emb_type = head_matrix(TOKEN_EMBD)
     native.set_embedding(emb, emb_type, cfg.tied_head)

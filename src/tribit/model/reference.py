@@ -97,8 +97,7 @@ def load_reference(
     layers = []
     for i in range(cfg.n_layer):
         # norms by GGUF suffix (None: the arch has none), projections by `which`
-        layer = {n.suffix: None for n in (ATTN_SUB_NORM, FFN_SUB_NORM, ATTN_Q_NORM,
-                                          ATTN_K_NORM)}
+        layer = {n.suffix: None for n in (ATTN_SUB_NORM, FFN_SUB_NORM, ATTN_Q_NORM, ATTN_K_NORM)}
         for n in block_norms(cfg):
             layer[n.suffix] = read_norm(r, i, n, d).astype(np.float64)
         layer["norm_in"] = {k: v.astype(np.float64) for k, v in input_norms(r, i, d).items()}
@@ -107,8 +106,9 @@ def load_reference(
             layer[p.which] = w if isinstance(w, GroupWeight) else (w.t, w.gamma)
         layers.append(layer)
     norm = read_f32(r, OUTPUT_NORM, (n_embd,)).astype(np.float64)
-    return ReferenceWeights(cfg, emb, out, norm, layers, group_mode,
-                            head_q8_k=qtypes.get(head_name) == "q6_k")
+    return ReferenceWeights(
+        cfg, emb, out, norm, layers, group_mode, head_q8_k=qtypes.get(head_name) == "q6_k"
+    )
 
 
 def rmsnorm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
@@ -152,8 +152,9 @@ def rope(x: np.ndarray, pos: np.ndarray, cfg: ModelConfig) -> np.ndarray:
     return out
 
 
-def forward(w: ReferenceWeights, tokens, act=None, hidden: bool = False,
-            codes: list | None = None) -> np.ndarray:
+def forward(
+    w: ReferenceWeights, tokens, act=None, hidden: bool = False, codes: list | None = None
+) -> np.ndarray:
     """Logits (n, n_vocab) float64 of every position of one sequence from scratch; with
     `hidden`, the final-norm hidden states (n, n_embd) instead (what embeddings pool).
 
@@ -176,6 +177,7 @@ def forward(w: ReferenceWeights, tokens, act=None, hidden: bool = False,
             else (lambda g: g / (1 + np.exp(-g)))
         )
     for li, L in enumerate(w.layers):
+
         def proj(x, which, L=L, li=li):
             # the optional input norm of the projection, then the BitLinear
             if which in L["norm_in"]:

@@ -81,7 +81,7 @@ class SlotTable:
 
     def trim(self, seq: int, n: int) -> None:
         with self._lock:
-            del self._tokens[seq][max(0, n):]
+            del self._tokens[seq][max(0, n) :]
 
     def tokens(self, seq: int) -> list[int]:
         """The token ids whose K/V rows slot `seq` holds, as a valid prefix (a copy)."""
@@ -99,7 +99,8 @@ class SlotTable:
                 if self._busy[seq]:
                     raise SlotBusyError(
                         f"sequence slot {seq} is in use by another generation; finish or "
-                        f"close it first, or load the model with more slots (n_seq)")
+                        f"close it first, or load the model with more slots (n_seq)"
+                    )
                 best = seq
             else:
                 free = [s for s in range(self.n_seq) if not self._busy[s]]

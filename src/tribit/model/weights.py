@@ -64,9 +64,15 @@ GROUP_MODES = ("llama", "float")
 # what tribit.load(head_type=...) can repack an F32/F16/BF16 embedding/head into,
 # with the block length its rows must be a multiple of
 HEAD_TYPES = {"q8_0": 32, "q6_k": 256}
-_ROW_BYTES = {"f32": lambda k: 4 * k, "f16": lambda k: 2 * k, "bf16": lambda k: 2 * k,
-              "q8_0": lambda k: k // 32 * 34, "q6_k": lambda k: k // 256 * 210,
-              "q2_0": lambda k: k // 64 * 18, "q1_0": lambda k: k // 128 * 18}
+_ROW_BYTES = {
+    "f32": lambda k: 4 * k,
+    "f16": lambda k: 2 * k,
+    "bf16": lambda k: 2 * k,
+    "q8_0": lambda k: k // 32 * 34,
+    "q6_k": lambda k: k // 256 * 210,
+    "q2_0": lambda k: k // 64 * 18,
+    "q1_0": lambda k: k // 128 * 18,
+}
 
 
 def dims(cfg: ModelConfig) -> Dims:
@@ -77,16 +83,22 @@ def dims(cfg: ModelConfig) -> Dims:
 def block_norms(cfg: ModelConfig) -> tuple[Norm, ...]:
     """The norms each block of `cfg` holds (sub-norms and q/k norms only where the arch has
     them; the optional per-projection input norms are `input_norms`')."""
-    return ((ATTN_NORM, FFN_NORM) + ((ATTN_SUB_NORM, FFN_SUB_NORM) if cfg.sub_norms else ())
-            + (QK_NORMS if cfg.qk_norm else ()))
+    return (
+        (ATTN_NORM, FFN_NORM)
+        + ((ATTN_SUB_NORM, FFN_SUB_NORM) if cfg.sub_norms else ())
+        + (QK_NORMS if cfg.qk_norm else ())
+    )
 
 
 def input_norms(reader: GGUFReader, i: int, d: Dims) -> dict[str, np.ndarray]:
     """The per-projection input norms block `i` holds (`which` -> float32 weights, as wide as
     the projection's input): `blk.<i>.<projection>_norm_in.weight`, each optional; a
     projection with one normalises its input before quantizing it (docs/FORMATS.md 1.6)."""
-    return {which: read_norm(reader, i, norm, d) for which, norm in INPUT_NORM.items()
-            if block_tensor(i, norm.suffix) in reader.tensors}
+    return {
+        which: read_norm(reader, i, norm, d)
+        for which, norm in INPUT_NORM.items()
+        if block_tensor(i, norm.suffix) in reader.tensors
+    }
 
 
 def read_norm(reader: GGUFReader, i: int, norm: Norm, d: Dims) -> np.ndarray:
@@ -153,8 +165,10 @@ def float_matrix_f32(raw: np.ndarray, qtype: str, shape: tuple[int, int]) -> np.
 def check_head_type(head_type: str | None) -> None:
     """Raise ModelError unless head_type is None or one of HEAD_TYPES."""
     if head_type is not None and head_type not in HEAD_TYPES:
-        raise ModelError(f"head_type must be one of {', '.join(HEAD_TYPES)} (or None: the "
-                         f"file's type), got {head_type!r}")
+        raise ModelError(
+            f"head_type must be one of {', '.join(HEAD_TYPES)} (or None: the "
+            f"file's type), got {head_type!r}"
+        )
 
 
 def repack_float_matrix(
@@ -176,13 +190,17 @@ def repack_float_matrix(
     if head_type is None or head_type == qtype:
         return raw, qtype
     if qtype not in ("f32", "f16", "bf16"):
-        raise ModelError(f"head_type={head_type!r}: tensor {name!r} is stored as "
-                         f"{qtype.upper()}; only F32, F16 and BF16 embeddings/heads are repacked")
+        raise ModelError(
+            f"head_type={head_type!r}: tensor {name!r} is stored as "
+            f"{qtype.upper()}; only F32, F16 and BF16 embeddings/heads are repacked"
+        )
     m, k = shape
     block = HEAD_TYPES[head_type]
     if k % block:
-        raise ModelError(f"head_type={head_type!r} needs rows whose length is a multiple of "
-                         f"{block}; tensor {name!r} has {k} columns (n_embd)")
+        raise ModelError(
+            f"head_type={head_type!r} needs rows whose length is a multiple of "
+            f"{block}; tensor {name!r} has {k} columns (n_embd)"
+        )
     src_rb, dst_rb = _ROW_BYTES[qtype](k), _ROW_BYTES[head_type](k)
     quant = q6_k if head_type == "q6_k" else quantize_q8_0
     out = np.empty((m, dst_rb), np.uint8)
@@ -190,7 +208,7 @@ def repack_float_matrix(
     step = max(1, (4 << 20) // k)  # rows per chunk: 16 MiB of float32
     for r0 in range(0, m, step):
         r1 = min(m, r0 + step)
-        x = float_matrix_f32(flat[r0 * src_rb:r1 * src_rb], qtype, (r1 - r0, k))
+        x = float_matrix_f32(flat[r0 * src_rb : r1 * src_rb], qtype, (r1 - r0, k))
         out[r0:r1] = quant(np.ascontiguousarray(x, np.float32))
     return out, head_type
 
@@ -208,15 +226,18 @@ def check_group_mode(mode: str) -> None:
         raise ModelError(f"group_mode must be one of {', '.join(GROUP_MODES)}, got {mode!r}")
 
 
-def read_projection(reader: GGUFReader, name: str,
-                    shape: tuple[int, int]) -> TernaryWeight | GroupWeight:
+def read_projection(
+    reader: GGUFReader, name: str, shape: tuple[int, int]
+) -> TernaryWeight | GroupWeight:
     """A projection: Q2_0 / Q1_0 as their blocks (group scales, not one ternary scale),
     anything else as exact ternary values and a per-tensor scale (`read_ternary`)."""
     ti = require(reader, name, shape)
     if ti.ggml_type in GROUP_TYPES:
         if scale_tensor(name) in reader.tensors:
-            raise ModelError(f"tensor {scale_tensor(name)!r}: a {ti.type_name} projection takes "
-                             "no output multiplier")
+            raise ModelError(
+                f"tensor {scale_tensor(name)!r}: a {ti.type_name} projection takes "
+                "no output multiplier"
+            )
         return GroupWeight(reader.raw(name), GROUP_TYPES[ti.ggml_type], shape, ti.type_name)
     return read_ternary(reader, name, shape)
 
@@ -273,8 +294,16 @@ def read_ternary(reader: GGUFReader, name: str, shape: tuple[int, int]) -> Terna
 
 
 NORM_TYPES = (GGMLType.F32, GGMLType.F16, GGMLType.BF16)
-TERNARY_TYPES = (GGMLType.TQ1_0, GGMLType.TQ2_0, GGMLType.I2_S, GGMLType.F32, GGMLType.F16,
-                 GGMLType.BF16, GGMLType.Q2_0, GGMLType.Q1_0)
+TERNARY_TYPES = (
+    GGMLType.TQ1_0,
+    GGMLType.TQ2_0,
+    GGMLType.I2_S,
+    GGMLType.F32,
+    GGMLType.F16,
+    GGMLType.BF16,
+    GGMLType.Q2_0,
+    GGMLType.Q1_0,
+)
 
 
 def check_tensors(reader: GGUFReader, cfg: ModelConfig) -> None:

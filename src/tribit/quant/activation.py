@@ -29,9 +29,7 @@ def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     return q, scale, sum_q
 
 
-def ternary_matmul_ref(
-    t: np.ndarray, gamma: float, q: np.ndarray, scale: np.ndarray
-) -> np.ndarray:
+def ternary_matmul_ref(t: np.ndarray, gamma: float, q: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """The lossless BitLinear: ``y[j, r] = float(S[j, r]) * (gamma / scale[j])``.
 
     t: (m, k) int8 ternary, q: (n, k) int8, scale: (n,) float32. ``S`` is the exact

@@ -113,8 +113,9 @@ def _quantize_blocks(x: np.ndarray) -> np.ndarray:
     # L[j + l + 32*p] for half j, p = 0..3 (values l, l+32, l+64, l+96)
     lo = big_l & 0xF
     hi = big_l >> 4
-    ql = np.concatenate([lo[:, :, 0] | (lo[:, :, 2] << 4), lo[:, :, 1] | (lo[:, :, 3] << 4)],
-                        axis=2)  # (nb, 2, 64)
+    ql = np.concatenate(
+        [lo[:, :, 0] | (lo[:, :, 2] << 4), lo[:, :, 1] | (lo[:, :, 3] << 4)], axis=2
+    )  # (nb, 2, 64)
     qh = hi[:, :, 0] | (hi[:, :, 1] << 2) | (hi[:, :, 2] << 4) | (hi[:, :, 3] << 6)  # (nb, 2, 32)
     out = np.empty((nb, Q6_K_BLOCK_BYTES), np.uint8)
     out[:, :128] = ql.reshape(nb, 128)
@@ -135,7 +136,9 @@ def quantize_q6_k(x: np.ndarray) -> np.ndarray:
     flat = x.reshape(-1, QK_K)
     out = np.empty((flat.shape[0], Q6_K_BLOCK_BYTES), np.uint8)
     for b in range(0, flat.shape[0], _CHUNK_BLOCKS):
-        out[b:b + _CHUNK_BLOCKS] = _quantize_blocks(np.ascontiguousarray(flat[b:b + _CHUNK_BLOCKS]))
+        out[b : b + _CHUNK_BLOCKS] = _quantize_blocks(
+            np.ascontiguousarray(flat[b : b + _CHUNK_BLOCKS])
+        )
     return out.reshape(m, rb)
 
 
@@ -145,8 +148,9 @@ def dequantize_q6_k(raw: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     nb = m * k // QK_K
     raw = np.asarray(raw, np.uint8)
     if m * q6_k_row_bytes(k) != raw.size:
-        raise ValueError(f"Q6_K data has {raw.size} bytes, shape {shape} needs "
-                         f"{m * q6_k_row_bytes(k)}")
+        raise ValueError(
+            f"Q6_K data has {raw.size} bytes, shape {shape} needs {m * q6_k_row_bytes(k)}"
+        )
     b = raw.reshape(nb, Q6_K_BLOCK_BYTES)
     ql = b[:, :128].reshape(nb, 2, 64)
     qh = b[:, 128:192].reshape(nb, 2, 32)

@@ -51,8 +51,10 @@ def _blocks(raw: np.ndarray, shape: tuple[int, int], qtype: str) -> np.ndarray:
     m, k = shape
     raw = np.asarray(raw, np.uint8).reshape(-1)
     if raw.size != m * row_bytes(qtype, k):
-        raise ValueError(f"{qtype.upper()} data has {raw.size} bytes, shape {shape} needs "
-                         f"{m * row_bytes(qtype, k)}")
+        raise ValueError(
+            f"{qtype.upper()} data has {raw.size} bytes, shape {shape} needs "
+            f"{m * row_bytes(qtype, k)}"
+        )
     return raw.reshape(m, k // BLOCK_VALUES[qtype], BLOCK_BYTES)
 
 
@@ -183,8 +185,9 @@ def block_sums(w: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.einsum("mbi,nbi->nmb", wb, qb)
 
 
-def matmul_q8(raw: np.ndarray, shape: tuple[int, int], qtype: str, q: np.ndarray,
-              da: np.ndarray) -> np.ndarray:
+def matmul_q8(
+    raw: np.ndarray, shape: tuple[int, int], qtype: str, q: np.ndarray, da: np.ndarray
+) -> np.ndarray:
     """Mode (a): y (n, m) float32 = W @ x with x as Q8_0 blocks (q, da from
     `quantize_act_q8_0`), in ggml's accumulation order (module docstring)."""
     m, k = shape
@@ -197,7 +200,7 @@ def matmul_q8(raw: np.ndarray, shape: tuple[int, int], qtype: str, q: np.ndarray
     for b in range(k // BLOCK_VALUES[qtype]):
         t = np.zeros((n, m), np.float32)  # ggml's `sumi = 0.0f`: a zero sum is +0
         for h in range(per):
-            t = (t + (da[:, None, b * per + h] * s[:, :, b * per + h]).astype(np.float32))
+            t = t + (da[:, None, b * per + h] * s[:, :, b * per + h]).astype(np.float32)
             t = t.astype(np.float32)
         acc = (acc + (dw[None, :, b] * t).astype(np.float32)).astype(np.float32)
     return acc

@@ -24,8 +24,9 @@ from .state import ServerSettings, State
 __all__ = ["ServerSettings", "State", "create_app"]
 
 
-def create_app(settings: ServerSettings, load_in_background: bool = True,
-               state: State | None = None) -> FastAPI:
+def create_app(
+    settings: ServerSettings, load_in_background: bool = True, state: State | None = None
+) -> FastAPI:
     """The app for `settings`. With `state` (loaded by the caller: `State.load()`) the app
     serves that model and its settings instead of loading one at startup. Either way it
     stops the engine at shutdown."""

@@ -77,12 +77,12 @@ class Metrics:
 class Engine:
     """Continuous batching over the model's `n_seq` slots."""
 
-    def __init__(self, model, max_queue: int = 64, batch_tokens: int = 256,
-                 prefill_chunk: int = 128):
+    def __init__(
+        self, model, max_queue: int = 64, batch_tokens: int = 256, prefill_chunk: int = 128
+    ):
         self.model = model
         self.max_queue = max_queue
-        self.batch = BatchGenerator(model, prefill_chunk=prefill_chunk,
-                                    batch_tokens=batch_tokens)
+        self.batch = BatchGenerator(model, prefill_chunk=prefill_chunk, batch_tokens=batch_tokens)
         # embedding requests: every input of every request shares the embedder's forwards
         self.embedder = EmbeddingBatch(model, batch_tokens=max(batch_tokens, 512))
         self._embed_jobs: dict[int, EmbedJob] = {}  # input uid -> its job
@@ -156,8 +156,12 @@ class Engine:
     def _loop(self) -> None:
         while True:
             with self._cv:
-                while (not self._stop and not self._waiting and not self._active
-                       and not self.embedder.busy):
+                while (
+                    not self._stop
+                    and not self._waiting
+                    and not self._active
+                    and not self.embedder.busy
+                ):
                     self._cv.wait()
                 if self._stop:
                     self.batch.close()

@@ -26,8 +26,13 @@ def error(
 
 def context_error(e: ContextLengthError) -> JSONResponse:
     """llama-server's `exceed_context_size_error`, with the numbers."""
-    return error(400, f"the prompt has {e.n_prompt_tokens} tokens; the context holds {e.n_ctx}",
-                 "exceed_context_size_error", n_prompt_tokens=e.n_prompt_tokens, n_ctx=e.n_ctx)
+    return error(
+        400,
+        f"the prompt has {e.n_prompt_tokens} tokens; the context holds {e.n_ctx}",
+        "exceed_context_size_error",
+        n_prompt_tokens=e.n_prompt_tokens,
+        n_ctx=e.n_ctx,
+    )
 
 
 async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -48,8 +53,9 @@ async def on_tribit(request: Request, exc: TribitError) -> JSONResponse:
 
 
 async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    return error(500, f"internal error: {type(exc).__name__}: {exc}", "internal_error",
-                 etype="server_error")
+    return error(
+        500, f"internal error: {type(exc).__name__}: {exc}", "internal_error", etype="server_error"
+    )
 
 
 async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -30,10 +30,15 @@ class GuardMiddleware:
             auth = headers.get("authorization", "")
             given = auth[7:] if auth.lower().startswith("bearer ") else ""
             if not hmac.compare_digest(given.encode(), s.api_key.encode()):
-                return await error(401, "invalid or missing API key", "invalid_api_key",
-                                   etype="authentication_error")(scope, receive, send)
-        too_large = error(413, f"request body larger than {s.max_body_bytes} bytes",
-                          "body_too_large")
+                return await error(
+                    401,
+                    "invalid or missing API key",
+                    "invalid_api_key",
+                    etype="authentication_error",
+                )(scope, receive, send)
+        too_large = error(
+            413, f"request body larger than {s.max_body_bytes} bytes", "body_too_large"
+        )
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > s.max_body_bytes):
             return await too_large(scope, receive, send)

@@ -51,8 +51,12 @@ def _not_ready(state: State) -> JSONResponse | None:
     if state.engine is not None:
         return None
     if state.load_error:
-        return error(500, f"the model failed to load: {state.load_error}", "load_failed",
-                     etype="server_error")
+        return error(
+            500,
+            f"the model failed to load: {state.load_error}",
+            "load_failed",
+            etype="server_error",
+        )
     return error(503, "the model is loading", "loading", etype="unavailable_error")
 
 
@@ -81,8 +85,10 @@ async def health(request: Request):
         return JSONResponse({"status": "loading"}, status_code=503)
     if not state.engine.alive:  # died (a bug) or shutting down: nothing gets answered
         why = state.engine.error or "stopped"
-        return JSONResponse({"status": "error", "error": f"the engine thread is not running: "
-                             f"{why}"}, status_code=500)
+        return JSONResponse(
+            {"status": "error", "error": f"the engine thread is not running: {why}"},
+            status_code=500,
+        )
     return {"status": "ok"}
 
 
@@ -102,11 +108,20 @@ async def models(request: Request):
     if (r := _not_ready(state)) is not None:
         return r
     m = state.model
-    meta = {"n_ctx": m.n_ctx, "n_vocab": m.config.n_vocab, "arch": m.config.arch,
-            "n_parallel": m.n_seq,
-            **model_card(m.metadata)}  # description, examples, temperature: the web page
-    card = {"id": state.model_id, "object": "model", "created": int(state.t_start),
-            "owned_by": "tribit", "meta": meta}
+    meta = {
+        "n_ctx": m.n_ctx,
+        "n_vocab": m.config.n_vocab,
+        "arch": m.config.arch,
+        "n_parallel": m.n_seq,
+        **model_card(m.metadata),
+    }  # description, examples, temperature: the web page
+    card = {
+        "id": state.model_id,
+        "object": "model",
+        "created": int(state.t_start),
+        "owned_by": "tribit",
+        "meta": meta,
+    }
     return {"object": "list", "data": [card]}
 
 
@@ -115,25 +130,46 @@ async def metrics(request: Request):
     m = e.metrics if e is not None else None
     tps = m.generated_tokens_total / m.gen_seconds_total if m and m.gen_seconds_total else 0.0
     rows = [
-        ("requests_total", "counter", "Generation requests accepted.",
-         m.requests_total if m else 0),
-        ("prompt_tokens_total", "counter", "Prompt tokens of started requests.",
-         m.prompt_tokens_total if m else 0),
-        ("prompt_tokens_cached_total", "counter",
-         "Prompt tokens reused from a KV slot instead of computed.",
-         m.prompt_cached_tokens_total if m else 0),
-        ("tokens_predicted_total", "counter", "Tokens generated.",
-         m.generated_tokens_total if m else 0),
-        ("predicted_tokens_seconds", "gauge", "Average generation throughput (tokens/s).",
-         round(tps, 3)),
-        ("requests_deferred", "gauge", "Requests waiting in the queue.",
-         e.queue_depth if e else 0),
+        (
+            "requests_total",
+            "counter",
+            "Generation requests accepted.",
+            m.requests_total if m else 0,
+        ),
+        (
+            "prompt_tokens_total",
+            "counter",
+            "Prompt tokens of started requests.",
+            m.prompt_tokens_total if m else 0,
+        ),
+        (
+            "prompt_tokens_cached_total",
+            "counter",
+            "Prompt tokens reused from a KV slot instead of computed.",
+            m.prompt_cached_tokens_total if m else 0,
+        ),
+        (
+            "tokens_predicted_total",
+            "counter",
+            "Tokens generated.",
+            m.generated_tokens_total if m else 0,
+        ),
+        (
+            "predicted_tokens_seconds",
+            "gauge",
+            "Average generation throughput (tokens/s).",
+            round(tps, 3),
+        ),
+        ("requests_deferred", "gauge", "Requests waiting in the queue.", e.queue_depth if e else 0),
         ("requests_processing", "gauge", "Busy sequence slots.", e.busy_slots if e else 0),
     ]
     lines = []
     for name, kind, help_, value in rows:
-        lines += [f"# HELP tribit_{name} {help_}", f"# TYPE tribit_{name} {kind}",
-                  f"tribit_{name} {value}"]
+        lines += [
+            f"# HELP tribit_{name} {help_}",
+            f"# TYPE tribit_{name} {kind}",
+            f"tribit_{name} {value}",
+        ]
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
 
@@ -144,8 +180,9 @@ async def tokenize(request: Request):
     body = await _body(request, TokenizeRequest)
 
     def work() -> Response:
-        toks = state.model.tokenizer.encode(body.content, add_bos=body.add_special,
-                                            special=body.parse_special)
+        toks = state.model.tokenizer.encode(
+            body.content, add_bos=body.add_special, special=body.parse_special
+        )
         return _ids_response("tokens", toks)
 
     return await run_in_threadpool(work)
@@ -161,7 +198,8 @@ async def detokenize(request: Request):
     if bad is not None:
         return error(400, f"token id {bad} out of range [0, {n_vocab})", "invalid_token")
     return await run_in_threadpool(
-        lambda: JSONResponse({"content": state.model.tokenizer.decode(body.tokens)}))
+        lambda: JSONResponse({"content": state.model.tokenizer.decode(body.tokens)})
+    )
 
 
 def _ids_response(key: str, ids: list[int]) -> Response:
@@ -176,10 +214,14 @@ def _ids_response(key: str, ids: list[int]) -> Response:
 def _not_generative(state: State) -> JSONResponse | None:
     """An embedding model (its file defines a pooling type) has no head to generate with."""
     if state.embedding_only:
-        return error(400, f"the model {state.model_id!r} is an embedding model (its file "
-                     f"defines pooling {state.model.config.pooling!r}): it serves "
-                     "/v1/embeddings, not completions", "model_not_generative",
-                     param="model")
+        return error(
+            400,
+            f"the model {state.model_id!r} is an embedding model (its file "
+            f"defines pooling {state.model.config.pooling!r}): it serves "
+            "/v1/embeddings, not completions",
+            "model_not_generative",
+            param="model",
+        )
     return None
 
 
@@ -194,8 +236,9 @@ async def completions(request: Request):
     if isinstance(body.prompt, list):
         toks = body.prompt
     else:  # CPU work: never on the event loop
-        toks = await run_in_threadpool(m.tokenizer.encode, body.prompt,
-                                       add_bos=bool(m.tokenizer.add_bos), special=True)
+        toks = await run_in_threadpool(
+            m.tokenizer.encode, body.prompt, add_bos=bool(m.tokenizer.add_bos), special=True
+        )
     return await _generate(request, state, body, toks, chat=False)
 
 
@@ -215,8 +258,9 @@ async def chat_completions(request: Request):
     return await _generate(request, state, body, toks, chat=True)
 
 
-async def _generate(request: Request, state: State, body: SamplingFields, prompt: list[int],
-                    chat: bool):
+async def _generate(
+    request: Request, state: State, body: SamplingFields, prompt: list[int], chat: bool
+):
     """Check the prompt, queue the job, answer whole or as a stream."""
     try:  # a pass over up to millions of ids: in a worker thread
         await run_in_threadpool(check_prompt, state.model, prompt)
@@ -229,8 +273,11 @@ async def _generate(request: Request, state: State, body: SamplingFields, prompt
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     try:
-        job = Job(prompt, body.options(),
-                  emit=lambda chunk: loop.call_soon_threadsafe(queue.put_nowait, chunk))
+        job = Job(
+            prompt,
+            body.options(),
+            emit=lambda chunk: loop.call_soon_threadsafe(queue.put_nowait, chunk),
+        )
         state.engine.submit(job)
     except QueueFullError as e:
         return error(503, str(e), "queue_full", etype="unavailable_error")
@@ -240,8 +287,9 @@ async def _generate(request: Request, state: State, body: SamplingFields, prompt
         return error(400, str(e), "invalid_request")
     responder = Responder(chat=chat, model=state.model_id, with_timings=True)
     if body.stream:
-        return stream_answer(job, queue, responder, body.include_usage(),
-                             state.settings.stream_interval_ms / 1000)
+        return stream_answer(
+            job, queue, responder, body.include_usage(), state.settings.stream_interval_ms / 1000
+        )
     return await answer(request, job, queue, responder)
 
 
@@ -257,18 +305,30 @@ async def embeddings(request: Request):
     m = state.model
     pooling = state.pooling
     if pooling is None:
-        return error(400, f"the model {state.model_id!r} defines no pooling (a generative "
-                     "model); start the server with --pooling last|mean|cls to embed with it",
-                     "model_not_embedding", param="model")
+        return error(
+            400,
+            f"the model {state.model_id!r} defines no pooling (a generative "
+            "model); start the server with --pooling last|mean|cls to embed with it",
+            "model_not_embedding",
+            param="model",
+        )
     if pooling not in POOLINGS or pooling == "none":
-        return error(400, f"pooling {pooling!r} gives no one vector per input; "
-                     "/v1/embeddings needs last, mean or cls", "pooling_not_supported")
+        return error(
+            400,
+            f"pooling {pooling!r} gives no one vector per input; "
+            "/v1/embeddings needs last, mean or cls",
+            "pooling_not_supported",
+        )
     items = body.inputs()
     if not items or any(len(x) == 0 for x in items):
         return error(400, "an input is empty", "empty_input", param="input")
     if body.dimensions is not None and body.dimensions > m.config.n_embd:
-        return error(400, f"dimensions {body.dimensions} is above the model's "
-                     f"{m.config.n_embd}", "invalid_dimensions", param="dimensions")
+        return error(
+            400,
+            f"dimensions {body.dimensions} is above the model's {m.config.n_embd}",
+            "invalid_dimensions",
+            param="dimensions",
+        )
 
     def tokenize() -> list[list[int]]:
         return [embedding_tokens(m, x, pooling) if isinstance(x, str) else x for x in items]
@@ -305,27 +365,32 @@ async def embeddings(request: Request):
             return context_error(result)
         if isinstance(result, TribitError):
             return error(400, str(result), "invalid_input")
-        return error(500, f"embedding failed: {type(result).__name__}: {result}",
-                     "embedding_failed", etype="server_error")
-    return await run_in_threadpool(_embedding_response, state, body, result,
-                                   sum(map(len, ids)))
+        return error(
+            500,
+            f"embedding failed: {type(result).__name__}: {result}",
+            "embedding_failed",
+            etype="server_error",
+        )
+    return await run_in_threadpool(_embedding_response, state, body, result, sum(map(len, ids)))
 
 
 def _embedding_response(state: State, body: EmbeddingRequest, vecs, n_tokens: int) -> Response:
     import numpy as np
 
     if body.dimensions is not None:
-        vecs = vecs[:, :body.dimensions].astype(np.float64)
-        vecs = (vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12))
+        vecs = vecs[:, : body.dimensions].astype(np.float64)
+        vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
     vecs = np.ascontiguousarray(vecs, "<f4")
     if body.encoding_format == "base64":
         data = [base64.b64encode(v.tobytes()).decode("ascii") for v in vecs]
     else:
         data = [v.tolist() for v in vecs]
-    doc = {"object": "list", "model": state.model_id,
-           "data": [{"object": "embedding", "index": i, "embedding": e}
-                    for i, e in enumerate(data)],
-           "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}}
+    doc = {
+        "object": "list",
+        "model": state.model_id,
+        "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(data)],
+        "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
+    }
     return JSONResponse(doc)
 
 

@@ -53,8 +53,7 @@ class Body(BaseModel):
 class SamplingFields(Body):
     model: str | None = None
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT, strict=True)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT,
-                                              strict=True)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT, strict=True)
     temperature: float = Field(default=1.0, ge=0.0, le=100.0, strict=True)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0, strict=True)
     top_k: int = Field(default=0, ge=0, le=1 << 20, strict=True)
@@ -105,16 +104,30 @@ class SamplingFields(Body):
 
     def options(self) -> dict[str, Any]:
         """The generation options of the request (`BatchGenerator.insert` keywords)."""
-        return {"max_tokens": self.limit(), "sampling": self.sampling(), "stop": self.stop,
-                "reuse_cache": self.cache_prompt}
+        return {
+            "max_tokens": self.limit(),
+            "sampling": self.sampling(),
+            "stop": self.stop,
+            "reuse_cache": self.cache_prompt,
+        }
 
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.get("include_usage"))
 
 
-SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "min_p", "typical_p", "repeat_penalty",
-                   "repeat_last_n", "presence_penalty", "frequency_penalty", "logit_bias",
-                   "seed")
+SAMPLING_FIELDS = (
+    "temperature",
+    "top_k",
+    "top_p",
+    "min_p",
+    "typical_p",
+    "repeat_penalty",
+    "repeat_last_n",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "seed",
+)
 
 
 class CompletionRequest(SamplingFields):

@@ -47,8 +47,13 @@ class State:
 
         s = self.settings
         try:
-            self.model = tribit.load(s.model_path, n_threads=s.n_threads, n_ctx=s.n_ctx,
-                                     n_seq=s.n_parallel, head_type=s.head_type)
+            self.model = tribit.load(
+                s.model_path,
+                n_threads=s.n_threads,
+                n_ctx=s.n_ctx,
+                n_seq=s.n_parallel,
+                head_type=s.head_type,
+            )
             self.model.tokenizer  # noqa: B018 - build it before serving
             self.check_template()
             self.engine = Engine(self.model, max_queue=s.max_queue)
@@ -65,8 +70,10 @@ class State:
 
         if chat_template(self.model) is None:
             return
-        sample = [{"role": "system", "content": "You are helpful."},
-                  {"role": "user", "content": "Hello!"}]
+        sample = [
+            {"role": "system", "content": "You are helpful."},
+            {"role": "user", "content": "Hello!"},
+        ]
         try:
             chat_prompt_tokens(self.model, sample)
         except TemplateBudgetError as e:

@@ -63,12 +63,21 @@ def _failed(chunk: Any):
         return context_error(e)
     if isinstance(e, TribitError):  # what the library refused about this request
         return error(400, str(e), "invalid_request")
-    return error(500, f"generation failed: {type(e).__name__}: {e}", "generation_failed",
-                 etype="server_error")
+    return error(
+        500,
+        f"generation failed: {type(e).__name__}: {e}",
+        "generation_failed",
+        etype="server_error",
+    )
 
 
-def stream_answer(job: Job, queue: asyncio.Queue, responder: Responder,
-                  include_usage: bool, interval_s: float = 0.0) -> StreamingResponse:
+def stream_answer(
+    job: Job,
+    queue: asyncio.Queue,
+    responder: Responder,
+    include_usage: bool,
+    interval_s: float = 0.0,
+) -> StreamingResponse:
     """The answer as Server-Sent Events (`data: {...}` per chunk, then `data: [DONE]`).
 
     interval_s > 0 coalesces: at most one text event per interval, carrying every token
@@ -95,8 +104,14 @@ def stream_answer(job: Job, queue: asyncio.Queue, responder: Responder,
                     for obj in responder.events(merged):
                         yield sse(obj)
                 if failed:
-                    yield sse({"error": {"message": f"generation failed: {last.error}",
-                                         "type": "server_error"}})
+                    yield sse(
+                        {
+                            "error": {
+                                "message": f"generation failed: {last.error}",
+                                "type": "server_error",
+                            }
+                        }
+                    )
                     break
                 if last.finish_reason is not None:
                     for obj in responder.end(last, include_usage):
@@ -106,8 +121,11 @@ def stream_answer(job: Job, queue: asyncio.Queue, responder: Responder,
         finally:
             job.cancelled.set()  # client gone or stream over: the engine frees the slot
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 async def _coalesced(queue: asyncio.Queue, interval_s: float):

@@ -29,15 +29,28 @@ NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = (int(t) for t in TokenTyp
 MAX_VOCAB = 1 << 24
 
 # token texts llama.cpp treats as end of generation (llama-vocab.cpp), plus SentencePiece's </s>
-EOG_TEXTS = frozenset({
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<end_of_turn>",
-    "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>", "<|end_of_text|>", "<end_of_utterance>",
-    "</s>",
-})
+EOG_TEXTS = frozenset(
+    {
+        "<|eot_id|>",
+        "<|im_end|>",
+        "<|end|>",
+        "<|return|>",
+        "<|call|>",
+        "<end_of_turn>",
+        "<|endoftext|>",
+        "<|eom_id|>",
+        "<EOT>",
+        "_<EOT>",
+        "<|end_of_text|>",
+        "<end_of_utterance>",
+        "</s>",
+    }
+)
 # first match wins when the metadata has no eot id (llama.cpp's search order)
 EOT_TEXTS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOT>")
 BOS_TEXTS = ("<|begin_of_text|>", "<s>", "<|startoftext|>", "<bos>")
 EOS_TEXTS = ("<|end_of_text|>", "</s>", "<|endoftext|>", "<eos>")
+
 
 def _meta_id(md: Mapping[str, object], name: str, n: int) -> int | None:
     key = token_id_key(name)
@@ -86,8 +99,10 @@ class Tokenizer:
         chat_template: str | None = None,
     ) -> None:
         if model not in ("gpt2", "llama"):
-            raise FormatError(f"unsupported tokenizer.ggml.model {model!r}: tribit reads "
-                              "'gpt2' (byte-level BPE) and 'llama' (SentencePiece)")
+            raise FormatError(
+                f"unsupported tokenizer.ggml.model {model!r}: tribit reads "
+                "'gpt2' (byte-level BPE) and 'llama' (SentencePiece)"
+            )
         n = len(tokens)
         if not 0 < n <= MAX_VOCAB:
             raise FormatError(f"tokenizer.ggml.tokens has {n} entries (1..{MAX_VOCAB} allowed)")
@@ -103,12 +118,14 @@ class Tokenizer:
         else:
             types = [int(x) for x in token_types]
             if len(types) != n:
-                raise FormatError(f"tokenizer.ggml.token_type has {len(types)} entries for "
-                                  f"{n} tokens")
+                raise FormatError(
+                    f"tokenizer.ggml.token_type has {len(types)} entries for {n} tokens"
+                )
             bad = next((i for i, x in enumerate(types) if not 0 <= x <= 6), None)
             if bad is not None:
-                raise FormatError(f"tokenizer.ggml.token_type[{bad}] = {types[bad]} is not a "
-                                  "token type (0..6)")
+                raise FormatError(
+                    f"tokenizer.ggml.token_type[{bad}] = {types[bad]} is not a token type (0..6)"
+                )
         if scores is not None and len(scores) != n:
             raise FormatError(f"tokenizer.ggml.scores has {len(scores)} entries for {n} tokens")
         for i, x in enumerate(types):
@@ -150,8 +167,11 @@ class Tokenizer:
             self.add_bos = True if add_bos is None else bool(add_bos)
             self.add_space_prefix = True if add_space_prefix is None else bool(add_space_prefix)
         # special tokens found in text: longest first, as llama.cpp's partition does
-        specials = [(t, i) for i, t in enumerate(self._tokens)
-                    if t and types[i] in (CONTROL, USER_DEFINED, UNKNOWN)]
+        specials = [
+            (t, i)
+            for i, t in enumerate(self._tokens)
+            if t and types[i] in (CONTROL, USER_DEFINED, UNKNOWN)
+        ]
         specials.sort(key=lambda p: (-len(p[0]), p[1]))
         self._specials_all = specials
         self._specials_user = [p for p in specials if types[p[1]] == USER_DEFINED]
@@ -233,13 +253,19 @@ class Tokenizer:
     def _check(self, token_id: int) -> int:
         i = int(token_id)
         if not 0 <= i < len(self._tokens):
-            raise TribitError(f"token id {token_id} is outside the vocabulary "
-                              f"(0..{len(self._tokens) - 1})")
+            raise TribitError(
+                f"token id {token_id} is outside the vocabulary (0..{len(self._tokens) - 1})"
+            )
         return i
 
     # -- encoding -------------------------------------------------------------------------
-    def encode(self, text: str, add_bos: bool | None = True, special: bool = False,
-               add_eos: bool | None = False) -> list[int]:
+    def encode(
+        self,
+        text: str,
+        add_bos: bool | None = True,
+        special: bool = False,
+        add_eos: bool | None = False,
+    ) -> list[int]:
         """Token ids of `text`.
 
         add_bos: prepend the BOS token (None: as the file says, `add_bos`); add_eos likewise
@@ -248,8 +274,14 @@ class Tokenizer:
         """
         return self._encode(text, add_bos, special, add_eos)
 
-    def _encode(self, text: str, add_bos: bool | None, special: bool, add_eos: bool | None,
-                restore: Mapping[int, str] | None = None) -> list[int]:
+    def _encode(
+        self,
+        text: str,
+        add_bos: bool | None,
+        special: bool,
+        add_eos: bool | None,
+        restore: Mapping[int, str] | None = None,
+    ) -> list[int]:
         """`encode`; `restore` (a str.translate table) is applied to the raw text fragments
         after special tokens are split off (chat.encode_chat: placeholders back to text)."""
         if not isinstance(text, str):
@@ -366,6 +398,7 @@ class Tokenizer:
         return self.decode_bytes(ids, skip_special).decode("utf-8", errors="replace")
 
     def __repr__(self) -> str:
-        return (f"Tokenizer(model={self.model!r}, pre={self.pre!r}, n_vocab={self.n_vocab}, "
-                f"bos={self.bos_id}, eos={self.eos_id}, eot={self.eot_id})")
-
+        return (
+            f"Tokenizer(model={self.model!r}, pre={self.pre!r}, n_vocab={self.n_vocab}, "
+            f"bos={self.bos_id}, eos={self.eos_id}, eot={self.eot_id})"
+        )

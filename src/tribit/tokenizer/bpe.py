@@ -45,16 +45,40 @@ PRE_REGEXES: dict[str, tuple[str, ...]] = {
 # `tokenizer.ggml.pre` value -> regex family (llama.cpp's table, the BitNet-relevant part)
 PRE_ALIASES: dict[str, str] = {
     "default": "default",
-    "llama3": "llama3", "llama-v3": "llama3", "llama-bpe": "llama3", "falcon3": "llama3",
-    "falcon_e": "llama3", "falcon-e": "llama3", "falcon-h1": "llama3", "pixtral": "llama3",
-    "dbrx": "llama3", "smaug-bpe": "llama3", "chatglm-bpe": "llama3",
-    "qwen2": "qwen2", "stablelm2": "qwen2", "deepseek-r1-qwen": "qwen2", "megrez": "qwen2",
+    "llama3": "llama3",
+    "llama-v3": "llama3",
+    "llama-bpe": "llama3",
+    "falcon3": "llama3",
+    "falcon_e": "llama3",
+    "falcon-e": "llama3",
+    "falcon-h1": "llama3",
+    "pixtral": "llama3",
+    "dbrx": "llama3",
+    "smaug-bpe": "llama3",
+    "chatglm-bpe": "llama3",
+    "qwen2": "qwen2",
+    "stablelm2": "qwen2",
+    "deepseek-r1-qwen": "qwen2",
+    "megrez": "qwen2",
     "hunyuan": "qwen2",
-    "gpt2": "gpt2", "gpt-2": "gpt2", "phi-2": "gpt2", "mpt": "gpt2", "olmo": "gpt2",
-    "jais": "gpt2", "jina-es": "gpt2", "jina-de": "gpt2", "jina-v1-en": "gpt2",
-    "jina-v2-es": "gpt2", "jina-v2-de": "gpt2", "trillion": "gpt2",
-    "starcoder": "starcoder", "refact": "starcoder", "command-r": "starcoder",
-    "smollm": "starcoder", "codeshell": "starcoder", "exaone": "starcoder",
+    "gpt2": "gpt2",
+    "gpt-2": "gpt2",
+    "phi-2": "gpt2",
+    "mpt": "gpt2",
+    "olmo": "gpt2",
+    "jais": "gpt2",
+    "jina-es": "gpt2",
+    "jina-de": "gpt2",
+    "jina-v1-en": "gpt2",
+    "jina-v2-es": "gpt2",
+    "jina-v2-de": "gpt2",
+    "trillion": "gpt2",
+    "starcoder": "starcoder",
+    "refact": "starcoder",
+    "command-r": "starcoder",
+    "smollm": "starcoder",
+    "codeshell": "starcoder",
+    "exaone": "starcoder",
     "minerva-7b": "starcoder",
     "falcon": "falcon",
 }
@@ -79,8 +103,11 @@ def pre_family(pre: str | None, tokens: Sequence[str]) -> str:
 @lru_cache(maxsize=1)
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character map."""
-    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-          *range(ord("®"), ord("ÿ") + 1)]
+    bs = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     cs = list(bs)
     n = 0
     for b in range(256):
@@ -146,10 +173,12 @@ class BpeEncoder:
         except Exception as e:  # the Rust side rejects inconsistent vocabularies
             raise FormatError(f"invalid BPE vocabulary: {e}") from e
         self._hf = HFTokenizer(model)
-        splits = [pre_tokenizers.Split(Regex(r), behavior="isolated")
-                  for r in PRE_REGEXES[self.family]]
+        splits = [
+            pre_tokenizers.Split(Regex(r), behavior="isolated") for r in PRE_REGEXES[self.family]
+        ]
         self._hf.pre_tokenizer = pre_tokenizers.Sequence(
-            [*splits, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+            [*splits, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+        )
         b2u = bytes_to_unicode()
         # bytes with no single-byte token: HF would silently drop them, so refuse the text
         self._missing = bytes(b for b in range(256) if b2u[b] not in vocab)
@@ -162,8 +191,9 @@ class BpeEncoder:
             raw = text.encode("utf-8")
             if len(raw.translate(None, self._missing)) != len(raw):
                 bad = sorted({f"0x{b:02X}" for b in raw if b in self._missing})
-                raise TribitError(f"the vocabulary has no token for byte(s) {', '.join(bad)} "
-                                  "of the text")
+                raise TribitError(
+                    f"the vocabulary has no token for byte(s) {', '.join(bad)} of the text"
+                )
         # encode_batch, even for one text: it releases the GIL while Rust works (encode holds
         # it: a 4 MB prompt froze every other thread, the server's event loop included)
         return self._hf.encode_batch([text], add_special_tokens=False)[0].ids

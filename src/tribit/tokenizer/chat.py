@@ -84,10 +84,16 @@ def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(str(fmt))
 
 
-def _tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None,
-            separators: Any = None, sort_keys: bool = False) -> str:
-    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
-                      sort_keys=sort_keys)
+def _tojson(
+    x: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: Any = None,
+    sort_keys: bool = False,
+) -> str:
+    return json.dumps(
+        x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
 
 
 @lru_cache(maxsize=32)
@@ -122,16 +128,19 @@ def _compile(source: str):
 
         def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
             # jinja2 returns an Undefined that prints as "": refuse at once instead
-            raise SecurityError(f"access to attribute {attribute!r} of a "
-                                f"{type(obj).__name__!r} object is not allowed")
+            raise SecurityError(
+                f"access to attribute {attribute!r} of a "
+                f"{type(obj).__name__!r} object is not allowed"
+            )
 
         def call_binop(self, context: Any, op: str, left: Any, right: Any) -> Any:
             if op == "*":
                 for seq, n in ((left, right), (right, left)):
                     if isinstance(seq, (str, list, tuple)) and isinstance(n, int):
                         if len(seq) * max(n, 0) > MAX_SEQUENCE_LEN:
-                            raise SecurityError("the template builds a sequence longer than "
-                                                f"{MAX_SEQUENCE_LEN}")
+                            raise SecurityError(
+                                f"the template builds a sequence longer than {MAX_SEQUENCE_LEN}"
+                            )
                 return operator.mul(left, right)
             if op == "**":
                 if isinstance(left, int) and isinstance(right, int) and right > 0:
@@ -177,10 +186,14 @@ def normalize_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, 
         elif isinstance(content, list):
             parts = []
             for j, part in enumerate(content):
-                if not (isinstance(part, Mapping) and part.get("type") == "text"
-                        and isinstance(part.get("text"), str)):
+                if not (
+                    isinstance(part, Mapping)
+                    and part.get("type") == "text"
+                    and isinstance(part.get("text"), str)
+                ):
                     raise TribitError(
-                        f"messages[{i}].content[{j}] must be {{'type': 'text', 'text': str}}")
+                        f"messages[{i}].content[{j}] must be {{'type': 'text', 'text': str}}"
+                    )
                 parts.append(part["text"])
             content = "".join(parts)
         elif not isinstance(content, str):
@@ -210,8 +223,13 @@ def render_chat(
     """
     source = resolve_template(template)
     plain = normalize_messages(messages)
-    ctx = dict(extra, messages=plain, add_generation_prompt=bool(add_generation_prompt),
-               bos_token=bos_token, eos_token=eos_token)
+    ctx = dict(
+        extra,
+        messages=plain,
+        add_generation_prompt=bool(add_generation_prompt),
+        bos_token=bos_token,
+        eos_token=eos_token,
+    )
     if isolated is None:
         isolated = not is_builtin(source)
     if isolated:
@@ -243,8 +261,7 @@ def _render_source(source: str, ctx: dict[str, Any]) -> str:
         for chunk in compiled.generate(**ctx):
             size += len(chunk)
             if size > MAX_OUTPUT_CHARS:
-                raise TribitError(f"the chat template output exceeds {MAX_OUTPUT_CHARS} "
-                                  "characters")
+                raise TribitError(f"the chat template output exceeds {MAX_OUTPUT_CHARS} characters")
             parts.append(chunk)
     except TribitError:
         raise
@@ -253,8 +270,9 @@ def _render_source(source: str, ctx: dict[str, Any]) -> str:
     except TemplateError as e:
         raise TribitError(f"the chat template failed: {e}") from None
     except (RecursionError, MemoryError, OverflowError) as e:
-        raise TribitError(f"the chat template exhausted resources: {type(e).__name__}: "
-                          f"{e}") from None
+        raise TribitError(
+            f"the chat template exhausted resources: {type(e).__name__}: {e}"
+        ) from None
     except Exception as e:  # template code errors (TypeError, KeyError, ...) are input errors
         raise TribitError(f"the chat template failed: {type(e).__name__}: {e}") from None
     return "".join(parts)
@@ -319,8 +337,9 @@ def encode_chat(
     for msg in plain:
         if isinstance(msg.get("content"), str):
             msg["content"] = escape(msg["content"])
-    text = render_chat(plain, source, add_generation_prompt, bos_token, eos_token,
-                       isolated=isolated, **extra)
+    text = render_chat(
+        plain, source, add_generation_prompt, bos_token, eos_token, isolated=isolated, **extra
+    )
     if add_bos is None:
         add_bos = bool(tokenizer.add_bos) and not (bos_token and text.startswith(bos_token))
     restore = {ord(ph): t for t, ph in table.items()}
@@ -332,5 +351,7 @@ def _placeholder_plane(tokenizer: Any, source: str) -> tuple[int, int]:
         used = any(lo <= ord(c) < hi for t in [source, *tokenizer.control_texts] for c in t)
         if not used:
             return lo, hi
-    raise TribitError("the chat template or the vocabulary uses private-use characters of "
-                      "both supplementary planes; tribit cannot keep message text apart")
+    raise TribitError(
+        "the chat template or the vocabulary uses private-use characters of "
+        "both supplementary planes; tribit cannot keep message text apart"
+    )

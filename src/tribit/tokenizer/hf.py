@@ -26,10 +26,14 @@ from ..formats.keys import TokenizerKey, token_id_key
 from .base import BYTE, CONTROL, NORMAL, UNKNOWN, UNUSED, USER_DEFINED
 
 # LLaMA-3 / Qwen2 pre-tokenizer patterns as they appear in tokenizer.json
-_LLAMA3_HF = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+"
-              r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-_QWEN2_HF = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+"
-             r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_LLAMA3_HF = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+"
+    r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_QWEN2_HF = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+"
+    r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 _SPM_TYPES = {1: NORMAL, 2: UNKNOWN, 3: CONTROL, 4: USER_DEFINED, 5: UNUSED, 6: BYTE}
 
 
@@ -187,9 +191,16 @@ def read_sentencepiece(path: str | Path) -> dict:
     "remove_extra_whitespaces"}."""
     buf = Path(path).read_bytes()
     pieces: list[tuple[str, float, int]] = []
-    info: dict = {"model_type": 1, "unk_id": 0, "bos_id": 1, "eos_id": 2, "pad_id": -1,
-                  "byte_fallback": False, "add_dummy_prefix": True,
-                  "remove_extra_whitespaces": True}
+    info: dict = {
+        "model_type": 1,
+        "unk_id": 0,
+        "bos_id": 1,
+        "eos_id": 2,
+        "pad_id": -1,
+        "byte_fallback": False,
+        "add_dummy_prefix": True,
+        "remove_extra_whitespaces": True,
+    }
     for num, wire, val in _fields(buf):
         if num == 1 and wire == 2:  # SentencePiece
             text, score, kind = "", 0.0, 1
@@ -198,8 +209,9 @@ def read_sentencepiece(path: str | Path) -> dict:
                     try:
                         text = v2.decode("utf-8")
                     except UnicodeDecodeError as e:
-                        raise FormatError(f"tokenizer.model: piece {len(pieces)} is not "
-                                          "UTF-8") from e
+                        raise FormatError(
+                            f"tokenizer.model: piece {len(pieces)} is not UTF-8"
+                        ) from e
                 elif n2 == 2 and w2 == 5:
                     score = struct.unpack("<f", v2)[0]
                 elif n2 == 3 and w2 == 0:
@@ -211,8 +223,14 @@ def read_sentencepiece(path: str | Path) -> dict:
             for n2, w2, v2 in _fields(val):
                 if w2 != 0:
                     continue
-                key = {3: "model_type", 35: "byte_fallback", 40: "unk_id", 41: "bos_id",
-                       42: "eos_id", 43: "pad_id"}.get(n2)
+                key = {
+                    3: "model_type",
+                    35: "byte_fallback",
+                    40: "unk_id",
+                    41: "bos_id",
+                    42: "eos_id",
+                    43: "pad_id",
+                }.get(n2)
                 if key is not None:
                     info[key] = bool(v2) if key == "byte_fallback" else _int32(v2)
         elif num == 3 and wire == 2:  # NormalizerSpec
@@ -240,8 +258,12 @@ def _metadata_from_sentencepiece(path: Path) -> dict:
         TokenizerKey.ADD_SPACE_PREFIX: bool(sp["add_dummy_prefix"]),
         TokenizerKey.REMOVE_EXTRA_WHITESPACES: bool(sp["remove_extra_whitespaces"]),
     }
-    for key, name in (("unk_id", "unknown"), ("bos_id", "bos"), ("eos_id", "eos"),
-                      ("pad_id", "padding")):
+    for key, name in (
+        ("unk_id", "unknown"),
+        ("bos_id", "bos"),
+        ("eos_id", "eos"),
+        ("pad_id", "padding"),
+    ):
         if 0 <= sp[key] < n:
             md[token_id_key(name)] = sp[key]
     return md
@@ -296,8 +318,10 @@ def tokenizer_metadata_from_hf(hf_dir: str | Path) -> dict:
         if added:
             _append_added(md, added)
     elif spec:
-        raise FormatError(f"tokenizer.json model {model_type!r} is not a byte-level BPE and "
-                          "there is no tokenizer.model: unsupported tokenizer")
+        raise FormatError(
+            f"tokenizer.json model {model_type!r} is not a byte-level BPE and "
+            "there is no tokenizer.model: unsupported tokenizer"
+        )
     else:
         raise FormatError(f"{d} has neither tokenizer.json nor tokenizer.model")
     tokens: list[str] = md[TokenizerKey.TOKENS]
@@ -331,8 +355,11 @@ def tokenizer_metadata_from_hf(hf_dir: str | Path) -> dict:
     else:  # a second end id in generation_config (e.g. [eos, eot])
         eos_ids = gen.get("eos_token_id")
         if isinstance(eos_ids, list):
-            rest = [i for i in eos_ids if isinstance(i, int) and 0 <= i < len(tokens)
-                    and i != md.get(TokenizerKey.EOS_ID)]
+            rest = [
+                i
+                for i in eos_ids
+                if isinstance(i, int) and 0 <= i < len(tokens) and i != md.get(TokenizerKey.EOS_ID)
+            ]
             if rest:
                 md[TokenizerKey.EOT_ID] = rest[0]
     for key in ("add_bos_token", "add_eos_token"):
@@ -341,9 +368,9 @@ def tokenizer_metadata_from_hf(hf_dir: str | Path) -> dict:
     if TokenizerKey.ADD_BOS not in md:
         post = json.dumps(spec.get("post_processor"))
         bos = md.get(TokenizerKey.BOS_ID)
-        md[TokenizerKey.ADD_BOS] = (
-            md[TokenizerKey.MODEL] == "llama"
-            or (bos is not None and json.dumps(tokens[bos]) in post))
+        md[TokenizerKey.ADD_BOS] = md[TokenizerKey.MODEL] == "llama" or (
+            bos is not None and json.dumps(tokens[bos]) in post
+        )
     template = tcfg.get("chat_template")
     if isinstance(template, list):  # [{"name": ..., "template": ...}]
         named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}

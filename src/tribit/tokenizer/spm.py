@@ -31,8 +31,9 @@ def byte_token_value(text: str) -> int | None:
 class SpmEncoder:
     """Encodes plain text (no special tokens) with llama.cpp's SPM algorithm."""
 
-    def __init__(self, tokens: Sequence[str], scores: Sequence[float] | None,
-                 unk_id: int | None) -> None:
+    def __init__(
+        self, tokens: Sequence[str], scores: Sequence[float] | None, unk_id: int | None
+    ) -> None:
         self.vocab = {t: i for i, t in enumerate(tokens)}  # duplicates: the last id wins
         n = len(tokens)
         self.scores = [float(s) for s in scores] if scores is not None else [0.0] * n
@@ -102,6 +103,5 @@ class SpmEncoder:
         if tid is None:
             tid = self.unk_id
         if tid is None:
-            raise TribitError(f"the vocabulary has no byte token <0x{b:02X}> and no unknown "
-                              "token")
+            raise TribitError(f"the vocabulary has no byte token <0x{b:02X}> and no unknown token")
         return tid

@@ -22,8 +22,9 @@ class StreamDecoder:
     (" Paris" after "The capital of France is"). Byte-level BPE vocabularies are unaffected.
     """
 
-    def __init__(self, tokenizer: Tokenizer, skip_special: bool = False,
-                 at_start: bool = False) -> None:
+    def __init__(
+        self, tokenizer: Tokenizer, skip_special: bool = False, at_start: bool = False
+    ) -> None:
         self.tokenizer = tokenizer
         self.skip_special = skip_special
         self._strip = bool(at_start and tokenizer.add_space_prefix)

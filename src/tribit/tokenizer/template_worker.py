@@ -54,7 +54,7 @@ def _write_message(fd: int, obj: Any) -> None:
     data = json.dumps(obj, ensure_ascii=True, default=str).encode()
     view = memoryview(struct.pack("<I", len(data)) + data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _read_message(fd: int, deadline: float | None) -> Any:
@@ -69,8 +69,9 @@ class TemplateRunner:
     renders are serialised (each takes milliseconds unless hostile, and a hostile one is
     cut at `timeout_s`)."""
 
-    def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 memory_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
+    def __init__(
+        self, timeout_s: float = DEFAULT_TIMEOUT_S, memory_bytes: int = DEFAULT_MEMORY_BYTES
+    ) -> None:
         self.timeout_s = float(timeout_s)
         self.memory_bytes = int(memory_bytes)
         self._proc: subprocess.Popen | None = None
@@ -83,8 +84,11 @@ class TemplateRunner:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
         proc = subprocess.Popen(
             [sys.executable, "-m", "tribit.tokenizer.template_worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            env=env, close_fds=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            close_fds=True,
         )
         # the worker says "ready" once jinja2 is imported and its limit set (not counted
         # against a render's budget)
@@ -130,7 +134,8 @@ class TemplateRunner:
             if answer.get("budget"):
                 raise TemplateBudgetError(
                     f"the chat template ran out of its memory budget "
-                    f"({self.memory_bytes >> 20} MiB): {answer['error']}")
+                    f"({self.memory_bytes >> 20} MiB): {answer['error']}"
+                )
             raise TribitError(answer["error"])
         return answer["text"]
 
@@ -205,8 +210,9 @@ def main() -> None:
         try:
             _write_message(fout, answer)
         except MemoryError:
-            _write_message(fout, {"error": "the chat template's output is too large",
-                                  "budget": True})
+            _write_message(
+                fout, {"error": "the chat template's output is too large", "budget": True}
+            )
 
 
 if __name__ == "__main__":

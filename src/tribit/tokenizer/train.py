@@ -27,8 +27,9 @@ def train_bpe_metadata(
 
     specials = list(special_tokens)
     if vocab_size < 256 + len(specials):
-        raise TribitError(f"vocab_size {vocab_size} is below 256 bytes + {len(specials)} "
-                          "special tokens")
+        raise TribitError(
+            f"vocab_size {vocab_size} is below 256 bytes + {len(specials)} special tokens"
+        )
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -41,8 +42,9 @@ def train_bpe_metadata(
     tok.train_from_iterator(texts, trainer)
     md = metadata_from_hf_bpe(json.loads(tok.to_str()), pre="gpt-2")
     ids = {t: i for i, t in enumerate(md[TokenizerKey.TOKENS])}
-    for j, (key, name) in enumerate([("bos", "<|begin_of_text|>"), ("eos", "<|end_of_text|>"),
-                                     ("eot", "<|eot_id|>")]):
+    for j, (key, name) in enumerate(
+        [("bos", "<|begin_of_text|>"), ("eos", "<|end_of_text|>"), ("eot", "<|eot_id|>")]
+    ):
         if name in ids:
             md[token_id_key(key)] = ids[name]
         elif j < len(specials):

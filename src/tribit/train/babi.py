@@ -130,7 +130,7 @@ def pack_story(enc: Encoder, exs: list[babi.Example]) -> Packed:
     base = [enc.bos] + enc.encode(story)
     branches = []
     for ex in exs:
-        q = enc.encode(ex.prompt[len(story):])
+        q = enc.encode(ex.prompt[len(story) :])
         if base + q != [enc.bos] + enc.encode(ex.prompt):  # tokens must not straddle the cut
             return _single(enc, exs[0])
         branches.append((q, enc.encode(ex.answer) + [enc.eos]))
@@ -162,8 +162,14 @@ def _common_story(exs: list[babi.Example]) -> str:
 def _single(enc: Encoder, ex: babi.Example) -> Packed:
     toks, a = encode_example(enc, ex)
     n = len(toks)
-    return Packed(toks, list(range(n)), [0] * n, toks[1:] + [-1],
-                  [j >= a - 1 for j in range(n - 1)] + [False], fact_rows(enc, ex))
+    return Packed(
+        toks,
+        list(range(n)),
+        [0] * n,
+        toks[1:] + [-1],
+        [j >= a - 1 for j in range(n - 1)] + [False],
+        fact_rows(enc, ex),
+    )
 
 
 def pool_batches(enc: Encoder, st: TrainSettings, pool_index: int) -> list[list[Packed]]:
@@ -176,8 +182,9 @@ def pool_batches(enc: Encoder, st: TrainSettings, pool_index: int) -> list[list[
         task = rng.choice(st.tasks)
         seed = rng.getrandbits(48)
         if task in (1, 6) and st.questions > 1:
-            exs = babi.story_questions("train", seed, st.questions, p_where=p_where,
-                                       p_not_last=st.p_not_last)
+            exs = babi.story_questions(
+                "train", seed, st.questions, p_where=p_where, p_not_last=st.p_not_last
+            )
         else:
             exs = babi.generate(1, "train", seed=seed, tasks=(task,))
         seqs.append(pack_story(enc, exs))
@@ -195,8 +202,14 @@ def eval_set(enc: Encoder, n: int = 64, seed: int = 12345):
     return {t: collate([encode_example(enc, e) for e in exs], enc.eos) for t, exs in sets.items()}
 
 
-def train(out_dir: Path, cfg: BitNetConfig, st: TrainSettings, progress: bool = True,
-          resume: bool = False, log_file: Path | None = None) -> Path:
+def train(
+    out_dir: Path,
+    cfg: BitNetConfig,
+    st: TrainSettings,
+    progress: bool = True,
+    resume: bool = False,
+    log_file: Path | None = None,
+) -> Path:
     """Train a model on generated bAbI stories; return the checkpoint path
     (`out_dir/model.pt`, also written every `ckpt_every` steps)."""
     from tqdm import tqdm
@@ -224,9 +237,14 @@ def train(out_dir: Path, cfg: BitNetConfig, st: TrainSettings, progress: bool = 
         model.load_state_dict(init.state_dict())
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": st.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=st.lr, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": st.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=st.lr,
+        betas=(0.9, 0.95),
+    )
     start, log = 0, []
     if ck is not None:
         model.load_state_dict(ck["model"])
@@ -235,8 +253,14 @@ def train(out_dir: Path, cfg: BitNetConfig, st: TrainSettings, progress: bool = 
     evals = eval_set(enc)
     t0 = time.time() - (log[-1]["s"] if log else 0.0)
     batches: list = []
-    bar = tqdm(range(start, st.steps), initial=start, total=st.steps, disable=not progress,
-               desc="train", mininterval=5.0)
+    bar = tqdm(
+        range(start, st.steps),
+        initial=start,
+        total=st.steps,
+        disable=not progress,
+        desc="train",
+        mininterval=5.0,
+    )
     for step in bar:
         pool_index, k = divmod(step, st.pool)
         if not batches or k == 0:
@@ -246,21 +270,32 @@ def train(out_dir: Path, cfg: BitNetConfig, st: TrainSettings, progress: bool = 
         for g in opt.param_groups:
             g["lr"] = lr_at(st, step)
         model.train()
-        loss, parts = packed_loss(model, *batch, fact_weight=st.fact_weight,
-                                  fact_layer=st.fact_layer, fact_heads=st.fact_heads)
+        loss, parts = packed_loss(
+            model,
+            *batch,
+            fact_weight=st.fact_weight,
+            fact_layer=st.fact_layer,
+            fact_heads=st.fact_heads,
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         last = step == st.steps - 1
         if step % st.log_every == 0 or last or (step + 1) % st.eval_every == 0:
-            rec = {"step": step, "loss": round(loss.item(), 5),
-                   **{k: round(v, 5) for k, v in parts.items()}, "lr": lr_at(st, step),
-                   "s": round(time.time() - t0, 1)}
+            rec = {
+                "step": step,
+                "loss": round(loss.item(), 5),
+                **{k: round(v, 5) for k, v in parts.items()},
+                "lr": lr_at(st, step),
+                "s": round(time.time() - t0, 1),
+            }
             if (step + 1) % st.eval_every == 0 or last:
                 model.eval()
-                rec["heldout_acc"] = {t: round(exact_match(model, *xm).float().mean().item(), 4)
-                                      for t, xm in evals.items()}
+                rec["heldout_acc"] = {
+                    t: round(exact_match(model, *xm).float().mean().item(), 4)
+                    for t, xm in evals.items()
+                }
             log.append(rec)
             bar.set_postfix(loss=f"{loss.item():.4f}")
             if log_file is not None:
@@ -275,5 +310,9 @@ def model_metadata() -> dict[str, object]:
     """GGUF metadata that makes a bAbI model usable in chat: its chat template, a
     description and example prompts (shown by the server's web page), and greedy decoding
     as the recommended temperature (llama.cpp's `general.sampling.temp`)."""
-    return {General.DESCRIPTION: babi.DESCRIPTION, TokenizerKey.CHAT_TEMPLATE: babi.CHAT_TEMPLATE,
-            Tribit.CHAT_EXAMPLES: list(babi.CHAT_EXAMPLES), General.SAMPLING_TEMP: 0.0}
+    return {
+        General.DESCRIPTION: babi.DESCRIPTION,
+        TokenizerKey.CHAT_TEMPLATE: babi.CHAT_TEMPLATE,
+        Tribit.CHAT_EXAMPLES: list(babi.CHAT_EXAMPLES),
+        General.SAMPLING_TEMP: 0.0,
+    }

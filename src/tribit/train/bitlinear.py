@@ -60,8 +60,12 @@ class _BitLinearFn(torch.autograd.Function):
     dx = dy @ (gamma t), dw = dy.T @ (q / scale)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor,  # type: ignore[override]
-                f64_mean: bool = False) -> torch.Tensor:
+    def forward(
+        ctx,
+        x: torch.Tensor,
+        w: torch.Tensor,  # type: ignore[override]
+        f64_mean: bool = False,
+    ) -> torch.Tensor:
         t, gamma = weight_quant(w, f64_mean)
         q, scale = act_quant(x)
         ctx.save_for_backward(q, scale, t, gamma)

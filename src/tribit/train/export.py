@@ -33,8 +33,7 @@ def ternary_weights(model: BitNetLM) -> dict[str, tuple[np.ndarray, np.float32]]
     for i, blk in enumerate(model.blocks):
         for p in PROJECTIONS:  # BitNetLM's block attributes are the projections' `which`
             t, gamma = weight_quant(getattr(blk, p.which).weight.detach().float(), f64_mean=True)
-            out[block_tensor(i, p.suffix)] = (t.numpy().astype(np.int8),
-                                             np.float32(gamma.item()))
+            out[block_tensor(i, p.suffix)] = (t.numpy().astype(np.int8), np.float32(gamma.item()))
     return out
 
 
@@ -47,8 +46,9 @@ def _f32(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().float().numpy(), dtype=np.float32)
 
 
-def export_plan(model: BitNetLM, tokenizer_md: dict, name: str = "babi-tiny",
-                extra_md: dict | None = None) -> ModelPlan:
+def export_plan(
+    model: BitNetLM, tokenizer_md: dict, name: str = "babi-tiny", extra_md: dict | None = None
+) -> ModelPlan:
     """`model` as the writer's `ModelPlan`: token_embd, then per block its four norms (the
     block's attribute names are the norms' GGUF suffixes) and seven projections, then
     output_norm."""
@@ -63,25 +63,47 @@ def export_plan(model: BitNetLM, tokenizer_md: dict, name: str = "babi-tiny",
     tensors = [TensorPlan(TOKEN_EMBD, emb.shape, "embd", load=lambda: emb)]
     tern = ternary_weights(model)
     for i, blk in enumerate(model.blocks):
-        tensors += [norm(block_tensor(i, n.suffix), getattr(blk, n.suffix).weight)
-                    for n in NORMS]
+        tensors += [norm(block_tensor(i, n.suffix), getattr(blk, n.suffix).weight) for n in NORMS]
         for p in PROJECTIONS:
             tname = block_tensor(i, p.suffix)
             t, gamma = tern[tname]
-            tensors.append(TensorPlan(tname, t.shape, "ternary",
-                                      load_ternary=lambda t=t, g=gamma: (t, g), gamma=gamma))
+            tensors.append(
+                TensorPlan(
+                    tname, t.shape, "ternary", load_ternary=lambda t=t, g=gamma: (t, g), gamma=gamma
+                )
+            )
     tensors.append(norm(OUTPUT_NORM, model.norm.weight))
-    hp = HParams(n_embd=c.n_embd, n_ff=c.n_ff, n_layer=c.n_layer, n_head=c.n_head,
-                 n_head_kv=c.n_head_kv, head_dim=c.head_dim, n_ctx_train=c.n_ctx,
-                 rope_theta=float(c.rope_theta), norm_eps=float(c.norm_eps), tied=True,
-                 rope_scaling=None)
-    return ModelPlan(arch=ARCH, name=name, hparams=gguf_hparams(hp, c.n_vocab, ARCH),
-                     tensors=tensors, tokenizer=dict(tokenizer_md),
-                     metadata=dict(extra_md or {}))
+    hp = HParams(
+        n_embd=c.n_embd,
+        n_ff=c.n_ff,
+        n_layer=c.n_layer,
+        n_head=c.n_head,
+        n_head_kv=c.n_head_kv,
+        head_dim=c.head_dim,
+        n_ctx_train=c.n_ctx,
+        rope_theta=float(c.rope_theta),
+        norm_eps=float(c.norm_eps),
+        tied=True,
+        rope_scaling=None,
+    )
+    return ModelPlan(
+        arch=ARCH,
+        name=name,
+        hparams=gguf_hparams(hp, c.n_vocab, ARCH),
+        tensors=tensors,
+        tokenizer=dict(tokenizer_md),
+        metadata=dict(extra_md or {}),
+    )
 
 
-def export_gguf(model: BitNetLM, tokenizer_md: dict, path: str | Path, name: str = "babi-tiny",
-                embd_type: str = "f32", extra_md: dict | None = None) -> Path:
+def export_gguf(
+    model: BitNetLM,
+    tokenizer_md: dict,
+    path: str | Path,
+    name: str = "babi-tiny",
+    embd_type: str = "f32",
+    extra_md: dict | None = None,
+) -> Path:
     """Write `model` to `path` as GGUF and return the path.
 
     `tokenizer_md`: `tokenizer.ggml.*` keys; `embd_type`: "f32" or "f16" for

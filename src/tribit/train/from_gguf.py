@@ -36,15 +36,21 @@ from .model import BitNetConfig, BitNetLM
 
 def config_from_metadata(md: dict) -> BitNetConfig:
     """The BitNetConfig of an exported file's hyper-parameter keys."""
+
     def get(suffix: str) -> object:
         return md[arch_key(ARCH, suffix)]
 
-    return BitNetConfig(n_layer=int(get(LLM.BLOCK_COUNT)), n_embd=int(get(LLM.EMBEDDING_LENGTH)),
-                        n_ff=int(get(LLM.FEED_FORWARD_LENGTH)), n_head=int(get(LLM.HEAD_COUNT)),
-                        n_head_kv=int(get(LLM.HEAD_COUNT_KV)), n_vocab=int(get(LLM.VOCAB_SIZE)),
-                        n_ctx=int(get(LLM.CONTEXT_LENGTH)),
-                        rope_theta=float(get(LLM.ROPE_FREQ_BASE)),
-                        norm_eps=float(get(LLM.LAYERNORM_RMS_EPS)))
+    return BitNetConfig(
+        n_layer=int(get(LLM.BLOCK_COUNT)),
+        n_embd=int(get(LLM.EMBEDDING_LENGTH)),
+        n_ff=int(get(LLM.FEED_FORWARD_LENGTH)),
+        n_head=int(get(LLM.HEAD_COUNT)),
+        n_head_kv=int(get(LLM.HEAD_COUNT_KV)),
+        n_vocab=int(get(LLM.VOCAB_SIZE)),
+        n_ctx=int(get(LLM.CONTEXT_LENGTH)),
+        rope_theta=float(get(LLM.ROPE_FREQ_BASE)),
+        norm_eps=float(get(LLM.LAYERNORM_RMS_EPS)),
+    )
 
 
 def _latent(t: np.ndarray, gamma: float) -> torch.Tensor:
@@ -72,8 +78,9 @@ def load_gguf(path: str | Path) -> tuple[BitNetLM, dict]:
     with GGUFReader(path) as r:
         md = dict(r.metadata)
         if md.get(General.ARCHITECTURE) != ARCH:
-            raise ValueError(f"{path}: not a file of export_gguf (arch "
-                             f"{md.get(General.ARCHITECTURE)!r})")
+            raise ValueError(
+                f"{path}: not a file of export_gguf (arch {md.get(General.ARCHITECTURE)!r})"
+            )
         cfg = config_from_metadata(md)
         model = BitNetLM(cfg)
 

@@ -39,11 +39,15 @@ class BitNetConfig:
     def validate(self) -> None:
         """Raise ValueError on shapes the runtime or TQ2_0 cannot hold."""
         if self.n_embd % 256 or self.n_ff % 256:
-            raise ValueError(f"n_embd ({self.n_embd}) and n_ff ({self.n_ff}) must be "
-                             "multiples of 256 (TQ2_0 blocks)")
+            raise ValueError(
+                f"n_embd ({self.n_embd}) and n_ff ({self.n_ff}) must be "
+                "multiples of 256 (TQ2_0 blocks)"
+            )
         if self.n_embd % self.n_head or self.n_head % self.n_head_kv:
-            raise ValueError(f"n_head {self.n_head} must divide n_embd {self.n_embd} and be a "
-                             f"multiple of n_head_kv {self.n_head_kv}")
+            raise ValueError(
+                f"n_head {self.n_head} must divide n_embd {self.n_embd} and be a "
+                f"multiple of n_head_kv {self.n_head_kv}"
+            )
         if self.head_dim % 2:
             raise ValueError(f"head_dim {self.head_dim} must be even (RoPE)")
 
@@ -67,8 +71,9 @@ class RMSNorm(nn.Module):
         return x * torch.rsqrt(mean + self.eps) * self.weight
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-              mask: torch.Tensor | None, f64: bool = False) -> torch.Tensor:
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, f64: bool = False
+) -> torch.Tensor:
     """Softmax attention of q (b, n_head, n, head_dim) over k, v (b, n_head_kv, m,
     head_dim), query head h reading kv head h // (n_head / n_head_kv), where `mask`
     (b, n, m) is True, or causally (the last n of m positions) when None.
@@ -80,8 +85,13 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     last bits, enough to move an int8 code now and then."""
     if not f64:
         return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=None if mask is None else mask[:, None],
-            is_causal=mask is None and q.shape[2] > 1, enable_gqa=q.shape[1] != k.shape[1])
+            q,
+            k,
+            v,
+            attn_mask=None if mask is None else mask[:, None],
+            is_causal=mask is None and q.shape[2] > 1,
+            enable_gqa=q.shape[1] != k.shape[1],
+        )
     group = q.shape[1] // k.shape[1]
     kd = k.double().repeat_interleave(group, dim=1)
     vd = v.double().repeat_interleave(group, dim=1)
@@ -131,9 +141,15 @@ class Block(nn.Module):
         self.qkv: tuple[torch.Tensor, ...] | None = None  # see forward's keep_qkv
         self.runtime_math = False
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: dict | None = None, mask: torch.Tensor | None = None,
-                keep_qkv: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: dict | None = None,
+        mask: torch.Tensor | None = None,
+        keep_qkv: bool = False,
+    ) -> torch.Tensor:
         """x (b, n, n_embd) at the positions of `cos`/`sin`. `cache` (greedy decoding):
         keys/values of earlier positions, extended in place; with earlier positions
         present, x must be one token. `mask` (b, n, n), True where a token may attend,
@@ -163,8 +179,7 @@ class Block(nn.Module):
         return x + self.down(self.ffn_sub_norm(f))
 
 
-def attention_logits(blk: Block, head: int, rows: torch.Tensor,
-                     mask: torch.Tensor) -> torch.Tensor:
+def attention_logits(blk: Block, head: int, rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Log-probabilities of one head's attention in the last forward of `blk` (run
     with `keep_qkv`), for query rows `rows` ((r, 2): batch, position), over all key
     positions (r, n); `mask` (b, n, n) is the attention mask of that forward."""
@@ -213,9 +228,15 @@ class BitNetLM(nn.Module):
             self._rope = (cos.shape[0], cos, sin)
         return self._rope[1][:n], self._rope[2][:n]
 
-    def hidden(self, tokens: torch.Tensor, caches: list[dict] | None = None,
-               pos: int = 0, positions: torch.Tensor | None = None,
-               mask: torch.Tensor | None = None, keep_qkv: int | None = None) -> torch.Tensor:
+    def hidden(
+        self,
+        tokens: torch.Tensor,
+        caches: list[dict] | None = None,
+        pos: int = 0,
+        positions: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        keep_qkv: int | None = None,
+    ) -> torch.Tensor:
         """Final hidden states after output_norm, (batch, seq, n_embd), of `tokens`
         at positions pos, pos+1, ... (`caches`: one dict per layer, for decoding).
         Packed training batches give each token's position (`positions`, (b, n)) and
@@ -241,8 +262,9 @@ class BitNetLM(nn.Module):
         return self.head(self.hidden(tokens))
 
     @torch.no_grad()
-    def greedy(self, prompt: list[int], max_tokens: int, stop: set[int],
-               cache: bool = True) -> list[int]:
+    def greedy(
+        self, prompt: list[int], max_tokens: int, stop: set[int], cache: bool = True
+    ) -> list[int]:
         """Greedy continuation of `prompt`. With `cache`, earlier keys and values are
         kept and each new token is one forward step; without, every token runs the
         training-time forward over the whole sequence. The two agree to float

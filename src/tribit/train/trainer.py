@@ -80,14 +80,24 @@ def collate_packed(items: list[Packed], pad: int, prompt_weight: float):
     causal = torch.ones((n, n), dtype=torch.bool).tril()
     same = (seg[:, :, None] == seg[:, None, :]) | (seg[:, None, :] == 0)
     mask = (causal & same) | torch.eye(n, dtype=torch.bool)  # padding sees itself
-    facts = torch.tensor([(i, q, k) for i, p in enumerate(items) for q, k in p.facts],
-                         dtype=torch.long).reshape(-1, 3)
+    facts = torch.tensor(
+        [(i, q, k) for i, p in enumerate(items) for q, k in p.facts], dtype=torch.long
+    ).reshape(-1, 3)
     return x, pos, mask, tgt, w, facts
 
 
-def packed_loss(model: BitNetLM, x, pos, mask, tgt, w, facts=None, fact_weight: float = 0.0,
-                fact_layer: int | None = None, fact_heads: tuple[int, ...] = (0,),
-                ) -> tuple[torch.Tensor, dict[str, float]]:
+def packed_loss(
+    model: BitNetLM,
+    x,
+    pos,
+    mask,
+    tgt,
+    w,
+    facts=None,
+    fact_weight: float = 0.0,
+    fact_layer: int | None = None,
+    fact_heads: tuple[int, ...] = (0,),
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted mean cross-entropy over the targets with weight > 0, plus `fact_weight`
     times the supporting-fact loss: the mean negative log attention that the heads
     `fact_heads` of `fact_layer` pay to each row's key. Returns the total and its
@@ -100,9 +110,14 @@ def packed_loss(model: BitNetLM, x, pos, mask, tgt, w, facts=None, fact_weight: 
     loss = (ce * w[sel]).sum() / w[sel].sum()
     parts = {"lm": loss.item()}
     if use_facts:
-        fact = -torch.stack([
-            attention_logits(model.blocks[layer], hd, facts[:, :2], mask).gather(1, facts[:, 2:])
-            for hd in fact_heads]).mean()
+        fact = -torch.stack(
+            [
+                attention_logits(model.blocks[layer], hd, facts[:, :2], mask).gather(
+                    1, facts[:, 2:]
+                )
+                for hd in fact_heads
+            ]
+        ).mean()
         model.blocks[layer].qkv = None
         parts["fact"] = fact.item()
         loss = loss + fact_weight * fact
@@ -118,13 +133,23 @@ def exact_match(model: BitNetLM, x: torch.Tensor, m: torch.Tensor) -> torch.Tens
     return ok.all(-1)
 
 
-def save(path: Path, model: BitNetLM, opt, step: int, md: dict, cfg: BitNetConfig,
-         st: Any, log: list) -> None:
+def save(
+    path: Path, model: BitNetLM, opt, step: int, md: dict, cfg: BitNetConfig, st: Any, log: list
+) -> None:
     """torch.save of model + optimizer + step (+ tokenizer metadata, config, log)."""
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                "tokenizer": md, "config": cfg.as_dict(), "settings": asdict(st),
-                "log": log}, tmp)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "opt": opt.state_dict(),
+            "step": step,
+            "tokenizer": md,
+            "config": cfg.as_dict(),
+            "settings": asdict(st),
+            "log": log,
+        },
+        tmp,
+    )
     tmp.replace(path)
     (path.parent / "log.json").write_text(json.dumps(log, indent=0))
 
