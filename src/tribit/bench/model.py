@@ -51,17 +51,19 @@ def cache_dir() -> Path:
 
 def ensure_dummy(
     layout: str,
-    qtype: str = "tq2_0",
-    head: str = "f16",
+    qtype: str | None = None,
+    head: str | None = None,
     seed: int = 0,
     directory: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> Path:
-    """Path of a cached dummy model of `layout`; written (atomically) on first use."""
-    from tribit.convert import write_dummy
+    """Path of a cached dummy model of `layout`; written (atomically) on first use.
+    `qtype` / `head` None: the layout's storage, else tq2_0 / f16."""
+    from tribit.convert import DEFAULT_QTYPE, write_dummy
     from tribit.convert.layouts import get_layout
 
     lay = get_layout(layout)  # FormatError naming the layouts if unknown
+    qtype, head = qtype or lay.qtype or DEFAULT_QTYPE, head or lay.head or "f16"
     d = Path(directory) if directory is not None else cache_dir()
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"dummy-{lay.name}-{qtype}-{head}-s{seed}.gguf"

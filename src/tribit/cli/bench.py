@@ -70,13 +70,17 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="benchmark a cached dummy model of this layout (see `tribit dummy`)",
     )
-    p.add_argument("--qtype", default="tq2_0", help="--layout: ternary storage type (tq2_0)")
+    p.add_argument(
+        "--qtype",
+        default=None,
+        help="--layout: ternary storage type (default: the layout's, else tq2_0)",
+    )
     p.add_argument(
         "--head",
-        default="f16",
+        default=None,
         dest="head",
         help="--layout: storage type of the embedding/head in the dummy file (f16, "
-        "q8_0, q6_k, bf16, f32)",
+        "q8_0, q6_k, bf16, f32, q2_0, q1_0; default: the layout's, else f16)",
     )
     p.add_argument(
         "--head-type",

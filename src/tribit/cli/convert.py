@@ -7,26 +7,28 @@ import argparse
 HELP = "Convert a Hugging Face BitNet checkpoint (safetensors) to GGUF."
 
 # kept in sync with tribit.convert.writer (not imported here to keep `tribit --help` fast)
-QTYPES = ("tq2_0", "tq1_0", "i2_s", "f16")
-HEAD_TYPES = ("f16", "bf16", "f32", "q8_0", "q6_k")
+QTYPES = ("tq2_0", "tq1_0", "i2_s", "f16", "q2_0", "q1_0")
+HEAD_TYPES = ("f16", "bf16", "f32", "q8_0", "q6_k", "q2_0", "q1_0")
 
 
-def add_qtype_arguments(parser: argparse.ArgumentParser) -> None:
-    """--qtype and --head, shared by convert, pull and dummy."""
+def add_qtype_arguments(parser: argparse.ArgumentParser, head_default: str | None = "f16") -> None:
+    """--qtype and --head, shared by convert, pull and dummy (dummy: the layout's defaults)."""
     parser.add_argument(
         "--qtype",
         choices=QTYPES,
         default=None,
-        help="storage of the ternary projections (default: tq2_0; tensors whose "
-        "row length is not a multiple of 256 fall back to i2_s, then f16)",
+        help="storage of the ternary projections (default: tq2_0, or the "
+        "layout's; tensors whose row length is not a multiple of 256 fall "
+        "back to i2_s, then f16; q2_0 / q1_0: mainline llama.cpp's "
+        "group-scaled types, rows of 64 / 128, else f16)",
     )
     parser.add_argument(
         "--head",
         choices=HEAD_TYPES,
-        default="f16",
-        help="storage of token_embd / output (default: f16, lossless; q8_0 and "
-        "q6_k are smaller and faster, slightly lossy; q6_k needs n_embd %% "
-        "256 == 0, else q8_0)",
+        default=head_default,
+        help="storage of token_embd / output (default: f16, lossless, or the "
+        "layout's; q8_0 and q6_k are smaller and faster, slightly lossy; q6_k "
+        "needs n_embd %% 256 == 0, else q8_0; q2_0 / q1_0 as Ternary Bonsai)",
     )
 
 

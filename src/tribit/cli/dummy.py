@@ -15,18 +15,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--layout",
         default=None,
         metavar="NAME",
-        help="layout name, e.g. 125M, large, 3B, 2B-4T, 8B, 70B (see --list)",
+        help="layout name, e.g. 125M, large, 3B, 2B-4T, 8B, 70B, bonsai-1.7B (see --list)",
     )
     parser.add_argument("--list", action="store_true", help="list the layouts and exit")
     parser.add_argument("-o", "--outfile", metavar="OUT.gguf", help="output file")
-    add_qtype_arguments(parser)
+    add_qtype_arguments(parser, head_default=None)
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     """List layouts or write a dummy model."""
-    from tribit.convert import DEFAULT_QTYPE, write_dummy
+    from tribit.convert import write_dummy
     from tribit.convert.layouts import LAYOUTS
     from tribit.errors import FormatError
 
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     rep = write_dummy(
         args.layout,
         args.outfile,
-        qtype=args.qtype or DEFAULT_QTYPE,
+        qtype=args.qtype,
         seed=args.seed,
         head=args.head,
         progress=not args.no_progress,

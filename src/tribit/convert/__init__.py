@@ -97,12 +97,23 @@ def convert_hf(
 def write_dummy(
     layout: str,
     out: str | Path,
-    qtype: str = DEFAULT_QTYPE,
+    qtype: str | None = None,
     seed: int = 0,
-    head: str = "f16",
+    head: str | None = None,
     progress: bool = True,
 ) -> WriteReport:
-    """Write a random ternary model in a named layout (see `tribit.convert.layouts.LAYOUTS`)."""
-    from .dummy import dummy_plan
+    """Write a random ternary model in a named layout (see `tribit.convert.layouts.LAYOUTS`).
 
-    return write_gguf(dummy_plan(layout, seed=seed), out, qtype=qtype, head=head, progress=progress)
+    `qtype` / `head` None: the layout's storage (Bonsai: q2_0 for every matrix), else tq2_0 /
+    f16."""
+    from .dummy import dummy_plan
+    from .layouts import get_layout
+
+    lay = get_layout(layout)
+    return write_gguf(
+        dummy_plan(lay, seed=seed),
+        out,
+        qtype=qtype or lay.qtype or DEFAULT_QTYPE,
+        head=head or lay.head or "f16",
+        progress=progress,
+    )

@@ -34,6 +34,7 @@ from tribit.formats.keys import (
     OUTPUT,
     OUTPUT_NORM,
     PROJECTIONS,
+    QK_NORM_ARCHS,
     TOKEN_EMBD,
     Dims,
     Norm,
@@ -166,7 +167,7 @@ def gguf_hparams(hp: HParams, n_vocab: int, arch: str) -> dict[str, object]:
         LLM.ROPE_DIMENSION_COUNT: hp.head_dim,
         LLM.ROPE_FREQ_BASE: hp.rope_theta,
     }
-    if hp.head_dim * hp.n_head != hp.n_embd:
+    if hp.head_dim * hp.n_head != hp.n_embd or arch in QK_NORM_ARCHS:  # Qwen3 files say it
         out[LLM.KEY_LENGTH] = hp.head_dim
         out[LLM.VALUE_LENGTH] = hp.head_dim
     if hp.rope_scaling:

@@ -33,6 +33,8 @@ class Layout:
     key_length: int = 0  # head_dim where it is not n_embd / n_head (Qwen3)
     norm_in: bool = False  # per-projection input norms (BitNet-embedding)
     pooling: int | None = None  # `<arch>.pooling_type` of an embedding model
+    qtype: str | None = None  # default storage of the projections (None: the writer's default)
+    head: str | None = None  # default storage of token_embd / output (None: f16)
 
     @property
     def head_dim(self) -> int:
@@ -53,6 +55,33 @@ class Layout:
         per_layer += (5 * self.n_embd + d_q + self.n_ff) if self.norm_in else 0
         head = 0 if self.tied else self.n_vocab * self.n_embd
         return self.n_layer * per_layer + self.n_vocab * self.n_embd + self.n_embd + head
+
+
+def _bonsai(
+    size: str, n_embd: int, n_ff: int, n_layer: int, n_head: int, n_ctx: int, tied: bool
+) -> Layout:
+    # PrismML's Ternary Bonsai (Qwen3 shapes; every matrix Q2_0, norms f32, q/k norms)
+    return Layout(
+        f"bonsai-{size}",
+        Arch.QWEN3,
+        n_embd,
+        n_ff,
+        n_layer,
+        n_head,
+        8,
+        151936,
+        n_ctx_train=n_ctx,
+        rope_theta=1e6,
+        norm_eps=1e-6,
+        tied=tied,
+        key_length=128,
+        qtype="q2_0",
+        head="q2_0",
+        source=_BONSAI,
+    )
+
+
+_BONSAI = "HF prism-ml/Ternary-Bonsai-*-gguf model cards (base Qwen3-*; docs/FORMATS.md 3.11)"
 
 
 def _bitnet_cpp(name: str, n_embd: int, n_ff: int, n_layer: int, n_head: int) -> Layout:
@@ -125,6 +154,12 @@ LAYOUTS: dict[str, Layout] = {
             pooling=PoolingType.LAST,
             source="bitnet.cpp docs/bitnet-embeddings-qwen3-gguf-conversion.md",
         ),
+        # Ternary Bonsai: cards give base model, vocab 151936, layers / heads (4B, 8B), context
+        # and tying (from the non-embedding parameter counts); n_ff, theta and eps are the
+        # Qwen3 base models' (docs/FORMATS.md 3.11)
+        _bonsai("1.7B", 2048, 6144, 28, 16, 32768, tied=True),
+        _bonsai("4B", 2560, 9728, 36, 32, 32768, tied=True),
+        _bonsai("8B", 4096, 12288, 36, 32, 65536, tied=False),
     )
 }
 

@@ -25,6 +25,7 @@ from tribit.formats.gguf_writer import GGUFWriter
 from tribit.formats.keys import General, arch_key, scale_key
 from tribit.quant import (
     f32_to_bf16,
+    lowbit,
     pack_i2s,
     pack_tq1_0,
     pack_tq2_0,
@@ -36,14 +37,16 @@ log = logging.getLogger("tribit.convert")
 
 #: Default storage type of ternary tensors (one place to change it after benchmarks).
 DEFAULT_QTYPE = "tq2_0"
-QTYPES = ("tq2_0", "tq1_0", "i2_s", "f16")
-HEAD_TYPES = ("f16", "bf16", "f32", "q8_0", "q6_k")
+QTYPES = ("tq2_0", "tq1_0", "i2_s", "f16", "q2_0", "q1_0")
+HEAD_TYPES = ("f16", "bf16", "f32", "q8_0", "q6_k", "q2_0", "q1_0")
 
 _TERNARY_TYPES = {
     "tq2_0": GGMLType.TQ2_0,
     "tq1_0": GGMLType.TQ1_0,
     "i2_s": GGMLType.I2_S,
     "f16": GGMLType.F16,
+    "q2_0": GGMLType.Q2_0,
+    "q1_0": GGMLType.Q1_0,
 }
 _HEAD_GGML = {
     "f16": GGMLType.F16,
@@ -51,13 +54,22 @@ _HEAD_GGML = {
     "f32": GGMLType.F32,
     "q8_0": GGMLType.Q8_0,
     "q6_k": GGMLType.Q6_K,
+    "q2_0": GGMLType.Q2_0,
+    "q1_0": GGMLType.Q1_0,
 }
-# general.file_type: mainline llama_ftype values; I2_S: the fork's.
+# Group-scaled types (docs/FORMATS.md 3.11): written with llama.cpp's reference quantizers from
+# gamma * t (Q2_0 keeps every ternary value; Q1_0 keeps the signs), one f16 scale per group.
+_LOWBIT = {GGMLType.Q2_0: lowbit.quantize_row_q2_0_ref, GGMLType.Q1_0: lowbit.quantize_row_q1_0_ref}
+_LOWBIT_ROWS = 2048  # rows quantized at a time (the reference quantizers hold ~5 copies)
+# general.file_type: mainline llama_ftype values; I2_S: the fork's (40, which is also mainline's
+# MOSTLY_Q1_0: a Q1_0 file says 40 too, mainline's value)
 FILE_TYPES = {
     "tq1_0": FileType.MOSTLY_TQ1_0,
     "tq2_0": FileType.MOSTLY_TQ2_0,
     "f16": FileType.MOSTLY_F16,
     "i2_s": FileType.MOSTLY_I2_S,
+    "q2_0": FileType.MOSTLY_Q2_0,
+    "q1_0": FileType.MOSTLY_I2_S,
 }
 
 Kind = Literal["ternary", "norm", "embd", "head"]
@@ -106,10 +118,13 @@ class WriteReport:
 
 def ternary_storage(qtype: str, k: int) -> GGMLType:
     """GGML type for a ternary (M, K) tensor under `qtype`, with the per-tensor fallback:
-    TQ types need K % 256 == 0, else I2_S when K % 128 == 0, else F16 holding gamma*T."""
+    TQ types need K % 256 == 0, else I2_S when K % 128 == 0, else F16 holding gamma*T;
+    Q2_0 needs K % 64 == 0 and Q1_0 K % 128 == 0, else F16."""
     if qtype not in _TERNARY_TYPES:
         raise FormatError(f"unknown qtype {qtype!r}; choose one of {', '.join(QTYPES)}")
     want = _TERNARY_TYPES[qtype]
+    if want in _LOWBIT:
+        return want if k % lowbit.BLOCK_VALUES[qtype] == 0 else GGMLType.F16
     if want in (GGMLType.TQ1_0, GGMLType.TQ2_0) and k % 256 == 0:
         return want
     if want in (GGMLType.TQ1_0, GGMLType.TQ2_0, GGMLType.I2_S) and k % 128 == 0:
@@ -119,9 +134,12 @@ def ternary_storage(qtype: str, k: int) -> GGMLType:
 
 def head_storage(head: str, k: int) -> GGMLType:
     """GGML type for token_embd / output under `--head`; q8_0 needs K % 32 == 0 (else F16),
-    q6_k K % 256 == 0 (else Q8_0, else F16: llama.cpp's fallback for k-quants)."""
+    q6_k K % 256 == 0 (else Q8_0, else F16: llama.cpp's fallback for k-quants), q2_0 K % 64
+    and q1_0 K % 128 (else F16)."""
     if head not in _HEAD_GGML:
         raise FormatError(f"unknown head type {head!r}; choose one of {', '.join(HEAD_TYPES)}")
+    if head in lowbit.BLOCK_VALUES:
+        return _HEAD_GGML[head] if k % lowbit.BLOCK_VALUES[head] == 0 else GGMLType.F16
     if head == "q6_k" and k % 256:
         head = "q8_0"
     if head == "q8_0" and k % 32:
@@ -136,11 +154,27 @@ def _encode_ternary(gtype: GGMLType, t: np.ndarray, gamma: float) -> np.ndarray:
         return pack_tq1_0(t, gamma)
     if gtype == GGMLType.I2_S:
         return pack_i2s(t, gamma)
+    if gtype in _LOWBIT:
+        return _quantize_lowbit(gtype, t, gamma)
     return (t.astype(np.float32) * np.float32(gamma)).astype(np.float16)
+
+
+def _quantize_lowbit(gtype: GGMLType, x: np.ndarray, gamma: np.float32 | None = None):
+    """Q2_0 / Q1_0 bytes (M, K/block*18) of x (or of gamma * x for ternary t), in row chunks."""
+    m = x.shape[0]
+    out = np.empty((m, lowbit.row_bytes(gtype.name.lower(), x.shape[1])), np.uint8)
+    for i in range(0, m, _LOWBIT_ROWS):
+        rows = x[i : i + _LOWBIT_ROWS].astype(np.float32)
+        if gamma is not None:
+            rows *= gamma
+        out[i : i + _LOWBIT_ROWS] = _LOWBIT[gtype](rows)
+    return out
 
 
 def _encode_float(gtype: GGMLType, x: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(x, dtype=np.float32)
+    if gtype in _LOWBIT:
+        return _quantize_lowbit(gtype, x)
     if gtype == GGMLType.F32:
         return x
     if gtype == GGMLType.F16:
@@ -207,8 +241,9 @@ def write_gguf(
         w.add_metadata(key, value)
     for key, value in plan.metadata.items():
         w.add_metadata(key, value)
-    for name, g in gammas.items():
-        w.add_metadata(scale_key(name), float(g))
+    for name, g in gammas.items():  # group-scaled storage has its scales in the blocks
+        if _TERNARY_TYPES[qtype] not in _LOWBIT:
+            w.add_metadata(scale_key(name), float(g))
 
     bar = tqdm(
         total=len(plan.tensors), desc=f"writing {path.name}", unit="tensor", disable=not progress
