@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from tribit.cli.util import add_head_type_argument
+
 HELP = "perplexity of a text file (llama-perplexity method: chunks of n_ctx, second half scored)"
 
 
@@ -36,13 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--chunks", type=int, default=None, help="score at most this many chunks")
     p.add_argument("-t", "--threads", type=int, default=None, help="threads (default: all CPUs)")
-    p.add_argument(
-        "--head-type",
-        choices=("q8_0", "q6_k"),
-        default=None,
-        help="repack an F32/F16/BF16 embedding/head at load into this type: smaller and "
-        "faster, slightly lossy (default: the file's type, lossless)",
-    )
+    add_head_type_argument(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

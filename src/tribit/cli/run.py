@@ -11,6 +11,8 @@ import argparse
 import sys
 import time
 
+from tribit.cli.util import add_head_type_argument
+
 HELP = "generate text from a prompt (bitnet.cpp run_inference.py / llama-cli flags)"
 
 # llama.cpp's sampling defaults; only the temperature default differs (see --temp)
@@ -56,13 +58,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         help="context size in tokens (default: the model's, at most 4096)",
     )
     p.add_argument("--kv-type", choices=("f16", "f32"), default="f16", help="KV cache type")
-    p.add_argument(
-        "--head-type",
-        choices=("q8_0", "q6_k"),
-        default=None,
-        help="repack an F32/F16/BF16 embedding/head at load into this type: smaller and "
-        "faster, slightly lossy (default: the file's type, lossless)",
-    )
+    add_head_type_argument(p)
     p.add_argument(
         "-b",
         "--batch-size",

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tribit.cli.util import port
+from tribit.cli.util import add_head_type_argument, port
 
 HELP = "serve a model over an OpenAI-compatible HTTP API (and a chat page at /)"
 
@@ -20,13 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("-c", "--ctx-size", type=int, default=None, help="context per slot")
     p.add_argument("-t", "--threads", type=int, default=None)
-    p.add_argument(
-        "--head-type",
-        choices=("q8_0", "q6_k"),
-        default=None,
-        help="repack an F32/F16/BF16 embedding/head at load into this type: smaller and "
-        "faster, slightly lossy (default: the file's type, lossless)",
-    )
+    add_head_type_argument(p)
     key = p.add_mutually_exclusive_group()
     key.add_argument("--api-key", default=None)
     key.add_argument("--api-key-file", type=Path, default=None)

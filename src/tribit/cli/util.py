@@ -38,3 +38,14 @@ def read_text_file(path: str | os.PathLike, what: str = "file") -> str:
         raise TribitError(
             f"{what} {path} is not UTF-8 text (byte 0x{data[e.start]:02X} at offset {e.start})"
         ) from None
+
+
+def add_head_type_argument(p: argparse.ArgumentParser) -> None:
+    """`--head-type`: tribit.load's head_type (run, chat, serve, perplexity)."""
+    p.add_argument(
+        "--head-type",
+        choices=("q8_0", "q6_k"),
+        default=None,
+        help="repack an F32/F16/BF16 embedding/head at load into this type: smaller and "
+        "faster, slightly lossy (default: the file's type, lossless)",
+    )
