@@ -19,26 +19,13 @@ Answerer = Callable[[str], str]
 
 
 def tribit_answerer(model: Any, max_tokens: int = 24) -> Answerer:
-    """Greedy answers from a tribit `Model` (its `tokenize`, `forward`, `reset`,
-    `detokenize` and tokenizer end-of-generation ids), stopping at end of
-    generation or a newline."""
-    tok = model.tokenizer
-    stop = set(getattr(tok, "eog_ids", None) or {tok.eos_id})
+    """Greedy answers from a loaded `tribit.Model` through its `generate` (the library's one
+    decoding loop; passed in, not imported: this package sits below the runtime), up to the
+    end of generation or the first newline."""
 
     def answer(prompt: str) -> str:
-        model.reset()
         ids = model.tokenize(prompt)
-        logits = model.forward(ids, pos=0)
-        out: list[int] = []
-        for _ in range(max_tokens):
-            nxt = int(logits[-1].argmax())
-            if nxt in stop:
-                break
-            out.append(nxt)
-            if "\n" in model.detokenize([nxt]):
-                break
-            logits = model.forward([nxt])
-        return model.detokenize(out)
+        return model.generate(ids, max_tokens=max_tokens, stop=["\n"], reuse_cache=False)
 
     return answer
 

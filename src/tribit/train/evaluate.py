@@ -16,7 +16,8 @@ def torch_answerer(ckpt: str | Path, max_tokens: int = 24, threads: int | None =
     the training-time forward over the whole sequence for every token, in the
     runtime's arithmetic (`BitNetLM.runtime_math`: float64 attention and norm sums,
     the exported gamma; with float32 SDPA the shipped file disagreed with tribit on 3
-    of 1000 near-ties); stops at eos or a newline, like `babi_eval.tribit_answerer`."""
+    of 1000 near-ties); stops at eos or a newline and returns the text before the newline,
+    like `babi_eval.tribit_answerer`."""
     import torch
 
     if threads:
@@ -33,6 +34,6 @@ def torch_answerer(ckpt: str | Path, max_tokens: int = 24, threads: int | None =
             out.append(tok)
             if "\n" in enc.decode([tok]):
                 break
-        return enc.decode(out)
+        return enc.decode(out).split("\n", 1)[0]  # the text before the newline, as tribit's
 
     return answer
