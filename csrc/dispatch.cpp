@@ -78,6 +78,7 @@ static KernelTable make_table(Isa isa) {
             fill_q6_k_q8_k_avx2(t);  // avx512 too: vpdpbusd needs a 32-bit multiply per sub-block scale
             if (isa == Isa::avx512) {
                 fill_ternary_avx512(t);
+                fill_float_avx512(t);
                 fill_group_avx512(t);
             }
             break;

@@ -287,6 +287,7 @@ void fill_ternary_avx2(KernelTable& t);
 void fill_float_avx2(KernelTable& t);
 void fill_attention_avx2(KernelTable& t);
 void fill_ternary_avx512(KernelTable& t);
+void fill_float_avx512(KernelTable& t);
 void fill_ternary_neon(KernelTable& t);
 void fill_float_neon(KernelTable& t);
 

@@ -264,6 +264,23 @@ def test_head_rows_are_the_same_alone_or_in_a_batch(isa, qtype):
             np.testing.assert_array_equal(together.view(np.uint32), alone[:n].view(np.uint32))
 
 
+@pytest.mark.skipif(not {"avx2", "avx512"} <= set(ISAS), reason="needs a CPU with AVX-512 VNNI")
+@pytest.mark.parametrize("qtype", ["f32", "f16", "bf16"])
+def test_avx512_head_tiles_sum_as_avx2(qtype):
+    """The AVX-512 head's 4-row x 2-token tiles keep the AVX2 kernel's order for every
+    (row, token): the same bits for odd row counts, lengths (32-steps, 8-steps, scalar
+    tails) and batch sizes, with any thread split."""
+    rng = np.random.default_rng(11)
+    for m, k in [(1, 37), (7, 64), (13, 2560), (6, 200), (9, 33), (130, 96), (4, 7)]:
+        fm, _ = _float_matrix(rng, qtype, m, k)
+        for n in (1, 2, 3, 5, 8):
+            x = rng.standard_normal((n, k)).astype(np.float32)
+            want = _core.float_matmul(fm, x, isa="avx2")
+            for nt in (1, 2, 3):
+                got = _core.float_matmul(fm, x, isa="avx512", n_threads=nt)
+                np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("qtype", ["f32", "f16", "bf16", "q8_0", "q6_k"])
 def test_float_matmul(isa, qtype):
