@@ -1,6 +1,7 @@
 // AVX-512 VNNI group matmul (Q2_0 / Q1_0 x Q8_0, mode a of kernels.h): vpdpbusd adds the
-// code x q products straight into int32 (256-bit registers, the AVX2 kernel's structure,
-// group_x86.h); Q1_0's bits become bytes with one masked move. Quantization from AVX2.
+// code x q products straight into int32. Decode: 256-bit registers, the AVX2 kernel's
+// structure (group_x86.h); batches: 16-row zmm tiles over pre-unpacked codes (below).
+// Q1_0's bits become bytes with one masked move. Quantization from AVX2.
 #include <immintrin.h>
 
 #include <vector>
@@ -47,15 +48,13 @@ inline __m512i unpack16(const uint8_t* p0, const uint8_t* p1) {
     return _mm512_maskz_mov_epi8(__mmask64(uint64_t(v0) | uint64_t(v1) << 32), _mm512_set1_epi8(1));
 }
 
-// Weight blocks [b0, b1) of the tile; `acc` (T sums, one zmm per token) carries the sums
-// across calls. `codes`: the codes of blocks b0.. unpacked beforehand (one zmm per step,
-// unpack_pair), or nullptr to unpack on the fly (decode: one pass over the weights).
+// Weight blocks [b0, b1) of the tile, their codes unpacked beforehand in `codes` (one zmm
+// per step, unpack_pair); `acc` (one zmm per token) carries the sums across calls.
 template <GroupType Type, int T>
 inline void group_tile16(__m512* acc_io, const GroupMatrix& w, const int8_t* q, const float* d,
                          const int32_t* bsum, int64_t j0, int64_t g, int64_t b0, int64_t b1,
                          const __m512i* codes) {
     constexpr int per = Type == GroupType::q2_0 ? 2 : 4;  // activation blocks per weight block
-    constexpr int step_bytes = Type == GroupType::q2_0 ? 8 : 4;
     const int64_t block = per * 32, na = w.k / 32;
     const uint8_t* base0 = w.data + g * w.group_bytes;
     const uint8_t* base1 = base0 + w.group_bytes;
@@ -71,17 +70,10 @@ inline void group_tile16(__m512* acc_io, const GroupMatrix& w, const int8_t* q, 
         for (int h = 0; h < per; h++) {
             __m512i s0[T], s1[T];  // even and odd steps: two independent chains
             for (int t = 0; t < T; t++) s0[t] = s1[t] = _mm512_setzero_si512();
-            const int64_t off = 16 + h * 8 * step_bytes;
             const int64_t qoff = b * block + h * 32;
             for (int s = 0; s < 8; s += 2) {
-                __m512i c0, c1;
-                if (codes) {
-                    c0 = _mm512_load_si512(codes + ((b - b0) * per + h) * 8 + s);
-                    c1 = _mm512_load_si512(codes + ((b - b0) * per + h) * 8 + s + 1);
-                } else {
-                    c0 = unpack16<Type>(blk0 + off + s * step_bytes, blk1 + off + s * step_bytes);
-                    c1 = unpack16<Type>(blk0 + off + (s + 1) * step_bytes, blk1 + off + (s + 1) * step_bytes);
-                }
+                const __m512i c0 = _mm512_load_si512(codes + ((b - b0) * per + h) * 8 + s);
+                const __m512i c1 = _mm512_load_si512(codes + ((b - b0) * per + h) * 8 + s + 1);
                 for (int t = 0; t < T; t++) {
                     const int8_t* qt = q + (j0 + t) * w.k + qoff + 4 * s;
                     int32_t a0, a1;
@@ -131,11 +123,11 @@ template <GroupType Type>
 void pair_rows(float* y, int64_t ldy, const GroupMatrix& w, const int8_t* q, const float* d, const int32_t* bsum,
                int64_t n, int64_t g, int64_t r0, int64_t r1, __m512* acc, __m512i* codes) {
     const int64_t nb = w.k / w.block;
-    const int64_t chunk = codes ? 8192 / (w.block / 4 * 64) : nb;  // weight blocks per chunk
+    const int64_t chunk = 8192 / (w.block / 4 * 64);  // weight blocks per chunk
     for (int64_t j = 0; j < n; j++) acc[j] = _mm512_setzero_ps();
     for (int64_t b0 = 0; b0 < nb; b0 += chunk) {
         const int64_t b1 = b0 + chunk < nb ? b0 + chunk : nb;
-        if (codes) unpack_pair<Type>(codes, w, g, b0, b1);
+        unpack_pair<Type>(codes, w, g, b0, b1);
         int64_t j = 0;
         for (; j + 4 <= n; j += 4) tile_chunk<Type, 4>(acc, w, q, d, bsum, j, g, b0, b1, codes);
         switch (n - j) {
@@ -162,6 +154,13 @@ template <GroupType Type>
 void group_matmul_avx512(float* y, int64_t ldy, const GroupMatrix& w, const int8_t* q, const float* d,
                          const int32_t* bsum, int64_t n, int64_t row_begin, int64_t row_end) {
     if (row_begin >= row_end) return;
+    if (n < 4) {
+        // decode: the 8-row kernel streams one row group at a time from DRAM; two
+        // interleaved groups defeated the hardware prefetch (0.4-0.8x, even with
+        // software prefetch)
+        group_matmul_x86<DotVnni, Type>(y, ldy, w, q, d, bsum, n, row_begin, row_end);
+        return;
+    }
     thread_local std::vector<__m512i> codes;  // one chunk: 8 KiB
     thread_local std::vector<__m512> acc;     // one sum per token
     if (codes.size() < 8192 / 64) codes.resize(8192 / 64);
@@ -170,7 +169,7 @@ void group_matmul_avx512(float* y, int64_t ldy, const GroupMatrix& w, const int8
         const int64_t r0 = g * kGroupRows > row_begin ? g * kGroupRows : row_begin;
         if ((g + 1) * kGroupRows < row_end) {  // two groups in range: the 16-row tile
             const int64_t r1 = (g + 2) * kGroupRows < row_end ? (g + 2) * kGroupRows : row_end;
-            pair_rows<Type>(y, ldy, w, q, d, bsum, n, g, r0, r1, acc.data(), n >= 4 ? codes.data() : nullptr);
+            pair_rows<Type>(y, ldy, w, q, d, bsum, n, g, r0, r1, acc.data(), codes.data());
             g += 2;
         } else {  // the last, single group: the 8-row kernel
             group_matmul_x86<DotVnni, Type>(y, ldy, w, q, d, bsum, n, r0, row_end);
