@@ -621,6 +621,8 @@ def _qwen3_config(s: H.Synthetic):
 
 
 def test_bitnet_embedding_pooling_and_prompts(tmp_path):
+    import tribit
+    from tribit.errors import TribitError
     from tribit.formats import GGUFReader
 
     prompts = {"query": "Instruct: find passages\nQuery: ", "document": ""}
@@ -631,6 +633,18 @@ def test_bitnet_embedding_pooling_and_prompts(tmp_path):
     assert md["qwen3.pooling_type"] == 1  # the checkpoint's own pooling config wins
     assert md["tribit.embedding.prompt.query"] == prompts["query"]
     assert "tribit.embedding.prompt.document" not in md  # empty: nothing to prepend
+    model = tribit.load(out, n_seq=2, n_threads=2)
+    texts = ["where is the apple?", "the kitchen"]
+    last = dict(pooling="last")  # (a BitNet-embedding file saying mean warns)
+    np.testing.assert_array_equal(
+        model.embed(texts, prompt_name="query", **last),
+        model.embed([prompts["query"] + t for t in texts], **last),
+    )
+    assert not np.allclose(
+        model.embed(texts[:1], prompt_name="query", **last), model.embed(texts[:1], **last)
+    )
+    with pytest.raises(TribitError, match="no prompt 'document'.*query"):
+        model.embed(texts, prompt_name="document", **last)
     cfg = json.loads((s.dir / "1_Pooling" / "config.json").read_text())
     for flags, words in (
         ({"pooling_mode_mean_tokens": False, "pooling_mode_lasttoken": True}, None),
@@ -696,12 +710,16 @@ def test_bitnet_embedding_refusals(tmp_path):
 
 
 def test_cli_convert_bitnet_embedding(tmp_path, capsys):
+    import tribit
     from tribit.cli.main import main
 
-    s = H.make_bitnet_embedding(tmp_path / "c", SMALL)
+    s = H.make_bitnet_embedding(tmp_path / "c", SMALL, prompts={"query": "query: "})
     out = tmp_path / "e.gguf"
     assert main(["convert", str(s.dir), "-o", str(out), "--qtype", "i2_s", "--no-progress"]) == 0
     assert "I2_S" in capsys.readouterr().out
-    assert main(["embed", "-m", str(out), "-o", str(tmp_path / "v.npy"), "hello world"]) == 0
-    v = np.load(tmp_path / "v.npy")
-    assert v.shape == (1, 256) and abs(float(np.linalg.norm(v)) - 1) < 1e-5
+    npy = str(tmp_path / "v.npy")
+    assert main(["embed", "-m", str(out), "-o", npy, "--prompt-name", "query", "hello world"]) == 0
+    v = np.load(npy)
+    want = tribit.load(out, n_threads=2).embed(["query: hello world"])
+    assert v.shape == (1, 256) and np.array_equal(v, want)
+    assert main(["embed", "-m", str(out), "--prompt-name", "doc", "hello"]) == 1  # clean error
