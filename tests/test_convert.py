@@ -698,7 +698,6 @@ def test_bitnet_embedding_refusals(tmp_path):
     save_file(tensors, str(path))
     cfg = json.loads((s.dir / "config.json").read_text())
     for bad, match in (
-        ({"vocab_size": 999}, "vocab_size"),
         ({"use_sliding_window": True}, "sliding-window"),
         ({"hidden_act": "gelu"}, "hidden_act"),
     ):

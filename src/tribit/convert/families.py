@@ -498,10 +498,6 @@ def _embedding_plan(ckpt: Checkpoint, tokenizer: dict[str, object], name: str) -
     if len(shape) != 2 or shape[1] != hp.n_embd:
         raise FormatError(f"{embd}: shape {list(shape)}, expected [n_vocab, {hp.n_embd}]")
     n_vocab = shape[0]
-    if cfg.get("vocab_size", n_vocab) != n_vocab:
-        raise FormatError(
-            f"config.json: vocab_size {cfg.get('vocab_size')} but {embd} has {n_vocab} rows"
-        )
 
     def norm(hf_name: str, gguf_name: str, width: int, what: str = "") -> TensorPlan:
         if hf_name not in ckpt:
@@ -518,9 +514,10 @@ def _embedding_plan(ckpt: Checkpoint, tokenizer: dict[str, object], name: str) -
         )
         for proj in PROJECTIONS:
             hf = p + _HF_PROJ[proj.which]
-            if ckpt.dtype(hf + ".weight") not in ("F32", "F16", "BF16"):
+            weight = f"{hf}.weight"
+            if ckpt.dtype(weight) not in ("F32", "F16", "BF16"):
                 raise FormatError(
-                    f"{hf}.weight: dtype {ckpt.dtype(hf + '.weight')}; BitNet-embedding "
+                    f"{weight}: dtype {ckpt.dtype(weight)}; BitNet-embedding "
                     "checkpoints hold float weights (bitnet.cpp's converter ternarizes them)"
                 )
             lp = _Projection(ckpt, hf, proj.shape(dims), multiply=True)
