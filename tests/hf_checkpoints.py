@@ -94,6 +94,52 @@ def write_bpe_tokenizer(d: Path, vocab_size: int = 300) -> int:
     return tok.get_vocab_size()
 
 
+QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def write_qwen_tokenizer(d: Path, vocab_size: int = 300, appends: str | None = "<|endoftext|>"):
+    """A Qwen2/Qwen3-style tokenizer.json: byte-level BPE behind Qwen2's split regex,
+    `<|endoftext|>`/`<|im_start|>`/`<|im_end|>` specials, no BOS, and (as Qwen3-Embedding)
+    a post-processor appending `appends` to every text; tokenizer_config.json names the chat
+    end `<|im_end|>` as EOS. Returns the tokenizer size."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    from tribit.tokenizer.hf import _QWEN2_HF
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_QWEN2_HF), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=QWEN_SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(SENTENCES * 4, trainer)
+    if appends is not None:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"$A {appends}",
+            pair=f"$A {appends} $B:1 {appends}:1",
+            special_tokens=[(appends, tok.token_to_id(appends))],
+        )
+    tok.save(str(d / "tokenizer.json"))
+    (d / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "bos_token": None,
+                "eos_token": "<|im_end|>",
+                "pad_token": "<|endoftext|>",
+                "tokenizer_class": "PreTrainedTokenizerFast",
+            }
+        )
+    )
+    return tok.get_vocab_size()
+
+
 def _pb_varint(n: int) -> bytes:
     out = bytearray()
     while True:
@@ -298,6 +344,62 @@ def torch_reference(model_cls, config, effective: dict[str, np.ndarray]) -> Call
     return logits
 
 
+HOOKED = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+HOOKED_WHICH = dict(zip(HOOKED, ("q", "k", "v", "o", "gate", "up", "down"), strict=True))
+
+
+def bitnet_embedding_reference(config, state: dict, codes: list, inputs: list | None = None):
+    """BitNet-embedding in torch (docs/FORMATS.md 1.6): transformers' `Qwen3Model` (float32,
+    eager) loaded with `state` (HF names with or without "model."; projections the effective
+    gamma * T), every projection's input through its own RMSNorm (`<proj>.norm.weight`, eps
+    `config.rms_norm_eps`) and per-token absmax int8 by a forward pre-hook. `codes` receives
+    (layer, which, int8 codes) of every projection input, `inputs` the input before its norm."""
+    import torch
+    import transformers
+
+    inputs = [] if inputs is None else inputs
+    eps = config.rms_norm_eps
+    config._attn_implementation = "eager"
+    model = transformers.Qwen3Model(config).float().eval()
+    params = dict(model.named_parameters())
+    norms = {}
+    loaded = set()
+    with torch.no_grad():
+        for key, arr in state.items():
+            key = key.removeprefix("model.")
+            t = torch.from_numpy(np.ascontiguousarray(arr, np.float32))
+            if key.endswith("_proj.norm.weight"):
+                norms[key.removesuffix(".norm.weight")] = t
+                continue
+            if key in params:
+                assert params[key].shape == t.shape, key
+                params[key].copy_(t)
+                loaded.add(key)
+    assert loaded == set(params), set(params) - loaded
+
+    def hook_for(name):
+        layer = int(name.split(".")[1])
+        which = HOOKED_WHICH[name.rsplit(".", 1)[-1]]
+        w = norms[name]
+
+        def hook(module, args):
+            x = args[0]
+            inputs.append((layer, which, x[0].double().numpy()))
+            # BitLinear: RMSNorm(x, norm.weight) -> per-token absmax int8 -> matmul
+            x = w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+            scale = 127.0 / x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-5)
+            q = (x * scale).round().clamp(-128, 127)
+            codes.append((layer, which, q[0].to(torch.int8).numpy()))
+            return (q / scale,) + tuple(args[1:])
+
+        return hook
+
+    for name, mod in model.named_modules():
+        if name.rsplit(".", 1)[-1] in HOOKED:
+            mod.register_forward_pre_hook(hook_for(name))
+    return model
+
+
 # --- families -----------------------------------------------------------------------------
 
 
@@ -485,6 +587,164 @@ def make_llama(d: Path, dims: Dims | None = None, seed: int = 2) -> Synthetic:
     (d / "config.json").write_text(json.dumps(cfg, indent=1))
     ref = torch_reference(LlamaForCausalLM, config, effective)
     return Synthetic(d, "llama-bitnet", cfg, effective, n_tokens, ref)
+
+
+@dataclass
+class EmbeddingDims:
+    """The 0.6B shape family of BitNet-embedding (q is n_head * head_dim = 2048 wide), cut to
+    `n_layer` layers and a tiny vocabulary."""
+
+    n_embd: int = 1024
+    n_ff: int = 3072
+    n_layer: int = 2
+    n_head: int = 16
+    n_head_kv: int = 8
+    head_dim: int = 128
+    n_vocab: int = 320
+
+
+def bitnet_embedding_masters(dims: EmbeddingDims, seed: int, prefix: str = "") -> dict:
+    """Float32 masters in the names bitnet.cpp's embedding converter reads: Qwen3's, plus
+    `<proj>.norm.weight`, the input norm of each projection (as wide as its input)."""
+    rng = np.random.default_rng(seed)
+    d_q, d_kv = dims.n_head * dims.head_dim, dims.n_head_kv * dims.head_dim
+    shapes = {  # module -> (rows, cols); cols is the input norm's width
+        "self_attn.q_proj": (d_q, dims.n_embd),
+        "self_attn.k_proj": (d_kv, dims.n_embd),
+        "self_attn.v_proj": (d_kv, dims.n_embd),
+        "self_attn.o_proj": (dims.n_embd, d_q),
+        "mlp.gate_proj": (dims.n_ff, dims.n_embd),
+        "mlp.up_proj": (dims.n_ff, dims.n_embd),
+        "mlp.down_proj": (dims.n_embd, dims.n_ff),
+    }
+
+    def norm(n: int) -> np.ndarray:
+        return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+
+    w = {
+        prefix + "embed_tokens.weight": (
+            0.1 * rng.standard_normal((dims.n_vocab, dims.n_embd))
+        ).astype(np.float32)
+    }
+    for i in range(dims.n_layer):
+        p = f"{prefix}layers.{i}."
+        w[p + "input_layernorm.weight"] = norm(dims.n_embd)
+        w[p + "post_attention_layernorm.weight"] = norm(dims.n_embd)
+        w[p + "self_attn.q_norm.weight"] = norm(dims.head_dim)
+        w[p + "self_attn.k_norm.weight"] = norm(dims.head_dim)
+        for mod, shape in shapes.items():
+            w[f"{p}{mod}.weight"] = (0.02 * rng.standard_normal(shape)).astype(np.float32)
+            w[f"{p}{mod}.norm.weight"] = norm(shape[1])
+    w[prefix + "norm.weight"] = norm(dims.n_embd)
+    for name in w:  # sharpened as tiny_models.qwen3_weights (tests/test_embedding_model.py)
+        if any(f".{m}." in name for m in ("v_proj", "o_proj", "gate_proj", "up_proj")):
+            if not name.endswith(".norm.weight"):
+                w[name] = w[name] * 4
+        if ".q_norm." in name or ".k_norm." in name:
+            w[name] = w[name] * 2
+    return w
+
+
+def make_bitnet_embedding(
+    d: Path,
+    dims: EmbeddingDims | None = None,
+    seed: int = 3,
+    dtype: str = "bfloat16",
+    prefix: str = "",
+    pooling: str | None = None,
+    prompts: dict[str, str] | None = None,
+) -> Synthetic:
+    """microsoft/bitnet-embedding-0.6b style (docs/FORMATS.md 2.7): a Qwen3 config
+    (`Qwen3Model`, model_type qwen3), float masters in `dtype` under the names bitnet.cpp's
+    converter maps (prefix "" as Qwen3Model.save_pretrained writes them, or "model."),
+    Qwen tokenizer. `pooling` ("lasttoken", "mean_tokens", ...) writes a sentence-transformers
+    modules.json + 1_Pooling/config.json; `prompts` a config_sentence_transformers.json.
+    `reference(tokens)` gives the final-norm hidden states (n, n_embd) of the hooked
+    `Qwen3Model` on the effective weights (no head: `Synthetic.reference` returns them in
+    place of logits)."""
+    from transformers import Qwen3Config
+
+    dims = dims or EmbeddingDims()
+    d.mkdir(parents=True, exist_ok=True)
+    n_tokens = write_qwen_tokenizer(d)
+    masters = {k: _round(v, dtype) for k, v in bitnet_embedding_masters(dims, seed, prefix).items()}
+    save_safetensors(d / "model.safetensors", masters, dict.fromkeys(masters, dtype))
+    config = Qwen3Config(
+        vocab_size=dims.n_vocab,
+        hidden_size=dims.n_embd,
+        intermediate_size=dims.n_ff,
+        num_hidden_layers=dims.n_layer,
+        num_attention_heads=dims.n_head,
+        num_key_value_heads=dims.n_head_kv,
+        head_dim=dims.head_dim,
+        max_position_embeddings=512,
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_theta": 1e6, "rope_type": "default"},
+        tie_word_embeddings=True,
+        hidden_act="silu",
+        attention_bias=False,
+        use_sliding_window=False,
+        # as Qwen3-Embedding's config: both <|endoftext|> (the trainer's first id); the
+        # tokenizer adds no BOS all the same
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    cfg = config.to_dict()
+    cfg.update(architectures=["Qwen3Model"], torch_dtype=dtype)
+    (d / "config.json").write_text(json.dumps(cfg, indent=1))
+    if pooling is not None:
+        (d / "modules.json").write_text(
+            json.dumps(
+                [
+                    {
+                        "idx": 0,
+                        "name": "0",
+                        "path": "",
+                        "type": "sentence_transformers.models.Transformer",
+                    },
+                    {
+                        "idx": 1,
+                        "name": "1",
+                        "path": "1_Pooling",
+                        "type": "sentence_transformers.models.Pooling",
+                    },
+                    {
+                        "idx": 2,
+                        "name": "2",
+                        "path": "2_Normalize",
+                        "type": "sentence_transformers.models.Normalize",
+                    },
+                ]
+            )
+        )
+        (d / "1_Pooling").mkdir(exist_ok=True)
+        flags = ("cls_token", "mean_tokens", "max_tokens", "lasttoken")
+        (d / "1_Pooling" / "config.json").write_text(
+            json.dumps(
+                {"word_embedding_dimension": dims.n_embd}
+                | {f"pooling_mode_{f}": f == pooling for f in flags}
+            )
+        )
+    if prompts is not None:
+        (d / "config_sentence_transformers.json").write_text(
+            json.dumps({"prompts": prompts, "default_prompt_name": None})
+        )
+    effective = {}
+    for k, v in masters.items():
+        if any(k.endswith(p + ".weight") for p in PROJ):
+            t, gamma = weight_quant(v)
+            v = t.astype(np.float32) * gamma
+        effective[k] = v
+    model = bitnet_embedding_reference(config, effective, [])
+
+    def hidden(tokens: list[int]) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            out = model(torch.tensor([tokens]), use_cache=False).last_hidden_state
+        return out[0].to(torch.float32).numpy()
+
+    return Synthetic(d, "bitnet-embedding", cfg, effective, n_tokens, hidden)
 
 
 # --- a second, runtime-independent check: numpy forward over a GGUF read with gguf-py ---

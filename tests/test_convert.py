@@ -65,6 +65,7 @@ def _tokens(s: H.Synthetic, n: int = 48, seed: int = 0) -> list[int]:
             },
             "llama-bitnet",
         ),
+        ({"architectures": ["Qwen3Model"], "model_type": "qwen3"}, "bitnet-embedding"),
     ],
 )
 def test_detect_family(config, family):
@@ -91,6 +92,7 @@ def test_detect_family(config, family):
             },
             "not a ternary",
         ),
+        ({"architectures": ["Gemma3TextModel"], "model_type": "gemma3_text"}, "Gemma3"),
     ],
 )
 def test_detect_family_refuses(config, words):
@@ -461,3 +463,262 @@ def test_mainline_llama_cpp_reads_tq_files(ckpt, tmp_path, name):
     got = np.asarray(llm.scores[: len(tokens)], dtype=np.float32)
     kl, top1 = H.kl_top1(s.reference(tokens), got)
     assert kl <= 2e-2 and top1 >= 0.85, (kl, top1)
+
+
+# --- BitNet-embedding (docs/FORMATS.md 2.7) ------------------------------------------------
+
+SMALL = H.EmbeddingDims(n_embd=256, n_ff=512, n_layer=1, n_head=4, n_head_kv=2, head_dim=64)
+GGUF_OF_HF = {  # bitnet.cpp's embedding converter map, spelled out (module under layers.N.)
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+    "self_attn.q_norm": "attn_q_norm",
+    "self_attn.k_norm": "attn_k_norm",
+    **{f"{hf}.norm": f"{g}_norm_in" for g, hf in H.HF_NAMES.items() if g in H.GGUF_PROJ},
+}
+
+
+@pytest.fixture(scope="module")
+def embedding(tmp_path_factory):
+    """The 0.6B shape family (2 layers), bf16 masters, names without "model.", converted
+    to I2_S as bitnet.cpp's converter stores it."""
+    s = H.make_bitnet_embedding(tmp_path_factory.mktemp("be") / "ckpt", seed=3)
+    out = s.dir.parent / "be.gguf"
+    rep = convert_hf(s.dir, out, qtype="i2_s", progress=False)
+    return s, out, rep
+
+
+def test_bitnet_embedding_tensors_and_metadata(embedding):
+    from tokenizers import Tokenizer
+
+    import tribit
+    from tribit.embedding import embedding_tokens
+    from tribit.formats import GGUFReader
+
+    s, out, rep = embedding
+    assert rep.types == {"I2_S": 14, "F16": 1, "F32": 1 + 2 * (2 + 2 + 7)} and not rep.fallbacks
+    r = GGUFReader(out)
+    md = r.metadata
+    assert md["general.architecture"] == "qwen3" and md["general.file_type"] == 40
+    want = {
+        "qwen3.pooling_type": 3,  # LAST: the checkpoint has no sentence-transformers pooling
+        "qwen3.embedding_length": 1024,
+        "qwen3.feed_forward_length": 3072,
+        "qwen3.block_count": 2,
+        "qwen3.attention.head_count": 16,
+        "qwen3.attention.head_count_kv": 8,
+        "qwen3.attention.key_length": 128,
+        "qwen3.attention.value_length": 128,
+        "qwen3.rope.dimension_count": 128,
+        "qwen3.context_length": 512,
+        "qwen3.vocab_size": 320,
+        "tokenizer.ggml.add_eos_token": True,
+        "tokenizer.ggml.add_bos_token": False,
+        "tokenizer.ggml.pre": "qwen2",
+    }
+    assert {k: md[k] for k in want} == want
+    assert md["qwen3.rope.freq_base"] == 1e6 and np.float32(
+        md["qwen3.attention.layer_norm_rms_epsilon"]
+    ) == np.float32(1e-6)
+    tokens = md["tokenizer.ggml.tokens"]
+    # EOS: what the tokenizer appends (<|endoftext|>), not tokenizer_config's <|im_end|>
+    assert tokens[md["tokenizer.ggml.eos_token_id"]] == "<|endoftext|>"
+    assert not any(k.startswith("tribit.embedding.") for k in md)  # no prompts in the checkpoint
+
+    # every tensor: the checkpoint's (norms and embeddings bit-equal, projections the torch
+    # absmean codes with their scale), under bitnet.cpp's names; nothing else (no output)
+    names = {"token_embd.weight", "output_norm.weight"}
+    eff = s.effective
+    masters = _masters(s)
+    # bf16 -> F16 is exact but for values below F16's normal range (2^-14)
+    np.testing.assert_allclose(
+        r.array("token_embd.weight").astype(np.float32), eff["embed_tokens.weight"], atol=2**-24
+    )
+    np.testing.assert_array_equal(r.array("output_norm.weight"), eff["norm.weight"])
+    for i in range(2):
+        for hf, g in GGUF_OF_HF.items():
+            name = f"blk.{i}.{g}.weight"
+            names.add(name)
+            np.testing.assert_array_equal(r.array(name), eff[f"layers.{i}.{hf}.weight"])
+        for g in H.GGUF_PROJ:
+            name = f"blk.{i}.{g}.weight"
+            names.add(name)
+            info = r.tensors[name]
+            t, gamma = _decode_i2s(np.asarray(r.raw(name)), info.shape)
+            w = eff[f"layers.{i}.{H.HF_NAMES[g]}.weight"]  # torch's gamma * T
+            t_ref, g_ref = H.weight_quant(masters[f"layers.{i}.{H.HF_NAMES[g]}.weight"])
+            np.testing.assert_array_equal(t, t_ref)
+            assert gamma == np.float32(md[f"tribit.scale.{name}"])
+            assert abs(gamma - g_ref) <= np.spacing(g_ref)  # mean|W| correctly rounded vs torch's
+            np.testing.assert_allclose(t * gamma, w, rtol=2e-7)
+    assert set(r.tensors) == names
+
+    # texts are tokenized as the checkpoint's tokenizer does, EOS appended
+    model = tribit.load(out, n_seq=1, n_threads=2)
+    tk = Tokenizer.from_file(str(s.dir / "tokenizer.json"))
+    for text in H.SENTENCES:
+        assert embedding_tokens(model, text, "last") == tk.encode(text).ids
+    assert model.config.pooling == "last" and model.describe()["input_norms"] == 14
+
+
+def _masters(s: H.Synthetic) -> dict[str, np.ndarray]:
+    """The master weights as the checkpoint stores them (bf16 widened)."""
+    from safetensors.torch import load_file
+
+    return {k: v.float().numpy() for k, v in load_file(str(s.dir / "model.safetensors")).items()}
+
+
+@pytest.mark.parametrize("seed,prefix,qtype", [(3, "", "i2_s"), (4, "model.", "tq2_0")])
+def test_bitnet_embedding_matches_reference(embedding, tmp_path, seed, prefix, qtype):
+    """`Model.embed` of the converted file against transformers' Qwen3Model with the BitNet
+    hooks (tests/test_embedding_model.py's reference) on the checkpoint's weights: pooled
+    cosine >= 0.9999, and on the reference's own projection inputs the converted input
+    norms and tribit's quantizer give its int8 codes. Measured over seeds 3-8 (6 texts
+    each): pooled cosine 0.99954-1.0; below 0.9999 only where one int8 code rounds the other
+    way at a float32 tie and the difference spreads through the later layers (as in
+    test_embedding_model)."""
+    from tokenizers import Tokenizer
+
+    import tribit
+    from tribit.model import reference
+    from tribit.quant import quantize_activations
+
+    if seed == 3:
+        s, out, _ = embedding
+    else:
+        s = H.make_bitnet_embedding(tmp_path / "ckpt", seed=seed, prefix=prefix)
+        out = tmp_path / "be.gguf"
+        convert_hf(s.dir, out, qtype=qtype, progress=False)
+    tk = Tokenizer.from_file(str(s.dir / "tokenizer.json"))
+    model = tribit.load(out, kv_type="f32", n_seq=3, n_threads=2)
+    got = model.embed(H.SENTENCES)
+    ref = reference.load_reference(out)
+    n_diff = n_all = 0
+    for text, v in zip(H.SENTENCES, got, strict=True):
+        toks = tk.encode(text).ids
+        h = s.reference(toks)[-1].astype(np.float64)
+        assert float(v @ h) / np.linalg.norm(h) >= 0.9999, text
+    config = _qwen3_config(s)
+    codes: list = []
+    inputs: list = []
+    hf = H.bitnet_embedding_reference(config, s.effective, codes, inputs)
+    import torch
+
+    with torch.no_grad():
+        hf(torch.tensor([tk.encode(H.SENTENCES[0]).ids]), use_cache=False)
+    for (layer, which, x), (_, _, q_ref) in zip(inputs, codes, strict=True):
+        x = reference.rmsnorm(x, ref.layers[layer]["norm_in"][which], 1e-6)
+        d = quantize_activations(x.astype(np.float32))[0][:, : x.shape[1]].astype(int) - q_ref
+        assert np.abs(d).max() <= 1
+        n_diff, n_all = n_diff + np.count_nonzero(d), n_all + d.size
+    assert n_diff <= n_all * 1e-5, (n_diff, n_all)
+
+
+def _qwen3_config(s: H.Synthetic):
+    import transformers
+
+    keep = {k: v for k, v in s.config.items() if k not in ("architectures", "torch_dtype")}
+    return transformers.Qwen3Config(**keep)
+
+
+def test_bitnet_embedding_pooling_and_prompts(tmp_path):
+    import tribit
+    from tribit.errors import TribitError
+    from tribit.formats import GGUFReader
+
+    prompts = {"query": "Instruct: find passages\nQuery: ", "document": ""}
+    s = H.make_bitnet_embedding(tmp_path / "c", SMALL, pooling="mean_tokens", prompts=prompts)
+    out = tmp_path / "m.gguf"
+    convert_hf(s.dir, out, progress=False)
+    md = GGUFReader(out).metadata
+    assert md["qwen3.pooling_type"] == 1  # the checkpoint's own pooling config wins
+    assert md["tribit.embedding.prompt.query"] == prompts["query"]
+    assert "tribit.embedding.prompt.document" not in md  # empty: nothing to prepend
+    model = tribit.load(out, n_seq=2, n_threads=2)
+    texts = ["where is the apple?", "the kitchen"]
+    last = dict(pooling="last")  # (a BitNet-embedding file saying mean warns)
+    np.testing.assert_array_equal(
+        model.embed(texts, prompt_name="query", **last),
+        model.embed([prompts["query"] + t for t in texts], **last),
+    )
+    assert not np.allclose(
+        model.embed(texts[:1], prompt_name="query", **last), model.embed(texts[:1], **last)
+    )
+    with pytest.raises(TribitError, match="no prompt 'document'.*query"):
+        model.embed(texts, prompt_name="document", **last)
+    cfg = json.loads((s.dir / "1_Pooling" / "config.json").read_text())
+    for flags, words in (
+        ({"pooling_mode_mean_tokens": False, "pooling_mode_lasttoken": True}, None),
+        ({"pooling_mode_max_tokens": True}, "max_tokens"),
+        ({"pooling_mode_cls_token": True}, "several modes"),
+    ):
+        (s.dir / "1_Pooling" / "config.json").write_text(json.dumps({**cfg, **flags}))
+        if words is None:
+            convert_hf(s.dir, out, progress=False)
+            assert GGUFReader(out).metadata["qwen3.pooling_type"] == 3
+        else:
+            with pytest.raises(FormatError, match=words):
+                convert_hf(s.dir, out, progress=False)
+    modules = json.loads((s.dir / "modules.json").read_text())
+    modules.append(
+        {"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"}
+    )
+    (s.dir / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(FormatError, match="Dense"):
+        convert_hf(s.dir, out, progress=False)
+
+
+def test_bitnet_embedding_refusals(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    s = H.make_bitnet_embedding(tmp_path / "c", SMALL, prefix="model.")
+    path = s.dir / "model.safetensors"
+    tensors = load_file(str(path))
+    out = tmp_path / "x.gguf"
+
+    def convert_with(bad: dict, match: str) -> None:
+        save_file(bad, str(path))
+        with pytest.raises(FormatError, match=match):
+            convert_hf(s.dir, out, progress=False)
+        assert not list(tmp_path.glob("x.gguf*"))
+
+    norm = "model.layers.0.mlp.down_proj.norm.weight"
+    convert_with({k: v for k, v in tensors.items() if k != norm}, "down_proj.norm.weight.*missing")
+    # a plain Qwen3 checkpoint: no input norms at all
+    plain = {k: v for k, v in tensors.items() if not k.endswith("_proj.norm.weight")}
+    convert_with(plain, "without per-projection input norms")
+    # o_proj's input norm is n_head * head_dim wide (256 here), down_proj's n_ff
+    convert_with({**tensors, norm: tensors[norm][:256].clone()}, "down_proj.norm.weight: shape")
+    q = "model.layers.0.self_attn.q_proj.weight"
+    convert_with({**tensors, q: tensors[q][:-64].clone()}, "q_proj.weight: shape")
+    qn = "model.layers.0.self_attn.q_norm.weight"
+    convert_with({k: v for k, v in tensors.items() if k != qn}, "q_norm.weight.*missing")
+    import torch
+
+    convert_with({**tensors, q: tensors[q].to(torch.int8)}, "float weights")
+    save_file(tensors, str(path))
+    cfg = json.loads((s.dir / "config.json").read_text())
+    for bad, match in (
+        ({"use_sliding_window": True}, "sliding-window"),
+        ({"hidden_act": "gelu"}, "hidden_act"),
+    ):
+        (s.dir / "config.json").write_text(json.dumps({**cfg, **bad}))
+        with pytest.raises(FormatError, match=match):
+            convert_hf(s.dir, out, progress=False)
+    (s.dir / "config.json").write_text(json.dumps(cfg))
+    convert_hf(s.dir, out, progress=False)  # the intact checkpoint converts
+
+
+def test_cli_convert_bitnet_embedding(tmp_path, capsys):
+    import tribit
+    from tribit.cli.main import main
+
+    s = H.make_bitnet_embedding(tmp_path / "c", SMALL, prompts={"query": "query: "})
+    out = tmp_path / "e.gguf"
+    assert main(["convert", str(s.dir), "-o", str(out), "--qtype", "i2_s", "--no-progress"]) == 0
+    assert "I2_S" in capsys.readouterr().out
+    npy = str(tmp_path / "v.npy")
+    assert main(["embed", "-m", str(out), "-o", npy, "--prompt-name", "query", "hello world"]) == 0
+    v = np.load(npy)
+    want = tribit.load(out, n_threads=2).embed(["query: hello world"])
+    assert v.shape == (1, 256) and np.array_equal(v, want)
+    assert main(["embed", "-m", str(out), "--prompt-name", "doc", "hello"]) == 1  # clean error

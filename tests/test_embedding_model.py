@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import tribit
+from hf_checkpoints import bitnet_embedding_reference
 from test_qwen3 import HF_NAMES, hf_state
 from tiny_models import qwen3_weights, write_model
 from tribit.model import reference
@@ -23,8 +24,6 @@ transformers = pytest.importorskip("transformers")
 SHAPE = dict(n_embd=1024, n_ff=3072, n_layer=2, n_head=16, n_head_kv=8, head_dim=128, n_vocab=300)
 EPS = 1e-6
 EOS = 257  # tiny_models' <|end_of_text|>
-HOOKED = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-WHICH = dict(zip(HOOKED, ("q", "k", "v", "o", "gate", "up", "down"), strict=True))
 
 
 def bitnet_embedding_weights(seed=0):
@@ -61,9 +60,9 @@ def write_bitnet_embedding(path, weights, pooling=3):
 
 
 def build_reference(weights, codes: list, inputs: list | None = None):
-    """transformers' Qwen3Model with the BitNet hooks; `codes` receives (layer, which,
-    int8 codes) of every projection input, `inputs` the input before its norm."""
-    inputs = [] if inputs is None else inputs
+    """transformers' Qwen3Model with the BitNet hooks (hf_checkpoints), loaded with the
+    weights as the GGUF stores them (F16 but for the projections); `codes` receives (layer,
+    which, int8 codes) of every projection input, `inputs` the input before its norm."""
     f16 = {
         k: (
             v.astype(np.float16).astype(np.float32)
@@ -99,42 +98,7 @@ def build_reference(weights, codes: list, inputs: list | None = None):
         attention_bias=False,
         use_sliding_window=False,
     )
-    cfg._attn_implementation = "eager"
-    model = transformers.Qwen3Model(cfg).float().eval()
-    params = dict(model.named_parameters())
-    norms = {}
-    with torch.no_grad():
-        for key, arr in hf_state(f16).items():
-            key = key.removeprefix("model.")
-            t = torch.from_numpy(np.ascontiguousarray(arr, np.float32))
-            if key.endswith("_proj.norm.weight"):
-                norms[key.removesuffix(".norm.weight")] = t
-                continue
-            if key in params:
-                assert params[key].shape == t.shape, key
-                params[key].copy_(t)
-
-    def hook_for(name):
-        layer = int(name.split(".")[1])
-        which = WHICH[name.rsplit(".", 1)[-1]]
-        w = norms[name]
-
-        def hook(module, args):
-            x = args[0]
-            inputs.append((layer, which, x[0].double().numpy()))
-            # BitLinear: RMSNorm(x, norm.weight) -> per-token absmax int8 -> matmul
-            x = w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + EPS))
-            scale = 127.0 / x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-5)
-            q = (x * scale).round().clamp(-128, 127)
-            codes.append((layer, which, q[0].to(torch.int8).numpy()))
-            return (q / scale,) + tuple(args[1:])
-
-        return hook
-
-    for name, mod in model.named_modules():
-        if name.rsplit(".", 1)[-1] in HOOKED:
-            mod.register_forward_pre_hook(hook_for(name))
-    return model
+    return bitnet_embedding_reference(cfg, hf_state(f16), codes, inputs)
 
 
 def test_hf_names_cover_the_converter_map():

@@ -54,7 +54,7 @@ def test_shapes_and_names():
 EXEMPT: set[str] = set()
 _NAME = re.compile(
     r"^(blk\.|tokenizer\.ggml\.|tokenizer\.chat_template$|tribit\.scale\.|"
-    r"tribit\.dummy\.|tribit\.train\.|general\.)[\w.]*$"
+    r"tribit\.dummy\.|tribit\.train\.|tribit\.embedding\.|general\.)[\w.]*$"
 )
 
 

@@ -4,8 +4,9 @@ A local Ray cluster on this machine (2 CPUs booked, no dashboard, usage stats of
 proxy on 127.0.0.1, 2 replicas of a tiny model: their answers equal `tribit serve`'s, a
 client that disconnects frees its slot, a killed replica is replaced while the other keeps
 answering, stopping the app lets open streams finish; a Ray Data job over 100 prompts gives
-the single-process completions. Needs `pip install "tribit[ray]"`; without Ray these tests
-skip and say so. Every Ray process started here is stopped at the end of the module.
+the single-process completions, one over 40 texts the single-process embeddings. Needs
+`pip install "tribit[ray]"`; without Ray these tests skip and say so. Every Ray process
+started here is stopped at the end of the module.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ serve = pytest.importorskip("ray.serve", reason="Ray Serve is not installed")
 
 import tribit  # noqa: E402
 from server_process import free_port, serving  # noqa: E402
-from tiny_models import tiny_model  # noqa: E402
+from tiny_models import qwen3_model, tiny_model  # noqa: E402
+from tribit.formats.keys import embed_prompt_key  # noqa: E402
 from tribit.integrations.ray_serve import (  # noqa: E402
     REPLICA_HEADER,
     ServeArgs,
@@ -51,6 +53,16 @@ NO_EOG = {str(EOS): -100, str(EOT): -100}
 @pytest.fixture(scope="module")
 def path(tmp_path_factory):
     return tiny_model(tmp_path_factory.mktemp("ray") / "m.gguf", n_vocab=300, ctx=CTX)
+
+
+@pytest.fixture(scope="module")
+def emb_path(tmp_path_factory):
+    """A tiny BitNet-embedding-shaped model (qwen3, input norms, last pooling, EOS)."""
+    md = {"qwen3.pooling_type": np.uint32(3), "tokenizer.ggml.add_eos_token": True}
+    md[embed_prompt_key("query")] = "query: "
+    return qwen3_model(
+        tmp_path_factory.mktemp("e") / "e.gguf", "i2_s", head_dim=128, norm_in=True, extra_md=md
+    )
 
 
 @pytest.fixture(scope="module")
@@ -327,5 +339,62 @@ def test_completer_batches_and_is_greedy_by_default(path):
     model = tribit.load(str(path), n_threads=1, n_ctx=128)
     assert list(out["completion"]) == [tribit.generate(model, p, max_tokens=12) for p in prompts]
     assert len(calls) <= 2 * 13  # two waves of 8 sequences, not 16 x 12 forwards
-    with pytest.raises(NotImplementedError, match="issue 20"):
-        Completer(str(path), task="embed")
+
+
+def test_ray_data_embeddings_equal_single_process(cluster, emb_path):
+    from tribit.integrations.ray_data import Embedder
+
+    serve.shutdown()  # the replicas' CPUs go back to the cluster
+    texts = [f"passage {i}: " + "ternary weights " * (i % 7) for i in range(40)]
+    ds = ray.data.from_items([{"text": t, "n": i} for i, t in enumerate(texts)])
+    ds = ds.map_batches(
+        Embedder,
+        fn_constructor_kwargs={"model": str(emb_path), "threads": 1, "slots": 4, "ctx": 128},
+        concurrency=2,
+        num_cpus=1,
+        batch_size=8,
+    )
+    rows = sorted(ds.take_all(), key=lambda r: r["n"])
+    got = np.stack([r["embedding"] for r in rows])
+    model = tribit.load(str(emb_path), n_threads=1, n_ctx=128)
+    want = np.concatenate([model.embed(t) for t in texts])
+    assert got.shape == (40, 256) and got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)  # batching does not change a vector
+
+
+def test_embedder_batches_through_the_slots(emb_path, path):
+    """No cluster: one call embeds its texts together; each vector is the text's alone."""
+    from tribit.errors import TribitError
+    from tribit.integrations.ray_data import Completer, Embedder
+
+    e = Embedder(str(emb_path), threads=1, slots=4, ctx=128)
+    calls = []
+    forward = e.model.forward
+    e.model.forward = lambda *a, **k: calls.append(1) or forward(*a, **k)
+    texts = [f"text number {i}" for i in range(8)]
+    out = e({"text": np.array(texts, dtype=object), "id": np.arange(8)})
+    assert list(out["id"]) == list(range(8)) and out["embedding"].shape == (8, 256)
+    assert len(calls) == 2  # two waves of 4 slots, not 8 forwards
+    model = tribit.load(str(emb_path), n_threads=1, n_ctx=128)
+    alone = np.concatenate([model.embed(t) for t in texts])
+    np.testing.assert_array_equal(out["embedding"], alone)
+    # token ids as given; the file's prompt and a prefix before every string
+    ids = [model.tokenizer.encode("abc", add_eos=True), [5, 6, 7]]
+    np.testing.assert_array_equal(e({"text": ids})["embedding"], model.embed(ids))
+    q = Embedder(str(emb_path), threads=1, prompt_name="query", prefix="> ", output_column="v")
+    np.testing.assert_array_equal(q({"text": ["hello"]})["v"], model.embed("query: > hello"))
+    # Completer(task="embed") is the same, over the prompt column
+    c = Completer(str(emb_path), threads=1, slots=4, ctx=128, task="embed")
+    np.testing.assert_array_equal(c({"prompt": texts})["embedding"], alone)
+    with pytest.raises(ValueError, match="task='complete'"):
+        Completer(str(emb_path), task="embed", chat=True)
+    with pytest.raises(ValueError, match="pooling='none'"):
+        Embedder(str(emb_path), pooling="none")
+    with pytest.raises(TribitError, match="no prompt 'doc'"):
+        Embedder(str(emb_path), prompt_name="doc")
+    with pytest.raises(TribitError, match="defines no pooling"):
+        Embedder(str(path))  # a generative model: pooling must be given
+    assert Embedder(str(path), pooling="mean", threads=1)({"text": ["x"]})["embedding"].shape == (
+        1,
+        256,
+    )

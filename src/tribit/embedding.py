@@ -10,6 +10,10 @@ Pooling (docs/FORMATS.md 1.6): `last` takes the last token's row (causal models 
 BitNet-embedding and Qwen3-Embedding, whose inputs end with an EOS token), `mean` the mean
 of all rows, `cls` the first row, `none` every row (a matrix per text). The file's
 `<arch>.pooling_type` decides unless the caller overrides it.
+
+Prompts: a converted checkpoint may carry named input prompts (sentence-transformers'
+`prompts`, e.g. a "query" instruction) as `tribit.embedding.prompt.<name>`; `prompt_name`
+puts one before every text, as sentence-transformers' `encode(prompt_name=...)` does.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import ContextLengthError, ModelError, TribitError
-from .formats.keys import TokenizerKey
+from .formats.keys import TokenizerKey, Tribit
 
 POOLINGS = ("last", "mean", "cls", "none")
 DEFAULT_BATCH_TOKENS = 512
@@ -58,6 +62,28 @@ def add_eos(model, pooling: str) -> bool:
     if model.metadata.get(TokenizerKey.ADD_EOS) is not None:
         return bool(tok.add_eos)
     return pooling == "last" and tok.eos_id is not None
+
+
+def prompts(model) -> dict[str, str]:
+    """The file's named input prompts (name -> text put before such an input)."""
+    n = len(Tribit.EMBED_PROMPT_PREFIX)
+    return {
+        k[n:]: v
+        for k, v in model.metadata.items()
+        if k.startswith(Tribit.EMBED_PROMPT_PREFIX) and isinstance(v, str)
+    }
+
+
+def prompt_text(model, prompt_name: str | None) -> str:
+    """The text of the file's prompt `prompt_name` ("" for None); TribitError if the file
+    has no such prompt."""
+    if prompt_name is None:
+        return ""
+    known = prompts(model)
+    if prompt_name not in known:
+        have = ", ".join(sorted(known)) or "none"
+        raise TribitError(f"the model has no prompt {prompt_name!r} (its prompts: {have})")
+    return known[prompt_name]
 
 
 def embedding_tokens(model, text: str, pooling: str) -> list[int]:
@@ -216,18 +242,22 @@ def embed(
     pooling: str | None = None,
     normalize: bool = True,
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    prompt_name: str | None = None,
 ) -> np.ndarray | list[np.ndarray]:
     """Embeddings of `texts` (a string, strings, or lists of token ids used as given):
     float32 (n, n_embd), L2-normalised unless `normalize=False`; with pooling "none" a
     list of (n_tokens, n_embd) arrays instead. Several texts share each forward (one KV
-    slot each, as many as are free); `batch_tokens` caps the tokens of one forward."""
+    slot each, as many as are free); `batch_tokens` caps the tokens of one forward.
+    `prompt_name`: the file's prompt of that name goes before every string."""
     p = check_pooling(model, pooling)
     _warn_pooling(model, pooling, p)
+    prefix = prompt_text(model, prompt_name)
     items = [texts] if isinstance(texts, str) else list(texts)
     if not items:
         return np.zeros((0, model.config.n_embd), np.float32)
     ids = [
-        embedding_tokens(model, t, p) if isinstance(t, str) else [int(x) for x in t] for t in items
+        embedding_tokens(model, prefix + t, p) if isinstance(t, str) else [int(x) for x in t]
+        for t in items
     ]
     if not model.slots.n_free():
         raise TribitError(f"all {model.n_seq} sequence slots are in use")

@@ -47,13 +47,23 @@ class Model(runtime.Model):
         pooling: str | None = None,
         normalize: bool = True,
         batch_tokens: int = 512,
+        prompt_name: str | None = None,
     ) -> Any:
         """Embeddings of `texts`: float32 numpy (n, n_embd), one L2-normalised row per text
         (`normalize=False`: raw). pooling: "last", "mean", "cls" or "none" (a list of
         per-token matrices); None: the file's `pooling_type`. Texts get BOS/EOS as the
         file says (EOS for last-token pooling when it says nothing); lists of token ids
-        are used as given. Several texts share each forward, one KV slot each."""
-        return embed(self, texts, pooling=pooling, normalize=normalize, batch_tokens=batch_tokens)
+        are used as given. Several texts share each forward, one KV slot each.
+        prompt_name: the file's named prompt (e.g. "query", from a converted checkpoint's
+        sentence-transformers config) put before every text."""
+        return embed(
+            self,
+            texts,
+            pooling=pooling,
+            normalize=normalize,
+            batch_tokens=batch_tokens,
+            prompt_name=prompt_name,
+        )
 
     def create_chat_completion(
         self, messages: Sequence[Mapping[str, Any]], **kwargs: Any

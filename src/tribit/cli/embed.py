@@ -33,6 +33,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prefix", default="", help='text put before every input, e.g. "query: " (docs/USAGE.md)'
     )
+    p.add_argument(
+        "--prompt-name",
+        default=None,
+        help='put the file\'s prompt of this name before every input, e.g. "query" (a '
+        "checkpoint's sentence-transformers prompts, kept by tribit convert)",
+    )
     p.add_argument("--no-normalize", action="store_true", help="skip the L2 normalisation")
     p.add_argument(
         "--dimensions", type=int, default=None, help="keep the first N dimensions (renormalised)"
@@ -76,7 +82,10 @@ def run(args: argparse.Namespace) -> int:
     n_seq = max(1, min(int(args.parallel), len(texts)))
     model = tribit.load(args.model, n_threads=args.threads, n_ctx=args.ctx_size, n_seq=n_seq)
     vecs = model.embed(
-        [args.prefix + t for t in texts], pooling=args.pooling, normalize=not args.no_normalize
+        [args.prefix + t for t in texts],
+        pooling=args.pooling,
+        normalize=not args.no_normalize,
+        prompt_name=args.prompt_name,
     )
     if args.dimensions is not None:
         if not 1 <= args.dimensions <= vecs.shape[1]:

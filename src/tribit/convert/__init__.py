@@ -80,7 +80,7 @@ def convert_hf(
     """
     from tribit.tokenizer.hf import tokenizer_metadata_from_hf
 
-    from .families import build_plan
+    from .families import build_plan, finish_tokenizer
     from .hf import Checkpoint
 
     hf_dir = Path(hf_dir)
@@ -90,7 +90,7 @@ def convert_hf(
         name = Path(str(src)).name or "model"
     plan = build_plan(ckpt, {}, name)
     n_vocab = plan.tensors[0].shape[0]
-    plan.tokenizer = pad_vocab(tokenizer_metadata_from_hf(hf_dir), n_vocab)
+    plan.tokenizer = finish_tokenizer(ckpt, pad_vocab(tokenizer_metadata_from_hf(hf_dir), n_vocab))
     return write_gguf(plan, out, qtype=qtype, head=head, progress=progress)
 
 

@@ -206,6 +206,11 @@ SUPPORTED = {
         "HF1BitLLM/Llama3-8B-1.58, tiiuae Falcon3-*-1.58bit, Falcon-E "
         "(LlamaForCausalLM + quantization_config quant_method bitnet)",
     ),
+    "bitnet-embedding": (
+        Arch.QWEN3,
+        "microsoft/bitnet-embedding-0.6b (model_type qwen3 with an input RMSNorm per "
+        "projection, `<proj>.norm.weight`; an embedding model)",
+    ),
 }
 
 
@@ -225,12 +230,20 @@ def detect_family(config: dict) -> str:
     qc = config.get("quantization_config") or {}
     if not isinstance(qc, dict):
         raise FormatError("config.json: quantization_config is not an object")
-    if qc.get("use_rms_norm"):
+    if model_type == "gemma3_text":
+        raise FormatError(
+            "config.json: model_type 'gemma3_text' (BitNet-embedding 270M is a Gemma3 block): "
+            f"tribit does not run Gemma3. Supported: {_supported_text()}"
+        )
+    if model_type == "qwen3":
+        # BitNet-embedding: the plan builder refuses a plain Qwen3 (no input norms: not ternary)
+        family = "bitnet-embedding"
+    elif qc.get("use_rms_norm"):
         raise FormatError(
             "config.json: quantization_config.use_rms_norm is true: an extra RMSNorm inside every "
             "BitLinear, which neither bitnet.cpp, llama.cpp nor tribit implements"
         )
-    if model_type == "bitnet" or arch0 == "BitNetForCausalLM":
+    elif model_type == "bitnet" or arch0 == "BitNetForCausalLM":
         family = "bitnet-b1.58"
     elif arch0 == "BitnetForCausalLM" and model_type == "llama":
         family = "1bitllm"

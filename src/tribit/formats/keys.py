@@ -123,6 +123,9 @@ class Tribit:
     TRAIN_SEED = "tribit.train.seed"
     TRAIN_INIT = "tribit.train.init"  # the file a fine-tune started from
     CHAT_EXAMPLES = "tribit.chat.examples"  # example prompts the web page offers
+    # an embedding model's named input prompts (sentence-transformers' `prompts`, e.g.
+    # "query"): EMBED_PROMPT_PREFIX + name -> the text put before such an input
+    EMBED_PROMPT_PREFIX = "tribit.embedding.prompt."
 
 
 class Prism:
@@ -131,6 +134,11 @@ class Prism:
     not do, so a file carrying any such key is refused (docs/FORMATS.md 3.11)."""
 
     HADAMARD_PREFIX = "prism.hadamard."
+
+
+def embed_prompt_key(name: str) -> str:
+    """The metadata key of an embedding model's prompt `name` ("query", "document", ...)."""
+    return Tribit.EMBED_PROMPT_PREFIX + name
 
 
 def scale_key(tensor: str) -> str:

@@ -20,9 +20,16 @@ the text `tribit.generate(model, prompt, max_tokens=...)` gives alone. Give `num
 corpus-in, Parquet-out recipe and the no-code alternative (an HTTP processor against a
 running endpoint).
 
-Embeddings: *(planned)* `task="embed"` will map texts to vectors through `Model.embed`
-once it exists (issue 20); until then it raises NotImplementedError. TODO(issue 20): in
-`__call__`, for `task == "embed"`, return `{output_column: self.model.embed(texts)}` rows.
+Embeddings: `Embedder` (or `Completer(task="embed")`, the same thing) maps a text column to
+a vector column through `Model.embed`:
+
+    ds = ray.data.read_json("passages.jsonl")           # rows {"text": "..."}
+    ds = ds.map_batches(Embedder, fn_constructor_kwargs={"model": "be.gguf", "threads": 4},
+                        concurrency=2, num_cpus=4, batch_size=64)
+    ds.write_parquet("vectors/")                         # rows {"text", "embedding"}
+
+The texts of a batch share the model's `slots` KV slots (one text each, up to `batch_tokens`
+tokens per forward); each vector equals `model.embed(text)` of that text alone.
 """
 
 from __future__ import annotations
@@ -34,9 +41,10 @@ import numpy as np
 
 import tribit
 from tribit.chat import chat_prompt_tokens
+from tribit.embedding import DEFAULT_BATCH_TOKENS, check_pooling, prompt_text
 from tribit.generation import BatchGenerator, check_prompt, tokenize_prompt
 
-__all__ = ["Completer", "complete_all"]
+__all__ = ["Completer", "Embedder", "complete_all"]
 
 TASKS = ("complete", "embed")
 
@@ -82,7 +90,8 @@ class Completer:
     ctx: context per slot; prompt_column / output_column: the columns read and written;
     chat: the prompt column holds message lists (rendered with the model's chat template);
     max_tokens, stop and `**sampling` (fields of tribit.SamplerParams: temperature, top_k,
-    seed, ...) as in tribit.generate; greedy without them.
+    seed, ...) as in tribit.generate; greedy without them. task="embed": an `Embedder` over
+    the prompt column, writing `output_column` (default "embedding") instead.
     """
 
     def __init__(
@@ -94,7 +103,7 @@ class Completer:
         ctx: int | None = None,
         head_type: str | None = None,
         prompt_column: str = "prompt",
-        output_column: str = "completion",
+        output_column: str | None = None,
         chat: bool = False,
         max_tokens: int | None = 128,
         stop: Sequence[str] | str | None = None,
@@ -103,14 +112,24 @@ class Completer:
     ):
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-        if task == "embed":  # TODO(issue 20): Model.embed; see the module docstring
-            raise NotImplementedError(
-                "embeddings need Model.embed, which tribit does not have yet (issue 20)"
+        self.embedder: Embedder | None = None
+        if task == "embed":
+            if chat or stop is not None or sampling:
+                raise ValueError("chat, stop and sampling options are for task='complete'")
+            self.embedder = Embedder(
+                model,
+                threads=threads,
+                slots=slots,
+                ctx=ctx,
+                text_column=prompt_column,
+                output_column=output_column or "embedding",
             )
+            self.model = self.embedder.model
+            return
         self.model = tribit.load(
             model, n_threads=threads, n_ctx=ctx, n_seq=slots, head_type=head_type
         )
-        self.prompt_column, self.output_column = prompt_column, output_column
+        self.prompt_column, self.output_column = prompt_column, output_column or "completion"
         self.chat, self.max_tokens, self.stop = chat, max_tokens, stop
         self.sampling = tribit.SamplerParams().replace(**sampling) if sampling else None
         if self.sampling is not None:
@@ -125,10 +144,69 @@ class Completer:
         return check_prompt(self.model, tokenize_prompt(self.model, prompt))
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        if self.embedder is not None:
+            return self.embedder(batch)
         prompts = [self.tokens(p) for p in batch[self.prompt_column]]
         texts = complete_all(
             self.model, prompts, max_tokens=self.max_tokens, sampling=self.sampling, stop=self.stop
         )
         out = dict(batch)
         out[self.output_column] = np.array(texts, dtype=object)
+        return out
+
+
+class Embedder:
+    """A callable class for `Dataset.map_batches`: texts -> embedding vectors.
+
+    model: the GGUF embedding model on every node (docs/USAGE.md, Embeddings); threads,
+    slots (texts embedded together), ctx (context per text): as `Completer`; text_column /
+    output_column: the columns read and written (the vectors: float32 (n, n_embd), one row
+    per text, a tensor column in Ray Data); pooling, normalize, prompt_name, batch_tokens:
+    as `Model.embed` (pooling "none", a matrix per text, is not offered); prefix: text put
+    before every input (after the prompt). A text column may also hold token-id lists,
+    embedded as given.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        threads: int | None = None,
+        slots: int = 8,
+        ctx: int | None = None,
+        text_column: str = "text",
+        output_column: str = "embedding",
+        pooling: str | None = None,
+        normalize: bool = True,
+        prompt_name: str | None = None,
+        prefix: str = "",
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    ):
+        if pooling == "none":
+            raise ValueError("pooling='none' gives a matrix per text; choose last, mean or cls")
+        self.model = tribit.load(model, n_threads=threads, n_ctx=ctx, n_seq=slots)
+        check_pooling(self.model, pooling)  # refused here, not in the first batch
+        self.prefix = prompt_text(self.model, prompt_name) + prefix
+        self.text_column, self.output_column = text_column, output_column
+        self.pooling, self.normalize, self.batch_tokens = pooling, normalize, batch_tokens
+
+    def item(self, text: Any) -> str | list[int]:
+        """One input: a string (with the prefix) or token ids (as given)."""
+        if isinstance(text, str):
+            return self.prefix + text
+        if isinstance(text, np.ndarray):
+            text = text.tolist()
+        if isinstance(text, Sequence) and all(
+            isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in text
+        ):
+            return [int(t) for t in text]
+        raise TypeError(f"expected a string or a list of token ids, got {type(text).__name__}")
+
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        items = [self.item(t) for t in batch[self.text_column]]
+        vecs = self.model.embed(
+            items, pooling=self.pooling, normalize=self.normalize, batch_tokens=self.batch_tokens
+        )
+        out = dict(batch)
+        out[self.output_column] = vecs
         return out
