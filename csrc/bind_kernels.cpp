@@ -85,16 +85,18 @@ void bind_axpy(nb::module_& m, const char* name, void (*KernelTable::*fn)(double
 // weighted sum of value rows
 template <typename B>
 void bind_dot_rows(nb::module_& m, const char* name,
-                   void (*KernelTable::*fn)(double*, const double*, int64_t, int64_t, const B*, int64_t)) {
+                   void (*KernelTable::*fn)(double*, int64_t, const double*, int64_t, int64_t, const B*, int64_t,
+                                            int64_t, int64_t)) {
     const std::string msg = std::string(name) + ": lengths differ";
-    m.def(name, [fn, msg](Arr2<const float> a, Arr1<const B> b, std::optional<std::string> isa) {
-        if (a.shape(1) != b.shape(0)) throw nb::value_error(msg.c_str());
-        const int64_t rows = int64_t(a.shape(0)), n = int64_t(a.shape(1));
+    m.def(name, [fn, msg](Arr2<const float> a, Arr2<const B> b, std::optional<std::string> isa) {
+        // a (rows, n), b (len, n) -> (rows, len)
+        if (a.shape(1) != b.shape(1)) throw nb::value_error(msg.c_str());
+        const int64_t rows = int64_t(a.shape(0)), n = int64_t(a.shape(1)), len = int64_t(b.shape(0));
         std::vector<double> wide(a.data(), a.data() + rows * n);
-        auto out = owned<double>({size_t(rows)});
-        (table(isa).*fn)(out.data(), wide.data(), n, rows, b.data(), n);
+        auto out = owned<double>({size_t(rows), size_t(len)});
+        (table(isa).*fn)(out.data(), len, wide.data(), n, rows, b.data(), n, len, n);
         return out;
-    }, nb::arg("a"), nb::arg("b"), nb::arg("isa") = nb::none(), "dot of each row of a with b");
+    }, nb::arg("a"), nb::arg("b"), nb::arg("isa") = nb::none(), "dot of each row of a with each row of b");
 }
 
 template <typename X>
@@ -168,6 +170,13 @@ void bind_kernels(nb::module_& m) {
     bind_dot_rows<uint16_t>(m, "dot_rows_f16", &KernelTable::dot_rows_f16);
     bind_wsum_rows<float>(m, "wsum_rows", &KernelTable::wsum_rows_f32);
     bind_wsum_rows<uint16_t>(m, "wsum_rows_f16", &KernelTable::wsum_rows_f16);
+    m.def("softmax_exp", [](Arr1<const double> x, double mx, std::optional<std::string> isa) {
+        auto out = owned<double>({x.shape(0)});
+        std::copy(x.data(), x.data() + x.shape(0), out.data());
+        const double sum = table(isa).softmax_exp(out.data(), int64_t(x.shape(0)), mx);
+        return nb::make_tuple(out, sum);
+    }, nb::arg("x"), nb::arg("mx"), nb::arg("isa") = nb::none(),
+       "(exp(x - mx), their sum in the kernels' order): softmax's exponentials");
 
     m.def("quantize_act", [](Arr2<const float> x, std::optional<std::string> isa) {
         const KernelTable& t = table(isa);

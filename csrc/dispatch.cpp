@@ -79,6 +79,7 @@ static KernelTable make_table(Isa isa) {
             if (isa == Isa::avx512) {
                 fill_ternary_avx512(t);
                 fill_float_avx512(t);
+                fill_attention_avx512(t);
                 fill_group_avx512(t);
             }
             break;

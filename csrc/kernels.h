@@ -179,15 +179,19 @@ using axpy_f32_fn = void (*)(double* y, double a, const float* x, int64_t n);
 // results are identical, without writing and re-reading a converted copy.
 using dot_f16_fn = double (*)(const double* a, const uint16_t* b, int64_t n);
 using axpy_f16_fn = void (*)(double* y, double a, const uint16_t* x, int64_t n);
-// The same for the rows of a GQA group against one cache row: out[g] =
-// dot(a + g * lda, b, n) for g < rows, each row's operations and order exactly
-// those of dot above (so the results are identical), the cache row loaded and
-// widened once for all rows, and the rows' sums independent chains (one dot
-// alone is latency-bound).
-using dot_rows_f32_fn = void (*)(double* out, const double* a, int64_t lda, int64_t rows,
-                                 const float* b, int64_t n);
-using dot_rows_f16_fn = void (*)(double* out, const double* a, int64_t lda, int64_t rows,
-                                 const uint16_t* b, int64_t n);
+// The same for the rows of a GQA group against `len` cache rows: out[g * ldo + t] =
+// dot(a + g * lda, b + t * ldb, n) for g < rows and t < len, each operations and order
+// exactly those of dot above (so the results are identical), each cache row loaded and
+// widened once for all query rows, and the (g, t) sums independent chains (one dot
+// alone is latency-bound; a GQA group of 2 was too).
+using dot_rows_f32_fn = void (*)(double* out, int64_t ldo, const double* a, int64_t lda, int64_t rows,
+                                 const float* b, int64_t ldb, int64_t len, int64_t n);
+using dot_rows_f16_fn = void (*)(double* out, int64_t ldo, const double* a, int64_t lda, int64_t rows,
+                                 const uint16_t* b, int64_t ldb, int64_t len, int64_t n);
+// Softmax's exponentials: sc[t] = exp(sc[t] - mx) for t < len (softmax_exp.h: one
+// polynomial for every ISA, the same bits), returning their sum in the order that file
+// fixes (eight partial sums, then the tail).
+using softmax_exp_fn = double (*)(double* sc, int64_t len, double mx);
 // Attention's weighted sum of values for a GQA group: y[g * ldy + i] (g < rows,
 // i < n) = zero, then + coef[g * ldc + t] * x[t * ldx + i] for t = 0 .. len-1 in
 // order, each product rounded before its sum: exactly `len` axpy calls per row
@@ -222,6 +226,7 @@ struct KernelTable {
     dot_rows_f16_fn dot_rows_f16 = nullptr;
     wsum_rows_f32_fn wsum_rows_f32 = nullptr;
     wsum_rows_f16_fn wsum_rows_f16 = nullptr;
+    softmax_exp_fn softmax_exp = nullptr;
     mac_probe_fn mac_probe = nullptr;  // SIMD variants only
     quantize_q8_0_fn quantize_q8_0 = nullptr;
     group_matmul_fn group_matmul[kNumGroupTypes] = {};
@@ -288,6 +293,7 @@ void fill_float_avx2(KernelTable& t);
 void fill_attention_avx2(KernelTable& t);
 void fill_ternary_avx512(KernelTable& t);
 void fill_float_avx512(KernelTable& t);
+void fill_attention_avx512(KernelTable& t);
 void fill_ternary_neon(KernelTable& t);
 void fill_float_neon(KernelTable& t);
 

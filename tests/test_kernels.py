@@ -535,19 +535,60 @@ def test_attention_kernels_are_exact_double_in_one_order(isa):
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_attention_row_kernels_equal_one_row_at_a_time(isa):
-    """dot_rows (a GQA group against one cache row) gives each row exactly what dot gives
-    it alone, for group sizes around the 4-row blocks."""
+    """dot_rows (a GQA group against a run of cache rows) gives each (query row, cache
+    row) exactly what dot gives it alone, for group sizes and run lengths around the
+    kernels' tiles."""
     rng = np.random.default_rng(6)
     for rows in (1, 2, 3, 4, 5, 7, 8, 9, 16):
         for n in (1, 7, 8, 17, 64, 128, 131):
-            a = rng.standard_normal((rows, n)).astype(np.float32)
-            h = (rng.standard_normal(n) * 3).astype(np.float16)
-            bits, wide = h.view(np.uint16), h.astype(np.float32)
-            want = np.array([_core.dot(a[g], wide, isa=isa) for g in range(rows)])
-            for got in (_core.dot_rows(a, wide, isa=isa), _core.dot_rows_f16(a, bits, isa=isa)):
-                np.testing.assert_array_equal(got.view(np.uint64), want.view(np.uint64))
+            for length in (1, 3, 4, 5, 9):
+                a = rng.standard_normal((rows, n)).astype(np.float32)
+                h = (rng.standard_normal((length, n)) * 3).astype(np.float16)
+                bits, wide = h.view(np.uint16), h.astype(np.float32)
+                want = np.array(
+                    [
+                        [_core.dot(a[g], wide[t], isa=isa) for t in range(length)]
+                        for g in range(rows)
+                    ]
+                )
+                for got in (_core.dot_rows(a, wide, isa=isa), _core.dot_rows_f16(a, bits, isa=isa)):
+                    assert got.shape == (rows, length)
+                    np.testing.assert_array_equal(got.view(np.uint64), want.view(np.uint64))
     with pytest.raises(ValueError, match="lengths differ"):
-        _core.dot_rows(np.zeros((2, 3), np.float32), np.zeros(4, np.float32), isa=isa)
+        _core.dot_rows(np.zeros((2, 3), np.float32), np.zeros((1, 4), np.float32), isa=isa)
+
+
+def test_softmax_exp_is_one_function_on_every_isa():
+    """Softmax's exponentials: the same bits on every ISA (one polynomial, kernels.h),
+    within 2 ulp of exp, 0 below -708 and for -inf, NaN kept; the sum in the fixed order
+    of eight partial sums then the tail."""
+    rng = np.random.default_rng(9)
+    cases = [rng.uniform(-40, 0, n) for n in (1, 7, 8, 9, 16, 33, 128)]
+    cases.append(
+        np.array([0.0, -1e-300, -0.5 * np.log(2), -707.9, -708.0, -708.1, -745.0, -np.inf, -1e308])
+    )
+    cases.append(rng.uniform(-1, 0, 12) * 1e-8)
+    for x in cases:
+        mx = 0.25
+        got = {isa: _core.softmax_exp(x + mx, mx, isa=isa) for isa in ISAS}
+        e, s = got["generic"]
+        for isa, (ei, si) in got.items():
+            np.testing.assert_array_equal(ei.view(np.uint64), e.view(np.uint64), err_msg=isa)
+            assert si == s, isa
+        want = np.exp(x)
+        keep = x >= -708.0
+        assert np.all(np.abs(e[keep] - want[keep]) <= 2 * np.spacing(want[keep]))
+        assert np.all(e[~keep] == 0.0)
+        n8 = len(e) // 8 * 8
+        p = np.zeros(8)
+        for row in e[:n8].reshape(-1, 8):  # block by block, as the kernels add them
+            p = p + row
+        order = ((p[0] + p[4]) + (p[2] + p[6])) + ((p[1] + p[5]) + (p[3] + p[7]))
+        for v in e[n8:]:
+            order += v
+        assert s == order
+    e, s = _core.softmax_exp(np.array([0.0, np.nan, -1.0]), 0.0)
+    assert np.isnan(e[1]) and np.isnan(s)
 
 
 @pytest.mark.parametrize("isa", ISAS)

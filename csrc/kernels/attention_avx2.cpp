@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "kernels.h"
+#include "softmax_exp.h"
 
 namespace tribit {
 namespace {
@@ -62,7 +63,7 @@ void axpy_avx2(double* y, double a, const X* x, int64_t n) {
 // Four rows of a GQA group at a time against one cache row: the row is widened
 // once, and 8 accumulators (two per query row, as in dot_avx2) are independent.
 template <typename B>
-void dot_rows_avx2(double* out, const double* a, int64_t lda, int64_t rows, const B* b, int64_t n) {
+void dot_rows_one(double* out, int64_t ldo, const double* a, int64_t lda, int64_t rows, const B* b, int64_t n) {
     int64_t g = 0;
     for (; g + 4 <= rows; g += 4) {
         const double* ar[4] = {a + g * lda, a + (g + 1) * lda, a + (g + 2) * lda, a + (g + 3) * lda};
@@ -83,10 +84,16 @@ void dot_rows_avx2(double* out, const double* a, int64_t lda, int64_t rows, cons
             const __m128d u = _mm_add_pd(_mm256_castpd256_pd128(t), _mm256_extractf128_pd(t, 1));
             double s = _mm_cvtsd_f64(u) + _mm_cvtsd_f64(_mm_unpackhi_pd(u, u));
             for (int64_t k = i; k < n; k++) s += ar[r][k] * value(b, k);
-            out[g + r] = s;
+            out[(g + r) * ldo] = s;
         }
     }
-    for (; g < rows; g++) out[g] = dot_avx2(a + g * lda, b, n);
+    for (; g < rows; g++) out[g * ldo] = dot_avx2(a + g * lda, b, n);
+}
+
+template <typename B>
+void dot_rows_avx2(double* out, int64_t ldo, const double* a, int64_t lda, int64_t rows, const B* b, int64_t ldb,
+                   int64_t len, int64_t n) {
+    for (int64_t t = 0; t < len; t++) dot_rows_one(out + t, ldo, a, lda, rows, b + t * ldb, n);
 }
 
 // 8 columns of up to 4 rows in registers (8 sums) while t runs over the cache
@@ -129,6 +136,41 @@ void wsum_rows_avx2(double* y, int64_t ldy, const double* coef, int64_t ldc, int
     }
 }
 
+// softmax_exp1 on 4 lanes: the same operations (2^k from k's bits via the 1.5 * 2^52
+// trick: AVX2 has no double -> int64 conversion)
+inline __m256d exp4(__m256d x) {
+    const __m256d k = _mm256_round_pd(_mm256_mul_pd(x, _mm256_set1_pd(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256d r = _mm256_fmadd_pd(k, _mm256_set1_pd(-kLn2Hi), x);
+    r = _mm256_fmadd_pd(k, _mm256_set1_pd(-kLn2Lo), r);
+    __m256d p = _mm256_set1_pd(kExpPoly[0]);
+    for (int i = 1; i < 14; i++) p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(kExpPoly[i]));
+    const __m256d magic = _mm256_set1_pd(6755399441055744.0);  // 1.5 * 2^52
+    const __m256i ki = _mm256_sub_epi64(_mm256_castpd_si256(_mm256_add_pd(k, magic)), _mm256_castpd_si256(magic));
+    const __m256d scale = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(ki, _mm256_set1_epi64x(1023)), 52));
+    const __m256d e = _mm256_mul_pd(p, scale);
+    // x < -708 or -inf: 0; NaN: x itself
+    const __m256d low = _mm256_cmp_pd(x, _mm256_set1_pd(kExpMin), _CMP_NGE_UQ);
+    const __m256d nan = _mm256_cmp_pd(x, x, _CMP_UNORD_Q);
+    return _mm256_blendv_pd(_mm256_blendv_pd(e, _mm256_setzero_pd(), low), x, nan);
+}
+
+double softmax_exp_avx2(double* sc, int64_t len, double mx) {
+    const __m256d vm = _mm256_set1_pd(mx);
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0;
+    int64_t t = 0;
+    for (; t + 8 <= len; t += 8) {
+        const __m256d e0 = exp4(_mm256_sub_pd(_mm256_loadu_pd(sc + t), vm));
+        const __m256d e1 = exp4(_mm256_sub_pd(_mm256_loadu_pd(sc + t + 4), vm));
+        _mm256_storeu_pd(sc + t, e0);
+        _mm256_storeu_pd(sc + t + 4, e1);
+        s0 = _mm256_add_pd(s0, e0);
+        s1 = _mm256_add_pd(s1, e1);
+    }
+    const __m256d u4 = _mm256_add_pd(s0, s1);  // p_j + p_{j+4}
+    const __m128d u = _mm_add_pd(_mm256_castpd256_pd128(u4), _mm256_extractf128_pd(u4, 1));
+    return softmax_exp_tail(sc, t, len, mx, _mm_cvtsd_f64(u) + _mm_cvtsd_f64(_mm_unpackhi_pd(u, u)));
+}
+
 double dot_f32_avx2(const double* a, const float* b, int64_t n) { return dot_avx2(a, b, n); }
 double dot_f16_avx2(const double* a, const uint16_t* b, int64_t n) { return dot_avx2(a, b, n); }
 void axpy_f32_avx2(double* y, double a, const float* x, int64_t n) { axpy_avx2(y, a, x, n); }
@@ -136,6 +178,7 @@ void axpy_f16_avx2(double* y, double a, const uint16_t* x, int64_t n) { axpy_avx
 }  // namespace
 
 void fill_attention_avx2(KernelTable& t) {
+    t.softmax_exp = softmax_exp_avx2;
     t.cvt_f32_f16 = cvt_f32_f16_avx2;
     t.dot_f32 = dot_f32_avx2;
     t.axpy_f32 = axpy_f32_avx2;

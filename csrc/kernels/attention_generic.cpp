@@ -6,6 +6,7 @@
 
 #include "fp16_generic.h"
 #include "kernels.h"
+#include "softmax_exp.h"
 
 namespace tribit {
 
@@ -46,11 +47,26 @@ static void wsum_rows_generic(double* y, int64_t ldy, const double* coef, int64_
         for (int64_t g = 0; g < rows; g++) axpy_generic(y + g * ldy, coef[g * ldc + t], x + t * ldx, n);
 }
 template <typename B>
-static void dot_rows_generic(double* out, const double* a, int64_t lda, int64_t rows, const B* b, int64_t n) {
-    for (int64_t g = 0; g < rows; g++) out[g] = dot_generic(a + g * lda, b, n);
+static void dot_rows_generic(double* out, int64_t ldo, const double* a, int64_t lda, int64_t rows, const B* b,
+                             int64_t ldb, int64_t len, int64_t n) {
+    for (int64_t t = 0; t < len; t++)
+        for (int64_t g = 0; g < rows; g++) out[g * ldo + t] = dot_generic(a + g * lda, b + t * ldb, n);
+}
+
+static double softmax_exp_generic(double* sc, int64_t len, double mx) {
+    double p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t t = 0;
+    for (; t + 8 <= len; t += 8)
+        for (int j = 0; j < 8; j++) {
+            sc[t + j] = softmax_exp1(sc[t + j] - mx);
+            p[j] += sc[t + j];
+        }
+    const double s = ((p[0] + p[4]) + (p[2] + p[6])) + ((p[1] + p[5]) + (p[3] + p[7]));
+    return softmax_exp_tail(sc, t, len, mx, s);
 }
 
 void fill_attention_generic(KernelTable& t) {
+    t.softmax_exp = softmax_exp_generic;
     t.cvt_f32_f16 = cvt_f32_f16_generic;
     t.dot_f32 = dot_f32_generic;
     t.axpy_f32 = axpy_f32_generic;

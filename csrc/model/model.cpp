@@ -53,8 +53,9 @@ size_t checked_dim(int64_t v, const char* what) {
 
 }  // namespace
 
-// Query heads one attention item serves at most (GQA groups are 1-8 in every
-// known model; a larger group is split into slices): sizes attention()'s scratch.
+// Query rows one attention item serves at most: the query heads of a GQA group (1-8 in
+// every known model; a larger group is split into slices) times the tokens of a run
+// (attention()). Sizes attention()'s scratch.
 constexpr int64_t kMaxGroup = 16;
 
 size_t kv_cache_elements(const ModelParams& p) {
@@ -83,10 +84,9 @@ Model::Model(const ModelParams& p, const KernelTable& table) : params(p), kt(tab
     if (p.n_threads < 1 || p.n_threads > kMaxThreads)
         throw std::invalid_argument("n_threads must be in [1, " + std::to_string(kMaxThreads) + "]");
     const size_t kv = kv_cache_elements(p);
-    // attention scratch per thread (attention()): gs x n_ctx scores + 2 gs x head_dim,
-    // gs <= min(group, kMaxGroup)
-    const size_t group = size_t(std::min<int64_t>(p.n_head / p.n_head_kv, kMaxGroup));
-    const size_t per_thread = checked_mul(group, size_t(p.n_ctx) + 2 * size_t(p.head_dim), "attention scratch");
+    // attention scratch per thread (attention()): rows x n_ctx scores + 2 rows x head_dim,
+    // rows (query heads x tokens of a run) <= kMaxGroup
+    const size_t per_thread = checked_mul(size_t(kMaxGroup), size_t(p.n_ctx) + 2 * size_t(p.head_dim), "attention scratch");
     const size_t scratch = checked_mul(checked_mul(per_thread, size_t(p.n_threads), "attention scratch"),
                                        sizeof(double), "attention scratch") / sizeof(double);
     pool_ = std::make_unique<ThreadPool>(p.n_threads);
@@ -406,13 +406,15 @@ void Model::store_kv(int64_t layer, const int32_t* pos, const int32_t* seq, int6
 }
 
 // Causal GQA attention of each batch token over its sequence's cache entries
-// 0..pos[i]. Work items are (token, kv head, slice of its query heads): every
-// K/V row is read once per item and used by all the query heads of the slice
-// while it is in L1, so a GQA group does not re-read the cache from memory. Slices
-// shrink only when there are fewer items than threads (decode of one token).
-// Per query head the arithmetic is the same as one head at a time. Scores,
-// softmax and the weighted sum of values run in double, rounded to float once at
-// the output (kernels.h: the same floats on every ISA and in tribit.train).
+// 0..pos[i]. Work items are (run of consecutive tokens of one sequence, kv head,
+// slice of its query heads): every K/V row is read once per item and used by the
+// query heads of the slice for every token of the run while it is in L1 (an f16 row
+// is widened once for up to kMaxGroup query rows), so neither a GQA group nor the
+// tokens of a prompt re-read the cache. Slices shrink only when there are fewer
+// items than threads (decode of one token). Per (token, query head) the arithmetic
+// is the same as one at a time: scores, softmax and the weighted sum of values run
+// in double, rounded to float once at the output (kernels.h: the same floats on
+// every ISA and in tribit.train).
 void Model::attention(int64_t layer, const int32_t* pos, const int32_t* seq, int64_t n) {
     OpTimer timer(prof_, Op::attention);
     const ModelParams& p = params;
@@ -421,51 +423,70 @@ void Model::attention(int64_t layer, const int32_t* pos, const int32_t* seq, int
     const int nth = pool_->n_threads();
     int64_t gs = std::min<int64_t>(group, kMaxGroup);  // query heads per item, a divisor of group
     while (group % gs) gs--;
-    while (gs > 1 && n * p.n_head_kv * (group / gs) < nth) {
+    // runs of up to kMaxGroup / gs tokens: the same sequence at consecutive positions
+    const int64_t max_run = std::max<int64_t>(1, kMaxGroup / gs);
+    std::vector<int64_t> runs;  // first token of each run, then n
+    for (int64_t j = 0; j < n; j++)
+        if (runs.empty() || j - runs.back() >= max_run || seq[j] != seq[j - 1] || pos[j] != pos[j - 1] + 1)
+            runs.push_back(j);
+    const int64_t n_runs = int64_t(runs.size());
+    runs.push_back(n);
+    while (gs > 1 && n_runs * p.n_head_kv * (group / gs) < nth) {
         int64_t d = gs - 1;
         while (group % d) d--;
         gs = d;
     }
-    const int64_t slices = group / gs, items = n * p.n_head_kv * slices;
-    const size_t per_thread = size_t(gs * p.n_ctx + 2 * gs * hd);
+    const int64_t slices = group / gs, items = n_runs * p.n_head_kv * slices;
+    const size_t per_thread = size_t(kMaxGroup * p.n_ctx + 2 * kMaxGroup * hd);
     if (att_scratch_.size() < per_thread * size_t(nth)) att_scratch_.assign(per_thread * size_t(nth), 0);
     // items are taken from a shared counter: their cost grows with the sequence's length
     std::atomic<int64_t> next{0};
     pool_->run([&](int ith, int) {
-        double* scores = att_scratch_.data() + per_thread * size_t(ith);  // gs x n_ctx
-        double* out = scores + gs * p.n_ctx;                               // gs x hd
-        double* qd = out + gs * hd;  // the gs query rows, widened once (exact)
+        double* scores = att_scratch_.data() + per_thread * size_t(ith);  // rows x n_ctx
+        double* out = scores + kMaxGroup * p.n_ctx;                        // rows x hd
+        double* qd = out + kMaxGroup * hd;  // the query rows, widened once (exact)
         for (int64_t idx; (idx = next.fetch_add(1, std::memory_order_relaxed)) < items;) {
-            const int64_t j = idx / (p.n_head_kv * slices), r = idx % (p.n_head_kv * slices);
+            const int64_t ri = idx / (p.n_head_kv * slices), r = idx % (p.n_head_kv * slices);
+            const int64_t j0 = runs[size_t(ri)], nj = runs[size_t(ri) + 1] - j0;
             const int64_t hk = r / slices, h0 = hk * group + (r % slices) * gs;
-            const float* qv = q_.data() + j * p.n_head * hd + h0 * hd;  // gs query heads
-            for (int64_t i = 0; i < gs * hd; i++) qd[i] = double(qv[i]);
-            const int64_t len = pos[j] + 1;
-            const size_t base = kv_index(layer, seq[j], hk, 0);  // its rows are contiguous
-            // an f16 cache is read by the f16 kernels (widened on load, same results);
-            // one call per cache row serves the gs query heads
-            double dots[kMaxGroup];
-            for (int64_t t = 0; t < len; t++) {
-                const size_t at = base + size_t(t * hd);
-                if (p.kv_f16) kt.dot_rows_f16(dots, qd, hd, gs, k16_.data() + at, hd);
-                else kt.dot_rows_f32(dots, qd, hd, gs, k32_.data() + at, hd);
-                for (int64_t g = 0; g < gs; g++) scores[g * p.n_ctx + t] = dots[g] * inv_sqrt;
+            const int64_t rows = nj * gs;  // row u * gs + g: token j0 + u, query head h0 + g
+            for (int64_t u = 0; u < nj; u++) {
+                const float* qv = q_.data() + (j0 + u) * p.n_head * hd + h0 * hd;
+                for (int64_t i = 0; i < gs * hd; i++) qd[u * gs * hd + i] = double(qv[i]);
             }
-            for (int64_t g = 0; g < gs; g++) {
-                double* sc = scores + g * p.n_ctx;
-                double mx = -INFINITY;
-                for (int64_t t = 0; t < len; t++) mx = std::max(mx, sc[t]);
-                double sum = 0.0;
-                for (int64_t t = 0; t < len; t++) {
-                    sc[t] = std::exp(sc[t] - mx);
-                    sum += sc[t];
+            const int64_t len = pos[j0 + nj - 1] + 1;  // the run's last token sees the most
+            const size_t base = kv_index(layer, seq[j0], hk, 0);  // its rows are contiguous
+            // an f16 cache is read by the f16 kernels (widened on load, same results)
+            if (p.kv_f16) kt.dot_rows_f16(scores, p.n_ctx, qd, hd, rows, k16_.data() + base, hd, len, hd);
+            else kt.dot_rows_f32(scores, p.n_ctx, qd, hd, rows, k32_.data() + base, hd, len, hd);
+            for (int64_t u = 0; u < nj; u++) {
+                const int64_t len_u = pos[j0 + u] + 1;  // causal: the later rows are not its
+                for (int64_t g = 0; g < gs; g++) {
+                    double* sc = scores + (u * gs + g) * p.n_ctx;
+                    for (int64_t t = 0; t < len_u; t++) sc[t] = sc[t] * inv_sqrt;
+                    double mx = -INFINITY;
+                    for (int64_t t = 0; t < len_u; t++) mx = std::max(mx, sc[t]);
+                    const double sum = kt.softmax_exp(sc, len_u, mx);
+                    for (int64_t t = 0; t < len_u; t++) sc[t] = sc[t] / sum;
                 }
-                for (int64_t t = 0; t < len; t++) sc[t] = sc[t] / sum;
             }
-            if (p.kv_f16) kt.wsum_rows_f16(out, hd, scores, p.n_ctx, gs, v16_.data() + base, hd, len, hd);
-            else kt.wsum_rows_f32(out, hd, scores, p.n_ctx, gs, v32_.data() + base, hd, len, hd);
-            float* dst = att_.data() + j * p.n_head * hd + h0 * hd;
-            for (int64_t i = 0; i < gs * hd; i++) dst[i] = float(out[i]);
+            // the value rows every token of the run sees, for all rows at once; then each
+            // later token's own rows, in t order (axpy: the same operations, kernels.h)
+            const int64_t len0 = pos[j0] + 1;
+            if (p.kv_f16) kt.wsum_rows_f16(out, hd, scores, p.n_ctx, rows, v16_.data() + base, hd, len0, hd);
+            else kt.wsum_rows_f32(out, hd, scores, p.n_ctx, rows, v32_.data() + base, hd, len0, hd);
+            for (int64_t u = 1; u < nj; u++)
+                for (int64_t t = len0; t < len0 + u; t++)
+                    for (int64_t g = 0; g < gs; g++) {
+                        const double c = scores[(u * gs + g) * p.n_ctx + t];
+                        double* o = out + (u * gs + g) * hd;
+                        if (p.kv_f16) kt.axpy_f16(o, c, v16_.data() + base + size_t(t * hd), hd);
+                        else kt.axpy_f32(o, c, v32_.data() + base + size_t(t * hd), hd);
+                    }
+            for (int64_t u = 0; u < nj; u++) {
+                float* dst = att_.data() + (j0 + u) * p.n_head * hd + h0 * hd;
+                for (int64_t i = 0; i < gs * hd; i++) dst[i] = float(out[u * gs * hd + i]);
+            }
         }
     });
 }
