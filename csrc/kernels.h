@@ -199,6 +199,27 @@ using wsum_rows_f16_fn = void (*)(double* y, int64_t ldy, const double* coef, in
                                   int64_t rows, const uint16_t* x, int64_t ldx, int64_t len,
                                   int64_t n);
 
+// llama.cpp's float ops: what the forward of a Q2_0 / Q1_0 model in group_mode "llama"
+// uses for its float32 steps (attention, SwiGLU; docs/FORMATS.md 3.11), so that its Q8_0
+// activations, and so its logits, are bit-identical to mainline llama.cpp's. They repeat
+// the operations of ggml's x86 CPU backend as its AVX-512 build runs them, in the same
+// order (ggml_ops.h); every ISA compiles the same portable source, so the same bits.
+// out[g] = ggml_vec_dot_f32(a + g * lda, b, n): FMA into 4 x 16 float lanes (element i in
+// lane i % 64), the lanes summed by halves, the tail n % 64 as ggml's binary does it.
+using ggml_dot_rows_fn = void (*)(float* out, const float* a, int64_t lda, int64_t rows,
+                                  const float* b, int64_t n);
+// y[g * ldy + i] = sum over t < len of coef[g * ldc + t] * x[t * ldx + i] (i < n) in the
+// order of ggml's matmul of one token (lanes 64: ggml_vec_dot_f32 over t) or of a batch
+// (lanes 16: llamafile's tinyBLAS, one 16-lane FMA accumulator, t in lane t % 16).
+using ggml_wsum_rows_fn = void (*)(float* y, int64_t ldy, const float* coef, int64_t ldc,
+                                   int64_t rows, const float* x, int64_t ldx, int64_t len,
+                                   int64_t n, int lanes);
+// ggml_vec_soft_max_f32 on a row whose cells from n on are masked: y[i] = ggml_v_expf(x[i]
+// - max) for i < n; returns their sum, per 16 cells a float sum by halves, added in double.
+using ggml_soft_max_fn = double (*)(float* y, const float* x, int64_t n, float max);
+// ggml_vec_swiglu_f32: y[i] = x[i] / (1 + ggml_v_expf(0 - x[i])) * g[i] per 16 values, the
+// tail n % 16 with libm's expf (ggml_silu_f32); y may be x.
+using ggml_swiglu_fn = void (*)(float* y, const float* x, const float* g, int64_t n);
 // Compute roof of the ternary GEMM: `iters` rounds of the multiply-accumulate
 // instructions it needs per 32 weights and token, from registers only, in
 // independent chains. Returns the multiply-accumulates done (timed by the caller).
@@ -227,6 +248,10 @@ struct KernelTable {
     group_matmul_fn group_matmul[kNumGroupTypes] = {};
     group_matmul_f32_fn group_matmul_f32 = nullptr;
     group_row_fn group_row = nullptr;
+    ggml_dot_rows_fn ggml_dot_rows = nullptr;
+    ggml_wsum_rows_fn ggml_wsum_rows = nullptr;
+    ggml_soft_max_fn ggml_soft_max = nullptr;
+    ggml_swiglu_fn ggml_swiglu = nullptr;
     // names for `tribit info`: set only with the pointer, by TRIBIT_SET_KERNEL below
     const char* quantize_act_name = "";
     const char* ternary_gemv_name = "";
@@ -282,6 +307,9 @@ void fill_group_avx512(KernelTable& t);
 void fill_float_generic(KernelTable& t);
 void fill_attention_generic(KernelTable& t);
 void fill_q6_k_q8_k_generic(KernelTable& t);  // the q6_k head's integer path
+void fill_ggml_generic(KernelTable& t);  // llama.cpp's float ops, per ISA
+void fill_ggml_avx2(KernelTable& t);
+void fill_ggml_avx512(KernelTable& t);
 void fill_q6_k_q8_k_avx2(KernelTable& t);
 void fill_ternary_avx2(KernelTable& t);
 void fill_float_avx2(KernelTable& t);
