@@ -81,8 +81,9 @@ class GGML:
         self.cpu.ggml_vec_soft_max_f32.restype = ctypes.c_double
         self.cpu.ggml_vec_swiglu_f32.argtypes = [ctypes.c_int, _FLOAT_P, _FLOAT_P, _FLOAT_P]
         self.cpu.ggml_vec_swiglu_f32.restype = None
-        self.cpu.ggml_cpu_has_avx512.restype = ctypes.c_int
-        # the vector functions' code paths: ggml's AVX-512 build (GGML_NATIVE on an AVX-512 CPU)
+        # the code paths built in: Q1_0's vec_dot order is AVX2's (8 FMA lanes), the float
+        # vector functions' AVX-512's (GGML_NATIVE on an AVX-512 CPU)
+        self.avx2 = bool(self.cpu.ggml_cpu_has_avx2())
         self.avx512 = bool(self.cpu.ggml_cpu_has_avx512())
 
     def _t(self, typ: int) -> _Traits:

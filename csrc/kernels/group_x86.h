@@ -5,8 +5,9 @@
 //
 // Lanes are rows: one ymm holds the 8 rows of a row group (the layout of kernels.h), so each
 // int32 lane sums one row's 32-weight activation block by itself, and the float epilogue
-// is lane-wise in exactly the generic kernel's order: S = sum - bsum (Q1_0: 2 sum - bsum),
-// t = t + da * float(S) per activation block, acc = acc + dw * t per weight block.
+// is lane-wise in exactly the generic kernel's order: Q2_0, S = sum - bsum,
+// t = t + da * float(S) per activation block, acc = acc + dw * t per weight block; Q1_0
+// (group_tile_q1), ggml's 8-accumulator AVX2 order.
 #pragma once
 #include <immintrin.h>
 
@@ -32,12 +33,13 @@ inline __m256i unpack_q2_step(const uint8_t* p) {
     return _mm256_and_si256(_mm256_srlv_epi64(_mm256_set1_epi64x(v), shifts), _mm256_set1_epi8(3));
 }
 
-// Rows [r0, r1) of row group g for the T tokens from j0.
+// Rows [r0, r1) of row group g for the T tokens from j0 (Q2_0).
 template <class Dot, GroupType Type, int T>
 inline void group_tile(float* y, int64_t ldy, const GroupMatrix& w, const int8_t* q, const float* d,
                        const int32_t* bsum, int64_t j0, int64_t g, int64_t r0, int64_t r1) {
-    constexpr int per = Type == GroupType::q2_0 ? 2 : 4;  // activation blocks per weight block
-    constexpr int step_bytes = Type == GroupType::q2_0 ? 8 : 4;
+    static_assert(Type == GroupType::q2_0, "Q1_0 has group_tile_q1");
+    constexpr int per = 2;  // activation blocks per weight block
+    constexpr int step_bytes = 8;
     const int64_t block = per * 32, nb = w.k / block, na = w.k / 32;
     const uint8_t* base = w.data + g * w.group_bytes;
     __m256 acc[T];
@@ -64,7 +66,6 @@ inline void group_tile(float* y, int64_t ldy, const GroupMatrix& w, const int8_t
             for (int t = 0; t < T; t++) {
                 const int64_t a = (j0 + t) * na + b * per + h;
                 __m256i sum = Dot::finish(s0[t], s1[t]);
-                if (Type == GroupType::q1_0) sum = _mm256_slli_epi32(sum, 1);
                 sum = _mm256_sub_epi32(sum, _mm256_set1_epi32(bsum[a]));
                 tb[t] = _mm256_add_ps(tb[t], _mm256_mul_ps(_mm256_set1_ps(d[a]), _mm256_cvtepi32_ps(sum)));
             }
@@ -84,6 +85,61 @@ inline void group_tile(float* y, int64_t ldy, const GroupMatrix& w, const int8_t
     }
 }
 
+// Q1_0 in ggml's AVX2 order (kernels.h): per token 8 float accumulators, one per step s
+// (weights 4s..4s+3 of each 32-block; lanes still rows): S_s = 2 * sum(bit * q) - sum(q) of
+// the step, t_s = t_s + da * float(S_s) per activation block (da * S exact), acc_s =
+// fma(dw, t_s, acc_s) per weight block, then the 8 steps summed by halves.
+template <class Dot, int T>
+inline void group_tile_q1(float* y, int64_t ldy, const GroupMatrix& w, const int8_t* q, const float* d,
+                          int64_t j0, int64_t g, int64_t r0, int64_t r1) {
+    const int64_t nb = w.k / 128, na = w.k / 32;
+    const uint8_t* base = w.data + g * w.group_bytes;
+    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+    __m256 acc[T][8];
+    for (int t = 0; t < T; t++)
+        for (int s = 0; s < 8; s++) acc[t][s] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t* blk = base + b * kGroupBlockBytes;
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)blk));
+        __m256 tb[T][8];
+        for (int h = 0; h < 4; h++) {
+            const uint8_t* st = blk + 16 + h * 32;
+            __m256i qsum[T];  // lane s: the sum of the step's 4 activation codes
+            for (int t = 0; t < T; t++) {
+                const __m256i qv = _mm256_loadu_si256((const __m256i*)(q + (j0 + t) * w.k + b * 128 + h * 32));
+                qsum[t] = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, qv), ones16);
+            }
+            for (int s = 0; s < 8; s++) {
+                const __m256i c = Dot::template unpack<GroupType::q1_0>(st + s * 4);
+                for (int t = 0; t < T; t++) {
+                    const int8_t* qt = q + (j0 + t) * w.k + b * 128 + h * 32 + 4 * s;
+                    const __m256i sb = Dot::finish(Dot::step(Dot::zero(), c, load_i32_bcast(qt)), Dot::zero());
+                    const __m256i qs = _mm256_permutevar8x32_epi32(qsum[t], _mm256_set1_epi32(s));
+                    const __m256i sv = _mm256_sub_epi32(_mm256_slli_epi32(sb, 1), qs);
+                    const __m256 prod = _mm256_mul_ps(_mm256_set1_ps(d[(j0 + t) * na + b * 4 + h]), _mm256_cvtepi32_ps(sv));
+                    tb[t][s] = h == 0 ? prod : _mm256_add_ps(tb[t][s], prod);
+                }
+            }
+        }
+        for (int t = 0; t < T; t++)
+            for (int s = 0; s < 8; s++) acc[t][s] = _mm256_fmadd_ps(dw, tb[t][s], acc[t][s]);
+    }
+    const int64_t g0 = g * kGroupRows;
+    for (int t = 0; t < T; t++) {
+        __m256 r[4];
+        for (int s = 0; s < 4; s++) r[s] = _mm256_add_ps(acc[t][s + 4], acc[t][s]);
+        const __m256 out = _mm256_add_ps(_mm256_add_ps(r[0], r[2]), _mm256_add_ps(r[1], r[3]));
+        float* yt = y + (j0 + t) * ldy;
+        if (r0 == g0 && r1 == g0 + kGroupRows) {
+            _mm256_storeu_ps(yt + g0, out);
+        } else {
+            alignas(32) float tmp[kGroupRows];
+            _mm256_store_ps(tmp, out);
+            for (int64_t rr = r0; rr < r1; rr++) yt[rr] = tmp[rr - g0];
+        }
+    }
+}
+
 template <class Dot, GroupType Type>
 void group_matmul_x86(float* y, int64_t ldy, const GroupMatrix& w, const int8_t* q, const float* d,
                       const int32_t* bsum, int64_t n, int64_t row_begin, int64_t row_end) {
@@ -92,12 +148,17 @@ void group_matmul_x86(float* y, int64_t ldy, const GroupMatrix& w, const int8_t*
         const int64_t r0 = g * kGroupRows > row_begin ? g * kGroupRows : row_begin;
         const int64_t r1 = (g + 1) * kGroupRows < row_end ? (g + 1) * kGroupRows : row_end;
         int64_t j = 0;
-        for (; j + 4 <= n; j += 4) group_tile<Dot, Type, 4>(y, ldy, w, q, d, bsum, j, g, r0, r1);
-        switch (n - j) {
-            case 3: group_tile<Dot, Type, 3>(y, ldy, w, q, d, bsum, j, g, r0, r1); break;
-            case 2: group_tile<Dot, Type, 2>(y, ldy, w, q, d, bsum, j, g, r0, r1); break;
-            case 1: group_tile<Dot, Type, 1>(y, ldy, w, q, d, bsum, j, g, r0, r1); break;
-            default: break;
+        if constexpr (Type == GroupType::q1_0) {  // ggml's order; two tokens a tile keep it in registers
+            for (; j + 2 <= n; j += 2) group_tile_q1<Dot, 2>(y, ldy, w, q, d, j, g, r0, r1);
+            if (j < n) group_tile_q1<Dot, 1>(y, ldy, w, q, d, j, g, r0, r1);
+        } else {
+            for (; j + 4 <= n; j += 4) group_tile<Dot, Type, 4>(y, ldy, w, q, d, bsum, j, g, r0, r1);
+            switch (n - j) {
+                case 3: group_tile<Dot, Type, 3>(y, ldy, w, q, d, bsum, j, g, r0, r1); break;
+                case 2: group_tile<Dot, Type, 2>(y, ldy, w, q, d, bsum, j, g, r0, r1); break;
+                case 1: group_tile<Dot, Type, 1>(y, ldy, w, q, d, bsum, j, g, r0, r1); break;
+                default: break;
+            }
         }
     }
 }

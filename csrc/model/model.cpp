@@ -366,25 +366,34 @@ void Model::rope_angles(const int32_t* pos, int64_t n) {
         }
 }
 
+// ggml's rotation as GCC compiled it: NeoX pairs in a scalar loop, contracted to FMAs;
+// normal pairs vectorized, 8 pairs a zmm, then 4 a ymm (fused), the last 0-3 pairs in xmm
+// without FMA (checked against llama.cpp for 2 to 64 pairs).
+static int64_t rope_fused_pairs(int64_t half, bool neox) {
+    if (neox) return half;
+    return half / 8 * 8 + (half % 8 >= 4 ? 4 : 0);
+}
+
 void Model::rope(float* q, float* k, int64_t n) {
     OpTimer timer(prof_, Op::rope);
     const ModelParams& p = params;
     const int64_t hd = p.head_dim, half = p.n_rot / 2;
+    const int64_t n_fused = rope_fused_pairs(half, p.rope_neox);
     for (int64_t j = 0; j < n; j++) {
         for (int64_t i = 0; i < half; i++) {
             const float* cs = rope_cs_.data() + (j * half + i) * 2;
             const float c = cs[0], s = cs[1];
+            const bool fused = i < n_fused;
             const int64_t a = p.rope_neox ? i : 2 * i, b = p.rope_neox ? i + half : 2 * i + 1;
             auto rotate = [&](float* x, int64_t n_heads) {
                 for (int64_t h = 0; h < n_heads; h++) {
                     float* v = x + (j * n_heads + h) * hd;
                     const float x0 = v[a], x1 = v[b];
-                    if (llama_ops_) {
-                        // ggml's binary (GCC contracted x0*cos - x1*sin): one product rounded,
-                        // the other fused; NeoX's second output fuses x0 * sin, the normal
-                        // (vectorized fmaddsub) one x1 * cos
+                    if (llama_ops_ && fused) {
+                        // ggml's binary (GCC contracted x0*cos - x1*sin and x0*sin + x1*cos):
+                        // the x1 product rounded, the x0 one fused
                         v[a] = std::fma(x0, c, -(x1 * s));
-                        v[b] = p.rope_neox ? std::fma(x0, s, x1 * c) : std::fma(x1, c, x0 * s);
+                        v[b] = std::fma(x0, s, x1 * c);
                     } else {
                         v[a] = x0 * c - x1 * s;
                         v[b] = x0 * s + x1 * c;
