@@ -65,16 +65,17 @@ FloatType parse_float_type(const std::string& name);
 // ------------------------------------- group-scaled low-bit weights (Q2_0, Q1_0)
 // ggml's Q2_0 (type 42: 64 weights, f16 d, codes 0..3 -> (c - 1) * d) and Q1_0 (type 41:
 // 128 weights, f16 d, bit ? d : -d), docs/FORMATS.md 3.11, tribit/quant/lowbit.py.
-// Repacked once at load (pack_group) into one layout for every ISA, rows interleaved in
-// groups of kGroupRows so that the kernels' int32 lanes are rows (each lane sums one row's
-// 32-weight activation block by itself; no horizontal sums):
+// Repacked once at load (pack_group) into one layout for every ISA, rows in groups of
+// kGroupRows. Q2_0 interleaves them so that the kernels' int32 lanes are rows (each lane
+// sums one row's 32-weight activation block by itself; no horizontal sums); Q1_0 keeps each
+// row's bits whole, its kernels' lanes being ggml's 8 steps (mode a below):
 //   m_pad = m rounded up to 8; per row group (8 rows) and weight block b, 144 bytes:
-//   - the 8 rows' f16 d (16 bytes, row order), then per 32-weight activation block h
-//     (2 for Q2_0, 4 for Q1_0) and step s = 0..7 (weights 32h + 4s .. 32h + 4s + 3):
-//   - Q2_0: 8 bytes; byte i at bits 2L..2L+1 holds the code of row 2L + i/4, weight
+//   - the 8 rows' f16 d (16 bytes, row order), then
+//   - Q2_0: per 32-weight activation block h (2) and step s = 0..7 (weights 32h + 4s ..
+//     32h + 4s + 3) 8 bytes; byte i at bits 2L..2L+1 holds the code of row 2L + i/4, weight
 //     32h + 4s + i%4 (a 64-bit broadcast shifted by 0, 2, 4, 6 per 64-bit lane and masked
 //     with 3 gives 32 bytes: row g's 4 codes in bytes 4g..4g+3);
-//   - Q1_0: 4 bytes, bit 4g + w = the bit of row g, weight 32h + 4s + w.
+//   - Q1_0: per row g, ggml's 16 bytes qs (bit i % 8 of byte i / 8 = weight i).
 // Padding rows hold code 1 (value 0) / bit 0 with d = 0. The same 144 bytes per 8 x block
 // as ggml's 8 x 18.
 enum class GroupType : int { q2_0 = 0, q1_0 = 1 };
@@ -146,10 +147,13 @@ using float_row_fn = void (*)(float* out, const FloatMatrix& w, int64_t row);
 // even) saturated to int8; bsum = sum of the block's q. q is (n, k), d and bsum (n, k / 32).
 using quantize_q8_0_fn = void (*)(int8_t* q, float* d, int32_t* bsum, const float* x,
                                   int64_t ldx, int64_t n, int64_t k);
-// y[j * ldy + r] for r in [row_begin, row_end): per weight block b the exact sums S_h of its
-// 32-weight activation blocks, t = 0 + da_0 * S_0 + da_1 * S_1 (+ ...) left to right, then
-// acc = acc + dw_b * t from acc = 0, each product rounded before its sum (ggml's
-// ggml_vec_dot_q2_0_q8_0 order; da * S is exact).
+// y[j * ldy + r] for r in [row_begin, row_end), in the order of ggml's x86 dot products.
+// Q2_0 (ggml_vec_dot_q2_0_q8_0, generic C): per weight block b the exact sums S_h of its 2
+// activation blocks, t = 0 + da_0 * S_0 + da_1 * S_1 left to right, then acc = acc + dw_b * t
+// from acc = 0, each product rounded before its sum. Q1_0 (ggml_vec_dot_q1_0_q8_0, AVX2): 8
+// lanes, lane s for weights 4s..4s+3 of every activation block: S_hs exact, t_s = da_0 *
+// S_0s + da_1 * S_1s + ... (each sum rounded), acc_s = fma(dw_b, t_s, acc_s), at the end
+// ((acc_0 + acc_4) + (acc_2 + acc_6)) + ((acc_1 + acc_5) + (acc_3 + acc_7)). da * S is exact.
 using group_matmul_fn = void (*)(float* y, int64_t ldy, const GroupMatrix& w, const int8_t* q,
                                  const float* d, const int32_t* bsum, int64_t n,
                                  int64_t row_begin, int64_t row_end);

@@ -31,9 +31,8 @@ inline int code_at(const GroupMatrix& w, const uint8_t* blk, int64_t rr, int64_t
         const int64_t L = rr / 2, byte = (rr % 2) * 4 + wi;
         return (st[byte] >> (2 * L)) & 3;
     }
-    const uint8_t* st = blk + 16 + (h * 8 + s) * 4;
-    const int64_t bit = rr * 4 + wi;
-    return (st[bit / 8] >> (bit % 8)) & 1;
+    const uint8_t* qs = blk + 16 + rr * 16;
+    return (qs[i / 8] >> (i % 8)) & 1;
 }
 
 inline float scale_at(const uint8_t* blk, int64_t rr) {
@@ -95,9 +94,7 @@ GroupMatrix pack_group(const uint8_t* raw, GroupType type, int64_t m, int64_t k)
                         uint8_t* p = blk + 16 + st * 8;
                         p[(rr % 2) * 4 + wi] |= uint8_t(code << (2 * (rr / 2)));
                     } else {
-                        uint8_t* p = blk + 16 + st * 4;
-                        const int64_t bit = rr * 4 + wi;
-                        p[bit / 8] |= uint8_t(code << (bit % 8));
+                        blk[16 + rr * 16 + i / 8] |= uint8_t(code << (i % 8));
                     }
                 }
             }

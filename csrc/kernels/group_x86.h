@@ -85,59 +85,60 @@ inline void group_tile(float* y, int64_t ldy, const GroupMatrix& w, const int8_t
     }
 }
 
-// Q1_0 in ggml's AVX2 order (kernels.h): per token 8 float accumulators, one per step s
-// (weights 4s..4s+3 of each 32-block; lanes still rows): S_s = 2 * sum(bit * q) - sum(q) of
-// the step, t_s = t_s + da * float(S_s) per activation block (da * S exact), acc_s =
-// fma(dw, t_s, acc_s) per weight block, then the 8 steps summed by halves.
+// ggml's hsum_float_8: lanes l + 4, then 0 + 2 and 1 + 3, then the two
+inline float hsum8(__m256 x) {
+    __m128 r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+
+// Q1_0 in ggml's AVX2 order (kernels.h): lanes are ggml's 8 steps (weights 4s..4s+3 of an
+// activation block), a row at a time: S = 2 sum(bit * q) - sum(q) per step (exact for
+// every int8 code; the step sums of q are shared by the 8 rows), t = t + da * float(S) per
+// activation block (da * S is exact, so the FMA is that sum), acc = fma(dw, t, acc) per
+// weight block, then hsum8.
 template <class Dot, int T>
 inline void group_tile_q1(float* y, int64_t ldy, const GroupMatrix& w, const int8_t* q, const float* d,
                           int64_t j0, int64_t g, int64_t r0, int64_t r1) {
-    const int64_t nb = w.k / 128, na = w.k / 32;
+    const int64_t nb = w.k / 128, na = w.k / 32, g0 = g * kGroupRows;
     const uint8_t* base = w.data + g * w.group_bytes;
     const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
-    __m256 acc[T][8];
-    for (int t = 0; t < T; t++)
-        for (int s = 0; s < 8; s++) acc[t][s] = _mm256_setzero_ps();
+    __m256 acc[kGroupRows][T];
+    for (int64_t r = r0; r < r1; r++)
+        for (int t = 0; t < T; t++) acc[r - g0][t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t* blk = base + b * kGroupBlockBytes;
-        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)blk));
-        __m256 tb[T][8];
-        for (int h = 0; h < 4; h++) {
-            const uint8_t* st = blk + 16 + h * 32;
-            __m256i qsum[T];  // lane s: the sum of the step's 4 activation codes
+        __m256i qv[4][T], nq[4][T];
+        __m256 da[4][T];
+        for (int h = 0; h < 4; h++)
             for (int t = 0; t < T; t++) {
-                const __m256i qv = _mm256_loadu_si256((const __m256i*)(q + (j0 + t) * w.k + b * 128 + h * 32));
-                qsum[t] = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, qv), ones16);
+                qv[h][t] = _mm256_loadu_si256((const __m256i*)(q + (j0 + t) * w.k + b * 128 + h * 32));
+                nq[h][t] = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                            _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, qv[h][t]), ones16));
+                da[h][t] = _mm256_set1_ps(d[(j0 + t) * na + b * 4 + h]);
             }
-            for (int s = 0; s < 8; s++) {
-                const __m256i c = Dot::template unpack<GroupType::q1_0>(st + s * 4);
+        for (int64_t r = r0; r < r1; r++) {
+            const int64_t rr = r - g0;
+            uint16_t dh;
+            std::memcpy(&dh, blk + 2 * rr, 2);
+            const __m256 dw = _mm256_set1_ps(_cvtsh_ss(dh));
+            const uint8_t* qs = blk + 16 + rr * 16;
+            __m256 tb[T];
+            for (int h = 0; h < 4; h++) {
+                uint32_t bits;
+                std::memcpy(&bits, qs + 4 * h, 4);
+                const __m256i c2 = Dot::unpack_bits2(bits);  // byte i: 2 * bit i
                 for (int t = 0; t < T; t++) {
-                    const int8_t* qt = q + (j0 + t) * w.k + b * 128 + h * 32 + 4 * s;
-                    const __m256i sb = Dot::finish(Dot::step(Dot::zero(), c, load_i32_bcast(qt)), Dot::zero());
-                    const __m256i qs = _mm256_permutevar8x32_epi32(qsum[t], _mm256_set1_epi32(s));
-                    const __m256i sv = _mm256_sub_epi32(_mm256_slli_epi32(sb, 1), qs);
-                    const __m256 prod = _mm256_mul_ps(_mm256_set1_ps(d[(j0 + t) * na + b * 4 + h]), _mm256_cvtepi32_ps(sv));
-                    tb[t][s] = h == 0 ? prod : _mm256_add_ps(tb[t][s], prod);
+                    const __m256 sv = _mm256_cvtepi32_ps(Dot::dot4(nq[h][t], c2, qv[h][t]));
+                    tb[t] = h == 0 ? _mm256_mul_ps(da[h][t], sv) : _mm256_fmadd_ps(da[h][t], sv, tb[t]);
                 }
             }
-        }
-        for (int t = 0; t < T; t++)
-            for (int s = 0; s < 8; s++) acc[t][s] = _mm256_fmadd_ps(dw, tb[t][s], acc[t][s]);
-    }
-    const int64_t g0 = g * kGroupRows;
-    for (int t = 0; t < T; t++) {
-        __m256 r[4];
-        for (int s = 0; s < 4; s++) r[s] = _mm256_add_ps(acc[t][s + 4], acc[t][s]);
-        const __m256 out = _mm256_add_ps(_mm256_add_ps(r[0], r[2]), _mm256_add_ps(r[1], r[3]));
-        float* yt = y + (j0 + t) * ldy;
-        if (r0 == g0 && r1 == g0 + kGroupRows) {
-            _mm256_storeu_ps(yt + g0, out);
-        } else {
-            alignas(32) float tmp[kGroupRows];
-            _mm256_store_ps(tmp, out);
-            for (int64_t rr = r0; rr < r1; rr++) yt[rr] = tmp[rr - g0];
+            for (int t = 0; t < T; t++) acc[rr][t] = _mm256_fmadd_ps(dw, tb[t], acc[rr][t]);
         }
     }
+    for (int64_t r = r0; r < r1; r++)
+        for (int t = 0; t < T; t++) y[(j0 + t) * ldy + r] = hsum8(acc[r - g0][t]);
 }
 
 template <class Dot, GroupType Type>
@@ -148,7 +149,8 @@ void group_matmul_x86(float* y, int64_t ldy, const GroupMatrix& w, const int8_t*
         const int64_t r0 = g * kGroupRows > row_begin ? g * kGroupRows : row_begin;
         const int64_t r1 = (g + 1) * kGroupRows < row_end ? (g + 1) * kGroupRows : row_end;
         int64_t j = 0;
-        if constexpr (Type == GroupType::q1_0) {  // ggml's order; two tokens a tile keep it in registers
+        if constexpr (Type == GroupType::q1_0) {  // ggml's order, up to 4 tokens a tile
+            for (; j + 4 <= n; j += 4) group_tile_q1<Dot, 4>(y, ldy, w, q, d, j, g, r0, r1);
             for (; j + 2 <= n; j += 2) group_tile_q1<Dot, 2>(y, ldy, w, q, d, j, g, r0, r1);
             if (j < n) group_tile_q1<Dot, 1>(y, ldy, w, q, d, j, g, r0, r1);
         } else {
