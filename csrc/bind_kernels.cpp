@@ -177,6 +177,34 @@ void bind_kernels(nb::module_& m) {
         return nb::make_tuple(out, sum);
     }, nb::arg("x"), nb::arg("mx"), nb::arg("isa") = nb::none(),
        "(exp(x - mx), their sum in the kernels' order): softmax's exponentials");
+    // llama.cpp's float ops (kernels.h), compared with ggml's own compiled functions in tests
+    m.def("ggml_dot_rows", [](Arr2<const float> a, Arr1<const float> b, std::optional<std::string> isa) {
+        if (a.shape(1) != b.shape(0)) throw nb::value_error("ggml_dot_rows: lengths differ");
+        const int64_t rows = int64_t(a.shape(0)), n = int64_t(a.shape(1));
+        auto out = owned<float>({size_t(rows)});
+        table(isa).ggml_dot_rows(out.data(), a.data(), n, rows, b.data(), n);
+        return out;
+    }, nb::arg("a"), nb::arg("b"), nb::arg("isa") = nb::none(), "ggml_vec_dot_f32 of each row of a with b");
+    m.def("ggml_wsum_rows", [](Arr2<const float> coef, Arr2<const float> x, int lanes, std::optional<std::string> isa) {
+        if (coef.shape(1) != x.shape(0)) throw nb::value_error("ggml_wsum_rows: shapes differ");
+        if (lanes != 16 && lanes != 64) throw nb::value_error("ggml_wsum_rows: lanes must be 16 or 64");
+        const int64_t rows = int64_t(coef.shape(0)), len = int64_t(x.shape(0)), n = int64_t(x.shape(1));
+        auto out = owned<float>({size_t(rows), size_t(n)});
+        table(isa).ggml_wsum_rows(out.data(), n, coef.data(), len, rows, x.data(), n, len, n, lanes);
+        return out;
+    }, nb::arg("coef"), nb::arg("x"), nb::arg("lanes"), nb::arg("isa") = nb::none(),
+       "sum over t of coef[g, t] * x[t] in ggml's order (lanes 64: one token, 16: a batch)");
+    m.def("ggml_soft_max", [](Arr1<const float> x, float max, std::optional<std::string> isa) {
+        auto out = owned<float>({x.shape(0)});
+        const double sum = table(isa).ggml_soft_max(out.data(), x.data(), int64_t(x.shape(0)), max);
+        return std::make_tuple(out, sum);
+    }, nb::arg("x"), nb::arg("max"), nb::arg("isa") = nb::none(), "(exp(x - max), their sum) as ggml_vec_soft_max_f32");
+    m.def("ggml_swiglu", [](Arr1<const float> x, Arr1<const float> g, std::optional<std::string> isa) {
+        if (x.shape(0) != g.shape(0)) throw nb::value_error("ggml_swiglu: lengths differ");
+        auto out = owned<float>({x.shape(0)});
+        table(isa).ggml_swiglu(out.data(), x.data(), g.data(), int64_t(x.shape(0)));
+        return out;
+    }, nb::arg("x"), nb::arg("g"), nb::arg("isa") = nb::none(), "silu(x) * g as ggml_vec_swiglu_f32");
 
     m.def("quantize_act", [](Arr2<const float> x, std::optional<std::string> isa) {
         const KernelTable& t = table(isa);

@@ -66,6 +66,7 @@ static KernelTable make_table(Isa isa) {
     fill_attention_generic(t);
     fill_group_generic(t);
     fill_q6_k_q8_k_generic(t);
+    fill_ggml_generic(t);
     switch (isa) {
         case Isa::generic: break;
 #if defined(TRIBIT_X86)
@@ -76,11 +77,13 @@ static KernelTable make_table(Isa isa) {
             fill_attention_avx2(t);
             fill_group_avx2(t);
             fill_q6_k_q8_k_avx2(t);  // avx512 too: vpdpbusd needs a 32-bit multiply per sub-block scale
+            fill_ggml_avx2(t);
             if (isa == Isa::avx512) {
                 fill_ternary_avx512(t);
                 fill_float_avx512(t);
                 fill_attention_avx512(t);
                 fill_group_avx512(t);
+                fill_ggml_avx512(t);
             }
             break;
 #endif

@@ -65,16 +65,17 @@ FloatType parse_float_type(const std::string& name);
 // ------------------------------------- group-scaled low-bit weights (Q2_0, Q1_0)
 // ggml's Q2_0 (type 42: 64 weights, f16 d, codes 0..3 -> (c - 1) * d) and Q1_0 (type 41:
 // 128 weights, f16 d, bit ? d : -d), docs/FORMATS.md 3.11, tribit/quant/lowbit.py.
-// Repacked once at load (pack_group) into one layout for every ISA, rows interleaved in
-// groups of kGroupRows so that the kernels' int32 lanes are rows (each lane sums one row's
-// 32-weight activation block by itself; no horizontal sums):
+// Repacked once at load (pack_group) into one layout for every ISA, rows in groups of
+// kGroupRows. Q2_0 interleaves them so that the kernels' int32 lanes are rows (each lane
+// sums one row's 32-weight activation block by itself; no horizontal sums); Q1_0 keeps each
+// row's bits whole, its kernels' lanes being ggml's 8 steps (mode a below):
 //   m_pad = m rounded up to 8; per row group (8 rows) and weight block b, 144 bytes:
-//   - the 8 rows' f16 d (16 bytes, row order), then per 32-weight activation block h
-//     (2 for Q2_0, 4 for Q1_0) and step s = 0..7 (weights 32h + 4s .. 32h + 4s + 3):
-//   - Q2_0: 8 bytes; byte i at bits 2L..2L+1 holds the code of row 2L + i/4, weight
+//   - the 8 rows' f16 d (16 bytes, row order), then
+//   - Q2_0: per 32-weight activation block h (2) and step s = 0..7 (weights 32h + 4s ..
+//     32h + 4s + 3) 8 bytes; byte i at bits 2L..2L+1 holds the code of row 2L + i/4, weight
 //     32h + 4s + i%4 (a 64-bit broadcast shifted by 0, 2, 4, 6 per 64-bit lane and masked
 //     with 3 gives 32 bytes: row g's 4 codes in bytes 4g..4g+3);
-//   - Q1_0: 4 bytes, bit 4g + w = the bit of row g, weight 32h + 4s + w.
+//   - Q1_0: per row g, ggml's 16 bytes qs (bit i % 8 of byte i / 8 = weight i).
 // Padding rows hold code 1 (value 0) / bit 0 with d = 0. The same 144 bytes per 8 x block
 // as ggml's 8 x 18.
 enum class GroupType : int { q2_0 = 0, q1_0 = 1 };
@@ -146,10 +147,13 @@ using float_row_fn = void (*)(float* out, const FloatMatrix& w, int64_t row);
 // even) saturated to int8; bsum = sum of the block's q. q is (n, k), d and bsum (n, k / 32).
 using quantize_q8_0_fn = void (*)(int8_t* q, float* d, int32_t* bsum, const float* x,
                                   int64_t ldx, int64_t n, int64_t k);
-// y[j * ldy + r] for r in [row_begin, row_end): per weight block b the exact sums S_h of its
-// 32-weight activation blocks, t = 0 + da_0 * S_0 + da_1 * S_1 (+ ...) left to right, then
-// acc = acc + dw_b * t from acc = 0, each product rounded before its sum (ggml's
-// ggml_vec_dot_q2_0_q8_0 order; da * S is exact).
+// y[j * ldy + r] for r in [row_begin, row_end), in the order of ggml's x86 dot products.
+// Q2_0 (ggml_vec_dot_q2_0_q8_0, generic C): per weight block b the exact sums S_h of its 2
+// activation blocks, t = 0 + da_0 * S_0 + da_1 * S_1 left to right, then acc = acc + dw_b * t
+// from acc = 0, each product rounded before its sum. Q1_0 (ggml_vec_dot_q1_0_q8_0, AVX2): 8
+// lanes, lane s for weights 4s..4s+3 of every activation block: S_hs exact, t_s = da_0 *
+// S_0s + da_1 * S_1s + ... (each sum rounded), acc_s = fma(dw_b, t_s, acc_s), at the end
+// ((acc_0 + acc_4) + (acc_2 + acc_6)) + ((acc_1 + acc_5) + (acc_3 + acc_7)). da * S is exact.
 using group_matmul_fn = void (*)(float* y, int64_t ldy, const GroupMatrix& w, const int8_t* q,
                                  const float* d, const int32_t* bsum, int64_t n,
                                  int64_t row_begin, int64_t row_end);
@@ -203,6 +207,27 @@ using wsum_rows_f16_fn = void (*)(double* y, int64_t ldy, const double* coef, in
                                   int64_t rows, const uint16_t* x, int64_t ldx, int64_t len,
                                   int64_t n);
 
+// llama.cpp's float ops: what the forward of a Q2_0 / Q1_0 model in group_mode "llama"
+// uses for its float32 steps (attention, SwiGLU; docs/FORMATS.md 3.11), so that its Q8_0
+// activations, and so its logits, are bit-identical to mainline llama.cpp's. They repeat
+// the operations of ggml's x86 CPU backend as its AVX-512 build runs them, in the same
+// order (ggml_ops.h); every ISA compiles the same portable source, so the same bits.
+// out[g] = ggml_vec_dot_f32(a + g * lda, b, n): FMA into 4 x 16 float lanes (element i in
+// lane i % 64), the lanes summed by halves, the tail n % 64 as ggml's binary does it.
+using ggml_dot_rows_fn = void (*)(float* out, const float* a, int64_t lda, int64_t rows,
+                                  const float* b, int64_t n);
+// y[g * ldy + i] = sum over t < len of coef[g * ldc + t] * x[t * ldx + i] (i < n) in the
+// order of ggml's matmul of one token (lanes 64: ggml_vec_dot_f32 over t) or of a batch
+// (lanes 16: llamafile's tinyBLAS, one 16-lane FMA accumulator, t in lane t % 16).
+using ggml_wsum_rows_fn = void (*)(float* y, int64_t ldy, const float* coef, int64_t ldc,
+                                   int64_t rows, const float* x, int64_t ldx, int64_t len,
+                                   int64_t n, int lanes);
+// ggml_vec_soft_max_f32 on a row whose cells from n on are masked: y[i] = ggml_v_expf(x[i]
+// - max) for i < n; returns their sum, per 16 cells a float sum by halves, added in double.
+using ggml_soft_max_fn = double (*)(float* y, const float* x, int64_t n, float max);
+// ggml_vec_swiglu_f32: y[i] = x[i] / (1 + ggml_v_expf(0 - x[i])) * g[i] per 16 values, the
+// tail n % 16 with libm's expf (ggml_silu_f32); y may be x.
+using ggml_swiglu_fn = void (*)(float* y, const float* x, const float* g, int64_t n);
 // Compute roof of the ternary GEMM: `iters` rounds of the multiply-accumulate
 // instructions it needs per 32 weights and token, from registers only, in
 // independent chains. Returns the multiply-accumulates done (timed by the caller).
@@ -232,6 +257,10 @@ struct KernelTable {
     group_matmul_fn group_matmul[kNumGroupTypes] = {};
     group_matmul_f32_fn group_matmul_f32 = nullptr;
     group_row_fn group_row = nullptr;
+    ggml_dot_rows_fn ggml_dot_rows = nullptr;
+    ggml_wsum_rows_fn ggml_wsum_rows = nullptr;
+    ggml_soft_max_fn ggml_soft_max = nullptr;
+    ggml_swiglu_fn ggml_swiglu = nullptr;
     // names for `tribit info`: set only with the pointer, by TRIBIT_SET_KERNEL below
     const char* quantize_act_name = "";
     const char* ternary_gemv_name = "";
@@ -287,6 +316,9 @@ void fill_group_avx512(KernelTable& t);
 void fill_float_generic(KernelTable& t);
 void fill_attention_generic(KernelTable& t);
 void fill_q6_k_q8_k_generic(KernelTable& t);  // the q6_k head's integer path
+void fill_ggml_generic(KernelTable& t);  // llama.cpp's float ops, per ISA
+void fill_ggml_avx2(KernelTable& t);
+void fill_ggml_avx512(KernelTable& t);
 void fill_q6_k_q8_k_avx2(KernelTable& t);
 void fill_ternary_avx2(KernelTable& t);
 void fill_float_avx2(KernelTable& t);

@@ -4,7 +4,10 @@ reference for tribit's numpy spec of Q2_0 / Q1_0 / Q8_0 (tests/test_lowbit.py).
 
 `ggml_get_type_traits(type)` (ggml-base) gives `to_float` and `from_float_ref`;
 `ggml_get_type_traits_cpu(type)` (ggml-cpu) gives the run-time `from_float` and `vec_dot`
-that llama.cpp's matmul uses on this CPU.
+that llama.cpp's matmul uses on this CPU. ggml-cpu also exports the float vector functions
+that llama.cpp's graph ops call (`ggml_vec_dot_f32`, `ggml_vec_soft_max_f32`,
+`ggml_vec_swiglu_f32`): the reference of tribit's "llama.cpp's float ops" (kernels.h),
+which follow ggml's AVX-512 build (`avx512`).
 """
 
 from __future__ import annotations
@@ -63,6 +66,25 @@ class GGML:
         self.base.ggml_get_type_traits.restype = ctypes.POINTER(_Traits)
         self.cpu.ggml_get_type_traits_cpu.restype = ctypes.POINTER(_TraitsCpu)
         self.cpu.ggml_cpu_init()  # the f16 tables the CPU kernels read
+        self.cpu.ggml_vec_dot_f32.argtypes = [
+            ctypes.c_int,
+            _FLOAT_P,
+            ctypes.c_size_t,
+            _FLOAT_P,
+            ctypes.c_size_t,
+            _FLOAT_P,
+            ctypes.c_size_t,
+            ctypes.c_int,
+        ]
+        self.cpu.ggml_vec_dot_f32.restype = None
+        self.cpu.ggml_vec_soft_max_f32.argtypes = [ctypes.c_int, _FLOAT_P, _FLOAT_P, ctypes.c_float]
+        self.cpu.ggml_vec_soft_max_f32.restype = ctypes.c_double
+        self.cpu.ggml_vec_swiglu_f32.argtypes = [ctypes.c_int, _FLOAT_P, _FLOAT_P, _FLOAT_P]
+        self.cpu.ggml_vec_swiglu_f32.restype = None
+        # the code paths built in: Q1_0's vec_dot order is AVX2's (8 FMA lanes), the float
+        # vector functions' AVX-512's (GGML_NATIVE on an AVX-512 CPU)
+        self.avx2 = bool(self.cpu.ggml_cpu_has_avx2())
+        self.avx512 = bool(self.cpu.ggml_cpu_has_avx512())
 
     def _t(self, typ: int) -> _Traits:
         return self.base.ggml_get_type_traits(typ).contents
@@ -115,6 +137,37 @@ class GGML:
             for r in range(m):
                 c.vec_dot(k, ctypes.byref(s), 0, raw[r].ctypes.data, 0, xq[j].ctypes.data, 0, 1)
                 y[j, r] = s.value
+        return y
+
+    def vec_dot_f32(self, x: np.ndarray, y: np.ndarray) -> np.float32:
+        x = np.ascontiguousarray(x, np.float32)
+        y = np.ascontiguousarray(y, np.float32)
+        s = ctypes.c_float()
+        p = x.ctypes.data_as(_FLOAT_P)
+        self.cpu.ggml_vec_dot_f32(
+            x.size, ctypes.byref(s), 0, p, 0, y.ctypes.data_as(_FLOAT_P), 0, 1
+        )
+        return np.float32(s.value)
+
+    def vec_soft_max_f32(self, x: np.ndarray, mx: float) -> tuple[np.ndarray, float]:
+        """(exp(x - mx) per value, their sum in double) as ggml's softmax op computes them."""
+        x = np.ascontiguousarray(x, np.float32)
+        y = np.zeros_like(x)
+        s = self.cpu.ggml_vec_soft_max_f32(
+            x.size, y.ctypes.data_as(_FLOAT_P), x.ctypes.data_as(_FLOAT_P), mx
+        )
+        return y, s
+
+    def vec_swiglu_f32(self, x: np.ndarray, g: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, np.float32)
+        g = np.ascontiguousarray(g, np.float32)
+        y = np.zeros_like(x)
+        self.cpu.ggml_vec_swiglu_f32(
+            x.size,
+            y.ctypes.data_as(_FLOAT_P),
+            x.ctypes.data_as(_FLOAT_P),
+            g.ctypes.data_as(_FLOAT_P),
+        )
         return y
 
 

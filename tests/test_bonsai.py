@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import mainline
 from tribit.cli.main import main
 from tribit.convert import write_dummy
 from tribit.convert.dummy import dummy_plan
@@ -130,47 +131,14 @@ def test_runtime_matches_oracle(qwen3_file, mode):
 
 @pytest.mark.slow
 def test_mainline_llama_cpp_qwen3(qwen3_file):
-    """Mainline llama.cpp's qwen3 graph on the same file, f32 KV caches on both sides. Q2_0:
-    q/k norms, NeoX RoPE, GQA, our Q8_0 activations and Q2_0 dot order give llama.cpp's floats
-    at almost every position (measured: 23 of 24 rows bit-identical); at the other, attention
-    rounds differently at ~1e-7, which moves one activation across a Q8_0 rounding boundary,
-    a step of 1/127 of its block's max, carried on through that position's remaining
-    matmuls: measured 0.6-0.8 % of the logit range; bound 2 %, as the oracle's mode (a).
-    Q1_0 the same plus mainline's 8-lane FMA Q1_0 dot (2e-7). Greedy tokens: equal, except
-    where the top two logits are closer than that bound (random dummy weights give flat
-    logits: one of 48 steps had a margin of 1e-3 against a 2.4e-2 difference). Default f16
-    KV caches: the engines round K/V at different points: within 3 % (the llama-arch test's
-    bound)."""
+    """Mainline llama.cpp's qwen3 graph on the same file (tests/mainline.py), f32 KV caches
+    on both sides: q/k norms, NeoX RoPE with theta 1e6, head_dim 128 from key_length, GQA,
+    SwiGLU, tied and untied Q2_0 heads, Q1_0: bit-identical logits for the prompt and at
+    every greedy step of five prompts, so the same tokens, on every ISA. Default f16 KV
+    caches: llama.cpp rounds q and the attention weights to f16 for its f16 dot products,
+    tribit keeps them float: within 3 % (the llama-arch test's bound)."""
     llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python 0.3.36 not installed")
-    llm = llama_cpp.Llama(
-        str(qwen3_file), n_ctx=128, logits_all=True, verbose=False, type_k=0, type_v=0
-    )  # GGML_TYPE_F32
-    llm.eval(TOKENS)
-    theirs = np.asarray(llm.scores[: len(TOKENS)], np.float32)
-    model = load(qwen3_file, n_threads=2, kv_type="f32")
-    ours = model.forward(TOKENS, 0, logits="all")
-    exact_rows = (ours == theirs).all(axis=1).sum()
-    if "q2_0" in qwen3_file.name:
-        assert exact_rows >= len(TOKENS) - 2
-    assert np.abs(ours - theirs).max() <= 2e-2 * np.abs(theirs).max()
-    assert np.array_equal(ours.argmax(1), theirs.argmax(1))
-
-    for start in (0, 8, 16):  # greedy decoding, both engines fed our tokens
-        prompt = TOKENS[start : start + 8]
-        llm.reset()
-        model.reset()
-        ties = 0
-        feed = prompt
-        for _ in range(16):
-            a = model.forward(feed, None)[-1]
-            llm.eval(feed)
-            b = np.asarray(llm.scores[llm.n_tokens - 1], np.float32)
-            ta, tb = int(a.argmax()), int(b.argmax())
-            if ta != tb:  # only a near-tie may differ: margin within twice the logit bound
-                ties += 1
-                assert a[ta] - a[tb] <= 2 * 2e-2 * np.abs(b).max()
-            feed = [ta]
-        assert ties <= 1
+    mainline.check(qwen3_file, TOKENS)
     f16 = llama_cpp.Llama(str(qwen3_file), n_ctx=128, logits_all=True, verbose=False)
     f16.eval(TOKENS)
     theirs16 = np.asarray(f16.scores[: len(TOKENS)], np.float32)

@@ -16,17 +16,23 @@ struct DotAvx2 {
     static __m256i finish(__m256i s0, __m256i s1) {
         return _mm256_madd_epi16(_mm256_add_epi16(s0, s1), _mm256_set1_epi16(1));
     }
-    // Q1_0: 32 bits to 32 bytes of 0 / 1 (byte 4g + w = bit 4g + w)
     template <GroupType T>
     static __m256i unpack(const uint8_t* p) {
-        if (T == GroupType::q2_0) return unpack_q2_step(p);
-        int32_t v;
-        std::memcpy(&v, p, 4);
+        static_assert(T == GroupType::q2_0, "Q1_0 has unpack_bits2");
+        return unpack_q2_step(p);
+    }
+    // Q1_0: 32 bits to 32 bytes, byte i = 2 * bit i
+    static __m256i unpack_bits2(uint32_t v) {
         const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
                                               2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
         const __m256i bits = _mm256_set1_epi64x(0x8040201008040201LL);
-        const __m256i x = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(v), shuf), bits);
-        return _mm256_min_epu8(x, _mm256_set1_epi8(1));
+        const __m256i x = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(int(v)), shuf), bits);
+        const __m256i one = _mm256_min_epu8(x, _mm256_set1_epi8(1));
+        return _mm256_add_epi8(one, one);
+    }
+    // init + the sum of each int32 lane's 4 u8 x s8 products (pairs fit int16: c <= 2)
+    static __m256i dot4(__m256i init, __m256i c, __m256i a) {
+        return _mm256_add_epi32(init, _mm256_madd_epi16(_mm256_maddubs_epi16(c, a), _mm256_set1_epi16(1)));
     }
 };
 

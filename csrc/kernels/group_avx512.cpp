@@ -1,7 +1,7 @@
 // AVX-512 VNNI group matmul (Q2_0 / Q1_0 x Q8_0, mode a of kernels.h): vpdpbusd adds the
-// code x q products straight into int32. Decode: 256-bit registers, the AVX2 kernel's
-// structure (group_x86.h); batches: 16-row zmm tiles over pre-unpacked codes (below).
-// Q1_0's bits become bytes with one masked move. Quantization from AVX2.
+// code x q products straight into int32. Q1_0 and Q2_0 decode: 256-bit registers, the AVX2
+// kernels' structure (group_x86.h); Q2_0 batches: 16-row zmm tiles over pre-unpacked codes
+// (below). Q1_0's bits become bytes with one masked move. Quantization from AVX2.
 #include <immintrin.h>
 
 #include <vector>
@@ -17,13 +17,15 @@ struct DotVnni {
     static __m256i zero() { return _mm256_setzero_si256(); }
     static __m256i step(__m256i acc, __m256i c, __m256i a) { return _mm256_dpbusd_epi32(acc, c, a); }
     static __m256i finish(__m256i s0, __m256i s1) { return _mm256_add_epi32(s0, s1); }
+    // init + the sum of each int32 lane's 4 u8 x s8 products
+    static __m256i dot4(__m256i init, __m256i c, __m256i a) { return _mm256_dpbusd_epi32(init, c, a); }
     template <GroupType T>
     static __m256i unpack(const uint8_t* p) {
-        if (T == GroupType::q2_0) return unpack_q2_step(p);
-        uint32_t v;
-        std::memcpy(&v, p, 4);
-        return _mm256_maskz_mov_epi8(__mmask32(v), _mm256_set1_epi8(1));
+        static_assert(T == GroupType::q2_0, "Q1_0 has unpack_bits2");
+        return unpack_q2_step(p);
     }
+    // Q1_0: 32 bits to 32 bytes, byte i = 2 * bit i (one masked move)
+    static __m256i unpack_bits2(uint32_t v) { return _mm256_maskz_mov_epi8(__mmask32(v), _mm256_set1_epi8(2)); }
 };
 
 // Two row groups (16 rows) in one zmm: rows of group g in the low half, g + 1 in the
@@ -32,20 +34,14 @@ struct DotVnni {
 // activations and token: bsum, convert, two scales) and the unpacking cost more ALU
 // slots than the multiplies (~0.45 of the vpdpbusd roof at 128 tokens). Lane-wise the
 // operations are the ymm kernel's, in its order: the same bits (tested).
-template <GroupType Type>
+// The codes of one Q2_0 step of row groups g (low half) and g + 1 (high half).
 inline __m512i unpack16(const uint8_t* p0, const uint8_t* p1) {
-    if (Type == GroupType::q2_0) {
-        int64_t v0, v1;
-        std::memcpy(&v0, p0, 8);
-        std::memcpy(&v1, p1, 8);
-        const __m512i v = _mm512_inserti64x4(_mm512_set1_epi64(v0), _mm256_set1_epi64x(v1), 1);
-        const __m512i shifts = _mm512_setr_epi64(0, 2, 4, 6, 0, 2, 4, 6);
-        return _mm512_and_si512(_mm512_srlv_epi64(v, shifts), _mm512_set1_epi8(3));
-    }
-    uint32_t v0, v1;
-    std::memcpy(&v0, p0, 4);
-    std::memcpy(&v1, p1, 4);
-    return _mm512_maskz_mov_epi8(__mmask64(uint64_t(v0) | uint64_t(v1) << 32), _mm512_set1_epi8(1));
+    int64_t v0, v1;
+    std::memcpy(&v0, p0, 8);
+    std::memcpy(&v1, p1, 8);
+    const __m512i v = _mm512_inserti64x4(_mm512_set1_epi64(v0), _mm256_set1_epi64x(v1), 1);
+    const __m512i shifts = _mm512_setr_epi64(0, 2, 4, 6, 0, 2, 4, 6);
+    return _mm512_and_si512(_mm512_srlv_epi64(v, shifts), _mm512_set1_epi8(3));
 }
 
 // Weight blocks [b0, b1) of the tile, their codes unpacked beforehand in `codes` (one zmm
@@ -86,7 +82,6 @@ inline void group_tile16(__m512* acc_io, const GroupMatrix& w, const int8_t* q, 
             for (int t = 0; t < T; t++) {
                 const int64_t a = (j0 + t) * na + b * per + h;
                 __m512i sum = _mm512_add_epi32(s0[t], s1[t]);
-                if (Type == GroupType::q1_0) sum = _mm512_slli_epi32(sum, 1);
                 sum = _mm512_sub_epi32(sum, _mm512_set1_epi32(bsum[a]));
                 tb[t] = _mm512_add_ps(tb[t], _mm512_mul_ps(_mm512_set1_ps(d[a]), _mm512_cvtepi32_ps(sum)));
             }
@@ -106,7 +101,7 @@ void unpack_pair(__m512i* codes, const GroupMatrix& w, int64_t g, int64_t b0, in
     for (int64_t b = b0; b < b1; b++)
         for (int64_t s = 0; s < steps; s++) {
             const int64_t off = b * kGroupBlockBytes + 16 + s * step_bytes;
-            _mm512_store_si512(codes + (b - b0) * steps + s, unpack16<Type>(base0 + off, base1 + off));
+            _mm512_store_si512(codes + (b - b0) * steps + s, unpack16(base0 + off, base1 + off));
         }
 }
 
@@ -153,6 +148,7 @@ void pair_rows(float* y, int64_t ldy, const GroupMatrix& w, const int8_t* q, con
 template <GroupType Type>
 void group_matmul_avx512(float* y, int64_t ldy, const GroupMatrix& w, const int8_t* q, const float* d,
                          const int32_t* bsum, int64_t n, int64_t row_begin, int64_t row_end) {
+    static_assert(Type == GroupType::q2_0, "the 16-row tile reads the Q2_0 layout");
     if (row_begin >= row_end) return;
     if (n < 4) {
         // decode: the 8-row kernel streams one row group at a time from DRAM; two
@@ -185,7 +181,8 @@ void matmul_q2_0_q8_0_avx512vnni(float* y, int64_t ldy, const GroupMatrix& w, co
 
 void matmul_q1_0_q8_0_avx512vnni(float* y, int64_t ldy, const GroupMatrix& w, const int8_t* q, const float* d,
                                  const int32_t* bsum, int64_t n, int64_t row_begin, int64_t row_end) {
-    group_matmul_avx512<GroupType::q1_0>(y, ldy, w, q, d, bsum, n, row_begin, row_end);
+    // Q1_0 keeps each row's bits whole (lanes = ggml's 8 steps): the 8-row kernel
+    group_matmul_x86<DotVnni, GroupType::q1_0>(y, ldy, w, q, d, bsum, n, row_begin, row_end);
 }
 
 }  // namespace

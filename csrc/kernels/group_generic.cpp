@@ -31,9 +31,8 @@ inline int code_at(const GroupMatrix& w, const uint8_t* blk, int64_t rr, int64_t
         const int64_t L = rr / 2, byte = (rr % 2) * 4 + wi;
         return (st[byte] >> (2 * L)) & 3;
     }
-    const uint8_t* st = blk + 16 + (h * 8 + s) * 4;
-    const int64_t bit = rr * 4 + wi;
-    return (st[bit / 8] >> (bit % 8)) & 1;
+    const uint8_t* qs = blk + 16 + rr * 16;
+    return (qs[i / 8] >> (i % 8)) & 1;
 }
 
 inline float scale_at(const uint8_t* blk, int64_t rr) {
@@ -95,9 +94,7 @@ GroupMatrix pack_group(const uint8_t* raw, GroupType type, int64_t m, int64_t k)
                         uint8_t* p = blk + 16 + st * 8;
                         p[(rr % 2) * 4 + wi] |= uint8_t(code << (2 * (rr / 2)));
                     } else {
-                        uint8_t* p = blk + 16 + st * 4;
-                        const int64_t bit = rr * 4 + wi;
-                        p[bit / 8] |= uint8_t(code << (bit % 8));
+                        blk[16 + rr * 16 + i / 8] |= uint8_t(code << (i % 8));
                     }
                 }
             }
@@ -134,8 +131,43 @@ void quantize_q8_0_generic(int8_t* q, float* d, int32_t* bsum, const float* x, i
 }
 
 // ---- mode (a): the llama.cpp-compatible matmul --------------------------------
-template <GroupType T>
-void group_matmul_generic(float* y, int64_t ldy, const GroupMatrix& w, const int8_t* q, const float* d,
+// Q1_0 in ggml's AVX2 order (kernels.h): lane s of 8 sums weights 4s..4s+3 of every
+// 32-block; da * S is exact, so each step of t is one rounded sum; acc by FMA; the lanes
+// summed by halves at the end.
+void q1_0_matmul_generic(float* y, int64_t ldy, const GroupMatrix& w, const int8_t* q, const float* d,
+                         int64_t n, int64_t row_begin, int64_t row_end) {
+    const int64_t nb = w.k / w.block, na = w.k / 32;
+    for (int64_t r = row_begin; r < row_end; r++) {
+        const int64_t g = r / kGroupRows, rr = r % kGroupRows;
+        for (int64_t j = 0; j < n; j++) {
+            const int8_t* qj = q + j * w.k;
+            float acc[8] = {};
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t* blk = block_at(w, g, b);
+                float t[8];
+                for (int64_t h = 0; h < 4; h++) {
+                    const float da = d[j * na + b * 4 + h];
+                    for (int64_t s = 0; s < 8; s++) {
+                        int32_t sum = 0;
+                        for (int64_t wi = 0; wi < 4; wi++) {
+                            const int64_t i = h * 32 + s * 4 + wi;
+                            sum += value_of(GroupType::q1_0, code_at(w, blk, rr, i)) * qj[b * 128 + i];
+                        }
+                        const float prod = da * float(sum);
+                        t[s] = h == 0 ? prod : t[s] + prod;
+                    }
+                }
+                const float dw = scale_at(blk, rr);
+                for (int64_t s = 0; s < 8; s++) acc[s] = std::fma(dw, t[s], acc[s]);
+            }
+            for (int64_t s = 0; s < 4; s++) acc[s] = acc[s + 4] + acc[s];
+            y[j * ldy + r] = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+        }
+    }
+}
+
+// Q2_0 in ggml's (generic C) order, kernels.h.
+void q2_0_matmul_generic(float* y, int64_t ldy, const GroupMatrix& w, const int8_t* q, const float* d,
                           const int32_t* bsum, int64_t n, int64_t row_begin, int64_t row_end) {
     const int64_t nb = w.k / w.block, per = w.block / 32, na = w.k / 32;
     for (int64_t r = row_begin; r < row_end; r++) {
@@ -151,7 +183,7 @@ void group_matmul_generic(float* y, int64_t ldy, const GroupMatrix& w, const int
                     for (int64_t i = 0; i < 32; i++)
                         s += code_at(w, blk, rr, h * 32 + i) * qj[b * w.block + h * 32 + i];
                     const int64_t a = j * na + b * per + h;
-                    s = T == GroupType::q2_0 ? s - bsum[a] : 2 * s - bsum[a];
+                    s -= bsum[a];
                     t = t + d[a] * float(s);
                 }
                 acc = acc + scale_at(blk, rr) * t;
@@ -195,12 +227,12 @@ void group_row_generic(float* out, const GroupMatrix& w, int64_t row) {
 
 void matmul_q2_0_q8_0_generic(float* y, int64_t ldy, const GroupMatrix& w, const int8_t* q, const float* d,
                               const int32_t* bsum, int64_t n, int64_t row_begin, int64_t row_end) {
-    group_matmul_generic<GroupType::q2_0>(y, ldy, w, q, d, bsum, n, row_begin, row_end);
+    q2_0_matmul_generic(y, ldy, w, q, d, bsum, n, row_begin, row_end);
 }
 
 void matmul_q1_0_q8_0_generic(float* y, int64_t ldy, const GroupMatrix& w, const int8_t* q, const float* d,
                               const int32_t* bsum, int64_t n, int64_t row_begin, int64_t row_end) {
-    group_matmul_generic<GroupType::q1_0>(y, ldy, w, q, d, bsum, n, row_begin, row_end);
+    q1_0_matmul_generic(y, ldy, w, q, d, n, row_begin, row_end);
 }
 
 }  // namespace

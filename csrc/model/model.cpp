@@ -196,16 +196,25 @@ static double sum_squares(const float* x, int64_t d) {
     return ss;
 }
 
-// RMSNorm as ggml does it: sum of squares in double (sum_squares), mean narrowed
-// to float, scale = 1/sqrtf(mean + eps), y = (x * scale) * w.
+// ggml's rms_norm sum: each square rounded to float, then added in double in index order
+static double sum_squares_llama(const float* x, int64_t d) {
+    double s = 0.0;
+    for (int64_t i = 0; i < d; i++) s += double(x[i] * x[i]);
+    return s;
+}
+
+// RMSNorm: sum of squares in double (sum_squares; with llama_ops_ ggml's own sum,
+// sum_squares_llama), mean narrowed to float, scale = 1/sqrtf(mean + eps),
+// y = (x * scale) * w, as ggml's rms_norm and mul.
 void Model::rmsnorm(float* out, const float* x, const float* w, int64_t n, int64_t d) {
     OpTimer timer(prof_, Op::norm);
     const float eps = params.norm_eps;
+    const bool llama = llama_ops_;
     auto body = [&](int64_t b, int64_t e) {
         for (int64_t j = b; j < e; j++) {
             const float* xr = x + j * d;
             float* yr = out + j * d;
-            const float mean = float(sum_squares(xr, d) / double(d));
+            const float mean = float((llama ? sum_squares_llama(xr, d) : sum_squares(xr, d)) / double(d));
             const float scale = 1.0f / std::sqrt(mean + eps);
             for (int64_t i = 0; i < d; i++) yr[i] = (xr[i] * scale) * w[i];
         }
@@ -331,10 +340,24 @@ void Model::bitlinear_in(Op op, float* const* ys, const int64_t* ldys, const Ter
 // The cosine and sine of each batch token's angles pos * base^(-2i/n_rot), once
 // per forward for all layers: in double, rounded to float once (as tribit.train's
 // tables: the same floats).
+// With llama_ops_, ggml's rope cache instead: theta_scale = powf(base, -2.0f / n_rot) and
+// theta = pos, theta *= theta_scale per pair, in float, and cosf / sinf of it.
 void Model::rope_angles(const int32_t* pos, int64_t n) {
     OpTimer timer(prof_, Op::rope);
     const int64_t half = params.n_rot / 2;
     rope_cs_.resize(size_t(n * half * 2));
+    if (llama_ops_) {
+        const float theta_scale = std::pow(params.rope_theta, -2.0f / float(params.n_rot));
+        for (int64_t j = 0; j < n; j++) {
+            float theta = float(pos[j]);
+            for (int64_t i = 0; i < half; i++) {
+                rope_cs_[size_t((j * half + i) * 2)] = std::cos(theta);
+                rope_cs_[size_t((j * half + i) * 2 + 1)] = std::sin(theta);
+                theta = theta * theta_scale;
+            }
+        }
+        return;
+    }
     for (int64_t j = 0; j < n; j++)
         for (int64_t i = 0; i < half; i++) {
             const double theta = double(pos[j]) * rope_freq_[size_t(i)];
@@ -343,21 +366,38 @@ void Model::rope_angles(const int32_t* pos, int64_t n) {
         }
 }
 
+// ggml's rotation as GCC compiled it: NeoX pairs in a scalar loop, contracted to FMAs;
+// normal pairs vectorized, 8 pairs a zmm, then 4 a ymm (fused), the last 0-3 pairs in xmm
+// without FMA (checked against llama.cpp for 2 to 64 pairs).
+static int64_t rope_fused_pairs(int64_t half, bool neox) {
+    if (neox) return half;
+    return half / 8 * 8 + (half % 8 >= 4 ? 4 : 0);
+}
+
 void Model::rope(float* q, float* k, int64_t n) {
     OpTimer timer(prof_, Op::rope);
     const ModelParams& p = params;
     const int64_t hd = p.head_dim, half = p.n_rot / 2;
+    const int64_t n_fused = rope_fused_pairs(half, p.rope_neox);
     for (int64_t j = 0; j < n; j++) {
         for (int64_t i = 0; i < half; i++) {
             const float* cs = rope_cs_.data() + (j * half + i) * 2;
             const float c = cs[0], s = cs[1];
+            const bool fused = i < n_fused;
             const int64_t a = p.rope_neox ? i : 2 * i, b = p.rope_neox ? i + half : 2 * i + 1;
             auto rotate = [&](float* x, int64_t n_heads) {
                 for (int64_t h = 0; h < n_heads; h++) {
                     float* v = x + (j * n_heads + h) * hd;
                     const float x0 = v[a], x1 = v[b];
-                    v[a] = x0 * c - x1 * s;
-                    v[b] = x0 * s + x1 * c;
+                    if (llama_ops_ && fused) {
+                        // ggml's binary (GCC contracted x0*cos - x1*sin and x0*sin + x1*cos):
+                        // the x1 product rounded, the x0 one fused
+                        v[a] = std::fma(x0, c, -(x1 * s));
+                        v[b] = std::fma(x0, s, x1 * c);
+                    } else {
+                        v[a] = x0 * c - x1 * s;
+                        v[b] = x0 * s + x1 * c;
+                    }
                 }
             };
             rotate(q, p.n_head);
@@ -371,6 +411,15 @@ void Model::rope(float* q, float* k, int64_t n) {
 // branch: random signs made it ~25 cycles a value), split over the threads.
 void Model::activation(float* g, const float* u, int64_t n) {
     OpTimer timer(prof_, Op::activation);
+    if (llama_ops_ && !params.act_relu2) {  // ggml_vec_swiglu_f32, row by row of n_ff
+        const int64_t nf = params.n_ff, rows = n / nf;
+        auto per_row = [&](int64_t b, int64_t e) {
+            for (int64_t j = b; j < e; j++) kt.ggml_swiglu(g + j * nf, g + j * nf, u + j * nf, nf);
+        };
+        if (n >= kSplitMin) pool_->parallel_for(rows, 1, per_row);
+        else per_row(0, rows);
+        return;
+    }
     auto body = [&](int64_t b, int64_t e) {
         if (params.act_relu2) {
             for (int64_t i = b; i < e; i++) {
@@ -416,6 +465,7 @@ void Model::store_kv(int64_t layer, const int32_t* pos, const int32_t* seq, int6
 // in double, rounded to float once at the output (kernels.h: the same floats on
 // every ISA and in tribit.train).
 void Model::attention(int64_t layer, const int32_t* pos, const int32_t* seq, int64_t n) {
+    if (llama_ops_ && !params.kv_f16) return attention_llama(layer, pos, seq, n);
     OpTimer timer(prof_, Op::attention);
     const ModelParams& p = params;
     const int64_t hd = p.head_dim, group = p.n_head / p.n_head_kv;
@@ -491,9 +541,65 @@ void Model::attention(int64_t layer, const int32_t* pos, const int32_t* seq, int
     });
 }
 
+// Attention as llama.cpp computes it without flash attention over an f32 KV cache, in
+// float32 (kernels.h "llama.cpp's float ops"): scores ggml_vec_dot_f32(k, q), times
+// 1.0f / sqrtf(head_dim), softmax (ggml_soft_max: exp, the sum in double, then each value
+// times float(1 / sum)), and the weighted sum of values in the order of ggml's matmul:
+// tinyBLAS for a batch of 2 tokens or more, ggml_vec_dot_f32 for one. Work items as in
+// attention().
+void Model::attention_llama(int64_t layer, const int32_t* pos, const int32_t* seq, int64_t n) {
+    OpTimer timer(prof_, Op::attention);
+    const ModelParams& p = params;
+    const int64_t hd = p.head_dim, group = p.n_head / p.n_head_kv;
+    const float kq_scale = 1.0f / std::sqrt(float(hd));
+    // llamafile's sgemm takes a batch (n >= 2) when the value rows are a multiple of 4
+    const int lanes = n >= 2 && hd % 4 == 0 ? 16 : 64;
+    const int nth = pool_->n_threads();
+    int64_t gs = std::min<int64_t>(group, kMaxGroup);
+    while (group % gs) gs--;
+    while (gs > 1 && n * p.n_head_kv * (group / gs) < nth) {
+        int64_t d = gs - 1;
+        while (group % d) d--;
+        gs = d;
+    }
+    const int64_t slices = group / gs, items = n * p.n_head_kv * slices;
+    const size_t per_thread = size_t(gs * p.n_ctx);
+    if (att32_scratch_.size() < per_thread * size_t(nth)) att32_scratch_.assign(per_thread * size_t(nth), 0);
+    std::atomic<int64_t> next{0};
+    pool_->run([&](int ith, int) {
+        float* scores = att32_scratch_.data() + per_thread * size_t(ith);  // gs x n_ctx
+        for (int64_t idx; (idx = next.fetch_add(1, std::memory_order_relaxed)) < items;) {
+            const int64_t j = idx / (p.n_head_kv * slices), r = idx % (p.n_head_kv * slices);
+            const int64_t hk = r / slices, h0 = hk * group + (r % slices) * gs;
+            const float* qv = q_.data() + j * p.n_head * hd + h0 * hd;
+            const int64_t len = pos[j] + 1;
+            const size_t base = kv_index(layer, seq[j], hk, 0);
+            float dots[kMaxGroup];
+            for (int64_t t = 0; t < len; t++) {
+                kt.ggml_dot_rows(dots, qv, hd, gs, k32_.data() + base + size_t(t * hd), hd);
+                for (int64_t g = 0; g < gs; g++) scores[g * p.n_ctx + t] = dots[g] * kq_scale;
+            }
+            for (int64_t g = 0; g < gs; g++) {
+                float* sc = scores + g * p.n_ctx;
+                float mx = -INFINITY;
+                for (int64_t t = 0; t < len; t++) mx = std::max(mx, sc[t]);
+                const float inv = float(1.0 / kt.ggml_soft_max(sc, sc, len, mx));
+                for (int64_t t = 0; t < len; t++) sc[t] = sc[t] * inv;
+            }
+            kt.ggml_wsum_rows(att_.data() + j * p.n_head * hd + h0 * hd, hd, scores, p.n_ctx, gs,
+                              v32_.data() + base, hd, len, hd, lanes);
+        }
+    });
+}
+
 void Model::forward(const int32_t* tokens, const int32_t* pos, const int32_t* seq,
                     const uint8_t* want, int64_t n, float* logits, bool hidden) {
     const ModelParams& p = params;
+    llama_ops_ = false;
+    if (!p.group_f32)
+        for (const Layer& L : layers)
+            for (const GroupMatrix* g : {&L.gq, &L.gk, &L.gv, &L.go, &L.ggate, &L.gup, &L.gdown})
+                llama_ops_ = llama_ops_ || !g->empty();
     // validate the batch: ids, slots, and positions that continue each sequence
     std::vector<int64_t> next(n_past_);
     for (int64_t j = 0; j < n; j++) {

@@ -112,6 +112,11 @@ private:
     std::vector<int32_t> q8s_;   // their block sums
     std::vector<uint8_t> q8k_;  // the head's q8_K activations (q6_k head)
     std::vector<double> att_scratch_;  // per thread: scores + output rows
+    std::vector<float> att32_scratch_;  // the same in float for attention_llama
+    // llama.cpp's float arithmetic (kernels.h "llama.cpp's float ops") for norms, RoPE,
+    // attention and SwiGLU: set by forward() when Q2_0 / Q1_0 projections compute in
+    // group_mode "llama" (docs/FORMATS.md 3.11)
+    bool llama_ops_ = false;
     std::vector<double> rope_freq_;    // base^(-2i/n_rot), i < n_rot/2
     std::vector<float> rope_cs_;       // per batch token: cos, sin of each pair (rope_angles)
 
@@ -135,6 +140,7 @@ private:
     void activation(float* g, const float* u, int64_t n);
     void store_kv(int64_t layer, const int32_t* pos, const int32_t* seq, int64_t n);
     void attention(int64_t layer, const int32_t* pos, const int32_t* seq, int64_t n);
+    void attention_llama(int64_t layer, const int32_t* pos, const int32_t* seq, int64_t n);
     size_t kv_index(int64_t layer, int64_t seq, int64_t head, int64_t pos) const;
 };
 

@@ -16,10 +16,15 @@ Two arithmetic modes of `W @ x`:
 - **(a) llama.cpp-compatible** (`matmul_q8`): the activations are quantized to Q8_0 blocks
   of 32 at run time as llama.cpp's x86 `quantize_row_q8_0` does (`quantize_act_q8_0`), the
   product of a weight block with its 2 (Q2_0) or 4 (Q1_0) activation blocks is an exact
-  integer per activation block, and the float32 accumulation order is ggml's
-  `ggml_vec_dot_q2_0_q8_0`: per weight block `t = (da_0 * S_0) + (da_1 * S_1) [+ ...]` left
-  to right, then `acc = acc + dw * t` over the blocks in order from `acc = 0`, every product
-  rounded before its sum (no FMA). `da * S` is exact (an f16 value times |S| < 2^13).
+  integer per activation block, and the float32 accumulation order is that of ggml's x86
+  dot products. Q2_0 (`ggml_vec_dot_q2_0_q8_0`, generic C): per weight block
+  `t = (da_0 * S_0) + (da_1 * S_1)` left to right, then `acc = acc + dw * t` over the blocks
+  in order from `acc = 0`, every product rounded before its sum (no FMA). Q1_0
+  (`ggml_vec_dot_q1_0_q8_0`, AVX2): 8 lanes, lane l summing weights 4l..4l+3 of every
+  32-block: per weight block `t_l = da_0 * S_0l + da_1 * S_1l + ...` and
+  `acc_l = fma(dw, t_l, acc_l)`, then the lanes by halves, `((acc_0 + acc_4) + (acc_2 +
+  acc_6)) + ((acc_1 + acc_5) + (acc_3 + acc_7))`. `da * S` is exact (an f16 value times
+  |S| < 2^13), so each `t` step is one rounded sum.
 - **(b) float-activation reference** (`matmul_f32`): the dequantized weights times the
   float32 activations, summed in float64 and rounded to float32 once: the oracle of what
   the weights mean, with no activation rounding.
@@ -192,10 +197,12 @@ def matmul_q8(
     `quantize_act_q8_0`), in ggml's accumulation order (module docstring)."""
     m, k = shape
     per = BLOCK_VALUES[qtype] // QK8_0  # activation blocks per weight block: 2 or 4
-    s = block_sums(weight_values(raw, shape, qtype), q).astype(np.float32)  # exact
     dw = block_scales(raw, shape, qtype)  # (m, nbw)
     da = np.asarray(da, np.float32)
     n = q.shape[0]
+    if qtype == "q1_0":
+        return _matmul_q1_0_lanes(weight_values(raw, shape, qtype), q, da, dw)
+    s = block_sums(weight_values(raw, shape, qtype), q).astype(np.float32)  # exact
     acc = np.zeros((n, m), np.float32)
     for b in range(k // BLOCK_VALUES[qtype]):
         t = np.zeros((n, m), np.float32)  # ggml's `sumi = 0.0f`: a zero sum is +0
@@ -204,6 +211,47 @@ def matmul_q8(
             t = t.astype(np.float32)
         acc = (acc + (dw[None, :, b] * t).astype(np.float32)).astype(np.float32)
     return acc
+
+
+def _matmul_q1_0_lanes(w: np.ndarray, q: np.ndarray, da: np.ndarray, dw: np.ndarray) -> np.ndarray:
+    """Q1_0 in ggml's AVX2 order (module docstring): (n, m) float32."""
+    m, k = w.shape
+    n = q.shape[0]
+    nb = k // QK8_0
+    # S[j, r, a, l]: exact sums of the 4 products of lane l in activation block a
+    s = np.einsum(
+        "mali,nali->nmal",
+        w.reshape(m, nb, 8, 4).astype(np.int32),
+        q.reshape(n, nb, 8, 4).astype(np.int32),
+    ).astype(np.float32)
+    acc = np.zeros((n, m, 8), np.float32)
+    for b in range(k // QK1_0):
+        t = np.zeros((n, m, 8), np.float32)
+        for h in range(4):
+            a = b * 4 + h
+            prod = (da[:, None, a, None] * s[:, :, a, :]).astype(np.float32)  # exact
+            t = prod if h == 0 else (t + prod).astype(np.float32)
+        acc = fma32(np.broadcast_to(dw[None, :, b, None], t.shape), t, acc)
+    r = (acc[..., 4:] + acc[..., :4]).astype(np.float32)
+    return ((r[..., 0] + r[..., 2]).astype(np.float32) + (r[..., 1] + r[..., 3])).astype(np.float32)
+
+
+def fma32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """float32 fma(a, b, c), rounded once (half to even), for float32 arrays whose products
+    a * b are exact in float64 (as every product of two float32 values is)."""
+    p = np.asarray(a, np.float64) * np.asarray(b, np.float64)
+    c64 = np.asarray(c, np.float64)
+    s = p + c64
+    bp = s - c64
+    e = (p - bp) + (c64 - (s - bp))  # s + e == p + c exactly (TwoSum)
+    r = s.astype(np.float32)
+    # rounding s once more is right unless s lies exactly halfway between two floats and
+    # the exact value does not: then it rounds toward e
+    r64 = r.astype(np.float64)
+    other = np.nextafter(r, np.where(s > r64, np.float32(np.inf), np.float32(-np.inf)))
+    mid = (r64 + other.astype(np.float64)) / 2
+    fix = (s != r64) & (s == mid) & (e != 0) & ((e > 0) == (other > r))
+    return np.where(fix, other, r).astype(np.float32)
 
 
 def matmul_f32(raw: np.ndarray, shape: tuple[int, int], qtype: str, x: np.ndarray) -> np.ndarray:
