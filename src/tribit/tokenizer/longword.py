@@ -143,17 +143,26 @@ class BpeLong:
         # the same model without a pre-tokenizer: seam checks on byte-level strings
         self._raw = HFTokenizer(hf.model)
         self._tlen = token_lens
+        self.max_token_len = max_token_len
         # a kept part ends `margin` before its window's end: room for a few tokens to settle
-        self.margin = max(512, 4 * max_token_len)
-        self.stride = max(self.STRIDE, 8 * self.margin)
-        self.giant = 2 * self.stride  # shorter letter runs stay in plain windows
-        self.min_len = 2 * self.CHUNK
-        self._runs = re.compile(rf"(?<!{_PY_LETTER}){_PY_LETTER}{{{self.giant},}}")
+        margin = max(512, 4 * max_token_len)
+        self.configure(self.CHUNK, max(self.STRIDE, 8 * margin), margin)
         self._not_letters = pre_tokenizers.Split(Regex(r"\P{L}+"), behavior="removed")
         self._letter: dict[str, bool] = {}
         self._lock = threading.Lock()
         self._compatible = Memo(self._check_pair)
         self.stats: Counter = Counter()
+
+    def configure(self, chunk: int, stride: int, margin: int) -> None:
+        """Window sizes in characters (tests use small ones to make many seams)."""
+        # every window's part of a run is longer than any token (>= margin): HF's whole-word
+        # lookup (`ignore_merges`) never applies to it
+        if margin <= self.max_token_len or stride < 2 * margin or chunk < 1:
+            raise ValueError(f"bad windows: chunk {chunk}, stride {stride}, margin {margin}")
+        self.chunk, self.stride, self.margin = chunk, stride, margin
+        self.giant = 2 * stride  # shorter letter runs stay in plain windows
+        self.min_len = 2 * chunk
+        self._runs = re.compile(rf"(?<!{_PY_LETTER}){_PY_LETTER}{{{self.giant},}}")
 
     # -- letters --------------------------------------------------------------------------
     def _classify(self, chars: set[str]) -> None:
@@ -226,8 +235,8 @@ class BpeLong:
         for r0, r1 in [*self._giant_runs(text), (n, n)]:
             if r0 < pos:
                 continue  # inside the end of the previous group
-            while r0 - pos > 2 * self.CHUNK:
-                p = self._soft_cut(text, pos + self.CHUNK, r0)
+            while r0 - pos > 2 * self.chunk:
+                p = self._soft_cut(text, pos + self.chunk, r0)
                 if p is None:
                     break
                 plan.append((pos, p, None))
