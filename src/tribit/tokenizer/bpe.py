@@ -188,7 +188,7 @@ class BpeEncoder:
         self._long: BpeLong | None = None
         if self.family in CHECKED_FAMILIES:
             lens = [len(t) for t in tokens]
-            self._long = BpeLong(self._hf, lens, max(lens, default=1))
+            self._long = BpeLong(self._hf, self.family, lens, max(lens, default=1))
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text` (special-token strings are plain text here)."""

@@ -40,11 +40,9 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any
-
-# the pre-token families whose regexes the cut rules below were derived for (bpe.PRE_REGEXES)
-CHECKED_FAMILIES = frozenset({"llama3", "qwen2", "gpt2", "starcoder", "falcon", "default"})
 
 # Python's idea of a letter: only proposes cuts; every cut is checked against HF's \p{L}
 _PY_LETTER = r"[^\W\d_]"
@@ -108,11 +106,56 @@ class Memo:
         return hit
 
 
-class BpeLong:
-    """Long-text encoding for `BpeEncoder`: bounded windows, ids identical to the whole encode.
+@dataclass(frozen=True)
+class RunKind:
+    """Characters whose long runs `BpeLong` may cut, for one pre-token regex family."""
 
-    Cuts of the raw text, for every family in CHECKED_FAMILIES (llama.cpp's regexes run left to
-    right without look-behind, each piece is merged on its own):
+    name: str
+    hf: str  # the characters, as HF's regex engine (Oniguruma) spells the class
+    hf_not: str  # its complement
+    py: str  # a character class for Python's `re` (one fast repeat): proposes, `hf` decides
+    period: int  # 0: a run is one piece, cut and stitched; p: pieces of p from its start
+    not_after: str | None = None  # a run must not follow such a character (HF class)
+
+
+_LETTERS = RunKind("letters", r"\p{L}", r"\P{L}", r"[^\W\d_]", 0)
+_SPACES = RunKind("spaces", r"[^\S\r\n]", r"[\S\r\n]", r"[^\S\r\n]", 0, not_after=r"\s")
+_OTHERS = RunKind("others", r"[^\s\p{L}\p{N}]", r"[\s\p{L}\p{N}]", r"[^\w\s]", 0)
+_PUNCT = r"\p{P}\$\+<=>\^~\|"  # llama.cpp's first regex of "default" (falcon adds `)
+_DIGITS = {
+    3: RunKind("digits", r"\p{N}", r"\P{N}", r"\d", 3, not_after=r"\p{N}"),
+    1: RunKind("digits", r"\p{N}", r"\P{N}", r"\d", 1),
+    0: RunKind("digits", r"\p{N}", r"\P{N}", r"\d", 0),
+    "ascii": RunKind("digits", r"[0-9]", r"[^0-9]", r"[0-9]", 3, not_after=r"\p{N}"),
+}
+# per family (bpe.PRE_REGEXES): what its regexes make of each kind of run (see BpeLong)
+RUN_KINDS: dict[str, tuple[RunKind, ...]] = {
+    "llama3": (_LETTERS, _OTHERS, _SPACES, _DIGITS[3]),  # \p{N}{1,3}
+    "qwen2": (_LETTERS, _OTHERS, _SPACES, _DIGITS[1]),  # \p{N}
+    "gpt2": (_LETTERS, _OTHERS, _SPACES, _DIGITS[0]),  # ` ?\p{N}+`: one piece
+    "starcoder": (_LETTERS, _OTHERS, _SPACES, _DIGITS[1]),  # \p{N} isolated first
+    "default": (
+        _LETTERS,
+        RunKind("punctuation", f"[{_PUNCT}]", f"[^{_PUNCT}]", r"[^\w\s]", 0),
+        _SPACES,
+        _DIGITS["ascii"],  # ...then [0-9]{3} on each \p{N}+ piece
+    ),
+    "falcon": (
+        _LETTERS,
+        RunKind("punctuation", f"[{_PUNCT}`]", f"[^{_PUNCT}`]", r"[^\w\s]", 0),
+        _SPACES,
+        _DIGITS["ascii"],  # [0-9]{3} on the GPT-2 regex's ` ?\p{N}+` pieces
+    ),
+}
+CHECKED_FAMILIES = frozenset(RUN_KINDS)
+
+
+class BpeLong:
+    r"""Long-text encoding for `BpeEncoder`: bounded windows, ids identical to the whole encode.
+
+    Cuts of the raw text (llama.cpp's regexes run left to right without look-behind, each
+    piece is merged on its own, and a cut is only used where the argument below holds for
+    every regex of the family):
 
     - soft cut at p: text[p-1] is a letter and text[p] is not. The piece holding p-1 (a letter
       run or a contraction) ends at p in the text and in text[:p] alike; no attempt before it
@@ -121,73 +164,83 @@ class BpeLong:
       (punctuation, digits) never match letters, so p only splits a gap there, and the GPT-2
       regex then splits that gap at p by the same argument. So the pieces of text[:p] and
       text[p:] are exactly the text's pieces: encoding the two parts loses nothing.
-    - hard cut at h inside a run of at least K letters on each side: no piece boundary lies
-      there (a contraction ends within 3 characters of the run's start), text[:h] ends with the
-      run's piece cut at h (a letter alternative is greedy and alone reaches h) and text[h:]
-      starts with the rest of it. So the pieces are the text's, with that one piece cut at h,
-      and `stitch` joins its two halves exactly.
+    - hard cut at h inside a run of one kind with K such characters on each side (letters;
+      "others", i.e. not space, letter or digit, or the punctuation of "default"/"falcon";
+      spaces and tabs not after a whitespace character, so that no newline lies between the
+      whitespace's start and h; GPT-2's digits): the run lies inside ONE piece that only a
+      greedy alternative reaches across h (contractions need a letter after the apostrophe,
+      `\s*[\r\n]+` finds no newline before h), text[:h] ends with that piece cut at h and
+      text[h:] starts with the rest, the scan going on from its end alike. So the pieces are
+      the text's with one piece cut at h, and `stitch` joins the halves exactly.
+    - period cut in a digit run (not after a digit) at its start + 3m (Llama-3's \p{N}{1,3};
+      the [0-9]{3} of "default" and "falcon" for ASCII digits) or anywhere (\p{N} alone):
+      a piece boundary whose two sides scan alike; no stitching needed.
 
-    Letters are HF's `\\p{L}` (its regex engine decides; Python only proposes).
+    Character classes are decided by HF's own regex engine; Python's `re` only proposes runs.
     """
 
     CHUNK = 8192  # target characters per plain window
-    STRIDE = 8192  # characters per window inside a giant run
-    K = 8  # letters required on both sides of a hard cut
+    STRIDE = 8192  # bytes per window inside a giant run
+    BATCH = 1 << 18  # characters of plain windows per call into HF
+    K = 8  # characters of the run required on both sides of a hard cut
     TRIES = 4
 
-    def __init__(self, hf: Any, token_lens: Sequence[int], max_token_len: int) -> None:
-        from tokenizers import Regex, pre_tokenizers
+    def __init__(self, hf: Any, family: str, token_lens: Sequence[int], max_token_len: int) -> None:
         from tokenizers import Tokenizer as HFTokenizer
 
         self._hf = hf
+        self.kinds = RUN_KINDS[family]
         # the same model without a pre-tokenizer: seam checks on byte-level strings
         self._raw = HFTokenizer(hf.model)
         self._tlen = token_lens
         self.max_token_len = max_token_len
-        # a kept part ends `margin` before its window's end: room for a few tokens to settle
-        margin = max(512, 4 * max_token_len)
-        self.configure(self.CHUNK, max(self.STRIDE, 8 * margin), margin)
-        self._not_letters = pre_tokenizers.Split(Regex(r"\P{L}+"), behavior="removed")
-        self._letter: dict[str, bool] = {}
+        self._classes: dict[str, dict[str, bool]] = {}
+        self._splitters: dict[str, Any] = {}
         self._lock = threading.Lock()
+        # a kept part ends `margin` bytes before its window's end: room for tokens to settle
+        margin = max(256, 2 * max_token_len)
+        self.configure(self.CHUNK, max(self.STRIDE, 8 * margin), margin)
         self._compatible = Memo(self._check_pair)
         self.stats: Counter = Counter()
 
     def configure(self, chunk: int, stride: int, margin: int) -> None:
-        """Window sizes in characters (tests use small ones to make many seams)."""
-        # every window's part of a run is longer than any token (>= margin): HF's whole-word
-        # lookup (`ignore_merges`) never applies to it
+        """Window sizes: chunk in characters, stride and margin in bytes of a run (tests use
+        small ones to make many seams)."""
+        # every window's part of a run is longer than any token (>= margin characters, see
+        # `_stitch_run`): HF's whole-word lookup (`ignore_merges`) never applies to it
         if margin <= self.max_token_len or stride < 2 * margin or chunk < 1:
             raise ValueError(f"bad windows: chunk {chunk}, stride {stride}, margin {margin}")
         self.chunk, self.stride, self.margin = chunk, stride, margin
-        self.giant = 2 * stride  # shorter letter runs stay in plain windows
+        self.giant = 2 * stride  # shorter runs stay in plain windows
         self.min_len = 2 * chunk
-        self._runs = re.compile(rf"(?<!{_PY_LETTER}){_PY_LETTER}{{{self.giant},}}")
+        self._runs = [(k, re.compile(k.py + "+"), re.compile(k.py + "*")) for k in self.kinds]
 
-    # -- letters --------------------------------------------------------------------------
-    def _classify(self, chars: set[str]) -> None:
-        """Record which of `chars` HF's regex engine calls \\p{L}."""
-        new = [c for c in chars if c not in self._letter]
-        if not new:
-            return
-        s = "".join(new)
-        letters = set()
-        for _, (i, j) in self._not_letters.pre_tokenize_str(s):
-            letters.update(s[i:j])
-        with self._lock:
-            if len(self._letter) > _MAX_MEMO:
-                self._letter.clear()
-            for c in new:
-                self._letter[c] = c in letters
+    # -- character classes ----------------------------------------------------------------
+    def _members(self, cls: str, neg: str, chars: set[str]) -> set[str]:
+        """Those of `chars` in the HF class `cls` (`neg` its complement), memoized."""
+        memo = self._classes.setdefault(cls, {})
+        new = [c for c in chars if c not in memo]
+        if new:
+            from tokenizers import Regex, pre_tokenizers
+
+            split = self._splitters.get(neg)
+            if split is None:
+                split = pre_tokenizers.Split(Regex(neg + "+"), behavior="removed")
+                self._splitters[neg] = split
+            s = "".join(new)
+            found = set()
+            for _, (i, j) in split.pre_tokenize_str(s):  # what is left are members
+                found.update(s[i:j])
+            with self._lock:
+                if len(memo) > _MAX_MEMO:
+                    memo.clear()
+                memo.update((c, c in found) for c in new)
+        return {c for c in chars if memo.get(c, False)}
 
     def _is_letter(self, c: str) -> bool:
         if c.isascii():
             return c.isalpha()
-        hit = self._letter.get(c)
-        if hit is None:
-            self._classify({c})
-            hit = self._letter.get(c, False)
-        return hit
+        return bool(self._members(r"\p{L}", r"\P{L}", {c}))
 
     def _soft_cut(self, text: str, lo: int, hi: int) -> int | None:
         """The first soft cut p with lo <= p < hi, or None."""
@@ -201,26 +254,52 @@ class BpeLong:
                 return p
             pos = m.end()
 
-    def _giant_runs(self, text: str) -> list[tuple[int, int]]:
-        """Runs of at least `giant` characters that HF calls letters, in order."""
+    def _giant_runs(self, text: str) -> list[tuple[int, int, RunKind]]:
+        """Runs of at least `giant` characters of one kind (HF's classes), in order.
+
+        Such a run holds a whole aligned block of giant/2 characters: blocks are tested with
+        one regex repeat each (most fail at their first characters), and only uniform ones
+        are widened to their run."""
         out = []
-        for m in self._runs.finditer(text):
-            r0, r1 = m.span()
-            run = text[r0:r1]
-            if run.isascii():
-                out.append((r0, r1))
+        n, size = len(text), self.giant // 2
+        k = 0
+        while (k + 1) * size <= n:
+            a = k * size
+            hit = next((r for r in self._runs if r[1].fullmatch(text, a, a + size)), None)
+            if hit is None:
+                k += 1
                 continue
+            kind, full, rev = hit
+            # the run's start lies in the block before (not uniform, or it would be a's run)
+            r0 = a - rev.match(text[max(0, a - size) : a][::-1]).end()
+            r1 = full.match(text, a).end()
+            k = -(-r1 // size)
+            if r1 - r0 >= self.giant:
+                out += self._verified(text, r0, r1, kind)
+        return out
+
+    def _verified(self, text: str, r0: int, r1: int, kind: RunKind) -> list:
+        """The parts of a proposed run that HF's class confirms, as (start, end, kind)."""
+        run = text[r0:r1]
+        if kind is _LETTERS and run.isascii():  # [^\W\d_] is exact on ASCII
+            parts = [(r0, r1)]
+        else:
             chars = set(run)
-            self._classify(chars)
-            bad = [c for c in chars if not self._letter.get(c, False)]
+            bad = chars - self._members(kind.hf, kind.hf_not, chars)
             if not bad:
-                out.append((r0, r1))
+                parts = [(r0, r1)]
+            else:  # Python and HF disagree on some characters: the runs between them
+                sub = re.compile("[^" + "".join(re.escape(c) for c in bad) + "]+")
+                parts = [(r0 + p.start(), r0 + p.end()) for p in sub.finditer(run)]
+        out = []
+        for a, b in parts:
+            if b - a < self.giant:
                 continue
-            # Python and HF disagree on some characters: use the runs between them
-            parts = re.compile("[^" + "".join(re.escape(c) for c in bad) + "]+")
-            for p in parts.finditer(run):
-                if p.end() - p.start() >= self.giant:
-                    out.append((r0 + p.start(), r0 + p.end()))
+            guard = kind.not_after
+            if guard and a > 0 and self._members(guard, "[^" + guard + "]", {text[a - 1]}):
+                continue
+            out.append((a, b, kind))
+            self.stats["runs " + kind.name] += 1
         return out
 
     # -- encoding -------------------------------------------------------------------------
@@ -232,7 +311,7 @@ class BpeLong:
         self.stats["texts"] += 1
         plan: list[tuple[int, int, tuple[int, int] | None]] = []
         pos = 0
-        for r0, r1 in [*self._giant_runs(text), (n, n)]:
+        for r0, r1, kind in [*self._giant_runs(text), (n, n, None)]:
             if r0 < pos:
                 continue  # inside the end of the previous group
             while r0 - pos > 2 * self.chunk:
@@ -241,29 +320,58 @@ class BpeLong:
                     break
                 plan.append((pos, p, None))
                 pos = p
-            if r0 == n:
+            if kind is None:
                 break
+            if kind.period:  # piece boundaries inside the run: plain windows
+                step = max(kind.period, self.chunk // kind.period * kind.period)
+                c = r0 + step
+                while c <= r1 - self.K:
+                    if c - pos >= self.chunk:
+                        plan.append((pos, c, None))
+                        pos = c
+                    c += step
+                self.stats["period_cuts"] += 1
+                continue
             b = self._soft_cut(text, r1, n) or n
             plan.append((pos, b, (r0, r1)))
             pos = b
         if pos < n:
             plan.append((pos, n, None))
-        plain = [text[a:b] for a, b, run in plan if run is None]
-        encoded = iter(self._hf.encode_batch(plain, add_special_tokens=False))
         out: list[int] = []
+        batch: list[str] = []  # plain windows, encoded a few hundred KiB at a time (HF keeps
+        size = 0  # every token's string and offsets until the batch returns)
+
+        def flush() -> None:
+            nonlocal size
+            for e in self._hf.encode_batch(batch, add_special_tokens=False):
+                out.extend(e.ids)
+            batch.clear()
+            size = 0
+
         for a, b, run in plan:
             if run is None:
-                out += next(encoded).ids
+                batch.append(text[a:b])
+                size += b - a
+                if size >= self.BATCH:
+                    flush()
                 continue
+            flush()
             ids = self._stitch_run(text, a, b, *run)
             if ids is None:  # a seam never fit: the group whole (a and b are soft cuts)
                 ids = self._hf.encode_batch([text[a:b]], add_special_tokens=False)[0].ids
             out += ids
+        flush()
         return out
 
     def _stitch_run(self, text: str, a: int, b: int, r0: int, r1: int) -> list[int] | None:
-        K, stride, margin = self.K, self.stride, self.margin
+        K = self.K
         last = r1 - K  # the latest hard cut
+        # windows of about `stride` bytes (HF's cost per byte grows with the word: CJK runs
+        # of 3-byte characters get a third of the characters); never under a token's length
+        run = text[r0:r1]
+        scale = 1.0 if run.isascii() else len(run) / len(run.encode("utf-8"))
+        margin = max(self.max_token_len + 1, int(self.margin * scale))
+        stride = max(2 * margin, int(self.stride * scale))
 
         def encode(x: int, y: int) -> list[int]:
             return self._hf.encode_batch([text[x:y]], add_special_tokens=False)[0].ids
@@ -272,7 +380,7 @@ class BpeLong:
             return c + stride if c + 2 * stride <= last else b
 
         def cuts(ids: list[int], x: int, e: int) -> Iterator[tuple[int, int]]:
-            lo = max(x, r0) + K  # a hard cut needs K letters on its left within the run
+            lo = max(x, r0) + K  # a hard cut needs K run characters on its left
             hi = e - margin
             top = min(hi + 1, e)
             tail = text[max(lo, hi - 4 * margin) : e]
