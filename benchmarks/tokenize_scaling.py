@@ -6,7 +6,8 @@ A benchmark, not a test:
     python benchmarks/tokenize_scaling.py --bpe trained --old
 
 Texts, each cut to the size: (a) one letter repeated, (b) random letters a-z, (c) random
-CJK and other letters (no spaces), (d) English prose with spaces (the control). Encoders:
+CJK and other letters (no spaces), (d) English prose with spaces (the control); `--more`:
+(e) punctuation, (f) digits, (g) spaces and tabs. Encoders:
 the Llama-3 byte-level BPE (128k tokens, 280k merges, quicktok's ranks converted as
 tests/test_tokenizer.py does; `--bpe trained`: a 32k BPE trained here with Llama-3's
 pre-tokenizer) and the SPM encoder with a 32k vocabulary trained here (SentencePiece-style
@@ -81,10 +82,17 @@ def make_text(kind: str, n_bytes: int, prose: str) -> str:
             out.append(c)
             size += len(c.encode())
         return "".join(out)
+    if kind == "e: punctuation":
+        return "".join(rng.choices("!@#$%^&*()-=+[]{};:,.<>/?|~`'", k=n_bytes))
+    if kind == "f: digits":
+        return "".join(rng.choices("0123456789", k=n_bytes))
+    if kind == "g: spaces and tabs":
+        return "".join(rng.choices("    \t", k=n_bytes))
     return (prose * (n_bytes // len(prose) + 1))[:n_bytes]
 
 
 KINDS = ["a: one letter", "b: random a-z", "c: CJK/mixed letters", "d: English (control)"]
+MORE_KINDS = ["e: punctuation", "f: digits", "g: spaces and tabs"]
 
 
 def trained_bpe(texts: list[str]) -> dict:
@@ -140,8 +148,8 @@ def sample(fn, text: str) -> tuple[float, float]:
     return (time.process_time() - c0) / reps, (time.perf_counter() - w0) / reps
 
 
-def measure(name: str, fn, prose: str, rounds: int, sizes: list[int]) -> None:
-    for kind in KINDS:
+def measure(name: str, fn, prose: str, rounds: int, sizes: list[int], kinds: list[str]) -> None:
+    for kind in kinds:
         texts = {n: make_text(kind, n, prose) for n in sizes}
         cpu: dict[int, list[float]] = {n: [] for n in sizes}
         wall: dict[int, list[float]] = {n: [] for n in sizes}
@@ -171,7 +179,9 @@ def main() -> None:
     ap.add_argument("--old", action="store_true", help="also time the whole-text encode")
     ap.add_argument("--only", choices=["bpe", "spm"], default=None)
     ap.add_argument("--sizes", type=int, nargs="*", default=SIZES, help="bytes")
+    ap.add_argument("--more", action="store_true", help="also punctuation, digits, spaces")
     args = ap.parse_args()
+    kinds = KINDS + (MORE_KINDS if args.more else [])
 
     from tribit.bench.kernels import system_info
     from tribit.tokenizer import Tokenizer
@@ -201,9 +211,9 @@ def main() -> None:
             md = trained_bpe(texts)
         enc = Tokenizer.from_gguf(md)._encoder
         print(f"BPE: {kind}, {len(md['tokenizer.ggml.tokens'])} tokens")
-        measure("bpe", enc.encode, prose, args.rounds, args.sizes)
+        measure("bpe", enc.encode, prose, args.rounds, args.sizes, kinds)
         if args.old:
-            measure("bpe whole", enc.encode_whole, prose, 1, args.sizes)
+            measure("bpe whole", enc.encode_whole, prose, 1, args.sizes, kinds)
     if args.only != "bpe":
         spm = trained_spm(texts)
         print(f"SPM: trained, {len(spm.vocab)} tokens")
@@ -211,10 +221,17 @@ def main() -> None:
         def spm_encode(text: str, fn=spm.encode) -> list[int]:
             return fn((" " + text).replace(" ", SPACE))
 
-        measure("spm", spm_encode, prose, args.rounds, args.sizes)
+        measure("spm", spm_encode, prose, args.rounds, args.sizes, kinds)
         if args.old:
             old = spm.encode_whole
-            measure("spm whole", lambda t: old((" " + t).replace(" ", SPACE)), prose, 1, args.sizes)
+            measure(
+                "spm whole",
+                lambda t: old((" " + t).replace(" ", SPACE)),
+                prose,
+                1,
+                args.sizes,
+                kinds,
+            )
 
 
 if __name__ == "__main__":
