@@ -384,24 +384,21 @@ class BpeLong:
             hi = e - margin
             top = min(hi + 1, e)
             tail = text[max(lo, hi - 4 * margin) : e]
-            if tail.isascii():
-                chars_at = None
-            else:  # byte offset from e -> character position, for this tail only
-                chars_at = {}
-                nb = 0
-                for i in range(len(tail) - 1, -1, -1):
-                    nb += len(tail[i].encode("utf-8"))
-                    chars_at[nb] = e - (len(tail) - i)
+            raw = None if tail.isascii() else tail.encode("utf-8")  # token lengths are bytes
             back = 0
             k = len(ids)
             while k > 0:
                 back += self._tlen[ids[k - 1]]
                 k -= 1
-                c = e - back if chars_at is None else chars_at.get(back)
-                if c is None:
-                    if back > 4 * len(tail):
+                if raw is None:
+                    c = e - back
+                else:
+                    at = len(raw) - back
+                    if at < 0:
                         return
-                    continue
+                    if 0x80 <= raw[at] < 0xC0:
+                        continue  # inside a character: not a place to cut the text
+                    c = e - len(raw[at:].decode("utf-8"))
                 if c < lo or c < e - len(tail):
                     return
                 if c < top:
