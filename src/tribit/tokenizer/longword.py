@@ -370,8 +370,8 @@ class BpeLong:
         # of 3-byte characters get a third of the characters); never under a token's length
         run = text[r0:r1]
         scale = 1.0 if run.isascii() else len(run) / len(run.encode("utf-8"))
-        margin = max(self.max_token_len + 1, int(self.margin * scale))
-        stride = max(2 * margin, int(self.stride * scale))
+        margin = max(2 * K, int(self.margin * scale))
+        stride = max(2 * margin, self.max_token_len + 1, int(self.stride * scale))
 
         def encode(x: int, y: int) -> list[int]:
             return self._hf.encode_batch([text[x:y]], add_special_tokens=False)[0].ids
@@ -401,7 +401,10 @@ class BpeLong:
                     c = e - len(raw[at:].decode("utf-8"))
                 if c < lo or c < e - len(tail):
                     return
-                if c < top:
+                # a window's part of the run has more bytes than any token (at least a stride
+                # of characters; the last one checked here)
+                short = r1 - c <= self.max_token_len
+                if c < top and not (short and len(text[c:r1].encode()) <= self.max_token_len):
                     yield c, k
 
         first_end = r0 + stride
