@@ -28,10 +28,16 @@ Every accepted seam is checked, so the result is E(whole) whatever the vocabular
 windows only decide how often a seam is retried.
 
 BPE needs the pre-token boundaries too (`BpeLong`): the text is cut where llama.cpp's regexes
-provably split the same way on both sides (see `BpeLong`), giant letter runs are stitched as
-above, and HF's `ignore_merges` (whole pre-token looked up first) cannot differ: every window
-part and every stitched run is longer than the longest token, and a seam check that found
-t1 + t2 in the vocabulary only refuses that seam.
+provably split the same way on both sides, and a long run of one kind (letters, punctuation,
+spaces) that the regexes keep as ONE pre-token is cut inside and stitched as above. HF's
+`ignore_merges` (Llama-3: the whole pre-token is looked up first) cannot differ: every window's
+part of a run and every stitched run are longer than the longest token, and a seam check
+that finds t1 + t2 in the vocabulary only refuses that seam.
+
+Preconditions, checked where the encoders are built: the regex family is one whose cut rules
+were derived here (`CHECKED_FAMILIES`, else the whole encode); SPM scores hold no NaN (the
+merge order must be total); windows are longer than the longest token (`configure`). Bytes
+without a token are refused before any of this (HF would drop them).
 """
 
 from __future__ import annotations
@@ -206,8 +212,8 @@ class BpeLong:
     def configure(self, chunk: int, stride: int, margin: int) -> None:
         """Window sizes: chunk in characters, stride and margin in bytes of a run (tests use
         small ones to make many seams)."""
-        # every window's part of a run is longer than any token (>= margin characters, see
-        # `_stitch_run`): HF's whole-word lookup (`ignore_merges`) never applies to it
+        # every window's part of a run is longer than any token (a stride of characters, the
+        # last one checked in `_stitch_run`): HF's whole-word lookup never applies to it
         if margin <= self.max_token_len or stride < 2 * margin or chunk < 1:
             raise ValueError(f"bad windows: chunk {chunk}, stride {stride}, margin {margin}")
         self.chunk, self.stride, self.margin = chunk, stride, margin
