@@ -218,6 +218,9 @@ def long_texts(n: int) -> dict[str, str]:
         "punctuation": "".join(rng.choice("!@#$%^&*()-=+[]{};:,.<>/?|~`'") for _ in range(n)),
         "spaces and tabs": "x " + "".join(rng.choice(" \t") for _ in range(n)) + "\ny",
         "spaces after a newline": "x\n" + " " * n + "\n\ny",
+        "underscores and dashes": "".join(rng.choice("_-") for _ in range(n)),
+        "punctuation then spaces": "!" * n + " " * n + "x",
+        "spaced dots": ". " * n,
         "digits": "".join(rng.choice("0123456789") for _ in range(n)) + "x",
         "digits after a numeral": "²" + "7" * n,
     }
@@ -231,6 +234,8 @@ WINDOWED = {  # what each text must exercise
     "space then run": "runs letters",
     "punctuation": "runs others",
     "spaces and tabs": "runs spaces",
+    "underscores and dashes": "runs others",
+    "punctuation then spaces": "runs spaces",
     "digits": "runs digits",
 }
 

@@ -52,7 +52,8 @@ from typing import Any
 
 # Python's idea of a letter: only proposes cuts; every cut is checked against HF's \p{L}
 _PY_LETTER = r"[^\W\d_]"
-_SOFT = re.compile(_PY_LETTER + r"(?=[\W\d_])")  # a letter followed by a non-letter
+# a letter before a non-letter, or a non-space before a space (see `BpeLong`'s soft cuts)
+_SOFT = re.compile(_PY_LETTER + r"(?=[\W\d_])|\S(?= )")
 _MAX_MEMO = 1 << 16
 
 
@@ -126,7 +127,9 @@ class RunKind:
 
 _LETTERS = RunKind("letters", r"\p{L}", r"\P{L}", r"[^\W\d_]", 0)
 _SPACES = RunKind("spaces", r"[^\S\r\n]", r"[\S\r\n]", r"[^\S\r\n]", 0, not_after=r"\s")
-_OTHERS = RunKind("others", r"[^\s\p{L}\p{N}]", r"[\s\p{L}\p{N}]", r"[^\w\s]", 0)
+# Python's class for punctuation runs holds whitespace too (`_` is a word character, and a
+# class cannot subtract): whitespace is cut out again by HF's class, and spaces come first
+_OTHERS = RunKind("others", r"[^\s\p{L}\p{N}]", r"[\s\p{L}\p{N}]", r"[\W_]", 0)
 _PUNCT = r"\p{P}\$\+<=>\^~\|"  # llama.cpp's first regex of "default" (falcon adds `)
 _DIGITS = {
     3: RunKind("digits", r"\p{N}", r"\P{N}", r"\d", 3, not_after=r"\p{N}"),
@@ -136,20 +139,20 @@ _DIGITS = {
 }
 # per family (bpe.PRE_REGEXES): what its regexes make of each kind of run (see BpeLong)
 RUN_KINDS: dict[str, tuple[RunKind, ...]] = {
-    "llama3": (_LETTERS, _OTHERS, _SPACES, _DIGITS[3]),  # \p{N}{1,3}
-    "qwen2": (_LETTERS, _OTHERS, _SPACES, _DIGITS[1]),  # \p{N}
-    "gpt2": (_LETTERS, _OTHERS, _SPACES, _DIGITS[0]),  # ` ?\p{N}+`: one piece
-    "starcoder": (_LETTERS, _OTHERS, _SPACES, _DIGITS[1]),  # \p{N} isolated first
+    "llama3": (_LETTERS, _SPACES, _OTHERS, _DIGITS[3]),  # \p{N}{1,3}
+    "qwen2": (_LETTERS, _SPACES, _OTHERS, _DIGITS[1]),  # \p{N}
+    "gpt2": (_LETTERS, _SPACES, _OTHERS, _DIGITS[0]),  # ` ?\p{N}+`: one piece
+    "starcoder": (_LETTERS, _SPACES, _OTHERS, _DIGITS[1]),  # \p{N} isolated first
     "default": (
         _LETTERS,
-        RunKind("punctuation", f"[{_PUNCT}]", f"[^{_PUNCT}]", r"[^\w\s]", 0),
         _SPACES,
+        RunKind("punctuation", f"[{_PUNCT}]", f"[^{_PUNCT}]", r"[\W_]", 0),
         _DIGITS["ascii"],  # ...then [0-9]{3} on each \p{N}+ piece
     ),
     "falcon": (
         _LETTERS,
-        RunKind("punctuation", f"[{_PUNCT}`]", f"[^{_PUNCT}`]", r"[^\w\s]", 0),
         _SPACES,
+        RunKind("punctuation", f"[{_PUNCT}`]", f"[^{_PUNCT}`]", r"[\W_]", 0),
         _DIGITS["ascii"],  # [0-9]{3} on the GPT-2 regex's ` ?\p{N}+` pieces
     ),
 }
@@ -163,13 +166,15 @@ class BpeLong:
     piece is merged on its own, and a cut is only used where the argument below holds for
     every regex of the family):
 
-    - soft cut at p: text[p-1] is a letter and text[p] is not. The piece holding p-1 (a letter
-      run or a contraction) ends at p in the text and in text[:p] alike; no attempt before it
-      reads past p-1 (only letter alternatives consume letters, and they then match); and the
-      scan of text[p:] is the text's scan from p. The first regexes of the multi-regex families
-      (punctuation, digits) never match letters, so p only splits a gap there, and the GPT-2
-      regex then splits that gap at p by the same argument. So the pieces of text[:p] and
-      text[p:] are exactly the text's pieces: encoding the two parts loses nothing.
+    - soft cut at p: text[p-1] is a letter and text[p] is not, or text[p-1] is not
+      whitespace and text[p] is a space. The piece holding p-1 (a letter, digit or
+      punctuation run, or a contraction: every class that can hold text[p-1] stops before
+      text[p], and a space only ever starts a piece) ends at p in the text and in text[:p]
+      alike; no attempt before it reads past p-1; and the scan of text[p:] is the text's scan
+      from p. The first regexes of the multi-regex families (punctuation, digits) end a match
+      or split a gap at p, and the GPT-2 regex then splits that gap at p by the same
+      argument. So the pieces of text[:p] and text[p:] are exactly the text's pieces:
+      encoding the two parts loses nothing.
     - hard cut at h inside a run of one kind with K such characters on each side (letters;
       "others", i.e. not space, letter or digit, or the punctuation of "default"/"falcon";
       spaces and tabs not after a whitespace character, so that no newline lies between the
@@ -248,6 +253,11 @@ class BpeLong:
             return c.isalpha()
         return bool(self._members(r"\p{L}", r"\P{L}", {c}))
 
+    def _not_space(self, c: str) -> bool:
+        if c.isascii():
+            return not c.isspace()  # Python's ASCII whitespace holds HF's (and \x1c-\x1f)
+        return not self._members(r"\s", r"\S", {c})
+
     def _soft_cut(self, text: str, lo: int, hi: int) -> int | None:
         """The first soft cut p with lo <= p < hi, or None."""
         pos = max(lo - 1, 0)
@@ -256,8 +266,12 @@ class BpeLong:
             if m is None:
                 return None
             p = m.end()
-            if p >= lo and self._is_letter(text[p - 1]) and not self._is_letter(text[p]):
-                return p
+            if p >= lo:
+                if text[p] == " ":
+                    if self._not_space(text[p - 1]):
+                        return p
+                elif self._is_letter(text[p - 1]) and not self._is_letter(text[p]):
+                    return p
             pos = m.end()
 
     def _giant_runs(self, text: str) -> list[tuple[int, int, RunKind]]:
@@ -268,20 +282,19 @@ class BpeLong:
         are widened to their run."""
         out = []
         n, size = len(text), self.giant // 2
-        k = 0
-        while (k + 1) * size <= n:
-            a = k * size
-            hit = next((r for r in self._runs if r[1].fullmatch(text, a, a + size)), None)
-            if hit is None:
-                k += 1
-                continue
-            kind, full, rev = hit
-            # the run's start lies in the block before (not uniform, or it would be a's run)
-            r0 = a - rev.match(text[max(0, a - size) : a][::-1]).end()
-            r1 = full.match(text, a).end()
-            k = -(-r1 // size)
-            if r1 - r0 >= self.giant:
-                out += self._verified(text, r0, r1, kind)
+        covered = [0] * len(self._runs)  # per kind: where its last widened run ended
+        for a in range(0, n - size + 1, size):
+            for i, (kind, full, rev) in enumerate(self._runs):
+                if a < covered[i] or not full.fullmatch(text, a, a + size):
+                    continue
+                # the run starts in the block before (which is not uniform for this kind,
+                # else it would have been widened there)
+                r0 = a - rev.match(text[max(0, a - size) : a][::-1]).end()
+                r1 = covered[i] = full.match(text, a).end()
+                if r1 - r0 >= self.giant:
+                    out += self._verified(text, r0, r1, kind)
+                break
+        out.sort(key=lambda r: r[0])
         return out
 
     def _verified(self, text: str, r0: int, r1: int, kind: RunKind) -> list:
@@ -294,9 +307,15 @@ class BpeLong:
             bad = chars - self._members(kind.hf, kind.hf_not, chars)
             if not bad:
                 parts = [(r0, r1)]
-            else:  # Python and HF disagree on some characters: the runs between them
-                sub = re.compile("[^" + "".join(re.escape(c) for c in bad) + "]+")
-                parts = [(r0 + p.start(), r0 + p.end()) for p in sub.finditer(run)]
+            else:  # Python and HF disagree on some characters: the long runs between them
+                cls = "[^" + "".join(re.escape(c) for c in sorted(bad)) + "]"
+                full, rev = re.compile(cls + "+"), re.compile(cls + "*")
+                parts, end, size = [], 0, self.giant // 2
+                for x in range(0, len(run) - size + 1, size):  # uniform blocks, as above
+                    if x >= end and full.fullmatch(run, x, x + size):
+                        y = x - rev.match(run[max(0, x - size) : x][::-1]).end()
+                        end = full.match(run, x).end()
+                        parts.append((r0 + y, r0 + end))
         out = []
         for a, b in parts:
             if b - a < self.giant:
