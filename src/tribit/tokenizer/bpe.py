@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from ..errors import FormatError, TribitError
+from .longword import CHECKED_FAMILIES, BpeLong
 
 # llama.cpp pre-tokenizer regexes, by family (llama-vocab.cpp, `llm_tokenizer_bpe`)
 _LLAMA3 = (
@@ -182,6 +183,12 @@ class BpeEncoder:
         b2u = bytes_to_unicode()
         # bytes with no single-byte token: HF would silently drop them, so refuse the text
         self._missing = bytes(b for b in range(256) if b2u[b] not in vocab)
+        # long texts in bounded windows (longword.py says why the ids stay the same); only for
+        # the regex families its cut rules were checked against
+        self._long: BpeLong | None = None
+        if self.family in CHECKED_FAMILIES:
+            lens = [len(t) for t in tokens]
+            self._long = BpeLong(self._hf, self.family, lens, max(lens, default=1))
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text` (special-token strings are plain text here)."""
@@ -194,12 +201,21 @@ class BpeEncoder:
                 raise TribitError(
                     f"the vocabulary has no token for byte(s) {', '.join(bad)} of the text"
                 )
+        if self._long is not None:
+            ids = self._long.encode(text)
+            if ids is not None:
+                return ids
+        return self.encode_whole(text)
+
+    def encode_whole(self, text: str) -> list[int]:
+        """`encode` in one call into HF (the reference for the long-text path)."""
         # encode_batch, even for one text: it releases the GIL while Rust works (encode holds
         # it: a 4 MB prompt froze every other thread, the server's event loop included)
         return self._hf.encode_batch([text], add_special_tokens=False)[0].ids
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """`encode` for several texts (one call into the Rust side, without the GIL)."""
-        if self._missing:
+        long = self._long
+        if self._missing or (long is not None and any(len(t) >= long.min_len for t in texts)):
             return [self.encode(t) for t in texts]
         return [e.ids for e in self._hf.encode_batch(list(texts), add_special_tokens=False)]

@@ -6,15 +6,20 @@ token) is split into UTF-8 characters; repeatedly, among adjacent pairs whose co
 vocabulary token, the pair whose token has the highest score is merged (ties: the leftmost);
 finally each symbol is emitted as its token or, for a character outside the vocabulary, as
 byte tokens `<0xNN>` (byte fallback; the unknown token when there is none). Implemented here
-in Python: correct over fast (prompts are short; the model dominates).
+in Python: correct over fast (prompts are short; the model dominates). There is no
+pre-tokenizer, so a long text is merged in windows of a few KiB stitched at checked seams
+(longword.py says why that is exact), which keeps the time per MiB flat.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+import math
+from collections import Counter
+from collections.abc import Iterator, Sequence
 
 from ..errors import TribitError
+from .longword import Memo, stitch
 
 SPACE = "\u2581"
 
@@ -46,11 +51,63 @@ class SpmEncoder:
             if tid is None and b < 0x80:  # llama.cpp: fall back to the byte as a 1-char token
                 tid = self.vocab.get(chr(b))
             self.byte_ids.append(tid)
+        # windows for long texts: the merge order must be a total order (no NaN score)
+        self.long_ok = not any(math.isnan(s) for s in self.scores)
+        self.margin = max(64, 4 * max((len(t) for t in tokens), default=1))
+        self.stride = max(self.STRIDE, 8 * self.margin)
+        self.min_len = 2 * self.stride
+        self.long_stats: Counter = Counter()
+        self._compatible = Memo(lambda a, b: self._symbols(a + b) == [a, b])
+
+    STRIDE = 2048  # characters per window of a long text (its heap stays in cache)
+    TRIES = 4
 
     def encode(self, text: str) -> list[int]:
         """Token ids of already-escaped text (spaces as "▁", prefix added by the caller)."""
         if not text:
             return []
+        syms = None
+        if self.long_ok and len(text) >= self.min_len:
+            syms = self._symbols_long(text)
+        if syms is None:
+            syms = self._symbols(text)
+        return self._ids(syms)
+
+    def encode_whole(self, text: str) -> list[int]:
+        """`encode` without windows (the reference for the long-text path)."""
+        return self._ids(self._symbols(text)) if text else []
+
+    def _symbols_long(self, text: str) -> list[str] | None:
+        n, stride, margin = len(text), self.stride, self.margin
+
+        def cuts(syms: list[str], a: int, e: int) -> Iterator[tuple[int, int]]:
+            back = 0
+            for k in range(len(syms) - 1, 0, -1):
+                back += len(syms[k])
+                c = e - back
+                if c <= a + margin:
+                    return
+                if back >= margin:
+                    yield c, k
+
+        def next_end(c: int) -> int:
+            return c + stride if c + 2 * stride <= n else n
+
+        self.long_stats["texts"] += 1
+        return stitch(
+            0,
+            n,
+            next_end(0),
+            lambda a, e: self._symbols(text[a:e]),
+            cuts,
+            self._compatible,
+            next_end,
+            self.TRIES,
+            self.long_stats,
+        )
+
+    def _symbols(self, text: str) -> list[str]:
+        """The merged symbols of `text` (llama.cpp's order: best score, then leftmost)."""
         chars = list(text)  # symbols: one per character (a UTF-8 sequence)
         n = len(chars)
         sym = chars[:]  # sym[i]: text of the symbol starting at i ("" once merged away)
@@ -85,17 +142,24 @@ class SpmEncoder:
             add_bigram(prv[left], left)
             add_bigram(left, nxt[left])
 
-        # every merge made a vocabulary token, so a final symbol is a token or a lone character
-        # outside the vocabulary (llama.cpp's `resegment` reduces to this): bytes for the latter
-        out: list[int] = []
+        out: list[str] = []
         i = 0
         while i != -1:
-            tid = vocab.get(sym[i])
+            out.append(sym[i])
+            i = nxt[i]
+        return out
+
+    def _ids(self, syms: list[str]) -> list[int]:
+        # every merge made a vocabulary token, so a final symbol is a token or a lone character
+        # outside the vocabulary (llama.cpp's `resegment` reduces to this): bytes for the latter
+        vocab = self.vocab
+        out: list[int] = []
+        for s in syms:
+            tid = vocab.get(s)
             if tid is not None:
                 out.append(tid)
             else:
-                out.extend(self._byte(b) for b in sym[i].encode("utf-8"))
-            i = nxt[i]
+                out.extend(self._byte(b) for b in s.encode("utf-8"))
         return out
 
     def _byte(self, b: int) -> int:
