@@ -121,6 +121,12 @@ def test_prompt_ids_must_be_integers(server):
 
 
 # -- item 3 and 6: the event loop stays free -------------------------------------------------
+# Work on the event loop held /health for the whole template or tokenization (22-34 s);
+# off it, /health answers in 0.28-0.38 s on a 2-core host at load average 4.4 (the target is
+# 1 s). The bound leaves room for a loaded CI machine and still catches a blocked loop.
+HEALTH_BOUND_S = 5.0
+
+
 def _health_while(base, busy):
     """Poll /health while `busy` runs in a thread; return (busy's result, worst latency)."""
     out = {}
@@ -147,6 +153,7 @@ def test_slow_template_fails_its_request_and_health_answers(server):
     err = assert_openai_error(r, 500)
     assert err["code"] == "template_budget_exceeded" and "time budget" in err["message"]
     print(f"/health worst latency during a budget-exceeding template: {worst:.3f} s")
+    assert worst < HEALTH_BOUND_S, worst
     # the next chat (short content) works: a fresh worker renders it
     r = post(
         server,
@@ -163,6 +170,7 @@ def test_big_tokenize_runs_off_the_event_loop(server):
     )
     assert r.status_code == 200 and len(r.json()["tokens"]) == len(text)
     print(f"/health worst latency during a 3 MiB /tokenize: {worst:.3f} s")
+    assert worst < HEALTH_BOUND_S, worst
 
 
 def test_chat_turn_injection_over_http(server):
