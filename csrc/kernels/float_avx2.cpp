@@ -52,11 +52,106 @@ inline void float_row_dot(float* const* out, const uint8_t* row, const float* co
     }
 }
 
-// Two tokens at a time per row (each weight vector widened once for both), then
-// the odd one; elem_bytes = bytes per weight for the pointer math.
+// Batches (6 tokens or more): blocks of R rows x up to kGroup tokens. The block's
+// weights are widened to f32 once per chunk of kChunk values (an L1 buffer) and
+// used by every token tile of the group. The four chains of a (row, token) sum
+// are independent (chain q takes weights i + 8q of every 32-weight step), so over
+// a chunk chain q runs alone for a tile of R rows x T tokens: R x T accumulators
+// in registers, each step loading R weight and T activation vectors for R x T
+// FMAs; the sums wait in `state` between chunks. Every chain sees the same FMAs in
+// the same order as in float_row_dot, so the logits are the same bits as a token
+// alone. The next block's rows are prefetched a third of a chunk before each tile
+// call: prefetched in one burst while widening, they ran no faster than the
+// per-pair kernel (the tile loop alone reaches ~36 GMAC/s here, the whole kernel
+// ~21: widening and the row stream take the rest; BENCHMARKS.md).
+constexpr int kGroup = 12;
+constexpr int64_t kChunk = 512;
+
+template <int R, int T>
+inline void tile_chunk(__m256 (*state)[kGroup][4], const float* wbuf, const float* const* xs, int64_t c,
+                       int64_t len, int t0) {
+    for (int q = 0; q < 4; q++) {
+        __m256 acc[R][T];
+        for (int r = 0; r < R; r++)
+            for (int t = 0; t < T; t++) acc[r][t] = state[r][t0 + t][q];
+        for (int64_t i = 8 * q; i < len; i += 32) {
+            __m256 xv[T];
+            for (int t = 0; t < T; t++) xv[t] = _mm256_loadu_ps(xs[t0 + t] + c + i);
+            for (int r = 0; r < R; r++) {
+                const __m256 wv = _mm256_load_ps(wbuf + r * kChunk + i);
+                for (int t = 0; t < T; t++) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
+            }
+        }
+        for (int r = 0; r < R; r++)
+            for (int t = 0; t < T; t++) state[r][t0 + t][q] = acc[r][t];
+    }
+}
+
+template <int R, int ElemBytes, __m256 (*Load)(const uint8_t*)>
+void float_rows(float* y, int64_t ldy, const FloatMatrix& w, int64_t r0, const float* x, int64_t ldx, int64_t n,
+                float (*scalar)(const uint8_t*, int64_t)) {
+    const int64_t k = w.k, k8 = k / 8 * 8, k32 = k8 / 32 * 32;
+    const uint8_t* rows[R];
+    for (int r = 0; r < R; r++) rows[r] = w.data + (r0 + r) * w.row_bytes;
+    alignas(32) float wbuf[R * kChunk];
+    alignas(32) __m256 state[R][kGroup][4];
+    for (int64_t j0 = 0; j0 < n; j0 += kGroup) {
+        const int g = int(n - j0 < kGroup ? n - j0 : kGroup);
+        const float* xs[kGroup];
+        for (int t = 0; t < g; t++) xs[t] = x + (j0 + t) * ldx;
+        for (int r = 0; r < R; r++)
+            for (int t = 0; t < g; t++)
+                for (int q = 0; q < 4; q++) state[r][t][q] = _mm256_setzero_ps();
+        for (int64_t c = 0; c < k32; c += kChunk) {
+            const int64_t len = k32 - c < kChunk ? k32 - c : kChunk;
+            for (int r = 0; r < R; r++)
+                for (int64_t i = 0; i < len; i += 8) {
+                    const uint8_t* at = rows[r] + (c + i) * ElemBytes;
+                    // the same bytes of the next block: streamed from memory while this
+                    // block computes (prefetches never fault past the end)
+                                        _mm256_store_ps(wbuf + r * kChunk + i, Load(at));
+                }
+            // the same chunk of the next block, a third before each tile call
+            const int64_t cb = len * ElemBytes, part = (cb / 64 + 2) / 3 * 64;
+            int64_t pf = 0;
+            auto prefetch_part = [&]() {
+                if (j0 != 0) return;
+                for (int64_t e = pf + part < cb ? pf + part : cb; pf < e; pf += 64)
+                    for (int r = 0; r < R; r++)
+                        _mm_prefetch((const char*)(rows[r] + R * w.row_bytes + c * ElemBytes + pf), _MM_HINT_T0);
+            };
+            int t = 0;
+            for (; t + 3 <= g; t += 3) prefetch_part(), tile_chunk<R, 3>(state, wbuf, xs, c, len, t);
+            prefetch_part();
+            if (g - t == 2) tile_chunk<R, 2>(state, wbuf, xs, c, len, t);
+            if (g - t == 1) tile_chunk<R, 1>(state, wbuf, xs, c, len, t);
+        }
+        for (int r = 0; r < R; r++)
+            for (int t = 0; t < g; t++) {  // float_row_dot's end: 8-steps into chain 0, sums, tail
+                __m256* s4 = state[r][t];
+                for (int64_t i = k32; i < k8; i += 8)
+                    s4[0] = _mm256_fmadd_ps(Load(rows[r] + i * ElemBytes), _mm256_loadu_ps(xs[t] + i), s4[0]);
+                float s = hsum_f32(_mm256_add_ps(_mm256_add_ps(s4[0], s4[1]), _mm256_add_ps(s4[2], s4[3])));
+                for (int64_t m = k8; m < k; m++) s += scalar(rows[r], m) * xs[t][m];
+                y[(j0 + t) * ldy + r0 + r] = s;
+            }
+    }
+}
+
+// Decode and batches of up to 5: two tokens at a time per row (each weight vector
+// widened once for both), then the odd one, each row streamed once; batches of
+// 6 or more: the row blocks above (f16 head 128256 x 2560, 1 thread, Zen 2: 8
+// tokens 155-161 -> 126-138 ms, 16 tokens 303 -> 264 ms; 4 tokens were 4 % slower
+// in blocks). elem_bytes = bytes per weight.
 template <int ElemBytes, __m256 (*Load)(const uint8_t*)>
 void float_matmul_avx2(float* y, int64_t ldy, const FloatMatrix& w, const float* x, int64_t ldx,
                        int64_t n, int64_t r0, int64_t r1, float (*scalar)(const uint8_t*, int64_t)) {
+    if (n >= 6) {
+        int64_t r = r0;
+        for (; r + 3 <= r1; r += 3) float_rows<3, ElemBytes, Load>(y, ldy, w, r, x, ldx, n, scalar);
+        for (; r < r1; r++) float_rows<1, ElemBytes, Load>(y, ldy, w, r, x, ldx, n, scalar);
+        return;
+    }
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t* row = w.data + r * w.row_bytes;
         int64_t j = 0;
