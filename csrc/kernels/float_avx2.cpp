@@ -11,10 +11,17 @@
 namespace tribit {
 namespace {
 
-inline __m256 load8_f32(const uint8_t* p) { return _mm256_loadu_ps((const float*)p); }
-inline __m256 load8_f16(const uint8_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p)); }
-inline __m256 load8_bf16(const uint8_t* p) {
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)p)), 16));
+// The end of one (row, token) sum from its four chains (c, summed up to weight i):
+// the 8-weight steps into chain 0, ((c0 + c1) + (c2 + c3)) across lanes, the scalar
+// tail. Shared by the pair loop and the batch blocks, so both end in one order.
+template <int ElemBytes, __m256 (*Load)(const uint8_t*)>
+inline float finish(__m256* c, const uint8_t* row, const float* x, int64_t i, int64_t k,
+                    float (*scalar)(const uint8_t*, int64_t)) {
+    const int64_t k8 = k / 8 * 8;
+    for (; i < k8; i += 8) c[0] = _mm256_fmadd_ps(Load(row + i * ElemBytes), _mm256_loadu_ps(x + i), c[0]);
+    float s = hsum_f32(_mm256_add_ps(_mm256_add_ps(c[0], c[1]), _mm256_add_ps(c[2], c[3])));
+    for (int64_t m = k8; m < k; m++) s += scalar(row, m) * x[m];
+    return s;
 }
 
 // dot(W_row, x_t) for T = 1 or 2 tokens, each in one order whatever T: four
@@ -41,15 +48,7 @@ inline void float_row_dot(float* const* out, const uint8_t* row, const float* co
             for (int t = 0; t < T; t++) acc[t][q] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs[t] + i + 8 * q), acc[t][q]);
         }
     }
-    for (; i < k8; i += 8) {
-        const __m256 wv = Load(row + i * ElemBytes);
-        for (int t = 0; t < T; t++) acc[t][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs[t] + i), acc[t][0]);
-    }
-    for (int t = 0; t < T; t++) {
-        float s = hsum_f32(_mm256_add_ps(_mm256_add_ps(acc[t][0], acc[t][1]), _mm256_add_ps(acc[t][2], acc[t][3])));
-        for (int64_t m = k8; m < k; m++) s += scalar(row, m) * xs[t][m];
-        *out[t] = s;
-    }
+    for (int t = 0; t < T; t++) *out[t] = finish<ElemBytes, Load>(acc[t], row, xs[t], i, k, scalar);
 }
 
 // Batches (6 tokens or more): blocks of R rows x up to kGroup tokens. The block's
@@ -90,7 +89,7 @@ inline void tile_chunk(__m256 (*state)[kGroup][4], const float* wbuf, const floa
 template <int R, int ElemBytes, __m256 (*Load)(const uint8_t*)>
 void float_rows(float* y, int64_t ldy, const FloatMatrix& w, int64_t r0, const float* x, int64_t ldx, int64_t n,
                 float (*scalar)(const uint8_t*, int64_t)) {
-    const int64_t k = w.k, k8 = k / 8 * 8, k32 = k8 / 32 * 32;
+    const int64_t k32 = w.k / 8 * 8 / 32 * 32;  // the 32-weight steps of every chain
     const uint8_t* rows[R];
     for (int r = 0; r < R; r++) rows[r] = w.data + (r0 + r) * w.row_bytes;
     alignas(32) float wbuf[R * kChunk];
@@ -105,13 +104,10 @@ void float_rows(float* y, int64_t ldy, const FloatMatrix& w, int64_t r0, const f
         for (int64_t c = 0; c < k32; c += kChunk) {
             const int64_t len = k32 - c < kChunk ? k32 - c : kChunk;
             for (int r = 0; r < R; r++)
-                for (int64_t i = 0; i < len; i += 8) {
-                    const uint8_t* at = rows[r] + (c + i) * ElemBytes;
-                    // the same bytes of the next block: streamed from memory while this
-                    // block computes (prefetches never fault past the end)
-                                        _mm256_store_ps(wbuf + r * kChunk + i, Load(at));
-                }
-            // the same chunk of the next block, a third before each tile call
+                for (int64_t i = 0; i < len; i += 8)
+                    _mm256_store_ps(wbuf + r * kChunk + i, Load(rows[r] + (c + i) * ElemBytes));
+            // the same chunk of the next block, a third before each tile call: streamed
+            // from memory while this block computes (prefetches never fault past the end)
             const int64_t cb = len * ElemBytes, part = (cb / 64 + 2) / 3 * 64;
             int64_t pf = 0;
             auto prefetch_part = [&]() {
@@ -127,14 +123,8 @@ void float_rows(float* y, int64_t ldy, const FloatMatrix& w, int64_t r0, const f
             if (g - t == 1) tile_chunk<R, 1>(state, wbuf, xs, c, len, t);
         }
         for (int r = 0; r < R; r++)
-            for (int t = 0; t < g; t++) {  // float_row_dot's end: 8-steps into chain 0, sums, tail
-                __m256* s4 = state[r][t];
-                for (int64_t i = k32; i < k8; i += 8)
-                    s4[0] = _mm256_fmadd_ps(Load(rows[r] + i * ElemBytes), _mm256_loadu_ps(xs[t] + i), s4[0]);
-                float s = hsum_f32(_mm256_add_ps(_mm256_add_ps(s4[0], s4[1]), _mm256_add_ps(s4[2], s4[3])));
-                for (int64_t m = k8; m < k; m++) s += scalar(rows[r], m) * xs[t][m];
-                y[(j0 + t) * ldy + r0 + r] = s;
-            }
+            for (int t = 0; t < g; t++)
+                y[(j0 + t) * ldy + r0 + r] = finish<ElemBytes, Load>(state[r][t], rows[r], xs[t], k32, w.k, scalar);
     }
 }
 
@@ -167,10 +157,6 @@ void float_matmul_avx2(float* y, int64_t ldy, const FloatMatrix& w, const float*
         }
     }
 }
-
-float scalar_f32(const uint8_t* row, int64_t i) { float v; std::memcpy(&v, row + 4 * i, 4); return v; }
-float scalar_f16(const uint8_t* row, int64_t i) { uint16_t h; std::memcpy(&h, row + 2 * i, 2); return fp16_to_fp32(h); }
-float scalar_bf16(const uint8_t* row, int64_t i) { uint16_t h; std::memcpy(&h, row + 2 * i, 2); return bf16_to_fp32(h); }
 
 void matmul_f32_avx2(float* y, int64_t ldy, const FloatMatrix& w, const float* x, int64_t ldx, int64_t n, int64_t r0, int64_t r1) {
     float_matmul_avx2<4, load8_f32>(y, ldy, w, x, ldx, n, r0, r1, scalar_f32);
